@@ -1,0 +1,249 @@
+"""The `sendtime` command. Thin on purpose: parse, call one function, print.
+
+Heavy modules (dbt, Great Expectations, Flask) are imported inside each command so that
+`sendtime --help` and `sendtime ingest` start fast.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.config import Settings, ensure_home, load_settings
+from pipeline.errors import SendtimeError
+from pipeline.logs import setup_logging
+
+SOURCES = ("events", "customers", "orders", "order_items", "products")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _parse_as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    from pipeline.timestamps import parse_timestamp
+
+    parsed = parse_timestamp(value)
+    if parsed is None:
+        raise click.BadParameter(f"not a timestamp: {value!r}", param_hint="--as-of")
+    return parsed
+
+
+class _Cli(click.Group):
+    """Turns expected failures into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SendtimeError as exc:
+            click.echo(f"sendtime: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Cli)
+@click.option("--home", envvar="SENDTIME_HOME", type=click.Path(path_type=Path), default=None,
+              help="State directory (default ./.sendtime, or $SENDTIME_HOME).")
+@click.pass_context
+def main(ctx: click.Context, home: Path | None) -> None:
+    """sendtime: fresh customer profiles for email personalization."""
+    settings = load_settings(home)
+    setup_logging(settings.log_level)
+    ctx.obj = {"settings": settings}
+
+
+@main.command()
+@click.argument("source", type=click.Choice(SOURCES))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def ingest(ctx: click.Context, source: str, files: tuple[Path, ...], as_json: bool) -> None:
+    """Validate FILES (.jsonl .json .csv .parquet) of SOURCE into the lake; quarantine bad records."""
+    from pipeline.ingest import ingest_files
+
+    settings = _settings(ctx)
+    ensure_home(settings)
+    report = ingest_files(settings, source, list(files))
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(report.summary())
+
+
+@main.command()
+@click.option("--as-of", help="The cycle's reference time (ISO-8601 or epoch ms); default now.")
+@click.option("--full-refresh", is_flag=True, help="Rebuild every mart from the whole lake.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def run(ctx: click.Context, as_of: str | None, full_refresh: bool, as_json: bool) -> None:
+    """Run one pipeline cycle: dbt build in-process, validate, publish."""
+    from pipeline.cycle import run_cycle
+
+    settings = _settings(ctx)
+    ensure_home(settings)
+    result = run_cycle(settings, as_of=_parse_as_of(as_of), full_refresh=full_refresh)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        click.echo(result.summary())
+    if not result.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """List the latest pipeline cycles from the run log."""
+    from pipeline.runlog import format_runs, list_runs
+
+    rows = list_runs(_settings(ctx), limit=limit)
+    if as_json:
+        _print_json(rows)
+    else:
+        click.echo(format_runs(rows))
+
+
+@main.command()
+@click.option("--every", default=None, help="Interval, e.g. 5m, 30s, 5s (default from settings).")
+@click.option("--as-of", "as_of", default=None, hidden=True)
+@click.pass_context
+def schedule(ctx: click.Context, every: str | None, as_of: str | None) -> None:
+    """Run pipeline cycles on a schedule until SIGTERM or Ctrl-C."""
+    from pipeline.scheduler import run_scheduler
+
+    settings = _settings(ctx)
+    ensure_home(settings)
+    run_scheduler(settings, every=every or settings.schedule_every)
+
+
+@main.command()
+@click.option("--host", default=None)
+@click.option("--port", type=int, default=None)
+@click.option("--workers", type=int, default=None)
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the API with gunicorn (production mode). Serves only: runs no cycles."""
+    from serving.server import serve as serve_api
+
+    settings = _settings(ctx)
+    ensure_home(settings)
+    serve_api(settings, host=host or settings.host, port=port or settings.port,
+              workers=workers or settings.workers)
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys (stored hashed; a key is shown once)."""
+
+
+@keys.command("create")
+@click.option("--name", required=True)
+@click.option("--scopes", default="profiles:read", show_default=True,
+              help="Comma list of profiles:read, events:write, admin.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_create(ctx: click.Context, name: str, scopes: str, as_json: bool) -> None:
+    from serving.keys import create_key
+
+    settings = _settings(ctx.find_root())
+    ensure_home(settings)
+    key, record = create_key(settings, name, [s.strip() for s in scopes.split(",") if s.strip()])
+    if as_json:
+        _print_json({**record, "key": key})
+    else:
+        click.echo(f"created key {name!r} with scopes {record['scopes']}; it is shown once:\n{key}")
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_list(ctx: click.Context, as_json: bool) -> None:
+    from serving.keys import list_keys
+
+    rows = list_keys(_settings(ctx.find_root()))
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        state = f"revoked {row['revoked_at']}" if row.get("revoked_at") else "active"
+        click.echo(f"{row['name']:24} {row['key_prefix']:12} {','.join(row['scopes']):40} {state}")
+
+
+@keys.command("revoke")
+@click.argument("name")
+@click.pass_context
+def keys_revoke(ctx: click.Context, name: str) -> None:
+    from serving.keys import revoke_key
+
+    if not revoke_key(_settings(ctx.find_root()), name):
+        raise SendtimeError(f"no active key named {name!r}")
+    click.echo(f"revoked key {name!r}")
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default $SENDTIME_HOME/generated).")
+@click.option("--customers", default=2_000, show_default=True)
+@click.option("--events", default=100_000, show_default=True)
+@click.option("--products", default=300, show_default=True)
+@click.option("--seed", default=42, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
+              help="File format of the events file.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def generate(ctx: click.Context, out_dir: Path | None, customers: int, events: int, products: int,
+             seed: int, fmt: str, as_json: bool) -> None:
+    """Generate realistic synthetic source files (same seed, same data)."""
+    from pipeline.generate import generate as generate_data
+
+    settings = _settings(ctx)
+    out = out_dir or settings.home / "generated"
+    files = generate_data(out, customers=customers, events=events, products=products, seed=seed, events_format=fmt)
+    if as_json:
+        _print_json({k: [str(p) for p in v] for k, v in files.items()})
+    else:
+        for source, paths in files.items():
+            for path in paths:
+                click.echo(f"{source:12} {path}")
+
+
+@main.command()
+@click.option("--customers", default=2_000, show_default=True)
+@click.option("--events", default=100_000, show_default=True)
+@click.option("--every", default="10s", show_default=True)
+@click.option("--port", type=int, default=None)
+@click.pass_context
+def demo(ctx: click.Context, customers: int, events: int, every: str, port: int | None) -> None:
+    """The quick start: generate, ingest, build, validate, publish, then serve with the scheduler."""
+    from pipeline.demo import run_demo
+
+    settings = _settings(ctx)
+    ensure_home(settings)
+    run_demo(settings, customers=customers, events=events, every=every, port=port or settings.port)
+
+
+@main.command()
+@click.pass_context
+def docs(ctx: click.Context) -> None:
+    """Build dbt docs (lineage of every model) under SENDTIME_HOME and say where to open them."""
+    from pipeline.transform import build_docs
+
+    settings = _settings(ctx)
+    ensure_home(settings)
+    index = build_docs(settings)
+    click.echo(f"dbt docs built: open {index} (or run `dbt docs serve --target-path {index.parent}`)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""sendtime's serving layer: the Flask API over the online store."""
