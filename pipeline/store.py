@@ -5,6 +5,12 @@ SENDTIME_ONLINE_STORE_URL is a postgresql+psycopg:// URL. Both through SQLAlchem
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -15,13 +21,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    Connection,
     create_engine,
+    delete,
     event,
+    func,
     inspect,
     select,
+    update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline.config import Settings
+from pipeline.errors import StoreError
+from pipeline.ids import iso_z, utcnow
 
 SCHEMA_VERSION = 1
 
@@ -124,7 +137,12 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API
 
 
 def make_engine(url: str, **kwargs) -> Engine:
-    """An engine for the online store; SQLite gets WAL and a busy timeout on every connection."""
+    """An engine for the online store; SQLite gets WAL and a busy timeout on every connection.
+
+    `hide_parameters`: a failed statement's message must never carry a profile body (emails,
+    names) into a log or the run log.
+    """
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -152,3 +170,171 @@ def migrate(engine: Engine) -> int:
 
 def has_schema(engine: Engine) -> bool:
     return inspect(engine).has_table("published_versions")
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the pipeline (publish, cycle, run log) and the API (lookup, status, metrics)
+# ---------------------------------------------------------------------------------------------
+
+def email_hash(email: str | None) -> str | None:
+    """sha256 hex of the trimmed, lower-cased email: the lookup key of `POST /customers/lookup`."""
+    if email is None:
+        return None
+    normalized = email.strip().lower()
+    if not normalized:
+        return None
+    return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
+
+
+def upsert_statement(conn: Connection, table: Table, key: Sequence[str]):  # noqa: ANN201 - dialect insert
+    """`INSERT ... ON CONFLICT (key) DO UPDATE` for SQLite and PostgreSQL, to run with executemany."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        stmt = sqlite.insert(table)
+    elif dialect == "postgresql":
+        stmt = postgresql.insert(table)
+    else:  # pragma: no cover - only the two stores of docs/architecture.md are supported
+        raise StoreError(f"unsupported online store dialect: {dialect}")
+    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
+    return stmt.on_conflict_do_update(index_elements=list(key), set_=updates)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return iso_z(value)
+    return str(value)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _batch_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One `ingest_batches` row per batch of an ingest report (a report may hold several files)."""
+    nested = report.get("batches") or report.get("files")
+    if isinstance(nested, list) and nested and isinstance(nested[0], Mapping):
+        return [row for item in nested for row in _batch_rows({**_scalars(report), **item})]
+    batch_id = report.get("batch_id")
+    if not batch_id:
+        return []
+    quarantine = report.get("quarantine_path") or report.get("quarantine")
+    return [{
+        "batch_id": str(batch_id),
+        "source": str(report.get("source") or ""),
+        "source_file": _text(report.get("source_file") or report.get("file") or report.get("path")),
+        "received": _int(report.get("received")),
+        "accepted": _int(report.get("accepted")),
+        "rejected": _int(report.get("rejected")),
+        "quarantine_path": _text(quarantine) if quarantine else None,
+        "ingested_at": _text(report.get("ingested_at")) or iso_z(utcnow()),
+    }]
+
+
+def _scalars(report: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in {"batches", "files"} and not isinstance(v, (list, dict))}
+
+
+def record_ingest_batch(engine: Engine, report: Mapping[str, Any]) -> int:
+    """Record an ingest (CLI) or collector batch in `ingest_batches`; idempotent by batch_id.
+
+    Takes `IngestReport.to_dict()`: either one batch (`batch_id`, `source`, `source_file`,
+    `received`, `accepted`, `rejected`, `quarantine_path`, `ingested_at`) or a report with a
+    `batches` (or `files`) list of such objects. Returns the number of batches recorded.
+    """
+    rows = _batch_rows(report)
+    if not rows:
+        return 0
+    with engine.begin() as conn:
+        conn.execute(upsert_statement(conn, ingest_batches, ["batch_id"]), rows)
+    return len(rows)
+
+
+def current_version(engine: Engine) -> dict[str, Any] | None:
+    """The published version readers see (the greatest), or None before the first publish."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(published_versions).order_by(published_versions.c.version.desc()).limit(1)
+        ).mappings().first()
+    return dict(row) if row else None
+
+
+def last_published_cycle_id(engine: Engine) -> str | None:
+    version = current_version(engine)
+    return version["cycle_id"] if version else None
+
+
+def next_version(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(published_versions.c.version), 0))).scalar()) + 1
+
+
+# --- run log (`runs`): one row per cycle, inserted `running`, updated at the end --------------
+
+RUN_STATUSES = ("running", "success", "failed", "validation_failed")
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=False, default=str)
+
+
+def start_run(engine: Engine, cycle_id: str, started_at: datetime, as_of: datetime) -> None:
+    with engine.begin() as conn:
+        conn.execute(runs.insert().values(
+            cycle_id=cycle_id, started_at=iso_z(started_at), status="running", as_of=iso_z(as_of),
+        ))
+
+
+def finish_run(engine: Engine, cycle_id: str, *, status: str, ended_at: datetime,
+               phases: Mapping[str, float] | None = None, rows_read: int | None = None,
+               rows_changed: int | None = None, rows_published: int | None = None,
+               rows_deleted: int | None = None, validation: Mapping[str, Any] | None = None,
+               error: str | None = None) -> None:
+    if status not in RUN_STATUSES:
+        raise ValueError(f"unknown run status {status!r}")
+    with engine.begin() as conn:
+        conn.execute(update(runs).where(runs.c.cycle_id == cycle_id).values(
+            status=status, ended_at=iso_z(ended_at), phases=_json_or_none(phases),
+            rows_read=rows_read, rows_changed=rows_changed, rows_published=rows_published,
+            rows_deleted=rows_deleted, validation=_json_or_none(validation), error=error,
+        ))
+
+
+INTERRUPTED = "interrupted: the process stopped before the cycle ended (killed, crashed or stopped)"
+
+
+def close_interrupted_runs(engine: Engine, now: datetime) -> int:
+    """Mark `running` rows failed. Call only while holding the home's cycle lock: then no other
+    cycle can be running, so a `running` row is one whose process died."""
+    with engine.begin() as conn:
+        result = conn.execute(update(runs).where(runs.c.status == "running").values(
+            status="failed", ended_at=iso_z(now), error=INTERRUPTED,
+        ))
+    return result.rowcount or 0
+
+
+def recent_runs(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest cycles, newest first, JSON columns decoded."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(runs).order_by(runs.c.cycle_id.desc()).limit(limit)).mappings().all()
+    out = []
+    for row in rows:
+        item = dict(row)
+        for key in ("phases", "validation"):
+            item[key] = json.loads(item[key]) if item.get(key) else None
+        out.append(item)
+    return out
+
+
+def delete_profiles(conn: Connection, customer_ids: Iterable[str]) -> int:
+    """Erase customers from the store (profiles and recommendations); returns profiles deleted."""
+    ids = list(customer_ids)
+    deleted = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        deleted += conn.execute(delete(profiles).where(profiles.c.customer_id.in_(chunk))).rowcount or 0
+        conn.execute(delete(recommendations).where(recommendations.c.customer_id.in_(chunk)))
+    return deleted
