@@ -1,0 +1,116 @@
+"""A real DuckDB warehouse with exactly the served marts of docs/architecture.md ("The warehouse").
+
+`write_marts` writes rows the way a dbt cycle does (replace by key, stamp `_cycle_id`), so publish
+and validation can be tested, and benchmarked at 100,000 profiles, on the contract itself. The
+end-to-end tests (test_cycle*.py, test_crash*.py) run the real dbt transform instead.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pipeline import publish
+
+DDL = {
+    "customer_profiles": """
+        customer_id VARCHAR, email VARCHAR, first_name VARCHAR, last_name VARCHAR, country VARCHAR,
+        locale VARCHAR, timezone VARCHAR, marketing_consent BOOLEAN, first_seen_at TIMESTAMP,
+        last_seen_at TIMESTAMP, orders_count INTEGER, lifetime_value DECIMAL(18,2), last_order_at TIMESTAMP,
+        lifecycle_stage VARCHAR, recently_viewed VARCHAR[], cart VARCHAR[], top_categories VARCHAR[],
+        recommendations VARCHAR[], _cycle_id VARCHAR""",
+    "customer_recommendations": "customer_id VARCHAR, rank INTEGER, product_id VARCHAR, score DOUBLE, reason VARCHAR, _cycle_id VARCHAR",
+    "products": """product_id VARCHAR, name VARCHAR, category VARCHAR, price DECIMAL(18,2), currency VARCHAR,
+        url VARCHAR, image_url VARCHAR, in_stock BOOLEAN, _cycle_id VARCHAR""",
+    "customer_erasures": "customer_id VARCHAR, erased_at TIMESTAMP, _cycle_id VARCHAR",
+}
+KEYS = {"customer_profiles": ["customer_id"], "customer_recommendations": ["customer_id"],
+        "products": ["product_id"], "customer_erasures": ["customer_id"]}
+COLUMNS = {
+    "customer_profiles": list(publish.PROFILE_FIELDS),
+    "customer_recommendations": list(publish.RECOMMENDATION_FIELDS),
+    "products": list(publish.PRODUCT_FIELDS),
+    "customer_erasures": ["customer_id", "erased_at"],
+}
+AS_OF = datetime(2026, 11, 1, 12, 0, 0)
+
+
+def write_marts(path: Path, cycle_id: str, **tables: list[dict[str, Any]]) -> None:
+    """Replace the given rows by key in each mart and stamp them with `cycle_id`.
+
+    `customer_recommendations` rows replace all rows of their customers (as the transform does);
+    `delete_customers=[ids]` removes customers from profiles and recommendations (an erasure).
+    """
+    con = duckdb.connect(str(path))
+    try:
+        for name, ddl in DDL.items():
+            con.execute(f"create table if not exists {name} ({ddl})")
+        for cid in tables.pop("delete_customers", []):
+            con.execute("delete from customer_profiles where customer_id = ?", [cid])
+            con.execute("delete from customer_recommendations where customer_id = ?", [cid])
+        for name, rows in tables.items():
+            if not rows:
+                continue
+            key = KEYS[name][0]
+            con.executemany(f"delete from {name} where {key} = ?", [[k] for k in {r[key] for r in rows}])
+            cols = COLUMNS[name]
+            con.executemany(
+                f"insert into {name} ({', '.join(cols)}, _cycle_id) values ({', '.join('?' for _ in cols)}, ?)",
+                [[row.get(c) for c in cols] + [cycle_id] for row in rows],
+            )
+    finally:
+        con.close()
+
+
+def profile(i: int, **overrides: Any) -> dict[str, Any]:
+    """A valid profile of DESIGN.md for customer `c{i}` (active buyer or prospect)."""
+    buyer = i % 3 != 0
+    row = {
+        "customer_id": f"c{i}", "email": f"user{i}@example.com", "first_name": f"First{i}",
+        "last_name": f"Last{i}", "country": "US", "locale": "en-US", "timezone": "America/New_York",
+        "marketing_consent": i % 2 == 0, "first_seen_at": AS_OF - timedelta(days=60, seconds=i % 1000),
+        "last_seen_at": AS_OF - timedelta(days=1, microseconds=i % 7), "orders_count": 2 if buyer else 0,
+        "lifetime_value": Decimal("12.50") if buyer else Decimal("0.00"),
+        "last_order_at": AS_OF - timedelta(days=10) if buyer else None,
+        "lifecycle_stage": "active" if buyer else "prospect",
+        "recently_viewed": [f"P{i % 50}", f"P{(i + 1) % 50}"], "cart": [f"P{(i + 2) % 50}"] if buyer else [],
+        "top_categories": ["shoes", "bags"], "recommendations": ["P10", "P11"],
+    }
+    row.update(overrides)
+    return row
+
+
+def recommendations_for(customer_id: str, product_ids: list[str]) -> list[dict[str, Any]]:
+    return [{"customer_id": customer_id, "rank": rank, "product_id": pid, "score": 1.0 / rank,
+             "reason": "association"} for rank, pid in enumerate(product_ids, start=1)]
+
+
+def product(n: int, **overrides: Any) -> dict[str, Any]:
+    row = {"product_id": f"P{n}", "name": f"Product {n}", "category": "shoes" if n % 2 else "bags",
+           "price": Decimal("19.90"), "currency": "USD", "url": f"https://shop.example/p/{n}",
+           "image_url": f"https://shop.example/i/{n}.jpg", "in_stock": True}
+    row.update(overrides)
+    return row
+
+
+def seed_warehouse(path: Path, cycle_id: str, customers: int = 30) -> None:
+    write_marts(
+        path, cycle_id,
+        customer_profiles=[profile(i) for i in range(customers)],
+        customer_recommendations=[r for i in range(customers) for r in recommendations_for(f"c{i}", ["P10", "P11"])],
+        products=[product(n) for n in range(50)],
+    )
+
+
+def test_write_marts_has_the_contract_columns(tmp_path):
+    path = tmp_path / "warehouse.duckdb"
+    seed_warehouse(path, "20261101T000000000000Z-00000001", customers=4)
+    changes = publish.read_changes(path, None)
+    assert len(changes.profiles) == 4 and len(changes.products) == 50
+    assert changes.recommendation_customers == ["c0", "c1", "c2", "c3"]
+    assert len(changes.recommendations) == 8 and changes.erasures == []
+    # nothing is newer than the cycle that wrote everything
+    assert publish.read_changes(path, "20261101T000000000000Z-00000001").empty
