@@ -1,0 +1,553 @@
+"""Prometheus metrics: API request instrumentation plus pipeline state read from the online store.
+
+Two kinds of metrics, two mechanisms:
+
+* API requests (a counter and a latency histogram by route template, method and status) are
+  counted in the process that served the request. Under gunicorn each worker is its own process,
+  so they use prometheus_client's multiprocess mode: every worker writes its values to mmap files
+  in `PROMETHEUS_MULTIPROC_DIR` and a scrape, whichever worker answers it, merges all the files.
+  `serving/server.py` calls `prepare_multiprocess(settings)` before forking and installs
+  `child_exit` as gunicorn's hook.
+* Pipeline metrics (cycles, rows, validation, freshness) are not counted anywhere in the API: they
+  are read from the online store's `runs`, `published_versions` and `ingest_batches` tables at scrape
+  time by `PipelineCollector`, so every worker (and every API node on a shared PostgreSQL store)
+  reports the same numbers. Totals are SQL aggregates (a handful of rows come back); per-cycle
+  details come from the latest `RECENT_RUNS` runs only.
+
+`/metrics` is open (it carries counts and durations, never a customer id, email or name);
+restrict it at the network layer when needed (docs/operations.md).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from flask import Flask, Response, current_app, g, request
+from sqlalchemy import Engine, func, select
+
+from pipeline.config import Settings, load_settings
+from pipeline.logs import get_logger
+from pipeline.store import RUN_STATUSES
+
+log = get_logger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+RECENT_RUNS = 100  # the window for per-cycle details (status page, validation-by-suite counts)
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+# the API answers in microseconds to milliseconds; Braze gives an endpoint 2 s
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+# --------------------------------------------------------------------------- multiprocess mode
+
+def multiprocess_dir(settings: Settings) -> Path:
+    return settings.run_dir / "prometheus"
+
+
+def prepare_multiprocess(settings: Settings) -> dict[str, str]:
+    """Create an empty metrics folder for one server run and point this process at it.
+
+    Call it in the gunicorn master before any worker is forked (it also sets os.environ, so the
+    workers inherit it). Files of a previous run are removed: counters restart with the server,
+    which Prometheus' rate() and increase() handle. Returns the environment to hand to a child
+    process when gunicorn is started as a subprocess instead.
+    """
+    path = multiprocess_dir(settings)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = str(path)
+    _use_multiprocess_values()
+    return {MULTIPROC_ENV: str(path)}
+
+
+def mark_process_dead(pid: int) -> None:
+    """Forget a dead worker's live gauges (its counters and histograms are kept, as they must be)."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path and os.path.isdir(path):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, path)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn's `child_exit` server hook: `child_exit = serving.metrics.child_exit`."""
+    mark_process_dead(worker.pid)
+
+
+def _use_multiprocess_values() -> None:
+    """prometheus_client picks its value class when first imported; re-pick it when the
+    multiprocess folder was set afterwards (e.g. the server imported Flask and this module first)."""
+    from prometheus_client import values
+
+    if os.environ.get(MULTIPROC_ENV) and not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.get_value_class()
+
+
+def _multiprocess_path() -> str | None:
+    path = os.environ.get(MULTIPROC_ENV)
+    return path if path and os.path.isdir(path) else None
+
+
+# --------------------------------------------------------------------------- request metrics
+
+@dataclass
+class _RequestMetrics:
+    registry: Any
+    requests: Any
+    latency: Any
+
+
+_request_metrics: _RequestMetrics | None = None
+_request_metrics_lock = threading.Lock()
+
+
+def _get_request_metrics() -> _RequestMetrics:
+    """Created once per process, lazily, so that the multiprocess choice is already made."""
+    global _request_metrics
+    with _request_metrics_lock:
+        if _request_metrics is None:
+            _use_multiprocess_values()
+            from prometheus_client import CollectorRegistry, Counter, Histogram
+
+            registry = CollectorRegistry(auto_describe=True)
+            labels = ("route", "method", "status")
+            _request_metrics = _RequestMetrics(
+                registry=registry,
+                requests=Counter("sendtime_http_requests", "API requests by route template, method and status.",
+                                 labels, registry=registry),
+                latency=Histogram("sendtime_http_request_duration_seconds",
+                                  "API request latency by route template, method and status.",
+                                  labels, buckets=LATENCY_BUCKETS, registry=registry),
+            )
+        return _request_metrics
+
+
+def _route_label() -> str:
+    # the URL rule, never the URL: `/api/v1/customers/<customer_id>` keeps customer ids out of
+    # the metrics and the number of series bounded
+    rule = request.url_rule
+    return rule.rule if rule is not None else "unmatched"
+
+
+def _before_request() -> None:
+    g._sendtime_metrics_start = time.perf_counter()
+
+
+def _after_request(response: Response) -> Response:
+    start = g.pop("_sendtime_metrics_start", None)
+    if start is not None:
+        metrics = _get_request_metrics()
+        method = request.method if request.method in _METHODS else "other"
+        labels = (_route_label(), method, str(response.status_code))
+        metrics.requests.labels(*labels).inc()
+        metrics.latency.labels(*labels).observe(time.perf_counter() - start)
+    return response
+
+
+# --------------------------------------------------------------------------- store snapshot
+
+def parse_store_time(value: Any) -> datetime | None:
+    """A store timestamp (ISO text, `Z` or offset or naive UTC) -> naive UTC datetime; None if unusable."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        text = str(value).strip()
+        if not text:
+            return None
+        try:
+            parsed = datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError:
+            return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.replace(tzinfo=timezone.utc).timestamp()
+
+
+def _json_object(text: Any) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        data = json.loads(text) if isinstance(text, str) else text
+    except (TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@dataclass
+class RunInfo:
+    """One row of `runs`, parsed."""
+
+    cycle_id: str
+    status: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    as_of: datetime | None
+    phases: dict[str, float]
+    rows_read: int
+    rows_changed: int
+    rows_published: int
+    rows_deleted: int
+    validation: dict[str, bool]  # suite -> success
+    validation_detail: dict[str, Any]
+    error: str | None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return max(0.0, (self.ended_at - self.started_at).total_seconds())
+
+    @classmethod
+    def from_row(cls, row: Any) -> "RunInfo":
+        phases = {str(k): float(v) for k, v in _json_object(row.phases).items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        detail = _json_object(row.validation)
+        suites: dict[str, bool] = {}
+        for suite, result in detail.items():
+            if isinstance(result, dict) and "success" in result:
+                suites[str(suite)] = bool(result["success"])
+            elif isinstance(result, bool):
+                suites[str(suite)] = result
+        return cls(
+            cycle_id=row.cycle_id, status=row.status or "unknown",
+            started_at=parse_store_time(row.started_at), ended_at=parse_store_time(row.ended_at),
+            as_of=parse_store_time(row.as_of), phases=phases,
+            rows_read=int(row.rows_read or 0), rows_changed=int(row.rows_changed or 0),
+            rows_published=int(row.rows_published or 0), rows_deleted=int(row.rows_deleted or 0),
+            validation=suites, validation_detail=detail, error=row.error,
+        )
+
+
+@dataclass
+class VersionInfo:
+    """One row of `published_versions`, parsed."""
+
+    version: int
+    cycle_id: str
+    as_of: datetime | None
+    published_at: datetime | None
+    newest_ingested_at: datetime | None
+    profiles_upserted: int
+    profiles_deleted: int
+
+    @property
+    def lag_at_publish(self) -> float | None:
+        """How old the newest data was when this version went live."""
+        if self.published_at is None or self.newest_ingested_at is None:
+            return None
+        return max(0.0, (self.published_at - self.newest_ingested_at).total_seconds())
+
+    def lag_at(self, now: datetime) -> float | None:
+        if self.newest_ingested_at is None:
+            return None
+        return max(0.0, (now - self.newest_ingested_at).total_seconds())
+
+    @classmethod
+    def from_row(cls, row: Any) -> "VersionInfo":
+        return cls(
+            version=int(row.version), cycle_id=row.cycle_id, as_of=parse_store_time(row.as_of),
+            published_at=parse_store_time(row.published_at),
+            newest_ingested_at=parse_store_time(row.newest_ingested_at),
+            profiles_upserted=int(row.profiles_upserted or 0), profiles_deleted=int(row.profiles_deleted or 0),
+        )
+
+
+@dataclass
+class SourceTotals:
+    source: str
+    batches: int
+    received: int
+    accepted: int
+    rejected: int
+
+
+@dataclass
+class RunTotals:
+    cycles: int = 0
+    rows_read: int = 0
+    rows_changed: int = 0
+    rows_published: int = 0
+    rows_deleted: int = 0
+
+
+@dataclass
+class PipelineSnapshot:
+    """What the store says about the pipeline at one instant: the source of /metrics and /status."""
+
+    now: datetime
+    versions: list[VersionInfo] = field(default_factory=list)  # newest first
+    runs: list[RunInfo] = field(default_factory=list)  # newest first, at most `limit`
+    run_totals: dict[str, RunTotals] = field(default_factory=dict)  # by status, every run ever
+    sources: list[SourceTotals] = field(default_factory=list)
+    last_success_at: datetime | None = None
+
+    @property
+    def current(self) -> VersionInfo | None:
+        return self.versions[0] if self.versions else None
+
+    @property
+    def freshness_lag(self) -> float | None:
+        return self.current.lag_at(self.now) if self.current else None
+
+    @property
+    def last_finished(self) -> RunInfo | None:
+        return next((r for r in self.runs if r.status != "running"), None)
+
+    @property
+    def last_validated(self) -> RunInfo | None:
+        return next((r for r in self.runs if r.validation), None)
+
+
+def read_snapshot(engine: Engine, *, runs_limit: int = RECENT_RUNS, versions_limit: int = RECENT_RUNS,
+                  now: datetime | None = None) -> PipelineSnapshot:
+    """A handful of cheap queries: SQL aggregates for totals, the latest rows for details."""
+    from pipeline import store
+
+    runs, versions, batches = store.runs, store.published_versions, store.ingest_batches
+    snap = PipelineSnapshot(now=now or datetime.now(timezone.utc).replace(tzinfo=None))
+    with engine.connect() as conn:
+        snap.versions = [VersionInfo.from_row(r) for r in conn.execute(
+            select(versions).order_by(versions.c.version.desc()).limit(versions_limit))]
+        snap.runs = [RunInfo.from_row(r) for r in conn.execute(
+            select(runs).order_by(runs.c.cycle_id.desc()).limit(runs_limit))]
+        for r in conn.execute(select(
+                runs.c.status, func.count(), func.sum(runs.c.rows_read), func.sum(runs.c.rows_changed),
+                func.sum(runs.c.rows_published), func.sum(runs.c.rows_deleted)).group_by(runs.c.status)):
+            snap.run_totals[r[0]] = RunTotals(*(int(x or 0) for x in r[1:]))
+        snap.sources = [SourceTotals(r[0], *(int(x or 0) for x in r[1:])) for r in conn.execute(select(
+            batches.c.source, func.count(), func.sum(batches.c.received), func.sum(batches.c.accepted),
+            func.sum(batches.c.rejected)).group_by(batches.c.source).order_by(batches.c.source))]
+        success = next((r for r in snap.runs if r.status == "success"), None)
+        if success is not None:
+            snap.last_success_at = success.ended_at
+        elif snap.run_totals.get("success"):  # older than the window: one more aggregate
+            snap.last_success_at = parse_store_time(conn.execute(
+                select(func.max(runs.c.ended_at)).where(runs.c.status == "success")).scalar())
+    return snap
+
+
+_engines: dict[tuple[int, str], Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def store_engine(settings: Settings) -> Engine:
+    """One small engine per process and store URL, made after fork (never shared across workers)."""
+    from pipeline.store import engine_for
+
+    key = (os.getpid(), settings.store_url)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = engine_for(settings, pool_size=2, max_overflow=2) \
+                if not settings.store_url.startswith("sqlite") else engine_for(settings)
+        return engine
+
+
+def app_settings(app: Flask | None = None) -> Settings:
+    """The settings the app factory stored on the app, else the environment's."""
+    app = app or current_app
+    for key in ("SENDTIME_SETTINGS", "SETTINGS", "settings"):
+        value = app.config.get(key)
+        if isinstance(value, Settings):
+            return value
+    value = app.extensions.get("sendtime_settings") if hasattr(app, "extensions") else None
+    if isinstance(value, Settings):
+        return value
+    settings = load_settings()
+    app.extensions["sendtime_settings"] = settings
+    return settings
+
+
+# --------------------------------------------------------------------------- pipeline collector
+
+class StoreMissing(Exception):
+    """No online store yet (a fresh home before the first publish)."""
+
+
+def snapshot_for(settings: Settings, **kwargs: Any) -> PipelineSnapshot:
+    """`read_snapshot` of the settings' store; never creates an empty SQLite file."""
+    if settings.store_url.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(settings.store_url).database
+        if not database or not os.path.exists(database):
+            raise StoreMissing("the online store does not exist yet")
+    return read_snapshot(store_engine(settings), **kwargs)
+
+
+class PipelineCollector:
+    """Reads the online store at scrape time; never raises (a broken store is `sendtime_store_up 0`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def describe(self) -> list:
+        return []  # no eager collect at registration: the store is read at scrape time only
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        started = time.perf_counter()
+        up = GaugeMetricFamily("sendtime_store_up", "1 when the online store could be read at this scrape.")
+        try:
+            snap = snapshot_for(self.settings)
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the store is down
+            log.warning("metrics: online store unreadable", extra={"error_type": type(exc).__name__})
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from _pipeline_families(snap, CounterMetricFamily, GaugeMetricFamily)
+        took = GaugeMetricFamily("sendtime_metrics_store_read_seconds",
+                                 "Time this scrape spent reading the online store.")
+        took.add_metric([], time.perf_counter() - started)
+        yield took
+
+
+def _gauge(cls: Any, name: str, doc: str, value: float | None, labels: Iterable[str] = ()) -> Any:
+    metric = cls(name, doc, labels=list(labels))
+    if value is not None:
+        metric.add_metric([], value)
+    return metric
+
+
+def _pipeline_families(snap: PipelineSnapshot, counter: Any, gauge: Any) -> Iterator[Any]:
+    current = snap.current
+    yield _gauge(gauge, "sendtime_published_version", "Version number of the published state (0: none yet).",
+                 current.version if current else 0)
+    if current is not None:
+        yield _gauge(gauge, "sendtime_published_timestamp_seconds",
+                     "When the current published version went live (unix time).", epoch(current.published_at))
+        yield _gauge(gauge, "sendtime_published_as_of_timestamp_seconds",
+                     "The as_of of the cycle that produced the current version (unix time).", epoch(current.as_of))
+        yield _gauge(gauge, "sendtime_freshness_lag_seconds",
+                     "Now minus the newest ingested_at in the published state.", snap.freshness_lag)
+
+    cycles = counter("sendtime_cycles", "Pipeline cycles by status (every cycle in the run log).", labels=["status"])
+    for status in sorted(set(RUN_STATUSES) | set(snap.run_totals)):
+        cycles.add_metric([status], snap.run_totals.get(status, RunTotals()).cycles)
+    yield cycles
+    for attr, doc in (("rows_read", "Changed mart rows read by cycles."),
+                      ("rows_changed", "Mart rows changed by cycles."),
+                      ("rows_published", "Profiles upserted into the online store by cycles."),
+                      ("rows_deleted", "Profiles erased from the online store by cycles.")):
+        yield _gauge(counter, f"sendtime_{attr}", doc, sum(getattr(t, attr) for t in snap.run_totals.values()))
+
+    per_source = {
+        "sendtime_ingest_batches": ("Ingest batches (one file or one collector request) by source.", "batches"),
+        "sendtime_rows_received": ("Records received by ingest, by source.", "received"),
+        "sendtime_rows_ingested": ("Records accepted into the lake, by source.", "accepted"),
+        "sendtime_rows_quarantined": ("Records rejected into quarantine, by source.", "rejected"),
+    }
+    for name, (doc, attr) in per_source.items():
+        family = counter(name, doc, labels=["source"])
+        for src in snap.sources:
+            family.add_metric([src.source], getattr(src, attr))
+        yield family
+
+    yield _gauge(gauge, "sendtime_last_success_timestamp_seconds",
+                 "End of the latest successful cycle (unix time; 0: never).", epoch(snap.last_success_at) or 0)
+    latest = snap.runs[0] if snap.runs else None
+    yield _gauge(gauge, "sendtime_cycle_running", "1 while the latest cycle is still running.",
+                 1 if latest is not None and latest.status == "running" else 0)
+    finished = snap.last_finished
+    status = gauge("sendtime_last_cycle_status", "1 for the status of the latest finished cycle.", labels=["status"])
+    phases = gauge("sendtime_last_cycle_phase_seconds", "Duration of each phase of the latest finished cycle.",
+                   labels=["phase"])
+    if finished is not None:
+        for name in sorted(set(RUN_STATUSES) - {"running"} | {finished.status}):
+            status.add_metric([name], 1 if name == finished.status else 0)
+        for name, seconds in finished.phases.items():
+            phases.add_metric([name], seconds)
+        yield _gauge(gauge, "sendtime_last_cycle_duration_seconds", "Wall time of the latest finished cycle.",
+                     finished.duration)
+        yield _gauge(gauge, "sendtime_last_cycle_end_timestamp_seconds",
+                     "End of the latest finished cycle (unix time).", epoch(finished.ended_at))
+        for attr in ("rows_changed", "rows_published"):
+            yield _gauge(gauge, f"sendtime_last_cycle_{attr}", f"{attr.replace('_', ' ')} by the latest finished cycle.",
+                         getattr(finished, attr))
+    yield status
+    yield phases
+
+    validated = snap.last_validated
+    suite_failed = gauge("sendtime_validation_suite_failed",
+                         "1 when the suite failed in the latest cycle that ran validation.", labels=["suite"])
+    recent = gauge("sendtime_validation_failures_recent",
+                   f"Cycles among the latest {RECENT_RUNS} in which the suite failed.", labels=["suite"])
+    counts: dict[str, int] = {}
+    for run in snap.runs:
+        for suite, ok in run.validation.items():
+            counts[suite] = counts.get(suite, 0) + (0 if ok else 1)
+    if validated is not None:
+        for suite, ok in sorted(validated.validation.items()):
+            suite_failed.add_metric([suite], 0 if ok else 1)
+    for suite, n in sorted(counts.items()):
+        recent.add_metric([suite], n)
+    yield suite_failed
+    yield recent
+
+
+# --------------------------------------------------------------------------- exposition
+
+def render_metrics(settings: Settings) -> tuple[bytes, str]:
+    """The /metrics body: request metrics (merged over workers when multiprocess) + pipeline metrics."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    path = _multiprocess_path()
+    if path:
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry, path=path)
+    else:
+        from prometheus_client import PROCESS_COLLECTOR
+
+        _RegistryProxy(_get_request_metrics().registry).register_into(registry)
+        registry.register(PROCESS_COLLECTOR)
+    registry.register(PipelineCollector(settings))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _RegistryProxy:
+    """Exposes one registry's metrics through another (single-process mode)."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def register_into(self, registry: Any) -> None:
+        registry.register(self)
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        return self.source.collect()
+
+
+def init_app(app: Flask) -> None:
+    """Register `/metrics` and the request instrumentation on a Flask app (called by the app factory)."""
+    _get_request_metrics()  # fail at start-up, not at the first request
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+
+    def metrics() -> Response:
+        body, content_type = render_metrics(app_settings(app))
+        return Response(body, status=200, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+    app.add_url_rule("/metrics", endpoint="metrics", view_func=metrics, methods=["GET"])

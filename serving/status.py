@@ -1,0 +1,292 @@
+"""`GET /status`: the operator's page. Published version and freshness, latest cycles, validation,
+quarantine counts, and two charts (cycle duration by phase, freshness per published version).
+
+Everything is rendered on the server: the charts are inline SVG, the CSS is inlined, there is no
+JavaScript and no external request, so the page works offline, from a saved file, and behind any
+proxy. It shows counts, durations, ids of cycles and suites, never a customer id, email or name
+(run errors are shown with anything that looks like an email address redacted).
+
+Access (`settings.status_page_access`): "open", or "key": an API key with the admin scope in
+`Authorization: Bearer <key>`. A key in the URL (`?key=`) is not accepted: URLs end up in proxy
+logs and browser history.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+from flask import Blueprint, Response, render_template, request
+from markupsafe import Markup, escape
+from sqlalchemy import select
+
+from pipeline.config import Settings
+from serving.metrics import (
+    PipelineSnapshot,
+    RunInfo,
+    StoreMissing,
+    app_settings,
+    snapshot_for,
+    store_engine,
+)
+from serving.problems import problem_response
+
+bp = Blueprint("status", __name__, template_folder="templates")
+
+PAGE_RUNS = 20  # rows of the cycles table
+CHART_POINTS = 40  # cycles / versions drawn in the charts
+PHASE_COLORS = {"transform": "#4e79a7", "read": "#f28e2b", "validate": "#59a14f", "publish": "#b07aa1"}
+OTHER_COLOR = "#9c9c9c"
+STATUS_COLORS = {"success": "#2e7d32", "failed": "#c62828", "validation_failed": "#ef6c00", "running": "#1565c0"}
+_EMAIL = re.compile(r"[^\s@<>\"']+@[^\s@<>\"']+")
+_STATIC = Path(__file__).resolve().parent / "static"
+
+
+# --------------------------------------------------------------------------- access
+
+def _key_record(settings: Settings, token: str) -> tuple[str | None, str | None] | None:
+    from pipeline.store import api_keys
+    from serving.keys import hash_key
+
+    with store_engine(settings).connect() as conn:
+        row = conn.execute(select(api_keys.c.scopes, api_keys.c.revoked_at)
+                           .where(api_keys.c.key_hash == hash_key(token))).first()
+    return (row.scopes, row.revoked_at) if row else None
+
+
+def _denied(settings: Settings) -> Response | None:
+    """None when the caller may see the page, else the problem response."""
+    if settings.status_page_access == "open":
+        return None
+    from serving.auth import ADMIN, bearer_token
+
+    challenge = {"WWW-Authenticate": 'Bearer realm="sendtime"'}
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        return problem_response("unauthorized", "the status page needs an admin key: send "
+                                "'Authorization: Bearer <key>' (a key in the URL is not accepted)", challenge)
+    try:
+        record = _key_record(settings, token)
+    except Exception:  # noqa: BLE001 - no store yet, or the store is down: nobody can be checked
+        return problem_response("unavailable", "the online store cannot be read to check the key")
+    if record is None or record[1] is not None:
+        return problem_response("unauthorized", "the API key is not valid" if record is None
+                                else "the API key was revoked", challenge)
+    if ADMIN not in (record[0] or "").split(","):
+        return problem_response("forbidden", "the status page needs the scope 'admin'")
+    return None
+
+
+# --------------------------------------------------------------------------- formatting
+
+def human_seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 60:
+        return f"{value:.1f} s"
+    if value < 3600:
+        return f"{value / 60:.1f} min"
+    if value < 86400:
+        return f"{value / 3600:.1f} h"
+    return f"{value / 86400:.1f} d"
+
+
+def fmt_time(value: datetime | None) -> str:
+    return "–" if value is None else value.strftime("%Y-%m-%d %H:%M:%S") + "Z"
+
+
+def redact(text: str | None, limit: int = 300) -> str:
+    if not text:
+        return ""
+    text = _EMAIL.sub("[redacted]", text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _failed_expectations(result: Any) -> list[str]:
+    """'expectation (column): n unexpected' lines; only names and counts, never sample values."""
+    if not isinstance(result, dict):
+        return []
+    items = result.get("failed") or result.get("failed_expectations") or []
+    lines = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict):
+            name = item.get("expectation") or item.get("expectation_type") or item.get("type") or "expectation"
+            column = item.get("column")
+            count = item.get("unexpected_count")
+            line = str(name) + (f" ({column})" if column else "")
+            if isinstance(count, (int, float)):
+                line += f": {int(count)} unexpected"
+            lines.append(line)
+        elif isinstance(item, str):
+            lines.append(item)
+    return lines
+
+
+# --------------------------------------------------------------------------- charts (inline SVG)
+
+@dataclass
+class Scale:
+    top: float
+    unit: float
+    unit_name: str
+
+
+def _scale(max_value: float) -> Scale:
+    """A round axis top (4 equal steps) and a display unit for a span of seconds."""
+    unit, name = next(((u, n) for u, n in ((86400, "d"), (3600, "h"), (60, "min")) if max_value >= 2 * u), (1, "s"))
+    span = max(max_value / unit, 1e-6)
+    step = next((s for s in _NICE_STEPS if s * 4 >= span), span / 4)
+    return Scale(top=step * 4 * unit, unit=unit, unit_name=name)
+
+
+_NICE_STEPS = tuple(m * 10.0 ** e for e in range(-3, 5) for m in (1, 2, 2.5, 5))
+
+
+_W, _H, _L, _R, _T, _B = 720, 250, 56, 12, 30, 34
+
+
+def _axes(scale: Scale, caption: str) -> list[str]:
+    out = []
+    plot_h = _H - _T - _B
+    for i in range(5):
+        value = scale.top * i / 4
+        y = _T + plot_h - plot_h * i / 4
+        label = f"{value / scale.unit:g} {scale.unit_name}"
+        out.append(f'<line class="grid" x1="{_L}" x2="{_W - _R}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        out.append(f'<text class="tick" x="{_L - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(label)}</text>')
+    out.append(f'<text class="caption" x="{_L}" y="{_H - 6}">{escape(caption)}</text>')
+    return out
+
+
+def _svg(chart_id: str, title: str, body: list[str]) -> Markup:
+    return Markup(
+        f'<svg id="{chart_id}" class="chart" viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" '
+        f'role="img" aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">'
+        f'<title>{escape(title)}</title>' + "".join(body) + "</svg>")
+
+
+def _empty(chart_id: str, title: str, message: str) -> Markup:
+    return _svg(chart_id, title, [f'<text class="empty" x="{_W / 2}" y="{_H / 2}" text-anchor="middle">'
+                                  f'{escape(message)}</text>'])
+
+
+def duration_chart(runs: Sequence[RunInfo]) -> Markup:
+    """Stacked bars, oldest cycle left: seconds per phase; the bar's base line shows the status."""
+    title = "Cycle duration by phase"
+    finished = [r for r in reversed(runs) if r.status != "running"][-CHART_POINTS:]
+    if not finished:
+        return _empty("chart-duration", title, "no finished cycle yet")
+    totals = [max(sum(r.phases.values()), r.duration or 0.0) for r in finished]
+    scale = _scale(max(totals) or 1.0)
+    plot_w, plot_h = _W - _L - _R, _H - _T - _B
+    slot = plot_w / len(finished)
+    bar = max(2.0, slot * 0.7)
+    body = _axes(scale, f"last {len(finished)} cycles, oldest left; colour = phase, base line = status")
+    for i, (run, total) in enumerate(zip(finished, totals)):
+        x = _L + i * slot + (slot - bar) / 2
+        y = _T + plot_h
+        tip = [f"{run.cycle_id} {run.status} {human_seconds(run.duration)}"]
+        parts = list(run.phases.items())
+        other = total - sum(run.phases.values())
+        if other > 1e-6:
+            parts.append(("other", other))
+        for phase, seconds in parts:
+            h = plot_h * seconds / scale.top
+            y -= h
+            color = PHASE_COLORS.get(phase, OTHER_COLOR)
+            body.append(f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{max(h, 0):.1f}" '
+                        f'fill="{color}"><title>{escape(phase)}: {escape(human_seconds(seconds))}</title></rect>')
+            tip.append(f"{phase} {human_seconds(seconds)}")
+        body.append(f'<rect class="status" x="{x:.1f}" y="{_T + plot_h + 2:.1f}" width="{bar:.1f}" height="4" '
+                    f'fill="{STATUS_COLORS.get(run.status, OTHER_COLOR)}"><title>{escape("; ".join(tip))}</title></rect>')
+    legend_x = _L + 8
+    for phase, color in PHASE_COLORS.items():
+        body.append(f'<rect x="{legend_x}" y="6" width="10" height="10" fill="{color}"/>'
+                    f'<text class="legend" x="{legend_x + 14}" y="15">{phase}</text>')
+        legend_x += 90
+    return _svg("chart-duration", title, body)
+
+
+def freshness_chart(snap: PipelineSnapshot, threshold: float) -> Markup:
+    """Per published version (oldest left): how old the newest data was when it went live; the
+    last point is the current lag (now). The dashed line is the readiness threshold."""
+    title = "Freshness lag per published version"
+    versions = [v for v in reversed(snap.versions) if v.lag_at_publish is not None][-CHART_POINTS:]
+    points = [(f"v{v.version} at publish", v.lag_at_publish) for v in versions]
+    if snap.freshness_lag is not None:
+        points.append(("now", snap.freshness_lag))
+    if not points:
+        return _empty("chart-freshness", title, "nothing published yet")
+    top_value = max(p[1] for p in points)
+    show_threshold = threshold <= top_value * 1.5
+    scale = _scale(max(top_value, threshold if show_threshold else 0) or 1.0)
+    plot_w, plot_h = _W - _L - _R, _H - _T - _B
+    step = plot_w / max(len(points) - 1, 1)
+    coords = [(_L + (i * step if len(points) > 1 else plot_w / 2),
+               _T + plot_h - plot_h * min(value, scale.top) / scale.top) for i, (_, value) in enumerate(points)]
+    body = _axes(scale, f"{len(points)} points: lag when each version went live, last = now")
+    if show_threshold:
+        y = _T + plot_h - plot_h * threshold / scale.top
+        body.append(f'<line class="threshold" x1="{_L}" x2="{_W - _R}" y1="{y:.1f}" y2="{y:.1f}">'
+                    f'<title>ready_max_age {escape(human_seconds(threshold))}</title></line>')
+    body.append('<polyline class="line" fill="none" points="'
+                + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')
+    for (label, value), (x, y) in zip(points, coords):
+        cls = "dot now" if label == "now" else "dot"
+        body.append(f'<circle class="{cls}" cx="{x:.1f}" cy="{y:.1f}" r="4">'
+                    f'<title>{escape(label)}: {escape(human_seconds(value))}</title></circle>')
+    return _svg("chart-freshness", title, body)
+
+
+# --------------------------------------------------------------------------- the page
+
+@lru_cache(maxsize=1)
+def _css() -> str:
+    return (_STATIC / "status.css").read_text()
+
+
+def _context(settings: Settings, snap: PipelineSnapshot | None, problem: str | None) -> dict[str, Any]:
+    ctx: dict[str, Any] = {"problem": problem, "css": Markup(_css()), "fmt_time": fmt_time,
+                           "human": human_seconds, "redact": redact, "status_colors": STATUS_COLORS,
+                           "threshold": settings.ready_max_age_seconds, "snap": snap}
+    if snap is None:
+        return ctx
+    lag = snap.freshness_lag
+    ctx.update(
+        current=snap.current,
+        lag=lag,
+        fresh=lag is not None and lag <= settings.ready_max_age_seconds,
+        last_success_ago=(snap.now - snap.last_success_at).total_seconds() if snap.last_success_at else None,
+        runs=snap.runs[:PAGE_RUNS],
+        validated=snap.last_validated,
+        failed_expectations=_failed_expectations,
+        duration_chart=duration_chart(snap.runs),
+        freshness_chart=freshness_chart(snap, settings.ready_max_age_seconds),
+        totals=sorted(snap.run_totals.items()),
+        phases=list(PHASE_COLORS),
+    )
+    return ctx
+
+
+@bp.get("/status")
+def status_page() -> Response:
+    settings = app_settings()
+    denied = _denied(settings)
+    if denied is not None:
+        return denied
+    snap, problem = None, None
+    try:
+        snap = snapshot_for(settings)
+    except StoreMissing:
+        problem = "No online store yet: nothing has been published in this home."
+    except Exception as exc:  # noqa: BLE001 - the page must say the store is down, not fail
+        problem = f"The online store cannot be read ({type(exc).__name__})."
+    html = render_template("status.html", **_context(settings, snap, problem))
+    return Response(html, status=200, mimetype="text/html",
+                    headers={"Cache-Control": "no-store", "Content-Security-Policy":
+                             "default-src 'none'; style-src 'unsafe-inline'; img-src data:"})

@@ -1,0 +1,164 @@
+"""The pipeline side of /metrics and /status: what `read_snapshot` and the collector make of a real
+online store (SQLite, and PostgreSQL). Also the seeding helper the other observability tests use:
+it writes the run log, ingest batches and published versions through pipeline.store's own writers,
+the way cycles and ingest write them."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy import insert
+
+from pipeline import store
+from pipeline.config import Settings, load_settings
+from pipeline.ids import iso_z, new_batch_id, new_cycle_id, utcnow
+from serving.metrics import PipelineCollector, _pipeline_families, read_snapshot, snapshot_for, StoreMissing
+
+
+def seed_store(settings: Settings, *, cycles: int = 12, lag_seconds: float = 90.0, fail_every: int = 5,
+               validation_fail_every: int = 4, now: datetime | None = None) -> dict[str, Any]:
+    """A plausible history: `cycles` cycles a minute apart (some failed, some failing validation),
+    a published version per successful cycle, and ingest batches with quarantined records.
+    The current version's newest data is `lag_seconds` old. Returns what was written."""
+    engine = store.engine_for(settings)
+    store.migrate(engine)
+    now = now or utcnow()
+    statuses: list[str] = []
+    version = 0
+    with engine.begin() as conn:
+        version = store.next_version(conn) - 1
+    planned = _planned(cycles, fail_every, validation_fail_every)
+    last_success = max((i for i, s in enumerate(planned) if s == "success"), default=-1)
+    for i, status in enumerate(planned):
+        started = now - timedelta(minutes=cycles - i, seconds=30)
+        cycle_id = new_cycle_id(started)
+        store.start_run(engine, cycle_id, started, started)
+        phases = {"transform": 1.0 + (i % 3) * 0.5, "read": 0.1, "validate": 0.3, "publish": 0.2 + i * 0.01}
+        if status == "failed":
+            validation = None
+            phases = {"transform": 0.8}
+        elif status == "validation_failed":
+            validation = {"customer_profiles": {"success": False, "failed": [
+                {"expectation": "expect_column_values_to_not_be_null", "column": "customer_id", "unexpected_count": 3}]},
+                "products": {"success": True, "failed": []}}
+        else:
+            validation = {"customer_profiles": {"success": True, "failed": []}, "products": {"success": True, "failed": []}}
+        ended = started + timedelta(seconds=sum(phases.values()) + 0.05)
+        store.finish_run(engine, cycle_id, status=status, ended_at=ended, phases=phases, rows_read=100 + i,
+                         rows_changed=50 + i, rows_published=(40 + i) if status == "success" else 0, rows_deleted=1,
+                         validation=validation,
+                         error="dbt failed on row of jane.doe@example.com" if status == "failed" else None)
+        statuses.append(status)
+        if status == "success":
+            version += 1
+            newest = (now - timedelta(seconds=lag_seconds)) if i == last_success else ended - timedelta(seconds=20 + i)
+            with engine.begin() as conn:
+                conn.execute(insert(store.published_versions).values(
+                    version=version, cycle_id=cycle_id, as_of=iso_z(started), published_at=iso_z(ended),
+                    newest_ingested_at=iso_z(newest), profiles_upserted=40 + i, profiles_deleted=1))
+    for source, received, rejected in (("events", 1000, 7), ("customers", 200, 0), ("events", 500, 3)):
+        store.record_ingest_batch(engine, {"batch_id": new_batch_id(), "source": source, "source_file": f"{source}.jsonl",
+                                           "received": received, "accepted": received - rejected, "rejected": rejected,
+                                           "quarantine_path": None, "ingested_at": iso_z(now)})
+    engine.dispose()
+    return {"statuses": statuses, "versions": version}
+
+
+def _planned(cycles: int, fail_every: int, validation_fail_every: int) -> list[str]:
+    out = []
+    for i in range(cycles):
+        if fail_every and i % fail_every == fail_every - 1:
+            out.append("failed")
+        elif validation_fail_every and i % validation_fail_every == validation_fail_every - 1:
+            out.append("validation_failed")
+        else:
+            out.append("success")
+    return out
+
+
+def _families(settings: Settings) -> dict[str, dict[tuple, float]]:
+    out: dict[str, dict[tuple, float]] = {}
+    for family in PipelineCollector(settings).collect():
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def test_snapshot_reads_history(settings: Settings) -> None:
+    seeded = seed_store(settings, cycles=12, lag_seconds=90)
+    snap = snapshot_for(settings)
+    statuses = seeded["statuses"]
+    assert [r.status for r in snap.runs] == list(reversed(statuses))
+    assert {s: t.cycles for s, t in snap.run_totals.items()} == {s: statuses.count(s) for s in set(statuses)}
+    assert snap.current is not None and snap.current.version == seeded["versions"]
+    assert 85 <= snap.freshness_lag <= 120
+    assert snap.last_success_at == next(r.ended_at for r in snap.runs if r.status == "success")
+    events = next(s for s in snap.sources if s.source == "events")
+    assert (events.batches, events.received, events.accepted, events.rejected) == (2, 1500, 1490, 10)
+
+
+def test_collector_exposes_pipeline_metrics(settings: Settings) -> None:
+    seeded = seed_store(settings, cycles=10, lag_seconds=600)
+    statuses = seeded["statuses"]
+    m = _families(settings)
+    assert m["sendtime_store_up"][()] == 1
+    for status in ("success", "failed", "validation_failed", "running"):
+        assert m["sendtime_cycles_total"][(("status", status),)] == statuses.count(status)
+    assert m["sendtime_rows_quarantined_total"][(("source", "events"),)] == 10
+    assert m["sendtime_rows_ingested_total"][(("source", "customers"),)] == 200
+    assert m["sendtime_rows_changed_total"][()] == sum(50 + i for i in range(10))
+    assert 590 <= m["sendtime_freshness_lag_seconds"][()] <= 660
+    assert m["sendtime_published_version"][()] == seeded["versions"]
+    # the latest cycle (i = 9) is 'failed' with only a transform phase
+    assert statuses[-1] == "failed"
+    assert m["sendtime_last_cycle_status"][(("status", "failed"),)] == 1
+    assert m["sendtime_last_cycle_status"][(("status", "success"),)] == 0
+    assert m["sendtime_last_cycle_phase_seconds"] == {(("phase", "transform"),): 0.8}
+    # latest validated cycle is i = 8 (success); validation failed at i = 3 and i = 7
+    assert m["sendtime_validation_suite_failed"][(("suite", "customer_profiles"),)] == 0
+    assert m["sendtime_validation_failures_recent"][(("suite", "customer_profiles"),)] == 2
+    assert m["sendtime_validation_failures_recent"][(("suite", "products"),)] == 0
+    assert m["sendtime_last_success_timestamp_seconds"][()] > 0
+
+
+def test_collector_on_missing_store_reports_down(settings: Settings) -> None:
+    with pytest.raises(StoreMissing):
+        snapshot_for(settings)
+    m = _families(settings)
+    assert m == {"sendtime_store_up": {(): 0.0}}
+    assert not (settings.home / "online.sqlite").exists(), "a scrape must not create the store"
+
+
+def test_empty_store_has_no_success_and_no_lag(settings: Settings) -> None:
+    store.migrate(store.engine_for(settings))
+    m = _families(settings)
+    assert m["sendtime_published_version"][()] == 0
+    assert "sendtime_freshness_lag_seconds" not in m
+    assert m["sendtime_last_success_timestamp_seconds"][()] == 0  # "never": the no-success alert fires
+
+
+def test_last_success_older_than_the_window(settings: Settings) -> None:
+    seed_store(settings, cycles=3, fail_every=0, validation_fail_every=0)
+    engine = store.engine_for(settings)
+    snap = read_snapshot(engine, runs_limit=2)
+    # all three succeeded: the window of two still finds it; now push failures on top
+    for _ in range(3):
+        cid = new_cycle_id()
+        store.start_run(engine, cid, utcnow(), utcnow())
+        store.finish_run(engine, cid, status="failed", ended_at=utcnow(), error="boom")
+    snap2 = read_snapshot(engine, runs_limit=2)
+    assert all(r.status == "failed" for r in snap2.runs)
+    assert snap2.last_success_at == snap.last_success_at is not None
+
+
+@pytest.mark.postgres
+def test_snapshot_on_postgresql(home, pg_url: str) -> None:
+    settings = load_settings(home, environ={"SENDTIME_ONLINE_STORE_URL": pg_url})
+    seeded = seed_store(settings, cycles=6, lag_seconds=30)
+    m = _families(settings)
+    assert m["sendtime_store_up"][()] == 1
+    assert sum(m["sendtime_cycles_total"].values()) == 6
+    assert m["sendtime_published_version"][()] == seeded["versions"]
+    assert 25 <= m["sendtime_freshness_lag_seconds"][()] <= 90
