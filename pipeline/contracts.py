@@ -1,0 +1,289 @@
+"""Source contracts (DESIGN.md "Source contracts") as data, and the DuckDB SQL that checks them in bulk.
+
+Ingest turns every input (a JSONL line, a CSV row, a Parquet row, a collector record) into one JSON
+text, `raw`, and runs `validation_sql` over a chunk `chunk(line BIGINT, raw VARCHAR)`. The query
+returns, per record, `reason` (NULL when accepted, else the first rule it breaks) and the lake
+columns of docs/architecture.md "The lake". One query per chunk: no Python per record.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipeline.timestamps import WHITESPACE, timestamp_sql
+
+EVENT_TYPES = ("page_view", "product_view", "add_to_cart", "remove_from_cart", "purchase", "search",
+               "email_open", "email_click", "login", "signup")
+PRODUCT_EVENT_TYPES = ("product_view", "add_to_cart", "remove_from_cart")
+ORDER_STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled", "refunded")
+CDC_OPS = ("c", "u", "d", "r")
+# accepted spellings of a boolean (compared trimmed, lower-cased); stored as 'true'/'false'
+TRUE_TEXTS = ("true", "1", "yes")
+FALSE_TEXTS = ("false", "0", "no")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a record. kind: string, id (string or integer), timestamp, number, integer,
+    bool, object, code2, code3 (letters), status, op."""
+
+    name: str
+    kind: str = "string"
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Contract:
+    source: str
+    fields: tuple[Field, ...]  # flat sources: the record's fields; CDC: the row's columns
+    cdc: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.fields[0].name
+
+    @property
+    def columns(self) -> list[str]:
+        """The source columns of the lake file, in order (metadata columns follow)."""
+        names = [f.name for f in self.fields]
+        return ["op", "ts_ms", "source_lsn", "row_json", *names] if self.cdc else names
+
+
+CONTRACTS: dict[str, Contract] = {
+    "events": Contract("events", (
+        Field("event_id", required=True),
+        Field("event_type", required=True),
+        Field("occurred_at", "timestamp", required=True),
+        Field("customer_id"),
+        Field("anonymous_id"),
+        Field("product_id"),
+        Field("properties", "object"),
+    )),
+    "customers": Contract("customers", (
+        Field("customer_id", "id", required=True),
+        Field("email"), Field("first_name"), Field("last_name"),
+        Field("country", "code2"), Field("locale"), Field("timezone"),
+        Field("marketing_consent", "bool"),
+        Field("created_at", "timestamp"), Field("updated_at", "timestamp"),
+    ), cdc=True),
+    "orders": Contract("orders", (
+        Field("order_id", "id", required=True),
+        Field("customer_id", "id"),
+        Field("status", "status"),
+        Field("currency", "code3"),
+        Field("total_amount", "number"),
+        Field("created_at", "timestamp"), Field("updated_at", "timestamp"),
+    ), cdc=True),
+    "order_items": Contract("order_items", (
+        Field("order_item_id", "id", required=True),
+        Field("order_id", "id"),
+        Field("product_id", "id"),
+        Field("quantity", "number"),
+        Field("unit_price", "number"),
+    ), cdc=True),
+    "products": Contract("products", (
+        Field("product_id", "id", required=True),
+        Field("name"), Field("category"),
+        Field("price", "number"),
+        Field("currency", "code3"),
+        Field("url"), Field("image_url"),
+        Field("in_stock", "bool"),
+    )),
+}
+
+METADATA_SCHEMA = [
+    ("_batch_id", pa.string()),
+    ("_ingested_at", pa.timestamp("us")),
+    ("_source_file", pa.string()),
+    ("_source_line", pa.int64()),
+    ("_raw", pa.string()),
+]
+
+
+def lake_schema(source: str) -> pa.Schema:
+    contract = CONTRACTS[source]
+    typed = {"ts_ms": pa.int64(), "source_lsn": pa.int64()} if contract.cdc else {}
+    return pa.schema([(c, typed.get(c, pa.string())) for c in contract.columns] + METADATA_SCHEMA)
+
+
+# --- SQL building ----------------------------------------------------------------------------
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(_q(v) for v in values) + ")"
+
+
+_WS = _q(WHITESPACE)
+_NUMBER_RE = _q(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_INTEGER_RE = _q(r"-?[0-9]{1,18}")
+_INT_TYPES = "('BIGINT', 'UBIGINT')"
+_NUM_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"
+
+# JSON-ish name of a DuckDB json_type, for reasons like "event_id: expected string, got number"
+MACROS = """
+CREATE OR REPLACE MACRO st_jname(y) AS CASE
+  WHEN y = 'VARCHAR' THEN 'string' WHEN y IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT') THEN 'number'
+  WHEN y = 'BOOLEAN' THEN 'boolean' ELSE lower(y) END;
+CREATE OR REPLACE MACRO st_show(t) AS '''' || left(t, 24) || CASE WHEN length(t) > 24 THEN '...' ELSE '' END || '''';
+"""
+
+
+def _extract(obj: str, paths: list[str], csv: bool, object_names: set[str], names: list[str]) -> tuple[str, list[str]]:
+    """`_v`: one json_extract call (one parse per record); items: j_<name> (JSON) per path."""
+    v = f"CASE WHEN json_type({obj}) = 'OBJECT' THEN json_extract({obj}, [{', '.join(_q(p) for p in paths)}]) END AS _v"
+    out = []
+    for i, name in enumerate(names, start=1):
+        j = f"_v[{i}]"
+        if csv and name in object_names:
+            # a CSV cell holding JSON text stands for the object itself
+            j = (f"CASE WHEN json_type({j}) = 'VARCHAR' AND json_valid({j} ->> '$') "
+                 f"AND json_type(({j} ->> '$')::JSON) = 'OBJECT' THEN ({j} ->> '$')::JSON ELSE {j} END")
+        out.append(f"{j} AS j_{name}")
+    return v, out
+
+
+def _typed(name: str) -> str:
+    """Per-field derived columns: y_ (json type), t_ (trimmed text, NULL when absent)."""
+    return (f"json_type(j_{name}) AS y_{name}, "
+            f"nullif(trim(j_{name} ->> '$', {_WS}), '') AS t_{name}")
+
+
+def _field_reason(f: Field, label: str) -> str:
+    """SQL for the first rule field `f` breaks, or NULL. `label` is an SQL string expression."""
+    y, t = f"y_{f.name}", f"t_{f.name}"
+    present = f"({t} IS NOT NULL AND {y} <> 'NULL')"
+    checks: list[tuple[str, str]] = []
+    if f.required:
+        checks.append((f"NOT {present}", f"'missing required field: ' || {label}"))
+    if f.kind in ("string", "code2", "code3", "status", "op"):
+        checks.append((f"{present} AND {y} <> 'VARCHAR'", f"{label} || ': expected string, got ' || st_jname({y})"))
+    elif f.kind == "id":
+        checks.append((f"{present} AND {y} NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT')",
+                       f"{label} || ': expected string or integer, got ' || st_jname({y})"))
+    elif f.kind == "object":
+        checks.append((f"{present} AND {y} <> 'OBJECT'", f"{label} || ': expected object, got ' || st_jname({y})"))
+    elif f.kind == "number":
+        checks.append((f"{present} AND NOT ({y} IN {_NUM_TYPES} OR ({y} = 'VARCHAR' AND regexp_full_match({t}, {_NUMBER_RE})))",
+                       f"{label} || ': expected number, got ' || CASE WHEN {y} = 'VARCHAR' THEN st_show({t}) ELSE st_jname({y}) END"))
+    elif f.kind == "integer":
+        checks.append((f"{present} AND NOT (({y} IN {_INT_TYPES} OR {y} = 'VARCHAR') AND regexp_full_match({t}, {_INTEGER_RE}))",
+                       f"{label} || ': expected integer, got ' || CASE WHEN {y} = 'VARCHAR' THEN st_show({t}) ELSE st_jname({y}) END"))
+    elif f.kind == "bool":
+        ok = (f"{y} = 'BOOLEAN' OR ({y} IN {_INT_TYPES} AND {t} IN ('0', '1')) "
+              f"OR ({y} = 'VARCHAR' AND lower({t}) IN {_in(TRUE_TEXTS + FALSE_TEXTS)})")
+        checks.append((f"{present} AND NOT ({ok})", f"{label} || ': expected boolean, got ' || "
+                       f"CASE WHEN {y} = 'VARCHAR' THEN st_show({t}) ELSE st_jname({y}) END"))
+    elif f.kind == "timestamp":
+        checks.append((f"{present} AND {timestamp_sql(t, y)} IS NULL", f"{label} || ': unparseable timestamp'"))
+    if f.kind == "code2":
+        checks.append((f"{present} AND NOT regexp_full_match({t}, '[A-Za-z]{{2}}')",
+                       f"{label} || ': expected a 2-letter country code, got ' || st_show({t})"))
+    elif f.kind == "code3":
+        checks.append((f"{present} AND NOT regexp_full_match({t}, '[A-Za-z]{{3}}')",
+                       f"{label} || ': expected a 3-letter currency code, got ' || st_show({t})"))
+    elif f.kind == "status":
+        checks.append((f"{present} AND lower({t}) NOT IN {_in(ORDER_STATUSES)}",
+                       f"{label} || ': unknown status ' || st_show({t})"))
+    elif f.kind == "op":
+        checks.append((f"{present} AND {t} NOT IN {_in(CDC_OPS)}", f"{label} || ': unknown CDC op ' || st_show({t})"))
+    return _first(checks)
+
+
+def _first(checks: list[tuple[str, str]]) -> str:
+    if not checks:
+        return "NULL"
+    return "CASE " + " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks) + " END"
+
+
+def _out(f: Field) -> str:
+    """The lake column of field `f`: trimmed text; objects as compact JSON; booleans as true/false."""
+    t, y = f"t_{f.name}", f"y_{f.name}"
+    if f.kind == "object":
+        return f"CASE WHEN {y} = 'OBJECT' THEN j_{f.name}::VARCHAR END AS {f.name}"
+    if f.kind == "bool":
+        return (f"CASE WHEN lower({t}) IN {_in(TRUE_TEXTS)} THEN 'true' "
+                f"WHEN lower({t}) IN {_in(FALSE_TEXTS)} THEN 'false' END AS {f.name}")
+    return f"CASE WHEN {y} <> 'NULL' THEN {t} END AS {f.name}"
+
+
+def _record_reason(forced: str | None) -> str:
+    parse = ("CASE WHEN NOT json_valid(raw) THEN 'malformed JSON' "
+             "WHEN json_type(raw) <> 'OBJECT' THEN 'not a JSON object' END")
+    return _q(forced) if forced else parse
+
+
+def validation_sql(source: str, *, csv: bool = False, forced_reason: str | None = None) -> str:
+    """The query over `chunk(line, raw)`: line, raw, reason, then the lake's source columns.
+
+    `csv`: values came from CSV cells (all strings; object fields hold JSON text).
+    `forced_reason`: reject every record with it (a CSV file missing a required column).
+    """
+    contract = CONTRACTS[source]
+    return _cdc_sql(contract, csv, forced_reason) if contract.cdc else _flat_sql(contract, csv, forced_reason)
+
+
+def _flat_sql(c: Contract, csv: bool, forced: str | None) -> str:
+    names = [f.name for f in c.fields]
+    objects = {f.name for f in c.fields if f.kind == "object"}
+    v, items = _extract("raw", [f"$.{n}" for n in names], csv, objects, names)
+    reasons = [_field_reason(f, _q(f.name)) for f in c.fields]
+    if c.source == "events":
+        reasons.append("CASE WHEN t_customer_id IS NULL AND t_anonymous_id IS NULL "
+                       "THEN 'needs customer_id or anonymous_id' END")
+        reasons.append(f"CASE WHEN lower(t_event_type) IN {_in(PRODUCT_EVENT_TYPES)} AND t_product_id IS NULL "
+                       "THEN lower(t_event_type) || ' requires product_id' END")
+    return f"""
+SELECT line, raw, coalesce({', '.join(reasons)}) AS reason, {', '.join(_out(f) for f in c.fields)}
+FROM (SELECT *, {', '.join(_typed(n) for n in names)}
+      FROM (SELECT line, raw, {', '.join(items)}
+            FROM (SELECT line, raw, {v} FROM chunk WHERE {_record_reason(forced)} IS NULL)))
+UNION ALL
+SELECT line, raw, {_record_reason(forced)} AS reason, {', '.join(f'NULL AS {n}' for n in names)}
+FROM chunk WHERE {_record_reason(forced)} IS NOT NULL
+"""
+
+
+_ENVELOPE = (Field("op", "op", required=True), Field("ts_ms", "integer", required=True),
+             Field("lsn", "integer"), Field("source_lsn", "integer"),
+             Field("before", "object"), Field("after", "object"))
+
+
+def _cdc_sql(c: Contract, csv: bool, forced: str | None) -> str:
+    env_names = [f.name for f in _ENVELOPE]
+    env_paths = ["$.op", "$.ts_ms", "$.source.lsn", "$.source_lsn", "$.before", "$.after"]
+    v, items = _extract("raw", env_paths, csv, {"before", "after"}, env_names)
+    side = "CASE WHEN t_op = 'd' THEN 'before' ELSE 'after' END"
+    env_reasons = [_field_reason(f, _q("source.lsn" if f.name in ("lsn", "source_lsn") else f.name))
+                   for f in _ENVELOPE[:4]]
+    env_reasons.append(f"CASE WHEN t_op = 'd' AND coalesce(y_before, 'NULL') <> 'OBJECT' "
+                       "THEN 'before: required object for op ''d''' "
+                       f"WHEN t_op <> 'd' AND coalesce(y_after, 'NULL') <> 'OBJECT' "
+                       "THEN 'after: required object for op ''' || t_op || '''' END")
+    names = [f.name for f in c.fields]
+    rv, ritems = _extract("row_obj", [f"$.{n}" for n in names], False, set(), names)
+    row_reasons = [_field_reason(f, f"{side} || '.{f.name}'") for f in c.fields]
+    cols = ", ".join(_out(f) for f in c.fields)
+    return f"""
+WITH env AS (
+  SELECT *, coalesce({', '.join(env_reasons)}) AS env_reason,
+         CASE WHEN t_op = 'd' THEN j_before ELSE j_after END AS row_obj
+  FROM (SELECT *, {', '.join(_typed(n) for n in env_names)}
+        FROM (SELECT line, raw, {', '.join(items)}
+              FROM (SELECT line, raw, {v} FROM chunk WHERE {_record_reason(forced)} IS NULL)))
+)
+SELECT line, raw, coalesce(env_reason, {', '.join(row_reasons)}) AS reason,
+       t_op AS op, TRY_CAST(t_ts_ms AS BIGINT) AS ts_ms,
+       TRY_CAST(coalesce(t_lsn, t_source_lsn) AS BIGINT) AS source_lsn,
+       row_obj::VARCHAR AS row_json, {cols}
+FROM (SELECT *, {', '.join(_typed(n) for n in names)}
+      FROM (SELECT line, raw, env_reason, t_op, t_ts_ms, t_lsn, t_source_lsn, row_obj, {', '.join(ritems)}
+            FROM (SELECT *, {rv} FROM env)))
+UNION ALL
+SELECT line, raw, {_record_reason(forced)} AS reason, NULL AS op, NULL AS ts_ms, NULL AS source_lsn,
+       NULL AS row_json, {', '.join(f'NULL AS {n}' for n in names)}
+FROM chunk WHERE {_record_reason(forced)} IS NOT NULL
+"""
