@@ -359,18 +359,15 @@ def store_engine(settings: Settings) -> Engine:
 
 
 def app_settings(app: Flask | None = None) -> Settings:
-    """The settings the app factory stored on the app, else the environment's."""
+    """The settings of the app factory (`app.extensions["sendtime"].settings`), else the environment's."""
     app = app or current_app
-    for key in ("SENDTIME_SETTINGS", "SETTINGS", "settings"):
-        value = app.config.get(key)
-        if isinstance(value, Settings):
-            return value
-    value = app.extensions.get("sendtime_settings") if hasattr(app, "extensions") else None
+    value = getattr(app.extensions.get("sendtime"), "settings", None)
     if isinstance(value, Settings):
         return value
-    settings = load_settings()
-    app.extensions["sendtime_settings"] = settings
-    return settings
+    value = app.extensions.get("sendtime_settings")
+    if not isinstance(value, Settings):
+        value = app.extensions["sendtime_settings"] = load_settings()
+    return value
 
 
 # --------------------------------------------------------------------------- pipeline collector

@@ -1,0 +1,90 @@
+"""Writes sendtime.json, the Grafana dashboard (run: python deploy/grafana/dashboard.py).
+
+Kept as code so panels stay consistent; tests/test_grafana_dashboard.py checks that every metric a
+query names exists on a live /metrics. Import the JSON in Grafana (Dashboards > Import) and pick
+the Prometheus data source for the DS_PROMETHEUS input.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+
+
+def _panel(pid: int, title: str, kind: str, grid: tuple[int, int, int, int], targets: list[tuple[str, str]],
+           unit: str = "short", description: str = "", **extra: object) -> dict:
+    x, y, w, h = grid
+    panel = {
+        "id": pid, "title": title, "type": kind, "datasource": DS, "description": description,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "targets": [{"refId": chr(65 + i), "datasource": DS, "expr": expr, "legendFormat": legend}
+                    for i, (expr, legend) in enumerate(targets)],
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {},
+    }
+    panel.update(extra)
+    return panel
+
+
+def build() -> dict:
+    p = []
+    p.append(_panel(1, "Freshness lag", "stat", (0, 0, 6, 5),
+                    [("max(sendtime_freshness_lag_seconds)", "lag")], "s",
+                    "Now minus the newest ingested_at in the published state.",
+                    fieldConfig={"defaults": {"unit": "s", "thresholds": {"mode": "absolute", "steps": [
+                        {"color": "green", "value": None}, {"color": "orange", "value": 1800},
+                        {"color": "red", "value": 3600}]}}, "overrides": []}))
+    p.append(_panel(2, "Since last successful cycle", "stat", (6, 0, 6, 5),
+                    [("time() - max(sendtime_last_success_timestamp_seconds)", "since")], "s"))
+    p.append(_panel(3, "Published version", "stat", (12, 0, 6, 5), [("max(sendtime_published_version)", "version")]))
+    p.append(_panel(4, "Online store readable", "stat", (18, 0, 6, 5), [("min(sendtime_store_up)", "up")],
+                    description="1 when every node could read the online store at its last scrape."))
+    p.append(_panel(5, "Freshness lag over time", "timeseries", (0, 5, 12, 8),
+                    [("max(sendtime_freshness_lag_seconds)", "freshness lag")], "s"))
+    p.append(_panel(6, "Cycles by status (per hour)", "timeseries", (12, 5, 12, 8),
+                    [("sum by (status) (increase(sendtime_cycles_total[1h]))", "{{status}}")],
+                    options={"legend": {"displayMode": "table", "placement": "right"}}))
+    p.append(_panel(7, "Latest cycle: duration by phase", "timeseries", (0, 13, 12, 8),
+                    [("max by (phase) (sendtime_last_cycle_phase_seconds)", "{{phase}}"),
+                     ("max(sendtime_last_cycle_duration_seconds)", "total")], "s",
+                    fieldConfig={"defaults": {"unit": "s", "custom": {"stacking": {"mode": "none"}}}, "overrides": []}))
+    p.append(_panel(8, "Validation", "timeseries", (12, 13, 12, 8),
+                    [("max by (suite) (sendtime_validation_suite_failed)", "{{suite}} failing"),
+                     ("max by (suite) (sendtime_validation_failures_recent)", "{{suite}} failures in last 100 cycles")]))
+    p.append(_panel(9, "Rows ingested and quarantined (per second)", "timeseries", (0, 21, 12, 8),
+                    [("sum by (source) (rate(sendtime_rows_ingested_total[5m]))", "{{source}} accepted"),
+                     ("sum by (source) (rate(sendtime_rows_quarantined_total[5m]))", "{{source}} quarantined")]))
+    p.append(_panel(10, "Rows changed and published (per hour)", "timeseries", (12, 21, 12, 8),
+                    [("max(increase(sendtime_rows_changed_total[1h]))", "changed"),
+                     ("max(increase(sendtime_rows_published_total[1h]))", "published"),
+                     ("max(increase(sendtime_rows_deleted_total[1h]))", "erased")]))
+    p.append(_panel(11, "API requests per second by route and status", "timeseries", (0, 29, 12, 8),
+                    [("sum by (route, status) (rate(sendtime_http_requests_total[1m]))", "{{route}} {{status}}")], "reqps"))
+    p.append(_panel(12, "API latency (p50, p99)", "timeseries", (12, 29, 12, 8),
+                    [("histogram_quantile(0.5, sum by (le) (rate(sendtime_http_request_duration_seconds_bucket[5m])))", "p50"),
+                     ("histogram_quantile(0.99, sum by (le) (rate(sendtime_http_request_duration_seconds_bucket[5m])))", "p99"),
+                     ("sum(rate(sendtime_http_request_duration_seconds_sum[5m])) / sum(rate(sendtime_http_request_duration_seconds_count[5m]))", "mean")],
+                    "s"))
+    p.append(_panel(13, "API 5xx ratio", "timeseries", (0, 37, 12, 6),
+                    [('sum(rate(sendtime_http_requests_total{status=~"5.."}[5m])) / sum(rate(sendtime_http_requests_total[5m]))', "5xx")],
+                    "percentunit"))
+    p.append(_panel(14, "Ingest batches (per hour)", "timeseries", (12, 37, 12, 6),
+                    [("sum by (source) (increase(sendtime_ingest_batches_total[1h]))", "{{source}}"),
+                     ("sum by (source) (increase(sendtime_rows_received_total[1h]))", "{{source}} records")]))
+    return {
+        "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource",
+                      "pluginId": "prometheus", "pluginName": "Prometheus"}],
+        "__requires": [{"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
+                       {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"}],
+        "title": "sendtime", "uid": "sendtime-overview", "tags": ["sendtime"], "timezone": "utc",
+        "schemaVersion": 38, "version": 1, "editable": True, "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"}, "templating": {"list": []}, "annotations": {"list": []},
+        "panels": p,
+    }
+
+
+if __name__ == "__main__":
+    out = Path(__file__).with_name("sendtime.json")
+    out.write_text(json.dumps(build(), indent=2) + "\n")
+    print(out)
