@@ -1,0 +1,123 @@
+"""The Great Expectations suites: good rows pass, each kind of bad row fails the right expectation."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from pipeline import publish, validate
+from test_publish_marts import AS_OF, product, profile, recommendations_for, seed_warehouse, write_marts
+
+C1 = "20261101T000000000000Z-00000001"
+C2 = "20261102T000000000000Z-00000002"
+
+
+@pytest.fixture
+def warehouse(tmp_path):
+    path = tmp_path / "warehouse.duckdb"
+    seed_warehouse(path, C1, customers=12)
+    return path
+
+
+def _changed(path, **tables):
+    write_marts(path, C2, **tables)
+    return validate.validate_changes(publish.read_changes(path, C1), AS_OF)
+
+
+def test_every_suite_file_is_loadable_and_names_real_expectations():
+    assert validate.suite_names() == ["customer_erasures", "customer_profiles", "customer_recommendations", "products"]
+    for name in validate.suite_names():
+        suite = validate.build_suite(name, {"as_of": AS_OF})
+        assert len(suite.expectations) == len(validate.load_suite(name)["expectations"]) > 2
+
+
+def test_good_rows_pass(warehouse):
+    report = validate.validate_changes(publish.read_changes(warehouse, None), AS_OF)
+    assert report.success, report.failures()
+    assert report.suites["customer_profiles"].rows == 12 and report.suites["products"].rows == 50
+    assert report.suites["customer_erasures"].rows == 0 and report.suites["customer_erasures"].success
+
+
+def test_nothing_changed_passes(warehouse):
+    report = validate.validate_changes(publish.read_changes(warehouse, C1), AS_OF)
+    assert report.success and all(r.rows == 0 for r in report.suites.values())
+
+
+BAD_PROFILES = [
+    ({"email": "Not An Email"}, "expect_column_values_to_match_regex", "email"),
+    ({"email": "Upper@Example.com"}, "expect_column_values_to_match_regex", "email"),
+    ({"country": "USA"}, "expect_column_values_to_match_regex", "country"),
+    ({"lifetime_value": Decimal("-1.00")}, "expect_column_values_to_be_between", "lifetime_value"),
+    ({"orders_count": -1}, "expect_column_values_to_be_between", "orders_count"),
+    ({"lifecycle_stage": "vip"}, "expect_column_values_to_be_in_set", "lifecycle_stage"),
+    ({"lifecycle_stage": "lapsed"}, "expect_column_pair_values_to_be_equal", "lifecycle_stage, check_expected_lifecycle_stage"),
+    ({"last_order_at": AS_OF - timedelta(days=90, seconds=1)}, "expect_column_pair_values_to_be_equal",
+     "lifecycle_stage, check_expected_lifecycle_stage"),  # active just past the 90-day boundary
+    ({"orders_count": 0, "lifecycle_stage": "prospect"}, "expect_column_values_to_be_in_set", "check_orders_agree"),
+    ({"last_seen_at": AS_OF + timedelta(seconds=1)}, "expect_column_values_to_be_between", "last_seen_at"),
+    ({"last_order_at": AS_OF + timedelta(days=1)}, "expect_column_values_to_be_between", "last_order_at"),
+    ({"first_seen_at": AS_OF - timedelta(days=1), "last_seen_at": AS_OF - timedelta(days=2)},
+     "expect_column_pair_values_a_to_be_greater_than_b", "last_seen_at, first_seen_at"),
+    ({"first_seen_at": None}, "expect_column_values_to_be_in_set", "check_seen_pair"),
+    ({"recently_viewed": ["A1", "A2", "A3", "A4", "A5", "A6"]}, "expect_column_values_to_be_between", "check_recently_viewed_size"),
+    ({"recently_viewed": ["A1", "A1"]}, "expect_column_values_to_be_in_set", "check_recently_viewed_distinct"),
+    ({"cart": ["A1", "A1"]}, "expect_column_values_to_be_in_set", "check_cart_distinct"),
+    ({"top_categories": ["a", "b", "c", "d"]}, "expect_column_values_to_be_between", "check_top_categories_size"),
+    ({"recommendations": [f"P{i}" for i in range(11)]}, "expect_column_values_to_be_between", "check_recommendations_size"),
+    ({"cart": ["p-lower"]}, "expect_column_values_to_be_in_set", "check_product_ids_canonical"),
+]
+
+
+@pytest.mark.parametrize("overrides, expectation, column", BAD_PROFILES)
+def test_bad_profile_fails_the_named_expectation(warehouse, overrides, expectation, column):
+    # customer c1 is a buyer (orders_count 2, active); c2 joins as a good changed row
+    report = _changed(warehouse, customer_profiles=[profile(1, **overrides), profile(2)])
+    assert not report.success
+    failed = report.suites["customer_profiles"].failed
+    assert {"expectation": expectation, "column": column} in [
+        {"expectation": f["expectation"], "column": validate._columns_of(f)} for f in failed
+    ], report.failures()
+    assert all(f["unexpected_count"] == 1 for f in failed if validate._columns_of(f) == column)
+    # the record is JSON-safe and carries counts, never the bad values
+    text = json.dumps(report.to_dict())
+    assert "Not An Email" not in text and "Upper@Example.com" not in text
+
+
+def test_duplicate_profile_key_fails(warehouse):
+    # two rows for one key: the transform broke its uniqueness
+    write_marts(warehouse, C2, customer_profiles=[profile(1)])
+    import duckdb
+
+    con = duckdb.connect(str(warehouse))
+    con.execute("insert into customer_profiles select * from customer_profiles where customer_id = 'c1'")
+    con.close()
+    report = validate.validate_changes(publish.read_changes(warehouse, C1), AS_OF)
+    failed = report.suites["customer_profiles"].failed
+    assert any(f["expectation"] == "expect_column_values_to_be_unique" and f["unexpected_count"] == 2 for f in failed)
+
+
+def test_bad_recommendations_products_and_erasures(warehouse):
+    recs = recommendations_for("c1", ["P10", "P10"] + [f"P{i}" for i in range(20, 29)])
+    recs[3]["reason"] = "random"
+    report = _changed(
+        warehouse,
+        customer_recommendations=recs + recommendations_for("c2", ["P3"]),
+        products=[product(3, in_stock=False), product(4, price=Decimal("-1")), product(5, currency="usd")],
+    )
+    assert not report.success
+    recs_failed = {(f["expectation"], validate._columns_of(f)): f["unexpected_count"]
+                   for f in report.suites["customer_recommendations"].failed}
+    assert recs_failed[("expect_compound_columns_to_be_unique", "customer_id, product_id")] == 2
+    assert recs_failed[("expect_column_values_to_be_between", "rank")] == 1  # rank 11
+    assert recs_failed[("expect_column_values_to_be_in_set", "reason")] == 1
+    assert recs_failed[("expect_column_values_to_be_in_set", "check_in_stock")] == 1  # P3 is out of stock now
+    products_failed = {(f["expectation"], f["column"]) for f in report.suites["products"].failed}
+    assert products_failed == {("expect_column_values_to_be_between", "price"),
+                               ("expect_column_values_to_match_regex", "currency")}
+
+
+def test_erasure_without_key_fails(warehouse):
+    report = _changed(warehouse, customer_erasures=[{"customer_id": "gone", "erased_at": None}])
+    assert [f["column"] for f in report.suites["customer_erasures"].failed] == ["erased_at"]
