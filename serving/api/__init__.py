@@ -1,0 +1,1 @@
+"""Blueprints, one per resource: profiles, events (the collector), health (+ OpenAPI)."""

@@ -1,0 +1,51 @@
+"""The HTTP collector: POST /api/v1/events (DESIGN.md "events" contract)."""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, current_app, request
+
+from pipeline.store import engine_for
+from serving.collector import collect
+from serving.problems import Problem
+from serving.web import json_body, json_response, requires, set_version, state
+
+bp = Blueprint("events", __name__)
+
+
+def _writer():  # noqa: ANN202 - a SQLAlchemy engine, created once per worker on first use
+    engine = current_app.extensions.get("sendtime.writer")
+    if engine is None:
+        engine = current_app.extensions["sendtime.writer"] = engine_for(state().settings)
+    return engine
+
+
+def _records(body: Any) -> list[Any]:
+    if isinstance(body, dict) and set(body) == {"events"}:
+        body = body["events"]
+    if not isinstance(body, list):
+        raise Problem("bad-request", 'send a JSON array of events or {"events": [...]}')
+    return body
+
+
+@bp.post("/events")
+@requires("events:write")
+def post_events() -> Response:
+    settings = state().settings
+    if request.content_length is not None and request.content_length > settings.collector_max_body_bytes:
+        raise Problem("payload-too-large", f"the body is {request.content_length} bytes: "
+                                           f"at most {settings.collector_max_body_bytes} per request")
+    records = _records(json_body())
+    if not records:
+        raise Problem("bad-request", "no events in the request")
+    if len(records) > settings.collector_max_events:
+        raise Problem("too-many-items", f"{len(records)} events: at most {settings.collector_max_events} per request")
+    set_version(state().reader.version())
+    report = collect(settings, _writer(), records)
+    results = [{"index": r["index"], "event_id": r.get("event_id"), "status": r["status"],
+                **({"reason": r["reason"]} if r.get("reason") else {})} for r in report.get("results", [])]
+    return json_response(orjson.dumps({
+        "batch_id": report["batch_id"], "received": report["received"], "accepted": report["accepted"],
+        "duplicates": report.get("duplicates", 0), "rejected": report["rejected"], "results": results,
+    }))

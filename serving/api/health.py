@@ -1,0 +1,51 @@
+"""Open endpoints: /health (alive), /ready (a fresh published state), /openapi.json.
+
+Registered twice: at the root (load balancers, probes) and under /api/v1 (clients configured
+with the API's base URL). Neither needs a key.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import orjson
+from flask import Blueprint, Response, current_app
+
+from serving.problems import Problem
+from serving.reader import StoreUnavailable
+from serving.web import json_response, set_version, state
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def health() -> Response:
+    return json_response(b'{"status":"ok"}')
+
+
+@bp.get("/ready")
+def ready() -> Response:
+    try:
+        row = state().reader.latest_version()
+    except StoreUnavailable:
+        raise Problem("not-ready", "the online store cannot be read") from None
+    if row is None:
+        set_version(0)
+        raise Problem("not-ready", "nothing has been published yet", {"Retry-After": "60"})
+    version, published_at, as_of, cycle_id = row
+    set_version(int(version))
+    published = datetime.fromisoformat(published_at.replace("Z", "+00:00"))
+    if published.tzinfo is None:
+        published = published.replace(tzinfo=timezone.utc)
+    age = (datetime.now(timezone.utc) - published).total_seconds()
+    limit = state().settings.ready_max_age_seconds
+    if age > limit:
+        raise Problem("not-ready", f"the last publish is {age:.0f} s old (ready_max_age_seconds is {limit:g})",
+                      {"Retry-After": "60"})
+    return json_response(orjson.dumps({"status": "ready", "version": int(version), "cycle_id": cycle_id,
+                                       "as_of": as_of, "published_at": published_at,
+                                       "age_seconds": round(age, 3)}))
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return json_response(current_app.extensions["sendtime.openapi"])

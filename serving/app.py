@@ -1,0 +1,171 @@
+"""The Flask app factory: blueprints, auth, rate limits, problems, request logs, caching headers.
+
+Every request passes through `_begin` (request id, IP allowlist, key, scope, rate limit) and
+`_finish` (version and request-id headers, one JSON log line). Every error, including an
+unexpected exception, leaves as an `application/problem+json` response.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+import time
+from pathlib import Path
+
+import orjson
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from pipeline.config import Settings, load_settings
+from pipeline.errors import SendtimeError
+from serving.api import events, health, profiles
+from serving.auth import authenticate, require_scope
+from serving.openapi import build_openapi
+from serving.problems import Problem, problem_response
+from serving.ratelimit import per_worker, retry_after_header
+from serving.reader import StoreReader, StoreUnavailable
+from serving.requestlog import log_request, write_line
+from serving.web import ApiState
+
+API_PREFIX = "/api/v1"
+VERSION_HEADER = "X-Sendtime-Version"
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# probes stay reachable from a load balancer outside the allowlist
+_PROBES = frozenset({"health.health", "health.ready", "health_v1.health", "health_v1.ready"})
+_HTTP_SLUGS = {400: "bad-request", 404: "not-found", 405: "method-not-allowed", 406: "not-acceptable",
+               413: "payload-too-large", 415: "unsupported-media-type", 429: "rate-limited"}
+_HERE = Path(__file__).resolve().parent
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask(__name__, static_folder=None)  # no /static route: every route is documented
+    # caps every body (the collector's is the largest allowed); a bigger one is a 413 problem
+    app.config["MAX_CONTENT_LENGTH"] = settings.collector_max_body_bytes
+    api = ApiState(
+        settings=settings,
+        reader=StoreReader(settings),
+        limiter=per_worker(settings.rate_limit_per_second, settings.rate_limit_burst, settings.workers),
+        cache_control=f"private, max-age={settings.cache_max_age}",
+    )
+    app.extensions["sendtime"] = api
+
+    app.register_blueprint(profiles.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(events.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(health.bp, url_prefix=API_PREFIX, name="health_v1")
+    _observability(app)
+    _install_hooks(app, api)
+    _install_error_handlers(app)
+    # built from the app's own URL map, so the document and the routes cannot drift apart
+    app.extensions["sendtime.openapi"] = orjson.dumps(build_openapi(app, settings))
+    return app
+
+
+def _observability(app: Flask) -> None:
+    """/metrics and /status belong to serving.metrics and serving.status (optional modules)."""
+    if (_HERE / "metrics.py").exists():
+        from serving import metrics
+
+        metrics.init_app(app)
+    if (_HERE / "status.py").exists():
+        from serving import status
+
+        app.register_blueprint(status.bp)
+
+
+def _install_hooks(app: Flask, api: ApiState) -> None:
+    networks = tuple(ipaddress.ip_network(c, strict=False) for c in api.settings.ip_allowlist)
+    views = app.view_functions
+    reader, limiter = api.reader, api.limiter
+
+    @app.before_request
+    def _begin() -> None:
+        g.t0 = time.perf_counter()
+        rid = request.headers.get(REQUEST_ID_HEADER)
+        g.request_id = rid if rid and _REQUEST_ID.match(rid) else secrets.token_hex(8)
+        endpoint = request.endpoint
+        if networks and endpoint not in _PROBES and not _allowed(request.remote_addr, networks):
+            raise Problem("ip-not-allowed", "this client address may not call the API")
+        scope = getattr(views.get(endpoint), "sendtime_scope", None) if endpoint else None
+        if scope is None:
+            return
+        version, caller, why = authenticate(reader, request.headers.get("Authorization"))
+        g.version = version
+        if caller is None:
+            raise Problem("unauthorized", why, {"WWW-Authenticate": 'Bearer realm="sendtime"'})
+        g.key = caller.name
+        require_scope(caller, scope)
+        wait = limiter.acquire(caller.name)
+        if wait:
+            raise Problem("rate-limited", f"over the rate limit of key {caller.name!r}",
+                          {"Retry-After": retry_after_header(wait)})
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        version = g.get("version")
+        if version is None:
+            try:
+                version = reader.version()
+            except StoreUnavailable:
+                version = None
+        headers = response.headers
+        if version is not None:
+            headers[VERSION_HEADER] = str(version)
+        request_id = g.get("request_id") or secrets.token_hex(8)
+        headers[REQUEST_ID_HEADER] = request_id
+        rule = request.url_rule
+        log_request(request_id=request_id, key=g.get("key"), method=request.method,
+                    route=rule.rule if rule is not None else None, status=response.status_code,
+                    latency_ms=(time.perf_counter() - g.get("t0", time.perf_counter())) * 1000.0,
+                    version=version)
+        return response
+
+
+def _allowed(address: str | None, networks: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(Problem)
+    def _problem(exc: Problem) -> Response:
+        return problem_response(exc.slug, exc.detail, exc.headers)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store(exc: StoreUnavailable) -> Response:
+        write_line("warning", "sendtime.api", "online store unavailable", error=str(exc),
+                   request_id=g.get("request_id"))
+        return problem_response("unavailable", "the online store cannot be read; retry shortly", {"Retry-After": "5"})
+
+    @app.errorhandler(SendtimeError)
+    def _pipeline(exc: SendtimeError) -> Response:
+        # the collector could not land events (lake not writable, ...): nothing was claimed, retry
+        write_line("error", "sendtime.api", "collector could not ingest", error=type(exc).__name__,
+                   request_id=g.get("request_id"))
+        return problem_response("unavailable", "the events could not be stored; retry the same request",
+                                {"Retry-After": "5"})
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        slug = _HTTP_SLUGS.get(code, "bad-request" if code < 500 else "internal-error")
+        headers = {}
+        if code == 405 and getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(exc.valid_methods)
+        detail = {404: "no such endpoint: see /openapi.json",
+                  405: f"{request.method} is not allowed here",
+                  413: f"the body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"}.get(code)
+        return problem_response(slug, detail or (exc.description or exc.name), headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # the exception type and route only: a message could hold request data
+        rule = request.url_rule
+        write_line("error", "sendtime.api", "unexpected error", error=type(exc).__name__,
+                   route=rule.rule if rule is not None else None, request_id=g.get("request_id"))
+        return problem_response("internal-error", "an unexpected error occurred; it was logged")

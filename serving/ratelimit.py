@@ -1,0 +1,42 @@
+"""Per-key token buckets, held in each gunicorn worker's memory.
+
+Each worker gets rate/workers tokens per second and burst/workers of capacity, so with
+connections spread over the workers (sync workers close every connection, and the kernel hands
+each new connection to an idle worker) the whole server admits about the configured rate per key.
+Across several API nodes the limit is per node. See docs/api.md, "Rate limits".
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+
+class TokenBucketLimiter:
+    def __init__(self, rate_per_second: float, burst: float) -> None:
+        self.rate = max(float(rate_per_second), 1e-9)
+        self.burst = max(float(burst), 1.0)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> float:
+        """0.0 when a token was taken; otherwise the seconds until one is available."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+def per_worker(rate_per_second: float, burst: int, workers: int) -> TokenBucketLimiter:
+    workers = max(int(workers), 1)
+    return TokenBucketLimiter(rate_per_second / workers, max(burst / workers, 1.0))
+
+
+def retry_after_header(seconds: float) -> str:
+    """Retry-After is whole seconds (RFC 9110); never 0, or clients would retry at once."""
+    return str(max(1, math.ceil(seconds)))

@@ -1,0 +1,175 @@
+"""The online-store reader: the only way the API touches data.
+
+Hot-path design (docs/api.md, "Performance"):
+- one raw DB-API connection per worker thread, opened lazily after gunicorn forks, reused for
+  every request (no pool checkout, no SQL compilation: fixed SQL strings);
+- each read is ONE statement (one snapshot) or an explicit read-only transaction, and every
+  result is fetched to the end, so no read transaction outlives the request: the API never holds
+  anything that blocks a publish or a WAL checkpoint;
+- SQLite connections are `query_only`: the API cannot write the store through the reader.
+Reads see the latest committed publish, so new publishes are served without a restart.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy.engine import make_url
+
+from pipeline.config import Settings
+from pipeline.store import make_engine
+
+# the current published version as a one-row derived table, so a data read and the version it
+# was read from come from the same statement (the same snapshot)
+_VERSION = "(SELECT MAX(version) AS version FROM published_versions) v"
+
+SQL = {
+    "version": "SELECT MAX(version) FROM published_versions",
+    "version_and_key": f"SELECT v.version, k.name, k.scopes, k.revoked_at FROM {_VERSION} "
+                       "LEFT JOIN api_keys k ON k.key_hash = ?",
+    "profile": f"SELECT v.version, p.body, p.etag FROM {_VERSION} LEFT JOIN profiles p ON p.customer_id = ?",
+    "profile_by_email": f"SELECT v.version, p.body, p.etag FROM {_VERSION} "
+                        "LEFT JOIN profiles p ON p.email_hash = ? ORDER BY p.customer_id LIMIT 1",
+    "latest_version": "SELECT version, published_at, as_of, cycle_id FROM published_versions "
+                      "ORDER BY version DESC LIMIT 1",
+    "recommendations": "SELECT body FROM recommendations WHERE customer_id = ?",
+}
+
+
+class StoreUnavailable(Exception):
+    """The store could not be read (missing schema, database down); answered with a 503."""
+
+
+class StoreReader:
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.store_url
+        self.is_sqlite = self.url.startswith("sqlite")
+        self._local = threading.local()
+        self._engine = None if self.is_sqlite else make_engine(self.url, pool_size=4, max_overflow=4)
+        if self.is_sqlite:
+            self._sqlite_path = make_url(self.url).database
+            self._errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+        else:
+            import psycopg
+
+            self._errors = (psycopg.Error,)
+
+    # -- connections --------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        if self.is_sqlite:
+            if not self._sqlite_path or not os.path.exists(self._sqlite_path):
+                raise StoreUnavailable("the online store does not exist yet")
+            conn = sqlite3.connect(self._sqlite_path, timeout=10, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA query_only=1")
+            return conn, conn
+        fairy = self._engine.raw_connection()
+        dbapi = fairy.driver_connection
+        dbapi.autocommit = True  # every statement its own transaction: nothing left open
+        return fairy, dbapi  # keep the pool proxy referenced so the pool does not reclaim it
+
+    def _conn(self) -> Any:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():  # a forked worker never reuses the parent's
+            local.handle, local.conn = self._connect()
+            local.pid = os.getpid()
+        return local.conn
+
+    def _drop(self) -> None:
+        handle = getattr(self._local, "handle", None)
+        self._local.pid = None
+        if handle is not None:
+            try:
+                handle.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; forget it
+                pass
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.is_sqlite else sql.replace("?", "%s")
+
+    # -- primitives -----------------------------------------------------------------------------
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        try:
+            cur = self._conn().cursor()
+            try:
+                cur.execute(self._sql(sql), tuple(params))
+                return cur.fetchall()  # to the end: the statement's snapshot ends here
+            finally:
+                cur.close()
+        except self._errors as exc:
+            self._drop()
+            raise StoreUnavailable(type(exc).__name__) from None
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Several statements that must see one publish (old or new, never a mix)."""
+        begin = "BEGIN" if self.is_sqlite else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        try:
+            self._conn().execute(begin)
+        except self._errors as exc:
+            self._drop()
+            raise StoreUnavailable(type(exc).__name__) from None
+        try:
+            yield
+        finally:
+            try:
+                self._conn().execute("COMMIT")
+            except self._errors:
+                self._drop()
+
+    # -- queries ----------------------------------------------------------------------------------
+    def version(self) -> int:
+        row = self.one(SQL["version"])
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def version_and_key(self, key_hash: str) -> tuple[int, str | None, str | None, str | None]:
+        row = self.one(SQL["version_and_key"], (key_hash,))
+        if row is None:  # cannot happen (one-row derived table), but never index a None
+            return 0, None, None, None
+        return (int(row[0]) if row[0] is not None else 0), row[1], row[2], row[3]
+
+    def profile(self, customer_id: str) -> tuple[int, str | None, str | None]:
+        """(version, body, etag); body None when the customer has no profile."""
+        version, body, etag = self.one(SQL["profile"], (customer_id,)) or (None, None, None)
+        return (int(version) if version is not None else 0), body, etag
+
+    def profile_by_email_hash(self, email_hash: str) -> tuple[int, str | None, str | None]:
+        version, body, etag = self.one(SQL["profile_by_email"], (email_hash,)) or (None, None, None)
+        return (int(version) if version is not None else 0), body, etag
+
+    def profiles(self, customer_ids: Sequence[str]) -> tuple[int, dict[str, str]]:
+        """(version, {customer_id: body}) in one statement, so one snapshot."""
+        marks = ",".join("?" * len(customer_ids))
+        rows = self.all(
+            "SELECT NULL, CAST(MAX(version) AS TEXT) FROM published_versions UNION ALL "
+            f"SELECT customer_id, body FROM profiles WHERE customer_id IN ({marks})",
+            customer_ids,
+        )
+        version = 0
+        found: dict[str, str] = {}
+        for cid, value in rows:
+            if cid is None:
+                version = int(value) if value is not None else 0
+            else:
+                found[cid] = value
+        return version, found
+
+    def recommendations(self, customer_id: str) -> str | None:
+        row = self.one(SQL["recommendations"], (customer_id,))
+        return row[0] if row else None
+
+    def products(self, product_ids: Sequence[str]) -> dict[str, str]:
+        if not product_ids:
+            return {}
+        marks = ",".join("?" * len(product_ids))
+        return dict(self.all(f"SELECT product_id, body FROM products WHERE product_id IN ({marks})", product_ids))
+
+    def latest_version(self) -> tuple | None:
+        return self.one(SQL["latest_version"])

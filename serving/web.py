@@ -1,0 +1,87 @@
+"""Request/response helpers shared by the blueprints."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import orjson
+from flask import Response, current_app, g, request
+
+from pipeline.config import Settings
+from serving.problems import Problem
+from serving.ratelimit import TokenBucketLimiter
+from serving.reader import StoreReader
+
+JSON = "application/json"
+
+
+@dataclass
+class ApiState:
+    """What every request needs, built once per app (per worker)."""
+
+    settings: Settings
+    reader: StoreReader
+    limiter: TokenBucketLimiter
+    cache_control: str
+
+
+def state() -> ApiState:
+    return current_app.extensions["sendtime"]
+
+
+def requires(scope: str) -> Callable:
+    """Marks a view as needing an API key with `scope` (admin satisfies every scope)."""
+    def mark(view: Callable) -> Callable:
+        view.sendtime_scope = scope  # read by the app's before_request hook
+        return view
+    return mark
+
+
+def json_body() -> Any:
+    """The parsed JSON body: 415 for another content type, 400 when it is not JSON."""
+    if request.mimetype != JSON:
+        raise Problem("unsupported-media-type",
+                      f"send the body as {JSON} (got {request.mimetype or 'no content type'})")
+    data = request.get_data(cache=False)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise Problem("invalid-json", f"the body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+
+
+def json_response(body: bytes | str, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype=JSON)
+
+
+def etag_of(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def _matches(header: str, etag: str) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/ prefixes are ignored."""
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*":
+            return True
+        if candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate.strip('"') == etag:
+            return True
+    return False
+
+
+def cacheable(body: bytes | str, etag: str) -> Response:
+    """A GET answer with a strong ETag and Cache-Control; 304 when the client has it already."""
+    headers = {"ETag": f'"{etag}"', "Cache-Control": state().cache_control}
+    inm = request.headers.get("If-None-Match")
+    if inm and _matches(inm, etag):
+        response = Response(status=304)
+    else:
+        response = Response(body, mimetype=JSON)
+    response.headers.update(headers)
+    return response
+
+
+def set_version(version: int) -> None:
+    g.version = version
