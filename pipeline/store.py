@@ -214,11 +214,24 @@ def _int(value: Any) -> int:
         return 0
 
 
+def _source_file(report: Mapping[str, Any]) -> str | None:
+    named = report.get("source_file") or report.get("file")
+    if named:
+        return _text(named)
+    files = report.get("files")
+    if isinstance(files, list) and files:
+        # IngestReport: one batch of several files; the names, comma-separated
+        names = [str(f.get("file") or f.get("path")) if isinstance(f, Mapping) else str(f) for f in files]
+        return ",".join(names)[:1024]
+    return None
+
+
 def _batch_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One `ingest_batches` row per batch of an ingest report (a report may hold several files)."""
-    nested = report.get("batches") or report.get("files")
-    if isinstance(nested, list) and nested and isinstance(nested[0], Mapping):
-        return [row for item in nested for row in _batch_rows({**_scalars(report), **item})]
+    """One `ingest_batches` row per batch of a report (`batches` holds several, when present)."""
+    nested = report.get("batches")
+    if isinstance(nested, list):
+        scalars = {k: v for k, v in report.items() if not isinstance(v, (list, dict))}
+        return [row for item in nested if isinstance(item, Mapping) for row in _batch_rows({**scalars, **item})]
     batch_id = report.get("batch_id")
     if not batch_id:
         return []
@@ -226,7 +239,7 @@ def _batch_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{
         "batch_id": str(batch_id),
         "source": str(report.get("source") or ""),
-        "source_file": _text(report.get("source_file") or report.get("file") or report.get("path")),
+        "source_file": _source_file(report),
         "received": _int(report.get("received")),
         "accepted": _int(report.get("accepted")),
         "rejected": _int(report.get("rejected")),
@@ -235,16 +248,13 @@ def _batch_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     }]
 
 
-def _scalars(report: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in report.items() if k not in {"batches", "files"} and not isinstance(v, (list, dict))}
-
-
 def record_ingest_batch(engine: Engine, report: Mapping[str, Any]) -> int:
     """Record an ingest (CLI) or collector batch in `ingest_batches`; idempotent by batch_id.
 
-    Takes `IngestReport.to_dict()`: either one batch (`batch_id`, `source`, `source_file`,
-    `received`, `accepted`, `rejected`, `quarantine_path`, `ingested_at`) or a report with a
-    `batches` (or `files`) list of such objects. Returns the number of batches recorded.
+    Takes `IngestReport.to_dict()` (or the collector's RecordsReport): one batch (`batch_id`,
+    `source`, `received`, `accepted`, `rejected`, `quarantine_path`, `ingested_at`, and
+    `source_file` or a `files` list), or a report with a `batches` list of such objects.
+    Returns the number of batches recorded.
     """
     rows = _batch_rows(report)
     if not rows:

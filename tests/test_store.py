@@ -35,6 +35,12 @@ def test_record_ingest_batch_single_and_nested(engine):
            "ingested_at": datetime(2026, 11, 28, 10, 0, 0)}
     assert store.record_ingest_batch(engine, one) == 1
     assert store.record_ingest_batch(engine, one) == 1  # idempotent by batch_id
+    # IngestReport.to_dict(): one batch of several files
+    several = {"source": "customers", "batch_id": "b0", "received": 4, "accepted": 4, "rejected": 0,
+               "quarantine_path": "/q/b0.jsonl", "lake_file": "/l/b0.parquet", "ingested_at": "2026-11-28T10:00:00Z",
+               "files": [{"file": "a.jsonl", "path": "/x/a.jsonl", "received": 1, "accepted": 1, "rejected": 0},
+                         {"file": "b.jsonl", "path": "/x/b.jsonl", "received": 3, "accepted": 3, "rejected": 0}]}
+    assert store.record_ingest_batch(engine, several) == 1
     nested = {"source": "orders", "received": 5, "batches": [
         {"batch_id": "b1", "source_file": "a.csv", "received": 3, "accepted": 3, "rejected": 0},
         {"batch_id": "b2", "source_file": "b.csv", "received": 2, "accepted": 1, "rejected": 1},
@@ -42,7 +48,8 @@ def test_record_ingest_batch_single_and_nested(engine):
     assert store.record_ingest_batch(engine, nested) == 2
     with engine.connect() as conn:
         rows = {r.batch_id: r for r in conn.execute(store.ingest_batches.select())}
-    assert set(rows) == {one["batch_id"], "b1", "b2"}
+    assert set(rows) == {one["batch_id"], "b0", "b1", "b2"}
+    assert rows["b0"].source_file == "a.jsonl,b.jsonl" and rows["b0"].received == 4
     assert rows[one["batch_id"]].ingested_at == "2026-11-28T10:00:00Z"
     assert rows[one["batch_id"]].rejected == 2
     assert rows["b2"].source == "orders" and rows["b2"].accepted == 1
