@@ -4,17 +4,26 @@ it writes the run log, ingest batches and published versions through pipeline.st
 the way cycles and ingest write them."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
+
+from conftest import ROOT, free_port
 
 from pipeline import store
 from pipeline.config import Settings, load_settings
 from pipeline.ids import iso_z, new_batch_id, new_cycle_id, utcnow
-from serving.metrics import PipelineCollector, _pipeline_families, read_snapshot, snapshot_for, StoreMissing
+from serving.metrics import MULTIPROC_ENV, PipelineCollector, StoreMissing, read_snapshot, snapshot_for
 
 
 def seed_store(settings: Settings, *, cycles: int = 12, lag_seconds: float = 90.0, fail_every: int = 5,
@@ -162,3 +171,63 @@ def test_snapshot_on_postgresql(home, pg_url: str) -> None:
     assert sum(m["sendtime_cycles_total"].values()) == 6
     assert m["sendtime_published_version"][()] == seeded["versions"]
     assert 25 <= m["sendtime_freshness_lag_seconds"][()] <= 90
+
+
+# --------------------------------------------------------------------------- a real server
+
+class SendtimeServer:
+    """`sendtime serve` as a subprocess on a free port (gunicorn, several workers), as in production."""
+
+    def __init__(self, home: Path, *, workers: int = 2, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = home / "serve-test.log"
+        full_env = {**os.environ, "SENDTIME_HOME": str(home), **(env or {})}
+        full_env.pop(MULTIPROC_ENV, None)
+        self._log_file = open(self.log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", str(workers)],
+            cwd=ROOT, env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sendtime serve exited {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"sendtime serve did not answer /health:\n{self.log.read_text()}")
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return requests.get(self.url + path, timeout=10, **kwargs)
+
+    def metrics(self) -> dict[str, dict[tuple, float]]:
+        """Sample name -> {sorted labels: value}, parsed with prometheus_client's own parser."""
+        response = self.get("/metrics")
+        assert response.status_code == 200, response.text
+        out: dict[str, dict[tuple, float]] = {}
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+
+    def __enter__(self) -> "SendtimeServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

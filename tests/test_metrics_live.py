@@ -1,0 +1,75 @@
+"""/metrics on a real `sendtime serve` (gunicorn, 2 workers): request counts are merged over the
+workers (multiprocess mode), labels carry route templates, and pipeline metrics come from the store."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from pipeline.config import load_settings
+from test_metrics_store import SendtimeServer, seed_store
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("metrics") / "home"
+    home.mkdir()
+    seed_store(load_settings(home, environ={}), cycles=8, lag_seconds=120)
+    with SendtimeServer(home, workers=2) as srv:
+        yield srv
+
+
+def _hit(url: str) -> int:
+    with requests.Session() as session:  # one connection per thread: several workers get work
+        return sum(session.get(url, timeout=10).status_code == 200 for _ in range(25))
+
+
+def test_request_counts_are_merged_over_workers(server: SendtimeServer) -> None:
+    before = server.metrics().get("sendtime_http_requests_total", {})
+    key = (("method", "GET"), ("route", "/health"), ("status", "200"))
+    with ThreadPoolExecutor(8) as pool:
+        ok = sum(pool.map(_hit, [server.url + "/health"] * 8))
+    assert ok == 200
+    after = server.metrics()
+    # exact, whichever worker answered each request and whichever answers the scrape
+    assert after["sendtime_http_requests_total"][key] - before.get(key, 0) == 200
+    assert after["sendtime_http_request_duration_seconds_count"][key] - before.get(key, 0) >= 200
+    # both workers served and wrote their own files in the run folder's multiprocess directory
+    files = list((server.home / "run" / "prometheus").glob("counter_*.db"))
+    assert len(files) >= 2, files
+
+
+def test_route_templates_not_urls_and_statuses(server: SendtimeServer) -> None:
+    assert server.get("/api/v1/customers/secret-id-123").status_code == 401
+    assert server.get("/no/such/path").status_code == 404
+    text = server.get("/metrics").text
+    assert 'route="/api/v1/customers/<customer_id>",status="401"' in text
+    assert 'route="unmatched",status="404"' in text
+    assert "secret-id-123" not in text and "/no/such/path" not in text
+
+
+def test_pipeline_metrics_from_the_store(server: SendtimeServer) -> None:
+    m = server.metrics()
+    assert m["sendtime_store_up"][()] == 1
+    assert sum(m["sendtime_cycles_total"].values()) == 8
+    assert 110 <= m["sendtime_freshness_lag_seconds"][()] <= 200
+    assert m["sendtime_rows_quarantined_total"][(("source", "events"),)] == 10
+    assert m["sendtime_last_success_timestamp_seconds"][()] > 0
+    assert set(m["sendtime_last_cycle_phase_seconds"]) >= {(("phase", "transform"),)}
+    assert server.get("/metrics").headers["Content-Type"].startswith("text/plain")
+
+
+def test_restart_starts_from_a_clean_multiprocess_folder(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    stale = home / "run" / "prometheus"
+    stale.mkdir(parents=True)
+    (stale / "counter_999999.db").write_bytes(b"\0" * 16)  # a previous run's (or a crashed worker's) file
+    with SendtimeServer(home, workers=1) as srv:
+        assert srv.get("/health").status_code == 200
+        m = srv.metrics()
+        assert not (stale / "counter_999999.db").exists()
+        assert m["sendtime_http_requests_total"][(("method", "GET"), ("route", "/health"), ("status", "200"))] >= 1
+        assert m["sendtime_published_version"][()] == 0  # migrated, empty store: no version yet
