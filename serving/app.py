@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import SendtimeError
@@ -41,6 +42,7 @@ _HERE = Path(__file__).resolve().parent
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__, static_folder=None)  # no /static route: every route is documented
+    app.url_map.converters["customer_id"] = CustomerIdConverter
     # caps every body (the collector's is the largest allowed); a bigger one is a 413 problem
     app.config["MAX_CONTENT_LENGTH"] = settings.collector_max_body_bytes
     api = ApiState(
@@ -61,6 +63,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     # built from the app's own URL map, so the document and the routes cannot drift apart
     app.extensions["sendtime.openapi"] = orjson.dumps(build_openapi(app, settings))
     return app
+
+
+class CustomerIdConverter(BaseConverter):
+    """Any path segment except the two action names, so `/customers/batch` is only the batch
+    endpoint (GET on it is a 405, not the profile of a customer called "batch"); such a customer is
+    still reachable through POST /customers/batch."""
+
+    regex = r"(?!(?:batch|lookup)$)[^/]+"
 
 
 def _observability(app: Flask) -> None:

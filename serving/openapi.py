@@ -55,6 +55,10 @@ assert tuple(PROFILE_SCHEMA["properties"]) == PROFILE_FIELDS
 
 FIELD_NAMES = {"type": "string", "enum": list(PROFILE_FIELDS)}
 
+# any JSON value: each record is validated on its own and rejected with a reason in the results,
+# never the whole request (the shape of a valid one is components/schemas/Event)
+_ANY_EVENT: dict[str, Any] = {"description": "An event; see #/components/schemas/Event"}
+
 SCHEMAS: dict[str, Any] = {
     "Profile": PROFILE_SCHEMA,
     "Problem": {
@@ -123,9 +127,9 @@ SCHEMAS: dict[str, Any] = {
         "description": "A JSON array of events or {\"events\": [...]}; at most collector_max_events "
                        "(1,000) events and collector_max_body_bytes (5 MiB) per request.",
         "oneOf": [
-            {"type": "array", "minItems": 1, "items": _ref("Event")},
+            {"type": "array", "minItems": 1, "items": _ANY_EVENT},
             {"type": "object", "required": ["events"], "additionalProperties": False,
-             "properties": {"events": {"type": "array", "minItems": 1, "items": _ref("Event")}}},
+             "properties": {"events": {"type": "array", "minItems": 1, "items": _ANY_EVENT}}},
         ],
     },
     "CollectorResponse": {
@@ -182,7 +186,9 @@ def _problems(*codes: int) -> dict[str, Any]:
 
 
 _SECURED = (401, 403, 405, 429, 503)
-_ID = {"name": "customer_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+_ID = {"name": "customer_id", "in": "path", "required": True,
+       "schema": {"type": "string", "minLength": 1},
+       "description": "Any id without '/' except 'batch' and 'lookup' (fetch such ids with POST /customers/batch)."}
 
 
 def _body(name: str) -> dict[str, Any]:
@@ -201,7 +207,8 @@ def _get_cached(summary: str, schema: str, params: list, extra_codes: tuple[int,
 OPERATIONS: dict[str, dict[str, Any]] = {
     "profiles.get_customer": _get_cached(
         "A customer's profile", "Profile",
-        [_ID, {"name": "fields", "in": "query", "required": False, "schema": {"type": "string"},
+        [_ID, {"name": "fields", "in": "query", "required": False, "style": "form", "explode": False,
+               "schema": {"type": "array", "items": FIELD_NAMES, "minItems": 1},
                "description": "Comma list of profile fields; customer_id is always included."}], (400,)),
     "profiles.recommendations": _get_cached(
         "Recommended products with catalog details", "Recommendations",

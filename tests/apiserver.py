@@ -143,3 +143,40 @@ def _auth(key: str | None, headers: dict[str, str] | None) -> dict[str, str]:
     if key is not None:
         out["Authorization"] = f"Bearer {key}"
     return out
+
+
+# -- the standard data set of the API tests ----------------------------------------------------
+
+PEOPLE = {
+    "c1": {"email": "ada.lovelace@example.com", "first_name": "Ada", "last_name": "Lovelace"},
+    "c2": {"email": "grace.hopper@example.com", "first_name": "Grace", "last_name": "Hopper"},
+}
+
+
+def seed_store(settings: Settings) -> dict[str, str]:
+    """Publishes c1 (a full profile), c2 (another person), c3 (nothing known: fallbacks) and a
+    small catalog; creates one key per scope. Returns {scope or 'admin': key}."""
+    from serving.keys import create_key
+
+    publish_rows(
+        settings,
+        [
+            profile_row("c1", **PEOPLE["c1"], country="GB", locale="en-GB", timezone="Europe/London",
+                        marketing_consent=True, first_seen_at=datetime(2026, 1, 2, 3, 4, 5),
+                        last_seen_at=datetime(2026, 11, 1, 12, 0, 0, 250000), orders_count=3,
+                        lifetime_value=Decimal("1234.50"), last_order_at=datetime(2026, 10, 30, 9, 0),
+                        lifecycle_stage="active", recently_viewed=["P1", "P2"], cart=["P3"],
+                        top_categories=["books", "garden"], recommendations=["P1", "P2", "P4"]),
+            profile_row("c2", **PEOPLE["c2"], marketing_consent=False),
+            profile_row("c3"),
+        ],
+        [product_row("P1", name="Analytical Engine Manual", price=Decimal("19.90"), category="books"),
+         product_row("P2", name="Garden Shears", price=Decimal("7.00"), category="garden"),
+         product_row("P3", name="Lamp"),
+         product_row("P4", name="Seeds", price=Decimal("2.50"), category="garden")],
+        {"c1": [("P1", 0.9, "association"), ("P2", 0.5, "association"), ("P4", 0.25, "popular_in_category")]},
+    )
+    keys = {}
+    for scope in ("profiles:read", "events:write", "admin"):
+        keys[scope], _ = create_key(settings, scope.replace(":", "-") + "-key", [scope])
+    return keys

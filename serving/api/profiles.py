@@ -53,15 +53,17 @@ def _object(body: Any, allowed: set[str], required: str) -> dict[str, Any]:
 
 
 def _body_fields(body: dict[str, Any]) -> list[str] | None:
-    fields = body.get("fields")
-    if fields is None:
+    if "fields" not in body:
         return None
+    fields = body["fields"]
     if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
         raise Problem("bad-request", "fields must be a list of profile field names")
+    if not fields:
+        raise Problem("bad-request", "fields is empty: leave it out for whole profiles")
     return _fields(fields)
 
 
-@bp.get("/customers/<customer_id>")
+@bp.get("/customers/<customer_id:customer_id>")
 @requires(READ)
 def get_customer(customer_id: str) -> Response:
     fields = _fields_param()
@@ -151,7 +153,7 @@ def _recommended(customer_id: str, limit: int | None) -> tuple[int, str | None, 
     return version, body, out
 
 
-@bp.get("/customers/<customer_id>/recommendations")
+@bp.get("/customers/<customer_id:customer_id>/recommendations")
 @requires(READ)
 def recommendations(customer_id: str) -> Response:
     limit = _limit()
@@ -163,7 +165,7 @@ def recommendations(customer_id: str) -> Response:
     return cacheable(payload, etag_of(payload))
 
 
-@bp.get("/customers/<customer_id>/merge-fields")
+@bp.get("/customers/<customer_id:customer_id>/merge-fields")
 @requires(READ)
 def merge(customer_id: str) -> Response:
     version, body, items = _recommended(customer_id, None)
