@@ -62,21 +62,45 @@ def main(ctx: click.Context, home: Path | None) -> None:
 
 
 @main.command()
-@click.argument("source", type=click.Choice(SOURCES))
+@click.argument("source", metavar="SOURCE")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def ingest(ctx: click.Context, source: str, files: tuple[Path, ...], as_json: bool) -> None:
-    """Validate FILES (.jsonl .json .csv .parquet) of SOURCE into the lake; quarantine bad records."""
+    """Validate FILES (.jsonl .json .csv .parquet) of SOURCE into the lake; quarantine bad records.
+
+    SOURCE is one of events, customers, orders, order_items, products.
+    """
     from pipeline.ingest import ingest_files
 
+    if source not in SOURCES:
+        # one line, not click's usage block: scripts grep this
+        raise SendtimeError(f"unknown source {source!r} (expected one of {', '.join(SOURCES)})")
     settings = _settings(ctx)
     ensure_home(settings)
     report = ingest_files(settings, source, list(files))
+    _record_batch(settings, report.to_dict())
     if as_json:
         _print_json(report.to_dict())
     else:
         click.echo(report.summary())
+
+
+def _record_batch(settings: Settings, report: dict) -> None:
+    """Count the batch in the online store (metrics, status page). The lake write already
+    happened, so a store outage is a warning, not a failed ingest."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from pipeline.store import engine_for, migrate, record_ingest_batch
+
+    engine = engine_for(settings)
+    try:
+        migrate(engine)
+        record_ingest_batch(engine, report)
+    except SQLAlchemyError as exc:
+        click.echo(f"sendtime: warning: batch not recorded in the online store: {type(exc).__name__}", err=True)
+    finally:
+        engine.dispose()
 
 
 @main.command()
