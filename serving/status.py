@@ -97,7 +97,8 @@ def _failed_expectations(result: Any) -> list[str]:
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict):
             name = item.get("expectation") or item.get("expectation_type") or item.get("type") or "expectation"
-            column = item.get("column")
+            column = item.get("column") or ", ".join(
+                str(c) for c in (item.get("column_list") or [item.get("column_A"), item.get("column_B")]) if c)
             count = item.get("unexpected_count")
             line = str(name) + (f" ({column})" if column else "")
             if isinstance(count, (int, float)):
@@ -245,6 +246,7 @@ def _context(settings: Settings, snap: PipelineSnapshot | None, problem: str | N
         last_success_ago=(snap.now - snap.last_success_at).total_seconds() if snap.last_success_at else None,
         runs=snap.runs[:PAGE_RUNS],
         validated=snap.last_validated,
+        suite_rows=lambda detail: detail.get("rows") if isinstance(detail, dict) else None,
         failed_expectations=_failed_expectations,
         duration_chart=duration_chart(snap.runs),
         freshness_chart=freshness_chart(snap, settings.ready_max_age_seconds),
