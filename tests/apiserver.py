@@ -13,11 +13,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
+import orjson
 import requests
 
 from pipeline.config import Settings
-from pipeline.ids import new_cycle_id, utcnow
-from pipeline.publish import PRODUCT_FIELDS, PROFILE_FIELDS, Changes, publish
+from pipeline.ids import iso_z, new_cycle_id, utcnow
+from pipeline.publish import PRODUCT_FIELDS, PROFILE_FIELDS, Changes, etag, publish
 from pipeline.store import engine_for, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,20 +46,34 @@ def product_row(product_id: str, **values: Any) -> tuple:
     return tuple(base[f] for f in PRODUCT_FIELDS)
 
 
+def body_text(names: Iterable[str], row: tuple) -> str:
+    """A store body in the contract's format (docs/architecture.md): DESIGN order, money with 2
+    decimals, timestamps ISO-8601 UTC with Z, lists as [] (what publish writes)."""
+    parts = []
+    for name, value in zip(names, row):
+        if name in ("lifetime_value", "price"):
+            text = "null" if value is None else f"{Decimal(value):.2f}"
+        elif isinstance(value, datetime):
+            text = '"' + iso_z(value) + '"'
+        else:
+            text = orjson.dumps(value).decode()
+        parts.append(orjson.dumps(name).decode() + ":" + text)
+    return "{" + ",".join(parts) + "}"
+
+
 def publish_rows(settings: Settings, profiles: Iterable[tuple], products: Iterable[tuple] = (),
                  recommendations: dict[str, list[tuple[str, float, str]]] | None = None,
-                 erase: Iterable[str] = (), as_of: datetime | None = None) -> int:
-    """One publish through pipeline.publish (the real writer): returns the new version."""
-    profiles = list(profiles)
-    recommendations = recommendations or {}
+                 as_of: datetime | None = None) -> int:
+    """One publish through pipeline.publish.publish (the real writer, one transaction, a new
+    version row); bodies serialized in the contract's format. Returns the new version."""
+    email_at = PROFILE_FIELDS.index("email")
     changes = Changes(since=None)
-    changes.profiles = profiles
-    changes.products = list(products)
-    changes.recommendation_customers = sorted(recommendations)
-    changes.recommendations = [(cid, rank, pid, score, reason)
-                               for cid, items in sorted(recommendations.items())
-                               for rank, (pid, score, reason) in enumerate(items, 1)]
-    changes.erasures = [(cid, utcnow()) for cid in erase]
+    changes.profile_bodies = [(row[0], row[email_at], body, etag(body))
+                              for row in profiles for body in [body_text(PROFILE_FIELDS, row)]]
+    changes.product_bodies = [(row[0], body_text(PRODUCT_FIELDS, row)) for row in products]
+    changes.recommendation_bodies = [
+        (cid, orjson.dumps([{"product_id": p, "score": s, "reason": r} for p, s, r in items]).decode())
+        for cid, items in sorted((recommendations or {}).items())]
     engine = engine_for(settings)
     try:
         migrate(engine)
