@@ -5,22 +5,27 @@ read-only, and closes the file at once so dbt can write it again. Only rows with
 `_cycle_id > <last published cycle id>` are read, so a cycle whose validation failed, or that was
 killed after dbt, is published by the next good cycle (docs/architecture.md).
 
-The profile body is the API's response, built here once: fields in DESIGN.md's order,
-timestamps ISO-8601 UTC with `Z`, money as a JSON number with exactly 2 decimals, lists as `[]`.
+The profile body is the API's response, built once per change: fields in DESIGN.md's order,
+timestamps ISO-8601 UTC with `Z` (fraction only when non-zero, as `pipeline.ids.iso_z`), money as
+a JSON number with exactly 2 decimals (`12.50`), lists as `[]`, unknowns as null. DuckDB builds
+the JSON text, its md5 (the etag) and the check columns of validation in one vectorized query:
+at 100,000 profiles, converting lists to Python objects alone cost more than the whole publish
+budget (bench/publish.py; docs/pipeline.md). tests/test_publish.py checks every body against an
+independent Python serializer.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import orjson
+import pandas as pd
 from sqlalchemy import Engine, insert
 
 from pipeline import store
@@ -37,86 +42,62 @@ PRODUCT_FIELDS: tuple[str, ...] = (
     "product_id", "name", "category", "price", "currency", "url", "image_url", "in_stock",
 )
 RECOMMENDATION_FIELDS: tuple[str, ...] = ("customer_id", "rank", "product_id", "score", "reason")
-_TIMESTAMPS = {"first_seen_at", "last_seen_at", "last_order_at"}
-_MONEY = {"lifetime_value", "price"}
-_LISTS = {"recently_viewed", "cart", "top_categories", "recommendations"}
+TIMESTAMP_FIELDS = frozenset({"first_seen_at", "last_seen_at", "last_order_at"})
+MONEY_FIELDS = frozenset({"lifetime_value", "price"})
+LIST_FIELDS = frozenset({"recently_viewed", "cart", "top_categories", "recommendations"})
+# the scalar columns validation sees (lists are checked through derived check_* columns)
+PROFILE_FRAME_FIELDS = tuple(f for f in PROFILE_FIELDS if f not in LIST_FIELDS)
 
 # SQLite caps bound parameters per statement; executemany sends one row per execution, but
 # chunking keeps the memory of one batch of parameter dicts bounded at any size
 _CHUNK = 20_000
 
 
-# ------------------------------------------------------------------------------ serialization
+# ------------------------------------------------------------------------------ JSON built by DuckDB
 
-def _money(value: Any) -> bytes:
-    # DECIMAL(18,2) arrives as Decimal; format, never float(), so 12.50 stays 12.50
-    return b"null" if value is None else f"{value if isinstance(value, Decimal) else Decimal(str(value)):.2f}".encode()
-
-
-def _timestamp(value: Any) -> bytes:
-    return b"null" if value is None else b'"' + iso_z(value).encode() + b'"'
-
-
-def _list(value: Any) -> bytes:
-    return orjson.dumps(list(value) if value is not None else [])
-
-
-def _plain(value: Any) -> bytes:
-    return orjson.dumps(value)
+def _json_value_sql(column: str, name: str) -> str:
+    if name in MONEY_FIELDS:
+        # DECIMAL(18,2) as text keeps both decimals: 12.50, 0.00
+        return f"coalesce(cast(cast({column} as decimal(18,2)) as varchar), 'null')"
+    if name in TIMESTAMP_FIELDS:
+        # iso_z: the fraction only when non-zero
+        return (f"""coalesce('"' || replace(strftime({column}, '%Y-%m-%dT%H:%M:%S.%fZ'), '.000000Z', 'Z') || '"',"""
+                f""" 'null')""")
+    if name in LIST_FIELDS:
+        return f"coalesce(to_json({column})::varchar, '[]')"
+    return f"coalesce(to_json({column})::varchar, 'null')"
 
 
-def _encoders(names: Sequence[str]) -> list[tuple[bytes, Callable[[Any], bytes]]]:
-    out = []
-    for name in names:
-        enc = _money if name in _MONEY else _timestamp if name in _TIMESTAMPS else _list if name in _LISTS else _plain
-        out.append((orjson.dumps(name) + b":", enc))
-    return out
-
-
-def _serializer(names: Sequence[str]) -> Callable[[Sequence[Any]], str]:
-    """Row tuple in `names` order -> JSON object text, built by hand so money keeps 2 decimals."""
-    encoders = _encoders(names)
-
-    def serialize(row: Sequence[Any]) -> str:
-        return (b"{" + b",".join(key + enc(value) for (key, enc), value in zip(encoders, row)) + b"}").decode()
-
-    return serialize
-
-
-serialize_profile = _serializer(PROFILE_FIELDS)
-serialize_product = _serializer(PRODUCT_FIELDS)
-
-
-def serialize_recommendations(rows: Iterable[Sequence[Any]]) -> str:
-    """(product_id, score, reason) tuples in rank order -> the JSON list stored per customer."""
-    return orjson.dumps([
-        {"product_id": product_id, "score": None if score is None else round(float(score), 6), "reason": reason}
-        for product_id, score, reason in rows
-    ]).decode()
+def json_object_sql(names: Iterable[str], alias: str) -> str:
+    """A DuckDB expression building the JSON object text of `names`, in that order."""
+    parts = [f"'{json.dumps(n)}:' || {_json_value_sql(f'{alias}.{n}', n)}" for n in names]
+    return "'{' || " + " || ',' || ".join(parts) + " || '}'"
 
 
 def etag(body: str) -> str:
-    """A strong validator of the body: same bytes, same etag (the API quotes it)."""
-    return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
+    """md5 hex of the body's UTF-8 bytes: DuckDB's md5(body), the value stored with each profile."""
+    return hashlib.md5(body.encode("utf-8")).hexdigest()  # noqa: S324 - a cache validator, not security
 
 
 # ------------------------------------------------------------------------------ reading changes
 
 @dataclass
 class Changes:
-    """The rows the cycle changed, read from the warehouse: tuples in the *_FIELDS order."""
+    """What the cycle changed in the warehouse: frames for validation, bodies for publishing."""
 
     since: str | None
-    profiles: list[tuple] = field(default_factory=list)
-    # every recommendation row (rank order) of the customers whose profile or recommendations changed
-    recommendations: list[tuple] = field(default_factory=list)
-    # customer ids whose recommendations body must be rewritten (may have no rows: body `[]`)
-    recommendation_customers: list[str] = field(default_factory=list)
-    products: list[tuple] = field(default_factory=list)
+    # scalar profile columns + check_* columns (pipeline/validate.py) of the changed profiles
+    profiles: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # (customer_id, email, body, etag) of the changed profiles
+    profile_bodies: list[tuple] = field(default_factory=list)
+    # every recommendation row of the customers whose profile or recommendations changed
+    recommendations: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # (customer_id, body) for those customers; `[]` when they have none any more
+    recommendation_bodies: list[tuple] = field(default_factory=list)
+    products: pd.DataFrame = field(default_factory=pd.DataFrame)
+    product_bodies: list[tuple] = field(default_factory=list)
     # customers erased since the last publish who have no profile any more
-    erasures: list[tuple] = field(default_factory=list)
-    # recommended product ids that are in stock in the current catalog (for validation)
-    in_stock_product_ids: set[str] = field(default_factory=set)
+    erasures: pd.DataFrame = field(default_factory=pd.DataFrame)
     # every profile key in the warehouse, read on a full refresh to drop what vanished
     all_profile_ids: set[str] | None = None
 
@@ -126,11 +107,15 @@ class Changes:
 
     @property
     def rows_changed(self) -> int:
-        return len(self.profiles) + len(self.recommendation_customers) + len(self.products) + len(self.erasures)
+        return len(self.profile_bodies) + len(self.recommendation_bodies) + len(self.product_bodies) + len(self.erasures)
+
+    @property
+    def erased_ids(self) -> list[str]:
+        return [] if self.erasures.empty else self.erasures["customer_id"].tolist()
 
     @property
     def empty(self) -> bool:
-        return not (self.profiles or self.recommendation_customers or self.products or self.erasures)
+        return not (self.profile_bodies or self.recommendation_bodies or self.product_bodies or len(self.erasures))
 
 
 def _columns(con: Any, table: str) -> set[str]:
@@ -151,28 +136,37 @@ def _require(con: Any, table: str, names: Iterable[str]) -> set[str]:
     return have
 
 
+# customers whose profile or recommendations changed since $since and who still have a profile
 _TOUCHED = """
-with t as (
+t as (
     select customer_id from (
-        select customer_id from customer_recommendations where _cycle_id > $1
+        select customer_id from customer_recommendations where _cycle_id > $since
         union
-        select customer_id from customer_profiles where _cycle_id > $1
+        select customer_id from customer_profiles where _cycle_id > $since
     ) c
     where exists (select 1 from customer_profiles p where p.customer_id = c.customer_id)
-)
-"""
+)"""
 
 
-def read_changes(warehouse_path: Path, since: str | None, *, all_keys: bool = False) -> Changes:
-    """Rows of the served marts written after cycle `since` (all rows when None)."""
+def _split(frame: pd.DataFrame, body_columns: list[str]) -> tuple[pd.DataFrame, list[tuple]]:
+    bodies = list(zip(*(frame[c].tolist() for c in body_columns))) if len(frame) else []
+    return frame.drop(columns=[c for c in ("body", "etag") if c in frame.columns]), bodies
+
+
+def read_changes(warehouse_path: Path, since: str | None, as_of: datetime, *, all_keys: bool = False) -> Changes:
+    """The rows of the served marts written after cycle `since` (all rows when None), with their
+    JSON bodies and the check columns validation needs (`as_of`: the cycle's reference time)."""
     import duckdb  # the cycle's process only; the API never imports or opens the warehouse
+
+    from pipeline.validate import profile_checks_sql, recommendation_checks_sql
 
     if not Path(warehouse_path).exists():
         raise StoreError(f"no warehouse at {warehouse_path}: run a cycle (dbt build) first")
-    after = since or ""
+    params = {"since": since or "", "as_of": as_of}
     con = duckdb.connect(str(warehouse_path), read_only=True)
     try:
-        profile_cols = _require(con, "customer_profiles", [f for f in PROFILE_FIELDS if f != "recommendations"] + ["_cycle_id"])
+        profile_cols = _require(con, "customer_profiles",
+                                [f for f in PROFILE_FIELDS if f != "recommendations"] + ["_cycle_id"])
         _require(con, "customer_recommendations", list(RECOMMENDATION_FIELDS) + ["_cycle_id"])
         _require(con, "products", list(PRODUCT_FIELDS) + ["_cycle_id"])
         _require(con, "customer_erasures", ["customer_id", "erased_at", "_cycle_id"])
@@ -180,49 +174,51 @@ def read_changes(warehouse_path: Path, since: str | None, *, all_keys: bool = Fa
         # the profile's `recommendations` field: the mart's column when it has one, else the
         # product ids of customer_recommendations in rank order (the same contract)
         if "recommendations" in profile_cols:
-            recs_expr = "coalesce(p.recommendations, [])"
-            recs_join = ""
+            changed = ("select * replace (coalesce(recommendations, []) as recommendations) "
+                       "from customer_profiles where _cycle_id > $since")
         else:
-            recs_expr = "coalesce(r.ids, [])"
-            recs_join = ("left join (select customer_id, list(product_id order by rank) as ids "
-                         "from customer_recommendations group by customer_id) r using (customer_id)")
-        select_list = ", ".join(
-            recs_expr if f == "recommendations" else
-            f"coalesce(p.{f}, [])" if f in _LISTS else f"p.{f}"
-            for f in PROFILE_FIELDS
-        )
+            changed = ("select p.*, coalesce(r.ids, []) as recommendations from customer_profiles p "
+                       "left join (select customer_id, list(product_id order by rank) as ids "
+                       "from customer_recommendations group by customer_id) r using (customer_id) "
+                       "where p._cycle_id > $since")
+        checks = ", ".join(f"{expr} as {name}" for name, expr in profile_checks_sql().items())
+        frame = con.execute(f"""
+            with changed as ({changed}),
+            bodies as (select *, {json_object_sql(PROFILE_FIELDS, 'changed')} as body from changed)
+            select {', '.join(PROFILE_FRAME_FIELDS)}, {checks}, body, md5(body) as etag
+            from bodies order by customer_id
+        """, params).df()
         changes = Changes(since=since)
-        changes.profiles = con.execute(
-            f"select {select_list} from customer_profiles p {recs_join} where p._cycle_id > ? order by p.customer_id",
-            [after],
-        ).fetchall()
-        # customers whose profile or recommendations changed and who still have a profile
-        changes.recommendation_customers = [r[0] for r in con.execute(
-            f"{_TOUCHED} select customer_id from t order by customer_id", [after]).fetchall()]
-        changes.recommendations = con.execute(
-            f"""{_TOUCHED}
-            select r.customer_id, r.rank, r.product_id, r.score, r.reason
+        changes.profiles, changes.profile_bodies = _split(frame, ["customer_id", "email", "body", "etag"])
+
+        rec_checks = ", ".join(f"{expr} as {name}" for name, expr in recommendation_checks_sql().items())
+        changes.recommendations = con.execute(f"""
+            with {_TOUCHED}
+            select r.customer_id, r.rank, r.product_id, r.score, r.reason, {rec_checks}
             from customer_recommendations r join t using (customer_id)
+            left join products pr on pr.product_id = r.product_id
             order by r.customer_id, r.rank
-            """,
-            [after],
-        ).fetchall()
-        changes.products = con.execute(
-            f"select {', '.join(PRODUCT_FIELDS)} from products where _cycle_id > ? order by product_id", [after],
-        ).fetchall()
-        changes.erasures = con.execute(
-            """
+        """, {"since": params["since"]}).df()
+        changes.recommendation_bodies = con.execute(f"""
+            with {_TOUCHED}
+            select t.customer_id, coalesce(to_json(list(
+                       {{'product_id': r.product_id, 'score': round(r.score, 6), 'reason': r.reason}} order by r.rank
+                   ) filter (where r.customer_id is not null))::varchar, '[]')
+            from t left join customer_recommendations r using (customer_id)
+            group by t.customer_id order by t.customer_id
+        """, {"since": params["since"]}).fetchall()
+
+        frame = con.execute(f"""
+            select {', '.join(PRODUCT_FIELDS)}, {json_object_sql(PRODUCT_FIELDS, 'products')} as body
+            from products where _cycle_id > $since order by product_id
+        """, {"since": params["since"]}).df()
+        changes.products, changes.product_bodies = _split(frame, ["product_id", "body"])
+        changes.erasures = con.execute("""
             select e.customer_id, e.erased_at from customer_erasures e
-            where e._cycle_id > ?
+            where e._cycle_id > $since
               and not exists (select 1 from customer_profiles p where p.customer_id = e.customer_id)
             order by e.customer_id
-            """,
-            [after],
-        ).fetchall()
-        if changes.recommendations:
-            changes.in_stock_product_ids = {
-                r[0] for r in con.execute("select product_id from products where in_stock").fetchall()
-            }
+        """, {"since": params["since"]}).df()
         if all_keys:
             changes.all_profile_ids = {r[0] for r in con.execute("select customer_id from customer_profiles").fetchall()}
     finally:
@@ -255,35 +251,25 @@ class PublishResult:
         }
 
 
-def profile_rows(profiles: Iterable[Sequence[Any]], cycle_id: str, version: int) -> list[dict[str, Any]]:
-    """Serialize each profile once: body, etag and email hash, ready for executemany."""
-    email_at = PROFILE_FIELDS.index("email")
-    out = []
-    for row in profiles:
-        body = serialize_profile(row)
-        out.append({
-            "customer_id": row[0], "email_hash": store.email_hash(row[email_at]), "body": body,
-            "etag": etag(body), "cycle_id": cycle_id, "version": version,
-        })
-    return out
-
-
-def recommendation_rows(changes: Changes, cycle_id: str) -> list[dict[str, Any]]:
-    by_customer: dict[str, list[tuple]] = {cid: [] for cid in changes.recommendation_customers}
-    for customer_id, _rank, product_id, score, reason in changes.recommendations:
-        if customer_id in by_customer:
-            by_customer[customer_id].append((product_id, score, reason))
-    return [
-        {"customer_id": cid, "body": serialize_recommendations(items), "cycle_id": cycle_id}
-        for cid, items in by_customer.items()
-    ]
-
-
-def product_rows(products: Iterable[Sequence[Any]], cycle_id: str) -> list[dict[str, Any]]:
-    return [{"product_id": row[0], "body": serialize_product(row), "cycle_id": cycle_id} for row in products]
+def profile_rows(bodies: Iterable[tuple], cycle_id: str, version: int) -> list[dict[str, Any]]:
+    """(customer_id, email, body, etag) -> store rows with the email's lookup hash."""
+    email_hash = store.email_hash
+    return [{"customer_id": cid, "email_hash": email_hash(email), "body": body, "etag": tag,
+             "cycle_id": cycle_id, "version": version} for cid, email, body, tag in bodies]
 
 
 def _executemany(conn: Any, stmt: Any, rows: list[dict[str, Any]]) -> None:
+    """Run SQLAlchemy's upsert for many rows. On SQLite, the statement SQLAlchemy compiled goes
+    straight to the driver's executemany with tuples: SQLAlchemy's own batching costs ~4x the
+    write itself at 100,000 rows (bench/publish.py). PostgreSQL keeps SQLAlchemy's
+    insertmanyvalues batching, which is already a multi-row VALUES per round trip."""
+    if conn.dialect.name == "sqlite":
+        compiled = stmt.compile(dialect=conn.dialect)
+        order = compiled.positiontup
+        sql = str(compiled)
+        for start in range(0, len(rows), _CHUNK):
+            conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in rows[start:start + _CHUNK]])
+        return
     for start in range(0, len(rows), _CHUNK):
         conn.execute(stmt, rows[start:start + _CHUNK])
 
@@ -300,16 +286,16 @@ def publish(engine: Engine, changes: Changes, *, cycle_id: str, as_of: datetime,
     newest_text = iso_z(newest_ingested_at)
     newer_ingest = newest_text is not None and (
         store_version is None or (store_version.get("newest_ingested_at") or "") < newest_text)
-    erased = [row[0] for row in changes.erasures]
+    erased = changes.erased_ids
     if changes.empty and not newer_ingest and not force_version and store_version is not None:
         return PublishResult(version=None)
 
     started = time.perf_counter()
     with engine.connect() as probe:
         version = store.next_version(probe)
-    profile_batch = profile_rows(changes.profiles, cycle_id, version)
-    rec_batch = recommendation_rows(changes, cycle_id)
-    product_batch = product_rows(changes.products, cycle_id)
+    profile_batch = profile_rows(changes.profile_bodies, cycle_id, version)
+    rec_batch = [{"customer_id": cid, "body": body, "cycle_id": cycle_id} for cid, body in changes.recommendation_bodies]
+    product_batch = [{"product_id": pid, "body": body, "cycle_id": cycle_id} for pid, body in changes.product_bodies]
     serialized = time.perf_counter()
 
     with engine.begin() as conn:

@@ -3,7 +3,8 @@
 The suites live in `pipeline/suites/<mart>.json` (analysts read and extend them). Each runs on a
 pandas DataFrame of the changed rows with an ephemeral GX context: GX's SQL path fails on DuckDB
 (../shared/STACK.md). Checks GX has no expectation for (list sizes, cross-field rules such as the
-lifecycle stage) are derived here as `check_*` columns that the suites then expect.
+lifecycle stage) are derived as `check_*` columns: DuckDB expressions below, computed while
+the changed rows are read, that the suites then expect.
 
 Importing GX costs ~3 s and ~220 MB, so it happens once per long-lived process (the scheduler,
 or one `sendtime run`), on first use, never in the API.
@@ -12,24 +13,22 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipeline.publish import PRODUCT_FIELDS, PROFILE_FIELDS, RECOMMENDATION_FIELDS, Changes
+if TYPE_CHECKING:
+    from pipeline.publish import Changes
 
 SUITES_DIR = Path(__file__).with_name("suites")
 LIFECYCLE_ACTIVE = timedelta(days=90)
 LIFECYCLE_AT_RISK = timedelta(days=180)
-_CANONICAL_ID = re.compile(r"^\S(.*\S)?$")
 
 
 @dataclass
@@ -151,71 +150,44 @@ def run_suite(name: str, frame: pd.DataFrame, params: dict[str, Any]) -> SuiteRe
     return SuiteResult(name, bool(result.success), len(frame), failed)
 
 
-# ------------------------------------------------------------------------------ the changed rows as frames
+# ------------------------------------------------------------------------------ derived check columns
 
-def _distinct(values: Any) -> bool:
-    return len(set(values)) == len(values)
-
-
-def _expected_stage(orders: Any, last_order: Any, as_of: datetime) -> str | None:
-    if orders is None or (isinstance(orders, float) and math.isnan(orders)):
-        return None
-    if orders == 0:
-        return "prospect"
-    if last_order is None or pd.isna(last_order):
-        return None  # orders without a last order time: caught by check_orders_agree
-    age = as_of - pd.Timestamp(last_order).to_pydatetime()
-    return "active" if age <= LIFECYCLE_ACTIVE else "at_risk" if age <= LIFECYCLE_AT_RISK else "lapsed"
+_CANONICAL = r"^\S(?:.*\S)?$"
+_US_PER_DAY = 86_400_000_000
 
 
-def profiles_frame(rows: list[tuple], as_of: datetime) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows, columns=list(PROFILE_FIELDS))
-    if frame.empty:
-        return frame
-    for column in ("first_seen_at", "last_seen_at", "last_order_at"):
-        frame[column] = pd.to_datetime(frame[column])
-    # Decimal -> float for GX's numeric comparisons (>= 0 is exact either way)
-    frame["lifetime_value"] = frame["lifetime_value"].map(lambda v: None if v is None else float(v))
-    frame["marketing_consent"] = frame["marketing_consent"].astype(object)
-    lists = {name: frame[name].tolist() for name in ("recently_viewed", "cart", "top_categories", "recommendations")}
-    for name, values in lists.items():
-        if name != "cart":
-            frame[f"check_{name}_size"] = [len(v) for v in values]
-        frame[f"check_{name}_distinct"] = [_distinct(v) for v in values]
-    frame["check_product_ids_canonical"] = [
-        all(isinstance(p, str) and _CANONICAL_ID.match(p) and p == p.upper() for p in (*a, *b, *c))
-        for a, b, c in zip(lists["recently_viewed"], lists["cart"], lists["recommendations"])
-    ]
-    orders = frame["orders_count"].tolist()
-    last_orders = frame["last_order_at"].tolist()
-    values = frame["lifetime_value"].tolist()
-    frame["check_expected_lifecycle_stage"] = [_expected_stage(o, t, as_of) for o, t in zip(orders, last_orders)]
-    frame["check_orders_agree"] = [
-        (o == 0) == pd.isna(t) and (o != 0 or v == 0) for o, t, v in zip(orders, last_orders, values)
-    ]
-    frame["check_seen_pair"] = frame["first_seen_at"].isna() == frame["last_seen_at"].isna()
-    return frame
+def profile_checks_sql() -> dict[str, str]:
+    """check_* columns over a changed customer_profiles row, as DuckDB expressions (`$as_of`
+    is the cycle's as_of). publish.read_changes computes them with the bodies, in one query."""
+    checks: dict[str, str] = {}
+    for name in ("recently_viewed", "top_categories", "recommendations"):
+        checks[f"check_{name}_size"] = f"len(coalesce({name}, []))"
+    for name in ("recently_viewed", "cart", "top_categories", "recommendations"):
+        checks[f"check_{name}_distinct"] = f"len(list_distinct(coalesce({name}, []))) = len(coalesce({name}, []))"
+    checks["check_product_ids_canonical"] = (
+        "len(list_filter(list_concat(coalesce(recently_viewed, []), coalesce(cart, []), coalesce(recommendations, [])),"
+        f" lambda x: x is null or x <> upper(x) or not regexp_matches(x, '{_CANONICAL}'))) = 0"
+    )
+    age = "(epoch_us($as_of::timestamp) - epoch_us(last_order_at))"
+    checks["check_expected_lifecycle_stage"] = (
+        "case when orders_count is null then null when orders_count = 0 then 'prospect' "
+        "when last_order_at is null then null "
+        f"when {age} <= {LIFECYCLE_ACTIVE.days} * {_US_PER_DAY}::bigint then 'active' "
+        f"when {age} <= {LIFECYCLE_AT_RISK.days} * {_US_PER_DAY}::bigint then 'at_risk' else 'lapsed' end"
+    )
+    checks["check_orders_agree"] = (
+        "coalesce((orders_count = 0) = (last_order_at is null) and (orders_count <> 0 or lifetime_value = 0), false)"
+    )
+    checks["check_seen_pair"] = "(first_seen_at is null) = (last_seen_at is null)"
+    return checks
 
 
-def recommendations_frame(changes: Changes) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(changes.recommendations, columns=list(RECOMMENDATION_FIELDS))
-    if frame.empty:
-        return frame
-    frame["check_score_finite"] = [s is not None and math.isfinite(s) for s in frame["score"].tolist()]
-    frame["check_in_stock"] = frame["product_id"].isin(changes.in_stock_product_ids)
-    return frame
-
-
-def products_frame(rows: list[tuple]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows, columns=list(PRODUCT_FIELDS))
-    if not frame.empty:
-        frame["price"] = frame["price"].map(lambda v: None if v is None else float(v))
-        frame["in_stock"] = frame["in_stock"].astype(object)
-    return frame
-
-
-def erasures_frame(rows: list[tuple]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(rows, columns=["customer_id", "erased_at"])
+def recommendation_checks_sql() -> dict[str, str]:
+    """check_* columns over a customer_recommendations row `r` joined to the catalog `pr`."""
+    return {
+        "check_score_finite": "coalesce(isfinite(r.score), false)",
+        "check_in_stock": "coalesce(pr.in_stock, false)",
+    }
 
 
 def validate_changes(changes: Changes, as_of: datetime) -> ValidationReport:
@@ -223,10 +195,10 @@ def validate_changes(changes: Changes, as_of: datetime) -> ValidationReport:
     started = time.perf_counter()
     params = {"as_of": as_of}
     frames = {
-        "customer_profiles": profiles_frame(changes.profiles, as_of),
-        "customer_recommendations": recommendations_frame(changes),
-        "products": products_frame(changes.products),
-        "customer_erasures": erasures_frame(changes.erasures),
+        "customer_profiles": changes.profiles,
+        "customer_recommendations": changes.recommendations,
+        "products": changes.products,
+        "customer_erasures": changes.erasures,
     }
     results = {name: run_suite(name, frame, params) for name, frame in frames.items()}
     return ValidationReport(all(r.success for r in results.values()), results, time.perf_counter() - started)

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from pipeline import publish, store
+from pipeline.ids import iso_z
 from test_publish_marts import AS_OF, product, profile, recommendations_for, seed_warehouse, write_marts
 
 C1 = "20261101T000000000000Z-00000001"
@@ -27,7 +28,7 @@ def engine(request, tmp_path):
 
 
 def _publish(engine, path, cycle_id, **kw):
-    changes = publish.read_changes(path, store.last_published_cycle_id(engine), **kw)
+    changes = publish.read_changes(path, store.last_published_cycle_id(engine), AS_OF, **kw)
     return publish.publish(engine, changes, cycle_id=cycle_id, as_of=AS_OF, newest_ingested_at=None)
 
 
@@ -36,23 +37,52 @@ def _bodies(engine, table=store.profiles, key="customer_id"):
         return {r[0]: r[1] for r in conn.execute(select(table.c[key], table.c.body))}
 
 
-def test_profile_body_is_exact_json_in_design_order():
-    row = profile(1, lifetime_value=Decimal("12.5"), first_seen_at=datetime(2026, 1, 2, 3, 4, 5),
-                  last_seen_at=datetime(2026, 1, 2, 3, 4, 5, 120000), last_order_at=None, cart=[],
-                  marketing_consent=None, first_name='Zoë "Z"')
-    body = publish.serialize_profile(tuple(row[f] for f in publish.PROFILE_FIELDS))
-    assert list(json.loads(body)) == list(publish.PROFILE_FIELDS)
-    assert '"lifetime_value":12.50,' in body
-    assert '"first_seen_at":"2026-01-02T03:04:05Z"' in body
-    assert '"last_seen_at":"2026-01-02T03:04:05.120000Z"' in body
-    assert '"last_order_at":null' in body and '"cart":[]' in body and '"marketing_consent":null' in body
-    assert json.loads(body)["first_name"] == 'Zoë "Z"'
-    assert '"orders_count":2' in body
-    zero = publish.serialize_profile(tuple(profile(3)[f] for f in publish.PROFILE_FIELDS))
-    assert '"lifetime_value":0.00,' in zero and '"orders_count":0' in zero
-    item = publish.serialize_product(tuple(product(7, price=Decimal("5"), in_stock=False)[f] for f in publish.PRODUCT_FIELDS))
-    assert '"price":5.00,' in item and item.endswith('"in_stock":false}')
-    assert list(json.loads(item)) == list(publish.PRODUCT_FIELDS)
+def oracle_body(row: dict, names) -> str:
+    """An independent serializer of DESIGN.md's rules, to check the bodies DuckDB builds."""
+    def value(name, v):
+        if v is None:
+            return "[]" if name in publish.LIST_FIELDS else "null"
+        if name in publish.MONEY_FIELDS:
+            return f"{Decimal(v):.2f}"
+        if name in publish.TIMESTAMP_FIELDS:
+            return json.dumps(iso_z(v))
+        return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+    return "{" + ",".join(f"{json.dumps(n)}:{value(n, row[n])}" for n in names) + "}"
+
+
+def _read(path, since=None, **kw):
+    return publish.read_changes(path, since, AS_OF, **kw)
+
+
+def test_bodies_are_exact_json_in_design_order(tmp_path):
+    path = tmp_path / "warehouse.duckdb"
+    odd = [
+        profile(1, lifetime_value=Decimal("12.5"), first_seen_at=datetime(2026, 1, 2, 3, 4, 5),
+                last_seen_at=datetime(2026, 1, 2, 3, 4, 5, 120000), last_order_at=datetime(2026, 1, 1, 0, 0, 0, 1),
+                cart=[], marketing_consent=None, first_name='Zoë "Z"\n\\ \u2028', last_name=None, email=None),
+        profile(3),  # a prospect: 0.00, no orders
+        profile(4, lifetime_value=Decimal("123456789.05"), top_categories=None, recently_viewed=[]),
+    ]
+    write_marts(path, C1, customer_profiles=odd,
+                products=[product(7, price=Decimal("5"), in_stock=False), product(8, name=None, price=None)])
+    changes = _read(path)
+    bodies = {cid: body for cid, _email, body, _etag in changes.profile_bodies}
+    for row in odd:
+        expected = oracle_body(row, publish.PROFILE_FIELDS)
+        assert json.loads(bodies[row["customer_id"]]) == json.loads(expected)
+        assert list(json.loads(bodies[row["customer_id"]])) == list(publish.PROFILE_FIELDS)
+    b1 = bodies["c1"]
+    assert '"lifetime_value":12.50,' in b1 and '"last_order_at":"2026-01-01T00:00:00.000001Z"' in b1
+    assert '"first_seen_at":"2026-01-02T03:04:05Z"' in b1 and '"last_seen_at":"2026-01-02T03:04:05.120000Z"' in b1
+    assert '"cart":[]' in b1 and '"marketing_consent":null' in b1 and '"email":null' in b1
+    assert '"lifetime_value":0.00,' in bodies["c3"] and '"orders_count":0' in bodies["c3"]
+    assert '"lifetime_value":123456789.05,' in bodies["c4"] and '"top_categories":[]' in bodies["c4"]
+    assert all(tag == publish.etag(body) for _c, _e, body, tag in changes.profile_bodies)
+    items = dict(changes.product_bodies)
+    assert '"price":5.00,' in items["P7"] and items["P7"].endswith('"in_stock":false}')
+    assert '"price":null' in items["P8"] and '"name":null' in items["P8"]
+    assert list(json.loads(items["P7"])) == list(publish.PRODUCT_FIELDS)
+    assert json.loads(items["P7"]) == json.loads(oracle_body(product(7, price=Decimal("5"), in_stock=False), publish.PRODUCT_FIELDS))
 
 
 def test_first_publish_then_only_the_delta(engine, tmp_path):
@@ -134,7 +164,7 @@ def test_a_failed_publish_leaves_the_last_state_and_readers_never_see_a_mix(engi
         seen["version"] = store.current_version(reader)["version"]
         raise RuntimeError("disk full")
 
-    changes = publish.read_changes(path, C1)
+    changes = _read(path, C1)
     with pytest.raises(RuntimeError):
         publish.publish(engine, changes, cycle_id=C2, as_of=AS_OF, newest_ingested_at=None, before_commit=check_then_fail)
     reader.dispose()
@@ -149,7 +179,7 @@ def test_newer_ingestion_records_a_version_even_without_changes(engine, tmp_path
     path = tmp_path / "warehouse.duckdb"
     seed_warehouse(path, C1, customers=2)
     _publish(engine, path, C1)
-    changes = publish.read_changes(path, C1)
+    changes = _read(path, C1)
     assert changes.empty
     newest = datetime(2026, 11, 28, 10, 0, 0)
     result = publish.publish(engine, changes, cycle_id=C2, as_of=AS_OF, newest_ingested_at=newest)

@@ -108,9 +108,9 @@ def seed_warehouse(path: Path, cycle_id: str, customers: int = 30) -> None:
 def test_write_marts_has_the_contract_columns(tmp_path):
     path = tmp_path / "warehouse.duckdb"
     seed_warehouse(path, "20261101T000000000000Z-00000001", customers=4)
-    changes = publish.read_changes(path, None)
+    changes = publish.read_changes(path, None, AS_OF)
     assert len(changes.profiles) == 4 and len(changes.products) == 50
-    assert changes.recommendation_customers == ["c0", "c1", "c2", "c3"]
-    assert len(changes.recommendations) == 8 and changes.erasures == []
+    assert [cid for cid, _body in changes.recommendation_bodies] == ["c0", "c1", "c2", "c3"]
+    assert len(changes.recommendations) == 8 and changes.erasures.empty
     # nothing is newer than the cycle that wrote everything
-    assert publish.read_changes(path, "20261101T000000000000Z-00000001").empty
+    assert publish.read_changes(path, "20261101T000000000000Z-00000001", AS_OF).empty

@@ -23,7 +23,7 @@ def warehouse(tmp_path):
 
 def _changed(path, **tables):
     write_marts(path, C2, **tables)
-    return validate.validate_changes(publish.read_changes(path, C1), AS_OF)
+    return validate.validate_changes(publish.read_changes(path, C1, AS_OF), AS_OF)
 
 
 def test_every_suite_file_is_loadable_and_names_real_expectations():
@@ -34,14 +34,14 @@ def test_every_suite_file_is_loadable_and_names_real_expectations():
 
 
 def test_good_rows_pass(warehouse):
-    report = validate.validate_changes(publish.read_changes(warehouse, None), AS_OF)
+    report = validate.validate_changes(publish.read_changes(warehouse, None, AS_OF), AS_OF)
     assert report.success, report.failures()
     assert report.suites["customer_profiles"].rows == 12 and report.suites["products"].rows == 50
     assert report.suites["customer_erasures"].rows == 0 and report.suites["customer_erasures"].success
 
 
 def test_nothing_changed_passes(warehouse):
-    report = validate.validate_changes(publish.read_changes(warehouse, C1), AS_OF)
+    report = validate.validate_changes(publish.read_changes(warehouse, C1, AS_OF), AS_OF)
     assert report.success and all(r.rows == 0 for r in report.suites.values())
 
 
@@ -93,7 +93,7 @@ def test_duplicate_profile_key_fails(warehouse):
     con = duckdb.connect(str(warehouse))
     con.execute("insert into customer_profiles select * from customer_profiles where customer_id = 'c1'")
     con.close()
-    report = validate.validate_changes(publish.read_changes(warehouse, C1), AS_OF)
+    report = validate.validate_changes(publish.read_changes(warehouse, C1, AS_OF), AS_OF)
     failed = report.suites["customer_profiles"].failed
     assert any(f["expectation"] == "expect_column_values_to_be_unique" and f["unexpected_count"] == 2 for f in failed)
 

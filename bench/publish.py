@@ -1,0 +1,155 @@
+"""Publish of 100,000 changed profiles to SQLite and PostgreSQL, against a bare baseline.
+
+    .venv/bin/python bench/publish.py [--profiles 100000] [--no-postgres]
+
+The warehouse is a real DuckDB file with the marts of docs/architecture.md, written in SQL. Publish
+= serialize every body once (+ etag, email hash) and upsert profiles, recommendations and products
+in one transaction (`pipeline.publish.publish`). Baseline, side by side on the same store: a bare
+executemany of the same already-serialized rows into an empty table (plain INSERT: no upsert, no
+serialization). Also: a second publish where every row conflicts (the update path).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from pipeline import publish, store  # noqa: E402
+from test_publish_marts import DDL  # noqa: E402
+
+AS_OF = datetime(2026, 11, 1, 12, 0, 0)
+
+
+def build_warehouse(path: Path, n: int, cycle_id: str) -> None:
+    con = duckdb.connect(str(path))
+    for name, ddl in DDL.items():
+        con.execute(f"create or replace table {name} ({ddl})")
+    con.execute(f"""
+        insert into customer_profiles
+        select 'c' || i, 'user' || i || '@example.com', 'First' || i, 'Last' || i, 'US', 'en-US', 'America/New_York',
+               i % 2 = 0, timestamp '2026-09-01 00:00:00' + to_seconds(i % 86400),
+               timestamp '2026-10-30 00:00:00' + to_microseconds(i % 999999),
+               case when i % 3 = 0 then 0 else 1 + i % 7 end,
+               case when i % 3 = 0 then 0 else ((i % 50000) / 100.0) end::decimal(18,2),
+               case when i % 3 = 0 then null else timestamp '2026-10-20 00:00:00' end,
+               case when i % 3 = 0 then 'prospect' else 'active' end,
+               ['P' || (i % 300), 'P' || ((i + 1) % 300), 'P' || ((i + 2) % 300)],
+               case when i % 3 = 0 then [] else ['P' || ((i + 3) % 300)] end,
+               ['shoes', 'bags'],
+               ['P' || ((i + 10) % 300), 'P' || ((i + 11) % 300), 'P' || ((i + 12) % 300), 'P' || ((i + 13) % 300)],
+               '{cycle_id}'
+        from range({n}) t(i)
+    """)
+    con.execute(f"""
+        insert into customer_recommendations
+        select 'c' || i, r, 'P' || ((i + 9 + r) % 300), 1.0 / r, 'association', '{cycle_id}'
+        from range({n}) t(i), range(1, 5) s(r)
+    """)
+    con.execute(f"""
+        insert into products
+        select 'P' || i, 'Product ' || i, 'cat' || (i % 12), (i % 90 + 0.5)::decimal(18,2), 'USD',
+               'https://shop.example/p/' || i, 'https://shop.example/i/' || i || '.jpg', true, '{cycle_id}'
+        from range(300) t(i)
+    """)
+    con.close()
+
+
+def baseline(engine, rows: list[dict]) -> float:
+    """A bare executemany of the same serialized rows into an empty table: the floor."""
+    meta = MetaData()
+    table = Table("bench_baseline_" + secrets.token_hex(3), meta,
+                  Column("customer_id", String(255), primary_key=True), Column("email_hash", String(64)),
+                  Column("body", Text), Column("etag", String(64)), Column("cycle_id", String(64)),
+                  Column("version", Integer))
+    meta.create_all(engine)
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(table.insert(), rows)
+    seconds = time.perf_counter() - started
+    meta.drop_all(engine)
+    return seconds
+
+
+def measure(url: str, warehouse: Path, n: int) -> dict:
+    engine = store.make_engine(url)
+    store.migrate(engine)
+    started = time.perf_counter()
+    changes = publish.read_changes(warehouse, None, AS_OF)
+    read_seconds = time.perf_counter() - started
+    assert len(changes.profile_bodies) == n
+
+    started = time.perf_counter()
+    first = publish.publish(engine, changes, cycle_id="c1", as_of=AS_OF, newest_ingested_at=None)
+    insert_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    second = publish.publish(engine, changes, cycle_id="c2", as_of=AS_OF, newest_ingested_at=None)
+    update_seconds = time.perf_counter() - started
+    assert first.profiles_upserted == second.profiles_upserted == n
+
+    rows = publish.profile_rows(changes.profile_bodies, "c0", 0)
+    base = baseline(engine, rows)
+    engine.dispose()
+    return {
+        "read_changes_s": round(read_seconds, 3),
+        "publish_new_s": round(insert_seconds, 3),
+        "publish_new_serialize_s": round(first.serialize_seconds, 3),
+        "publish_new_write_s": round(first.write_seconds, 3),
+        "publish_update_s": round(update_seconds, 3),
+        "baseline_bare_executemany_s": round(base, 3),
+        "ratio_publish_new_vs_baseline": round(insert_seconds / base, 2),
+        "ratio_publish_update_vs_baseline": round(update_seconds / base, 2),
+        "recommendations_rows": first.recommendations_upserted,
+    }
+
+
+def postgres_url() -> str:
+    subprocess.run(["pg_ctlcluster", "15", "main", "start"], capture_output=True)
+    for _ in range(60):
+        if subprocess.run(["pg_isready", "-h", "127.0.0.1"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.5)
+    name, password = "sendtime_bench_" + secrets.token_hex(3), secrets.token_hex(8)
+    for sql in (f"CREATE ROLE {name} LOGIN PASSWORD '{password}'", f"CREATE DATABASE {name} OWNER {name}"):
+        subprocess.run(["su", "postgres", "-c", f'psql -q -c "{sql}"'], check=True, capture_output=True)
+    return f"postgresql+psycopg://{name}:{password}@127.0.0.1:5432/{name}"
+
+
+def drop_postgres(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    for sql in (f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"DROP ROLE IF EXISTS {name}"):
+        subprocess.run(["su", "postgres", "-c", f'psql -q -c "{sql}"'], capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--profiles", type=int, default=100_000)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        warehouse = Path(tmp) / "warehouse.duckdb"
+        build_warehouse(warehouse, args.profiles, "20261101T000000000000Z-00000001")
+        out = {"profiles": args.profiles, "sqlite": measure(f"sqlite:///{tmp}/online.sqlite", warehouse, args.profiles)}
+        if not args.no_postgres:
+            url = postgres_url()
+            try:
+                out["postgresql"] = measure(url, warehouse, args.profiles)
+            finally:
+                drop_postgres(url)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

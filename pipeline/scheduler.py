@@ -1,0 +1,155 @@
+"""`sendtime schedule`: pipeline cycles on an interval, forever, surviving every failure.
+
+APScheduler 3.x BlockingScheduler with one interval job: `max_instances=1` and `coalesce=True` (a
+slow cycle never overlaps the next, missed runs collapse into one), a misfire grace of one
+interval, one worker thread. The first cycle runs at once.
+
+- A failing cycle (dbt error, failed validation, disk full, PostgreSQL down) is logged and retried
+  after a backoff that doubles per consecutive failure (interval x 2^n, capped), reset by a success.
+  Nothing a cycle raises reaches the scheduler.
+- SIGTERM or Ctrl-C: no new cycle starts; a running cycle may finish (up to `STOP_GRACE_SECONDS`)
+  and the process exits 0. A second signal abandons it at once, which is safe: a cycle is
+  crash-safe at every point (docs/pipeline.md).
+- One scheduler per home: an flock on `run/scheduler.lock` (released by the kernel if the process
+  dies). The scheduler is its own process, never inside gunicorn, so exactly one runs however
+  many API workers there are.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pipeline.config import Settings, parse_duration
+from pipeline.errors import SendtimeError
+from pipeline.locks import FileLock
+from pipeline.logs import get_logger
+
+log = get_logger("sendtime.scheduler")
+
+BACKOFF_CAP_SECONDS = 15 * 60
+STOP_GRACE_SECONDS = 120.0
+
+
+class SchedulerBusy(SendtimeError):
+    """Another `sendtime schedule` already runs on this home."""
+
+
+def backoff_seconds(interval: float, failures: int, cap: float = BACKOFF_CAP_SECONDS) -> float:
+    """Delay before the next try after `failures` consecutive failed cycles (0 after a success)."""
+    if failures <= 0:
+        return 0.0
+    return min(interval * (2 ** failures), max(cap, interval))
+
+
+@dataclass
+class CycleRunner:
+    """The job: one cycle per tick, with backoff; never raises into APScheduler."""
+
+    settings: Settings
+    interval: float
+    failures: int = 0
+    not_before: float = 0.0
+    cycles: int = 0
+    stopping: threading.Event = field(default_factory=threading.Event)
+    idle: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def tick(self) -> None:
+        if self.stopping.is_set():
+            return
+        now = time.monotonic()
+        if now < self.not_before:
+            log.info("backing off after failed cycles",
+                     extra={"failures": self.failures, "retry_in_seconds": round(self.not_before - now, 1)})
+            return
+        self.idle.clear()
+        try:
+            self._run_one()
+        finally:
+            self.idle.set()
+            gc.collect()  # a long-lived process: return each cycle's frames and results promptly
+
+    def _run_one(self) -> None:
+        from pipeline.cycle import run_cycle
+
+        try:
+            result = run_cycle(self.settings)
+            status, error = result.status, result.error
+        except Exception as exc:  # run_cycle records its own failures; this is the last guard
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        self.cycles += 1
+        if status == "busy":
+            log.info("cycle skipped: another cycle is running on this home")
+            return
+        if status == "success":
+            if self.failures:
+                log.info("cycle succeeded again", extra={"after_failures": self.failures})
+            self.failures, self.not_before = 0, 0.0
+            return
+        self.failures += 1
+        delay = backoff_seconds(self.interval, self.failures)
+        self.not_before = time.monotonic() + delay
+        log.warning("cycle failed; retrying after backoff",
+                    extra={"status": status, "failures": self.failures, "retry_in_seconds": delay, "error": error})
+
+
+def scheduler_lock(settings: Settings) -> FileLock:
+    return FileLock(settings.run_dir / "scheduler.lock")
+
+
+def run_scheduler(settings: Settings, every: str, *, stop_grace: float = STOP_GRACE_SECONDS) -> None:
+    """Run cycles every `every` (e.g. '5m', '5s') until SIGTERM or Ctrl-C; returns normally (exit 0)."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    interval = parse_duration(every)
+    lock = scheduler_lock(settings)
+    if not lock.acquire():
+        pid = lock.holder_pid()
+        raise SchedulerBusy(f"a scheduler is already running on {settings.home} "
+                            f"({'pid ' + str(pid) if pid else 'another process'}); one per home")
+    runner = CycleRunner(settings, interval)
+    scheduler = BlockingScheduler(
+        timezone=timezone.utc,
+        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": max(1, int(interval))},
+    )
+    scheduler.add_job(runner.tick, IntervalTrigger(seconds=interval, timezone=timezone.utc), id="cycle",
+                      name="pipeline cycle", next_run_time=datetime.now(timezone.utc))
+    signals = {"count": 0}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals["count"] += 1
+        runner.stopping.set()
+        if signals["count"] > 1:
+            # second signal: abandon the running cycle; safe because a killed cycle leaves the
+            # store at its last published state and no lock behind (flock dies with the process)
+            log.warning("stopping now; the running cycle is abandoned", extra={"signal": signum})
+            os._exit(0)
+        log.info("stop requested; no new cycle will start", extra={"signal": signum})
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    log.info("scheduler started", extra={"every_seconds": interval, "home": str(settings.home), "pid": os.getpid()})
+    try:
+        scheduler.start()  # blocks until shutdown
+        if not runner.idle.is_set():
+            log.info("waiting for the running cycle to finish", extra={"grace_seconds": stop_grace})
+            if not runner.idle.wait(stop_grace):
+                log.warning("the running cycle did not finish in time; abandoning it")
+                os._exit(0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        lock.release()
+    log.info("scheduler stopped", extra={"cycles": runner.cycles})
