@@ -111,14 +111,11 @@ class Chunk:
 
 
 def _looks_binary(head: bytes) -> bool:
+    """Binary garbage, not text with a stray bad byte: any NUL, or many bytes that are not UTF-8."""
     if b"\x00" in head:
         return True
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # a multi-byte character cut by the sniff window is fine; anything earlier is not text
-        return exc.start < len(head) - 3 or exc.reason != "unexpected end of data"
-    return False
+    undecodable = head[:-3].decode("utf-8", errors="replace").count("\ufffd")  # a cut character is fine
+    return undecodable > max(4, len(head) // 50)
 
 
 def _check_text(name: str, head: bytes) -> None:
