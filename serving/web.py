@@ -43,11 +43,23 @@ def json_body() -> Any:
     if request.mimetype != JSON:
         raise Problem("unsupported-media-type",
                       f"send the body as {JSON} (got {request.mimetype or 'no content type'})")
-    data = request.get_data(cache=False)
+    data = _body_bytes()
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise Problem("invalid-json", f"the body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+
+
+def _body_bytes() -> bytes:
+    """The body, at most MAX_CONTENT_LENGTH bytes: a larger one is a 413, with or without a
+    Content-Length (Werkzeug would silently cut a chunked body at the limit)."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data(cache=False)  # Content-Length checked by Werkzeug (413)
+    data = request.environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise Problem("payload-too-large", f"the body is larger than {limit} bytes")
+    return data
 
 
 def json_response(body: bytes | str, status: int = 200) -> Response:
