@@ -30,7 +30,7 @@ def _fsync_dir(folder: Path) -> None:
 def _remove(path: Path) -> None:
     try:
         path.unlink()
-    except FileNotFoundError:
+    except OSError:  # gone, or its folder is: nothing of the batch is visible either way
         pass
 
 
