@@ -1,0 +1,67 @@
+{#-
+    A cycle is one `dbt build`. It is registered in int_cycles_registered when it starts and
+    committed by the on-run-end hook only when every node succeeded. "Changed in this cycle"
+    means written after the last committed cycle, so the work of a failed cycle is redone by the
+    next one (every incremental step is idempotent).
+-#}
+
+{% macro cycle_id() -%}
+    {%- set value = var('cycle_id', none) -%}
+    {%- if value is none or value == '' -%}
+        {%- set value = run_started_at.strftime('%Y%m%dT%H%M%S%fZ') ~ '-' ~ invocation_id[:8] -%}
+    {%- endif -%}
+    {{ return(value) }}
+{%- endmacro %}
+
+{% macro as_of() -%}
+    {#- the cycle's reference time as a SQL timestamp literal (naive UTC) -#}
+    {%- set value = var('as_of', none) -%}
+    {%- if value is none or value == '' -%}
+        {%- set value = run_started_at.strftime('%Y-%m-%d %H:%M:%S.%f') -%}
+    {%- endif -%}
+    cast('{{ value }}' as {{ dbt.type_timestamp() }})
+{%- endmacro %}
+
+{% macro run_started_at_utc() -%}
+    cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as {{ dbt.type_timestamp() }})
+{%- endmacro %}
+
+{% macro last_committed_cycle_id() -%}
+    {#- '' before the first committed cycle and during a full refresh -#}
+    {#- ref() before the execute guard, so parsing records the dependency -#}
+    {%- set cycles = ref('int_cycles_registered') -%}
+    {%- if not execute or flags.FULL_REFRESH -%}{{ return('') }}{%- endif -%}
+    {%- set found = run_query("select coalesce(max(cycle_id), '') from " ~ cycles ~ " where is_committed") -%}
+    {{ return(found.columns[0].values()[0]) }}
+{%- endmacro %}
+
+{% macro changed_in_this_cycle(column='_cycle_id') -%}
+    {{ column }} > '{{ last_committed_cycle_id() }}'
+{%- endmacro %}
+
+{% macro commit_cycle(results) -%}
+    {#- on-run-end: mark this cycle committed when it ran and nothing failed -#}
+    {%- if execute -%}
+        {%- set failed = results | selectattr('status', 'in', ['error', 'fail', 'runtime error', 'skipped']) | list -%}
+        {%- set registered = results | selectattr('node.name', 'equalto', 'int_cycles_registered') | list -%}
+        {%- if registered and not failed -%}
+            {%- set cycles = adapter.get_relation(target.database, target.schema, 'int_cycles_registered') -%}
+            update {{ cycles }}
+            set is_committed = true, committed_at = current_timestamp at time zone 'UTC'
+            where cycle_id = '{{ cycle_id() }}'
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro delete_rows_of_customers(customers_sql) -%}
+    {#- pre-hook of the customer marts: drop the rows of the customers this cycle recomputes, so a
+        customer who lost every row (erased, nothing left to recommend) loses them here too -#}
+    {%- if is_incremental() -%}
+        delete from {{ this }} where customer_id in ({{ customers_sql }})
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro refreshes_associations() -%}
+    {#- SQL boolean: does this cycle refresh the item associations and popularity? -#}
+    (select refreshes_associations from {{ ref('int_cycles_registered') }} where cycle_id = '{{ cycle_id() }}')
+{%- endmacro %}

@@ -1,0 +1,153 @@
+{{ config(materialized='table') }}
+
+{#-
+    The customers this cycle recomputes: everything that changed since the last committed cycle
+    and could change a customer's marts. A full rebuild touches everyone. Two more reasons are
+    handled where they are known: lifecycle moves (customer_profiles re-stages every stored row)
+    and recommendations that hold a product whose catalog row changed (int_recommendations_ranked).
+-#}
+
+with
+
+events as (
+
+    select * from {{ ref('int_events_attributed') }}
+
+),
+
+identity_links as (
+
+    select * from {{ ref('int_anonymous_ids_stitched') }}
+
+),
+
+customers as (
+
+    select * from {{ ref('int_customers_cdc_applied') }}
+
+),
+
+orders as (
+
+    select * from {{ ref('int_orders_cdc_applied') }}
+
+),
+
+order_items as (
+
+    select * from {{ ref('int_order_items_cdc_applied') }}
+
+),
+
+products as (
+
+    select * from {{ ref('int_products_deduplicated') }}
+
+),
+
+of_new_events as (
+
+    select customer_id, 'event' as reason from events
+    where {{ changed_in_this_cycle() }}
+
+),
+
+of_new_links as (
+
+    {#- a new login re-attributes old anonymous events: both the new and the old owner change -#}
+    select customer_id, 'identity_link' as reason from identity_links
+    where {{ changed_in_this_cycle() }}
+
+    union all
+
+    select previous_customer_id, 'identity_link' as reason from identity_links
+    where {{ changed_in_this_cycle() }}
+
+),
+
+of_crm_changes as (
+
+    select customer_id, 'crm' as reason from customers
+    where {{ changed_in_this_cycle() }}
+
+),
+
+of_order_changes as (
+
+    select customer_id, 'order' as reason from orders
+    where {{ changed_in_this_cycle() }}
+
+    union all
+
+    select previous_customer_id, 'order' as reason from orders
+    where {{ changed_in_this_cycle() }}
+
+),
+
+changed_items as (
+
+    select * from order_items
+    where {{ changed_in_this_cycle() }}
+
+),
+
+of_order_item_changes as (
+
+    select orders.customer_id, 'order_item' as reason
+    from changed_items
+    inner join orders
+        on
+            changed_items.order_id = orders.order_id
+            or changed_items.previous_order_id = orders.order_id
+
+),
+
+recategorized_products as (
+
+    select product_id from products
+    where
+        {{ changed_in_this_cycle() }}
+        and category is distinct from previous_category
+
+),
+
+of_recategorized_products as (
+
+    {#- category affinity follows the current catalog -#}
+    select customer_id, 'catalog' as reason from events
+    where product_id in (select recategorized_products.product_id from recategorized_products)
+
+),
+
+all_reasons as (
+
+    select * from of_new_events
+    union all
+    select * from of_new_links
+    union all
+    select * from of_crm_changes
+    union all
+    select * from of_order_changes
+    union all
+    select * from of_order_item_changes
+    union all
+    select * from of_recategorized_products
+
+),
+
+final as (
+
+    select
+        ---------- ids
+        customer_id,
+
+        ---------- strings
+        {{ dbt.listagg('distinct reason', "','", 'order by reason') }} as reasons
+
+    from all_reasons
+    where customer_id is not null
+    group by customer_id
+
+)
+
+select * from final

@@ -1,0 +1,70 @@
+{{ config(unique_key='cycle_id') }}
+
+{%- set forced = var('refresh_associations', none) %}
+{%- set is_full = flags.FULL_REFRESH or not is_incremental() %}
+{#- a full rebuild always refreshes the associations; a forced var wins; else the schedule decides -#}
+{%- if is_full %}
+    {%- set refresh_decision = 'true' %}
+{%- elif forced is not none and forced | string | lower not in ['', 'none', 'null'] %}
+    {%- set refresh_decision = 'true' if forced | string | lower in ['true', '1', 'yes'] else 'false' %}
+{%- else %}
+    {%- set refresh_decision = '(last_refresh.refreshed_at is null or '
+        ~ dbt.datediff('last_refresh.refreshed_at', 'this_cycle.started_at', 'second')
+        ~ ' >= ' ~ var('recommendations_refresh_seconds') ~ ')' %}
+{%- endif %}
+
+with
+
+{% if is_incremental() %}
+previous_cycles as (
+
+    select * from {{ this }}
+
+),
+
+last_refresh as (
+
+    select max(started_at) as refreshed_at
+    from previous_cycles
+    where refreshes_associations and is_committed
+
+),
+{% else %}
+last_refresh as (
+
+    select cast(null as {{ dbt.type_timestamp() }}) as refreshed_at
+
+),
+{% endif %}
+
+this_cycle as (
+
+    select
+        '{{ cycle_id() }}' as cycle_id,
+        {{ as_of() }} as as_of,
+        {{ run_started_at_utc() }} as started_at
+
+),
+
+final as (
+
+    select
+        ---------- ids
+        this_cycle.cycle_id,
+
+        ---------- booleans
+        {{ 'true' if is_full else 'false' }} as is_full_refresh,
+        {{ refresh_decision }} as refreshes_associations,
+        false as is_committed,
+
+        ---------- timestamps
+        this_cycle.as_of,
+        this_cycle.started_at,
+        cast(null as {{ dbt.type_timestamp() }}) as committed_at
+
+    from this_cycle
+    cross join last_refresh
+
+)
+
+select * from final

@@ -1,0 +1,126 @@
+{{ config(unique_key='event_id') }}
+
+with
+
+events as (
+
+    select * from {{ ref('stg_tracking__events') }}
+
+),
+
+product_id_aliases as (
+
+    select * from {{ ref('product_id_aliases') }}
+
+),
+
+{% if is_incremental() %}
+current_events as (
+
+    select * from {{ this }}
+
+),
+{% endif %}
+
+arrived as (
+
+    select * from events
+    where {{ lake_batches_of_this_cycle('events') }}
+
+),
+
+canonicalized as (
+
+    select
+        arrived.event_id,
+        arrived.event_type,
+        arrived.customer_id,
+        arrived.anonymous_id,
+        {{ canonical_product_id('arrived.product_id', 'product_id_aliases.product_id') }} as product_id,
+        arrived.properties,
+        arrived.occurred_at,
+        arrived._batch_id,
+        arrived._ingested_at,
+        arrived._source_line
+    from arrived
+    left join product_id_aliases
+        on arrived.product_id = product_id_aliases.alias
+
+),
+
+candidates as (
+
+    select * from canonicalized
+
+    {% if is_incremental() %}
+    union all
+
+    select
+        event_id,
+        event_type,
+        customer_id,
+        anonymous_id,
+        product_id,
+        properties,
+        occurred_at,
+        _batch_id,
+        _ingested_at,
+        _source_line
+    from current_events
+    where event_id in (select arrived.event_id from arrived)
+    {% endif %}
+
+),
+
+first_ingested as (
+
+    {#- the first accepted record of an event_id wins, whenever a later copy arrives -#}
+    select * from candidates
+    qualify row_number() over (
+        partition by event_id
+        order by _ingested_at, _batch_id, _source_line
+    ) = 1
+
+),
+
+new_events as (
+
+    select first_ingested.*
+    from first_ingested
+    {%- if is_incremental() %}
+    left join current_events
+        on first_ingested.event_id = current_events.event_id
+        and first_ingested._batch_id = current_events._batch_id
+        and first_ingested._source_line = current_events._source_line
+    where current_events.event_id is null
+    {%- endif %}
+
+),
+
+final as (
+
+    select
+        ---------- ids
+        event_id,
+        customer_id,
+        anonymous_id,
+        product_id,
+
+        ---------- strings
+        event_type,
+        properties,
+
+        ---------- timestamps
+        occurred_at,
+
+        ---------- lake metadata
+        _batch_id,
+        _ingested_at,
+        _source_line,
+        '{{ cycle_id() }}' as _cycle_id
+
+    from new_events
+
+)
+
+select * from final

@@ -1,0 +1,97 @@
+{{ config(unique_key='_batch_id') }}
+
+{#- lake table -> its staging model -#}
+{%- set lake_tables = {
+    'events': 'stg_tracking__events',
+    'customers': 'stg_crm__customers',
+    'orders': 'stg_shop__orders',
+    'order_items': 'stg_shop__order_items',
+    'products': 'stg_catalog__products',
+} %}
+
+{#-
+    The ingestion watermark of each lake table: the newest _ingested_at of its committed batches.
+    A batch still being written when a cycle ran can carry an earlier _ingested_at and land later,
+    so each cycle looks lake_overlap_seconds back and skips the batches already committed.
+-#}
+{%- set cycles = ref('int_cycles_registered') %}
+{%- set watermarks = {} %}
+{%- if execute and is_incremental() %}
+    {%- set found = run_query(
+        "select b.lake_table, max(b._ingested_at) - to_seconds(" ~ var('lake_overlap_seconds') ~ ")"
+        ~ " from " ~ this ~ " as b inner join " ~ cycles ~ " as c on b._cycle_id = c.cycle_id"
+        ~ " where c.is_committed group by b.lake_table"
+    ) %}
+    {%- for row in found.rows %}
+        {%- do watermarks.update({row[0]: row[1]}) %}
+    {%- endfor %}
+{%- endif %}
+
+with
+
+{% for lake_table, model in lake_tables.items() %}
+{{ lake_table }} as (
+
+    select * from {{ ref(model) }}
+
+),
+{% endfor %}
+
+{% if is_incremental() %}
+committed_batches as (
+
+    select batches._batch_id
+    from {{ this }} as batches
+    inner join {{ cycles }} as cycles
+        on batches._cycle_id = cycles.cycle_id
+    where cycles.is_committed
+
+),
+{% endif %}
+
+lake_batches as (
+
+    {% for lake_table in lake_tables %}
+    select distinct
+        '{{ lake_table }}' as lake_table,
+        _batch_id,
+        _ingested_at
+    from {{ lake_table }}
+    {%- if lake_table in watermarks %}
+    where
+        ingest_date >= cast('{{ watermarks[lake_table].strftime("%Y-%m-%d") }}' as date)
+        and _ingested_at >= cast('{{ watermarks[lake_table].isoformat(sep=" ") }}' as {{ dbt.type_timestamp() }})
+    {%- endif %}
+    {{ "union all" if not loop.last }}
+    {% endfor %}
+
+),
+
+new_batches as (
+
+    select lake_batches.*
+    from lake_batches
+    {%- if is_incremental() %}
+    where lake_batches._batch_id not in (select committed_batches._batch_id from committed_batches)
+    {%- endif %}
+
+),
+
+final as (
+
+    select
+        ---------- ids
+        _batch_id,
+        '{{ cycle_id() }}' as _cycle_id,
+
+        ---------- strings
+        lake_table,
+
+        ---------- timestamps
+        _ingested_at
+
+    from new_batches
+
+)
+
+select * from final

@@ -1,0 +1,243 @@
+"""dbt in-process (docs/architecture.md, `pipeline/transform.py`): one `dbt build` per cycle.
+
+`build` runs seeds, models and tests with `dbtRunner` in this process (the dbt CLI costs ~3 s of
+start-up per call), passing the cycle's vars, SENDTIME_HOME and the target/log folders under it.
+The parsed manifest is kept per home and reused while the project files are unchanged, because
+vars that change every cycle (as_of, cycle_id) would otherwise force a full re-parse each time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pipeline.config import Settings
+from pipeline.errors import TransformError
+from pipeline.logs import get_logger
+
+log = get_logger(__name__)
+
+# the dbt project sits at the repository root (the package is installed editable)
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+_PROJECT_PARTS = ("models", "macros", "seeds", "tests/dbt", "analyses")
+_PROJECT_FILES = ("dbt_project.yml", "profiles.yml")
+_EMAIL = re.compile(r"[^\s'\"@]+@[^\s'\"@]+")
+_MAX_ERROR = 2000
+
+# dbt keeps global state (flags, adapters, event loggers): one invocation at a time
+_LOCK = threading.Lock()
+_MANIFESTS: dict[tuple[str, str], Any] = {}
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    status: str
+    seconds: float
+
+
+@dataclass
+class TransformResult:
+    ok: bool
+    seconds: float
+    full_refresh: bool
+    refreshed_associations: bool
+    nodes: dict[str, NodeResult] = field(default_factory=dict)
+    error: str | None = None
+    # counts the cycle log can show: lake batches read, events changed, customers touched, rows written
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+def _project_signature() -> str:
+    """Changes when an analyst edits the project, so a long-lived process re-parses it."""
+    stamps: list[str] = []
+    for name in _PROJECT_FILES:
+        path = PROJECT_DIR / name
+        if path.exists():
+            stamps.append(f"{name}:{path.stat().st_mtime_ns}")
+    for part in _PROJECT_PARTS:
+        for path in sorted((PROJECT_DIR / part).rglob("*")):
+            if path.suffix in {".sql", ".yml", ".yaml", ".csv"}:
+                stamps.append(f"{path}:{path.stat().st_mtime_ns}")
+    return "|".join(stamps)
+
+
+def _scrub(message: str) -> str:
+    """dbt and DuckDB messages can quote data: never let an email through, keep it short."""
+    message = _EMAIL.sub("<redacted>", message)
+    return message if len(message) <= _MAX_ERROR else message[:_MAX_ERROR] + " ..."
+
+
+def _flags(settings: Settings) -> list[str]:
+    settings.dbt_log_dir.mkdir(parents=True, exist_ok=True)
+    settings.dbt_target_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        "--project-dir", str(PROJECT_DIR),
+        "--profiles-dir", str(PROJECT_DIR),
+        "--target-path", str(settings.dbt_target_dir),
+        "--log-path", str(settings.dbt_log_dir),
+        # nothing on the caller's terminal; a JSON log under SENDTIME_HOME
+        "--log-level", "none",
+        "--log-level-file", "info",
+        "--log-format-file", "json",
+        "--no-use-colors",
+        "--no-send-anonymous-usage-stats",
+        "--no-version-check",
+        "--target", "in_process",
+    ]
+
+
+class _Environment:
+    """SENDTIME_HOME (read by profiles.yml and the sources) for the duration of one invocation."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.values = {"SENDTIME_HOME": str(settings.home.absolute()), "DO_NOT_TRACK": "1"}
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        for key, value in self.values.items():
+            self.saved[key] = os.environ.get(key)
+            os.environ[key] = value
+
+    def __exit__(self, *exc: object) -> None:
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _manifest(settings: Settings) -> Any:
+    """The parsed project for this home, parsed again only when the project files changed."""
+    from dbt.cli.main import dbtRunner
+
+    key = (str(settings.home.absolute()), _project_signature())
+    manifest = _MANIFESTS.get(key)
+    if manifest is None:
+        result = dbtRunner().invoke(["parse", *_flags(settings)])
+        if not result.success or result.result is None:
+            raise TransformError(f"dbt could not parse the project: {_scrub(str(result.exception or 'see dbt log'))}")
+        # one manifest per home at a time: a stale one is dropped, not accumulated
+        for old in [k for k in _MANIFESTS if k[0] == key[0]]:
+            del _MANIFESTS[old]
+        manifest = _MANIFESTS[key] = result.result
+    return manifest
+
+
+def _release_warehouse() -> None:
+    """Close the DuckDB file the in_process target kept open, so nothing stays locked."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    env = DuckDBConnectionManager._ENV  # dbt-duckdb keeps one environment per process
+    if env is not None:
+        env.close()
+    DuckDBConnectionManager.close_all_connections()
+
+
+def _node_results(run_results: Any) -> tuple[dict[str, NodeResult], str | None]:
+    nodes: dict[str, NodeResult] = {}
+    error: str | None = None
+    for item in getattr(run_results, "results", None) or []:
+        name = item.node.name
+        status = str(item.status.value if hasattr(item.status, "value") else item.status)
+        nodes[name] = NodeResult(status=status, seconds=round(float(item.execution_time or 0.0), 4))
+        if error is None and status in {"error", "fail", "runtime error"}:
+            error = f"{name}: {_scrub(str(item.message or status))}"
+    return nodes, error
+
+
+def _counts(settings: Settings, cycle_id: str) -> tuple[bool, dict[str, int]]:
+    """What this cycle did, read back from the warehouse (dbt has released the file: keep_open false)."""
+    queries = {
+        "lake_batches_read": "select count(*) from int_lake_batches_registered where _cycle_id = $c",
+        "events_changed": "select count(*) from int_events_deduplicated where _cycle_id = $c",
+        "customers_touched": "select count(*) from int_customers_touched",
+        "profiles_written": "select count(*) from customer_profiles where _cycle_id = $c",
+        "recommendations_written": "select count(*) from customer_recommendations where _cycle_id = $c",
+        "products_written": "select count(*) from products where _cycle_id = $c",
+        "erasures_written": "select count(*) from customer_erasures where _cycle_id = $c",
+    }
+    rows: dict[str, int] = {}
+    refreshed = False
+    try:
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+            for name, sql in queries.items():
+                try:
+                    params = {"c": cycle_id} if "$c" in sql else None
+                    rows[name] = int(con.execute(sql, params).fetchall()[0][0])
+                except duckdb.Error:
+                    pass  # a mart that failed to build has nothing to count
+            try:
+                found = con.execute(
+                    "select refreshes_associations from int_cycles_registered where cycle_id = $c", {"c": cycle_id}
+                ).fetchall()
+                refreshed = bool(found and found[0][0])
+            except duckdb.Error:
+                pass
+    except duckdb.Error as exc:
+        log.warning("cannot read the cycle's counts", extra={"error": type(exc).__name__})
+    return refreshed, rows
+
+
+def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: bool = False,
+          refresh_associations: bool | None = None) -> TransformResult:
+    """`dbt build` in-process for one cycle; never raises for a failed node (see `ok`, `error`)."""
+    from dbt.cli.main import dbtRunner
+
+    if as_of.tzinfo is not None:  # everything inside is naive UTC
+        as_of = as_of.astimezone(timezone.utc).replace(tzinfo=None)
+    variables: dict[str, Any] = {
+        "as_of": as_of.isoformat(sep=" "),
+        "cycle_id": cycle_id,
+        "refresh_associations": refresh_associations,
+        "recommendations_refresh_seconds": settings.recommendations_refresh_seconds,
+        "lake_overlap_seconds": settings.lake_overlap_seconds,
+    }
+    args = ["build", *_flags(settings), "--vars", json.dumps(variables)]
+    if full_refresh:
+        args.append("--full-refresh")
+    started = time.perf_counter()
+    with _LOCK, _Environment(settings):
+        settings.home.mkdir(parents=True, exist_ok=True)
+        try:
+            manifest = _manifest(settings)
+        except TransformError as exc:
+            return TransformResult(ok=False, seconds=round(time.perf_counter() - started, 3),
+                                   full_refresh=full_refresh, refreshed_associations=False, error=str(exc))
+        try:
+            result = dbtRunner(manifest=manifest).invoke(args)
+        finally:
+            _release_warehouse()
+    nodes, error = _node_results(result.result)
+    if not result.success and error is None:
+        error = _scrub(str(result.exception or "dbt build failed (see the dbt log under SENDTIME_HOME)"))
+    refreshed, rows = _counts(settings, cycle_id)
+    seconds = round(time.perf_counter() - started, 3)
+    outcome = TransformResult(ok=bool(result.success), seconds=seconds, full_refresh=full_refresh,
+                              refreshed_associations=refreshed if result.success else False,
+                              nodes=nodes, error=error, rows=rows)
+    log.info("dbt build", extra={"cycle_id": cycle_id, "ok": outcome.ok, "seconds": seconds,
+                                 "full_refresh": full_refresh, **rows})
+    return outcome
+
+
+def build_docs(settings: Settings) -> Path:
+    """`dbt docs generate` in-process; returns the index.html under SENDTIME_HOME."""
+    from dbt.cli.main import dbtRunner
+
+    with _LOCK, _Environment(settings):
+        settings.home.mkdir(parents=True, exist_ok=True)
+        try:
+            result = dbtRunner().invoke(["docs", "generate", *_flags(settings)])
+        finally:
+            _release_warehouse()
+    if not result.success:
+        raise TransformError(f"dbt docs generate failed: {_scrub(str(result.exception or 'see the dbt log'))}")
+    return settings.dbt_target_dir / "index.html"
