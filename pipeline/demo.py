@@ -190,7 +190,7 @@ def build_docs_with_progress(settings: Settings, console: Console) -> Path:
     with _progress(console) as progress:
         task = progress.add_task("build the dbt docs", total=1, note="dbt docs generate")
         index = build_docs(settings)
-        progress.update(task, completed=1, note=str(index))
+        progress.update(task, completed=1, note=index.name)
     return index
 
 
@@ -376,7 +376,7 @@ def run_demo(settings: Settings, *, customers: int, events: int, every: str, por
     """Run the quick start until Ctrl-C or SIGTERM, then stop everything it started.
 
     Raises DemoError (after stopping everything) when it cannot start or a child dies."""
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     parse_duration(every)  # a bad --every fails before anything starts
     if not port_free(HOST, port):
         raise DemoError(f"port {port} on {HOST} is in use: stop what uses it or pass --port")
