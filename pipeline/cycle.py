@@ -200,7 +200,7 @@ def _phases(settings: Settings, engine: Any, result: CycleResult, full_refresh: 
     _hook("transform_done")
 
     since = store.last_published_cycle_id(engine)
-    changes = publish.read_changes(settings.warehouse_path, since, all_keys=full_refresh)
+    changes = publish.read_changes(settings.warehouse_path, since, result.as_of, all_keys=full_refresh)
     result.rows_read, result.rows_changed = changes.rows_read, changes.rows_changed
     lap("read")
 

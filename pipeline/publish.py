@@ -148,8 +148,13 @@ t as (
 )"""
 
 
+def _values(column: pd.Series) -> list[Any]:
+    # pandas 3 strings hold a missing value as NaN: hand Python None to the store
+    return column.astype(object).where(column.notna(), None).tolist()
+
+
 def _split(frame: pd.DataFrame, body_columns: list[str]) -> tuple[pd.DataFrame, list[tuple]]:
-    bodies = list(zip(*(frame[c].tolist() for c in body_columns))) if len(frame) else []
+    bodies = list(zip(*(_values(frame[c]) for c in body_columns))) if len(frame) else []
     return frame.drop(columns=[c for c in ("body", "etag") if c in frame.columns]), bodies
 
 

@@ -78,6 +78,9 @@ def test_bodies_are_exact_json_in_design_order(tmp_path):
     assert '"lifetime_value":0.00,' in bodies["c3"] and '"orders_count":0' in bodies["c3"]
     assert '"lifetime_value":123456789.05,' in bodies["c4"] and '"top_categories":[]' in bodies["c4"]
     assert all(tag == publish.etag(body) for _c, _e, body, tag in changes.profile_bodies)
+    emails = {cid: email for cid, email, _b, _t in changes.profile_bodies}
+    assert emails["c1"] is None and emails["c3"] == "user3@example.com"  # None, not NaN
+    assert publish.profile_rows(changes.profile_bodies, C1, 1)[0]["email_hash"] is None
     items = dict(changes.product_bodies)
     assert '"price":5.00,' in items["P7"] and items["P7"].endswith('"in_stock":false}')
     assert '"price":null' in items["P8"] and '"name":null' in items["P8"]
