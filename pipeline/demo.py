@@ -1,6 +1,9 @@
 """`sendtime demo`: the quick start. Generate, ingest, build, validate, publish (with progress
 bars), build the dbt docs, then run the API and the scheduler until Ctrl-C.
 
+While it runs, a thread posts a few sample events through the collector every `every`, so
+the scheduler's cycles publish changes and the status page and /metrics show a live pipeline.
+
 The API (`sendtime serve`) and the scheduler (`sendtime schedule`) run as child processes, exactly
 as in production: `serve` only serves and `schedule` only runs cycles. Each child gets its own
 session, so a Ctrl-C reaches the demo only and the demo stops the children in order; on Linux the
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import ctypes
 import http.server
+import json
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -104,6 +109,24 @@ def sample_customer_id(settings: Settings) -> str | None:
             return conn.execute(select(profiles.c.customer_id).order_by(profiles.c.customer_id).limit(1)).scalar()
     finally:
         engine.dispose()
+
+
+def sample_ids(settings: Settings, limit: int = 50) -> tuple[list[str], list[str]]:
+    """Some published customer ids and in-catalog product ids, for the sample traffic."""
+    from sqlalchemy import select
+
+    from pipeline.store import products, profiles
+
+    engine = _engine(settings)
+    try:
+        with engine.connect() as conn:
+            customers = list(conn.execute(select(profiles.c.customer_id).order_by(profiles.c.customer_id)
+                                          .limit(limit)).scalars())
+            items = list(conn.execute(select(products.c.product_id).order_by(products.c.product_id)
+                                      .limit(limit)).scalars())
+    finally:
+        engine.dispose()
+    return customers, items
 
 
 def _ingested_files(settings: Settings) -> set[tuple[str, str]]:
@@ -353,6 +376,48 @@ class DocsServer:
             self.server = None
 
 
+# --------------------------------------------------------------------------- sample traffic
+
+class SampleTraffic(threading.Thread):
+    """A few events every interval through the collector (POST /api/v1/events), so the scheduler's
+    cycles have something to publish and the status page shows a live pipeline."""
+
+    def __init__(self, base: str, key: str, customers: list[str], products: list[str], interval: float) -> None:
+        super().__init__(name="sample-traffic", daemon=True)
+        self.url, self.key, self.customers, self.products = base + "/api/v1/events", key, customers, products
+        self.interval = max(interval, 1.0)
+        self.stopping = threading.Event()
+        self.sent = 0
+        self.rng = random.Random(7)
+
+    def batch(self) -> list[dict[str, Any]]:
+        now = utcnow().isoformat() + "Z"
+        out = []
+        for _ in range(self.rng.randint(3, 12)):
+            kind = self.rng.choice(("product_view", "product_view", "add_to_cart", "page_view"))
+            event = {"event_id": f"demo-{self.rng.getrandbits(64):016x}", "event_type": kind, "occurred_at": now,
+                     "customer_id": self.rng.choice(self.customers)}
+            if kind != "page_view":
+                event["product_id"] = self.rng.choice(self.products)
+            out.append(event)
+        return out
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            body = json.dumps({"events": self.batch()}).encode()
+            request = urllib.request.Request(self.url, data=body, method="POST", headers={
+                "Authorization": f"Bearer {self.key}", "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    self.sent += int(json.loads(response.read()).get("accepted", 0))
+            except (urllib.error.URLError, OSError, ValueError):
+                pass  # the API restarting or stopping: try again next time
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=15)
+
+
 # --------------------------------------------------------------------------- the demo
 
 def create_demo_key(settings: Settings) -> str:
@@ -372,7 +437,7 @@ class _Stop(Exception):
 
 
 def run_demo(settings: Settings, *, customers: int, events: int, every: str, port: int,
-             fresh: bool = False, console: Console | None = None) -> None:
+             fresh: bool = False, traffic: bool = True, console: Console | None = None) -> None:
     """Run the quick start until Ctrl-C or SIGTERM, then stop everything it started.
 
     Raises DemoError (after stopping everything) when it cannot start or a child dies."""
@@ -390,6 +455,7 @@ def run_demo(settings: Settings, *, customers: int, events: int, every: str, por
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     children: list[Child] = []
     docs: DocsServer | None = None
+    sample: SampleTraffic | None = None
     failure: DemoError | None = None
     try:
         if fresh:
@@ -419,7 +485,12 @@ def run_demo(settings: Settings, *, customers: int, events: int, every: str, por
         customer_id = sample_customer_id(settings)
         if customer_id is None:
             raise DemoError("the published state has no profile to show")
-        _print_ready(settings, base, docs, index, key, customer_id, every, api, scheduler)
+        if traffic:
+            known_customers, known_products = sample_ids(settings)
+            if known_customers and known_products:
+                sample = SampleTraffic(base, key, known_customers, known_products, parse_duration(every))
+                sample.start()
+        _print_ready(settings, base, docs, index, key, customer_id, every, api, scheduler, sample is not None)
 
         while True:
             for child in children:
@@ -435,6 +506,8 @@ def run_demo(settings: Settings, *, customers: int, events: int, every: str, por
         # a second Ctrl-C while stopping skips the graceful waits
         signal.signal(signal.SIGINT, lambda *_: state.__setitem__("signals", state["signals"] + 1))
         signal.signal(signal.SIGTERM, lambda *_: state.__setitem__("signals", state["signals"] + 1))
+        if sample is not None:
+            sample.stop()
         stop_children(children, force=lambda: state["signals"] > 1)
         if docs is not None:
             docs.stop()
@@ -446,7 +519,7 @@ def run_demo(settings: Settings, *, customers: int, events: int, every: str, por
 
 
 def _print_ready(settings: Settings, base: str, docs: DocsServer, index: Path, key: str, customer_id: str,
-                 every: str, api: Child, scheduler: Child) -> None:
+                 every: str, api: Child, scheduler: Child, traffic: bool) -> None:
     """Plain lines (no wrapping, no markup): they are meant to be copied."""
     lines = [
         "",
@@ -458,6 +531,7 @@ def _print_ready(settings: Settings, base: str, docs: DocsServer, index: Path, k
         f"  API key      {key}   (scopes {', '.join(DEMO_SCOPES)}; shown once)",
         f"  scheduler    a cycle every {every} (pid {scheduler.proc.pid}); API pid {api.proc.pid}",
         f"  logs         {api.log_path} and {scheduler.log_path}",
+        *([f"  traffic      a few sample events every {every} through POST {base}/api/v1/events"] if traffic else []),
         "",
         "Try it:",
         curl_line(base, key, customer_id),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -147,6 +148,18 @@ def test_demo_serves_prints_a_working_curl_and_stops_cleanly(tmp_path: Path) -> 
         assert requests.get(docs_url, timeout=10).status_code == 200
         assert requests.get(docs_url + "manifest.json", timeout=10).json()["nodes"]
         docs_port = int(docs_url.rsplit(":", 1)[1].strip("/"))
+
+        # the sample traffic reaches the collector: event batches keep arriving in the store
+        def collector_batches() -> float:
+            text = requests.get(f"{base}/metrics", timeout=10).text
+            match = re.search(r'^sendtime_ingest_batches_total\{source="events"\} (\S+)$', text, re.M)
+            return float(match.group(1)) if match else 0.0
+
+        first = collector_batches()
+        deadline = time.monotonic() + 60
+        while collector_batches() <= first and time.monotonic() < deadline:
+            time.sleep(1)
+        assert collector_batches() > first
     except BaseException:
         demo.kill_everything(descendants(demo.proc.pid))
         raise
