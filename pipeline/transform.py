@@ -55,18 +55,89 @@ class TransformResult:
     rows: dict[str, int] = field(default_factory=dict)
 
 
-def _project_signature() -> str:
-    """Changes when an analyst edits the project, so a long-lived process re-parses it."""
+def _signature(parts: tuple[str, ...], files: tuple[str, ...] = ()) -> str:
     stamps: list[str] = []
-    for name in _PROJECT_FILES:
+    for name in files:
         path = PROJECT_DIR / name
         if path.exists():
             stamps.append(f"{name}:{path.stat().st_mtime_ns}")
-    for part in _PROJECT_PARTS:
+    for part in parts:
         for path in sorted((PROJECT_DIR / part).rglob("*")):
             if path.suffix in {".sql", ".yml", ".yaml", ".csv"}:
                 stamps.append(f"{path}:{path.stat().st_mtime_ns}")
     return "|".join(stamps)
+
+
+def _project_signature() -> str:
+    """Changes when an analyst edits the project, so a long-lived process re-parses it."""
+    return _signature(_PROJECT_PARTS, _PROJECT_FILES)
+
+
+# per home, what the last successful build in this process saw: the seeds' files, and the project
+# and the lake tables that had files (a staging view over a table without files is an empty
+# relation, so it must be re-created once files arrive)
+_SEEDS_BUILT: dict[str, str] = {}
+_VIEWS_BUILT: dict[str, str] = {}
+
+# the few models a cycle runs when nothing arrived: register and commit the cycle, re-stage
+# lifecycle_stage against the new as_of (everything else cannot have changed)
+_QUIET_CYCLE_MODELS = ("int_cycles_registered", "int_customers_touched", "int_recommendations_ranked",
+                       "customer_profiles")
+
+
+def _views_signature(settings: Settings) -> str:
+    tables = sorted(p.name for p in settings.lake_dir.glob("*") if any(p.glob("ingest_date=*/*.parquet")))
+    return _project_signature() + "|lake:" + ",".join(tables)
+
+
+def _warehouse_state(settings: Settings) -> tuple[set[str], bool, datetime | None] | None:
+    """(committed batch ids, last cycle committed, last association refresh) or None when unknown."""
+    if not settings.warehouse_path.exists():
+        return None
+    try:
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+            committed = {row[0] for row in con.execute(
+                "select b._batch_id from int_lake_batches_registered as b"
+                " inner join int_cycles_registered as c on b._cycle_id = c.cycle_id where c.is_committed"
+            ).fetchall()}
+            last = con.execute(
+                "select is_committed from int_cycles_registered order by cycle_id desc limit 1").fetchall()
+            refreshed = con.execute(
+                "select max(started_at) from int_cycles_registered where refreshes_associations and is_committed"
+            ).fetchall()
+    except duckdb.Error:
+        return None
+    return committed, bool(last and last[0][0]), refreshed[0][0] if refreshed else None
+
+
+def _selection(settings: Settings, full_refresh: bool, refresh_associations: bool | None) -> list[str]:
+    """Which nodes this cycle builds (docs/models.md, "What a cycle runs").
+
+    A full rebuild builds everything but the unit tests (CI runs those). A cycle builds the models
+    and the tests tagged every_cycle (the marts' keys; the staging and intermediate tests scan
+    lake-sized tables, so they run in full rebuilds and analysts' builds). Seeds load again only
+    when their files changed, views only when the project or the set of lake tables changed. When
+    no lake file arrived, the last cycle committed and no refresh is due, only the models that can
+    still change run (lifecycle_stage moves with as_of).
+    """
+    if full_refresh:
+        return ["--exclude", "test_type:unit"]
+    home = str(settings.home)
+    state = _warehouse_state(settings)
+    seeds_changed = state is None or _SEEDS_BUILT.get(home) != _signature(("seeds",))
+    views_changed = state is None or _VIEWS_BUILT.get(home) != _views_signature(settings)
+    if state is not None and not seeds_changed and not views_changed and refresh_associations is not True:
+        committed, last_committed, refreshed_at = state
+        lake_batches = {p.stem for p in settings.lake_dir.glob("*/ingest_date=*/*.parquet")}
+        refresh_due = refresh_associations is None and (
+            refreshed_at is None
+            or (datetime.now(timezone.utc).replace(tzinfo=None) - refreshed_at).total_seconds()
+            >= settings.recommendations_refresh_seconds)
+        if last_committed and not refresh_due and lake_batches <= committed:
+            return ["--select", *_QUIET_CYCLE_MODELS, "--indirect-selection", "empty"]
+    select = ["resource_type:model", "tag:every_cycle"] + (["resource_type:seed"] if seeds_changed else [])
+    exclude = [] if views_changed else ["--exclude", "config.materialized:view"]
+    return ["--select", *select, *exclude, "--indirect-selection", "empty"]
 
 
 def _scrub(message: str) -> str:
@@ -206,6 +277,8 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
     started = time.perf_counter()
     with _LOCK, _Environment(settings):
         settings.home.mkdir(parents=True, exist_ok=True)
+        seeds, views = _signature(("seeds",)), _views_signature(settings)
+        args += _selection(settings, full_refresh, refresh_associations)
         try:
             manifest = _manifest(settings)
         except TransformError as exc:
@@ -215,6 +288,8 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
             result = dbtRunner(manifest=manifest).invoke(args)
         finally:
             _release_warehouse()
+        if result.success:
+            _SEEDS_BUILT[str(settings.home)], _VIEWS_BUILT[str(settings.home)] = seeds, views
     nodes, error = _node_results(result.result)
     if not result.success and error is None:
         error = _scrub(str(result.exception or "dbt build failed (see the dbt log under SENDTIME_HOME)"))
