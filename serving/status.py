@@ -37,6 +37,8 @@ bp = Blueprint("status", __name__, template_folder="templates")
 PAGE_RUNS = 20  # rows of the cycles table
 CHART_POINTS = 40  # cycles / versions drawn in the charts
 PHASE_COLORS = {"transform": "#4e79a7", "read": "#f28e2b", "validate": "#59a14f", "publish": "#b07aa1"}
+# phases a cycle may add later (e.g. ingest_watermark) get the next colour of this palette
+EXTRA_COLORS = ("#76b7b2", "#edc948", "#ff9da7", "#9c755f", "#bab0ac")
 OTHER_COLOR = "#9c9c9c"
 STATUS_COLORS = {"success": "#2e7d32", "failed": "#c62828", "validation_failed": "#ef6c00", "running": "#1565c0"}
 _EMAIL = re.compile(r"[^\s@<>\"']+@[^\s@<>\"']+")
@@ -52,7 +54,8 @@ def _denied(settings: Settings) -> Response | None:
     from serving.auth import ADMIN, authenticate
 
     # the API's own key check (serving.auth): one indexed read, a revoked key is refused at once
-    _, caller, why = authenticate(state().reader, request.headers.get("Authorization"))
+    # (caller, why) last: serving.auth may also return the published version first
+    *_, caller, why = authenticate(state().reader, request.headers.get("Authorization"))
     if caller is None:
         return problem_response("unauthorized", f"the status page needs an admin key: {why} "
                                 "(a key in the URL is not accepted)", {"WWW-Authenticate": 'Bearer realm="sendtime"'})
@@ -157,6 +160,16 @@ def _empty(chart_id: str, title: str, message: str) -> Markup:
                                   f'{escape(message)}</text>'])
 
 
+def phase_colors(runs: Sequence[RunInfo]) -> dict[str, str]:
+    """The phases the runs recorded, in cycle order (known ones first), each with its colour."""
+    names = list(dict.fromkeys(name for run in runs for name in run.phases))
+    known = [n for n in PHASE_COLORS if n in names]
+    extra = [n for n in names if n not in PHASE_COLORS]
+    colors = {n: PHASE_COLORS[n] for n in known}
+    colors.update({n: EXTRA_COLORS[i % len(EXTRA_COLORS)] for i, n in enumerate(extra)})
+    return dict(sorted(colors.items(), key=lambda kv: names.index(kv[0])))
+
+
 def duration_chart(runs: Sequence[RunInfo]) -> Markup:
     """Stacked bars, oldest cycle left: seconds per phase; the bar's base line shows the status."""
     title = "Cycle duration by phase"
@@ -164,10 +177,11 @@ def duration_chart(runs: Sequence[RunInfo]) -> Markup:
     if not finished:
         return _empty("chart-duration", title, "no finished cycle yet")
     totals = [max(sum(r.phases.values()), r.duration or 0.0) for r in finished]
+    colors = phase_colors(finished)
     scale = _scale(max(totals) or 1.0)
     plot_w, plot_h = _W - _L - _R, _H - _T - _B
     slot = plot_w / len(finished)
-    bar = max(2.0, slot * 0.7)
+    bar = min(max(2.0, slot * 0.7), 36.0)
     body = _axes(scale, f"last {len(finished)} cycles, oldest left; colour = phase, base line = status")
     for i, (run, total) in enumerate(zip(finished, totals)):
         x = _L + i * slot + (slot - bar) / 2
@@ -180,17 +194,17 @@ def duration_chart(runs: Sequence[RunInfo]) -> Markup:
         for phase, seconds in parts:
             h = plot_h * seconds / scale.top
             y -= h
-            color = PHASE_COLORS.get(phase, OTHER_COLOR)
+            color = colors.get(phase, OTHER_COLOR)
             body.append(f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{max(h, 0):.1f}" '
                         f'fill="{color}"><title>{escape(phase)}: {escape(human_seconds(seconds))}</title></rect>')
             tip.append(f"{phase} {human_seconds(seconds)}")
         body.append(f'<rect class="status" x="{x:.1f}" y="{_T + plot_h + 2:.1f}" width="{bar:.1f}" height="4" '
                     f'fill="{STATUS_COLORS.get(run.status, OTHER_COLOR)}"><title>{escape("; ".join(tip))}</title></rect>')
     legend_x = _L + 8
-    for phase, color in PHASE_COLORS.items():
+    for phase, color in colors.items():
         body.append(f'<rect x="{legend_x}" y="6" width="10" height="10" fill="{color}"/>'
                     f'<text class="legend" x="{legend_x + 14}" y="15">{phase}</text>')
-        legend_x += 90
+        legend_x += 14 + 7 * len(phase) + 16
     return _svg("chart-duration", title, body)
 
 
@@ -251,7 +265,7 @@ def _context(settings: Settings, snap: PipelineSnapshot | None, problem: str | N
         duration_chart=duration_chart(snap.runs),
         freshness_chart=freshness_chart(snap, settings.ready_max_age_seconds),
         totals=sorted(snap.run_totals.items()),
-        phases=list(PHASE_COLORS),
+        phases=list(phase_colors(snap.runs[:PAGE_RUNS])) or list(PHASE_COLORS),
     )
     return ctx
 
