@@ -144,7 +144,12 @@ def test_demo_serves_prints_a_working_curl_and_stops_cleanly(tmp_path: Path) -> 
         # the key has exactly the demo scopes; the status page is open; the docs are served
         assert requests.post(f"{base}/api/v1/events", json={"events": []}, timeout=10,
                              headers={"Authorization": f"Bearer {key}"}).status_code != 403
-        assert requests.get(f"{base}/status", timeout=10).status_code == 200
+        status_page = requests.get(f"{base}/status", timeout=10)  # open in the demo, no key
+        assert status_page.status_code == 200 and 'id="chart-duration"' in status_page.text
+        metrics = requests.get(f"{base}/metrics", timeout=10).text
+        assert float(re.search(r'^sendtime_cycles_total\{status="success"\} (\S+)$', metrics, re.M).group(1)) >= 1
+        assert float(re.search(r"^sendtime_published_version (\S+)$", metrics, re.M).group(1)) >= 1
+        assert re.search(r"^sendtime_freshness_lag_seconds \S+$", metrics, re.M)
         assert requests.get(docs_url, timeout=10).status_code == 200
         assert requests.get(docs_url + "manifest.json", timeout=10).json()["nodes"]
         docs_port = int(docs_url.rsplit(":", 1)[1].strip("/"))
@@ -190,3 +195,19 @@ def test_demo_refuses_a_taken_port(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert f"port {port}" in result.stderr and "in use" in result.stderr
     assert not (tmp_path / "home" / "generated").exists()  # failed before doing anything
+
+
+def test_fresh_wipes_state_but_keeps_the_config(tmp_path: Path) -> None:
+    from pipeline.config import load_settings
+    from pipeline.demo import wipe_state
+
+    home = tmp_path / "home"
+    for part in ("lake/events/x.parquet", "quarantine/events/q.jsonl", "generated/events-0001.jsonl",
+                 "dbt/target/index.html", "warehouse.duckdb", "online.sqlite", "logs/demo-api.log"):
+        (home / part).parent.mkdir(parents=True, exist_ok=True)
+        (home / part).write_text("x")
+    (home / "sendtime.toml").write_text("[sendtime]\nschedule_every = '1m'\n")
+    removed = {p.name for p in wipe_state(load_settings(home, environ={}))}
+    assert removed == {"lake", "quarantine", "generated", "dbt", "warehouse.duckdb", "online.sqlite"}
+    assert (home / "sendtime.toml").exists() and (home / "logs" / "demo-api.log").exists()
+    assert not (home / "lake").exists() and not (home / "online.sqlite").exists()
