@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.timestamps import WHITESPACE, timestamp_sql
+from pipeline.timestamps import WHITESPACE, timestamp_valid_sql
 
 EVENT_TYPES = ("page_view", "product_view", "add_to_cart", "remove_from_cart", "purchase", "search",
                "email_open", "email_click", "login", "signup")
@@ -132,24 +132,40 @@ CREATE OR REPLACE MACRO st_show(t) AS '''' || left(t, 24) || CASE WHEN length(t)
 """
 
 
-def _extract(obj: str, paths: list[str], csv: bool, object_names: set[str], names: list[str]) -> tuple[str, list[str]]:
-    """`_v`: one json_extract call (one parse per record); items: j_<name> (JSON) per path."""
-    v = f"CASE WHEN json_type({obj}) = 'OBJECT' THEN json_extract({obj}, [{', '.join(_q(p) for p in paths)}]) END AS _v"
-    out = []
+_WS_CODES = "(9, 10, 12, 13, 32)"
+
+
+def _trimmed(text: str) -> str:
+    """Trim only values that start or end with whitespace: trim() with a set is costly per value."""
+    return (f"CASE WHEN ascii({text}) IN {_WS_CODES} OR ascii(right({text}, 1)) IN {_WS_CODES} "
+            f"THEN trim({text}, {_WS}) ELSE {text} END")
+
+
+def _columns(obj: str, names: list[str], csv: bool, objects: set[str],
+             paths: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """Parse `obj` (JSON text) twice in all, whatever the number of fields: one json_type and one
+    json_extract_string over the list of paths. Returns the SELECT items of the lists (`_y`, `_s`)
+    and the per-field items: y_<name> (json type, NULL when missing), t_<name> (trimmed text,
+    NULL when absent), o_<name> (compact JSON text, object fields only)."""
+    paths = paths or {}
+    plist = "[" + ", ".join(_q("$." + paths.get(n, n)) for n in names) + "]"
+    # `obj` is a JSON object or NULL here (records that are not objects were split off before)
+    lists = f"json_type({obj}, {plist}) AS _y, json_extract_string({obj}, {plist}) AS _s"
+    items = []
     for i, name in enumerate(names, start=1):
-        j = f"_v[{i}]"
-        if csv and name in object_names:
-            # a CSV cell holding JSON text stands for the object itself
-            j = (f"CASE WHEN json_type({j}) = 'VARCHAR' AND json_valid({j} ->> '$') "
-                 f"AND json_type(({j} ->> '$')::JSON) = 'OBJECT' THEN ({j} ->> '$')::JSON ELSE {j} END")
-        out.append(f"{j} AS j_{name}")
-    return v, out
-
-
-def _typed(name: str) -> str:
-    """Per-field derived columns: y_ (json type), t_ (trimmed text, NULL when absent)."""
-    return (f"json_type(j_{name}) AS y_{name}, "
-            f"nullif(trim(j_{name} ->> '$', {_WS}), '') AS t_{name}")
+        y, s = f"_y[{i}]", f"_s[{i}]"
+        if name in objects and csv:  # a CSV cell holding a JSON object's text stands for the object
+            # CASE, not AND: DuckDB evaluates both sides of AND, and json_type fails on invalid JSON
+            unwrap = f"(CASE WHEN {y} = 'VARCHAR' AND json_valid({s}) THEN json_type({s}) = 'OBJECT' ELSE FALSE END)"
+            items.append(f"CASE WHEN {unwrap} THEN 'OBJECT' ELSE {y} END AS y_{name}")
+            items.append(f"CASE WHEN {unwrap} THEN json({s})::VARCHAR WHEN {y} = 'OBJECT' THEN {s} END AS o_{name}")
+        elif name in objects:
+            items.append(f"{y} AS y_{name}")
+            items.append(f"CASE WHEN {y} = 'OBJECT' THEN {s} END AS o_{name}")
+        else:
+            items.append(f"{y} AS y_{name}")
+        items.append(f"nullif({_trimmed(s)}, '') AS t_{name}")
+    return lists, items
 
 
 def _field_reason(f: Field, label: str) -> str:
@@ -178,7 +194,7 @@ def _field_reason(f: Field, label: str) -> str:
         checks.append((f"{present} AND NOT ({ok})", f"{label} || ': expected boolean, got ' || "
                        f"CASE WHEN {y} = 'VARCHAR' THEN st_show({t}) ELSE st_jname({y}) END"))
     elif f.kind == "timestamp":
-        checks.append((f"{present} AND {timestamp_sql(t, y)} IS NULL", f"{label} || ': unparseable timestamp'"))
+        checks.append((f"{present} AND NOT {timestamp_valid_sql(t, y)}", f"{label} || ': unparseable timestamp'"))
     if f.kind == "code2":
         checks.append((f"{present} AND NOT regexp_full_match({t}, '[A-Za-z]{{2}}')",
                        f"{label} || ': expected a 2-letter country code, got ' || st_show({t})"))
@@ -203,7 +219,7 @@ def _out(f: Field) -> str:
     """The lake column of field `f`: trimmed text; objects as compact JSON; booleans as true/false."""
     t, y = f"t_{f.name}", f"y_{f.name}"
     if f.kind == "object":
-        return f"CASE WHEN {y} = 'OBJECT' THEN j_{f.name}::VARCHAR END AS {f.name}"
+        return f"o_{f.name} AS {f.name}"
     if f.kind == "bool":
         return (f"CASE WHEN lower({t}) IN {_in(TRUE_TEXTS)} THEN 'true' "
                 f"WHEN lower({t}) IN {_in(FALSE_TEXTS)} THEN 'false' END AS {f.name}")
@@ -228,22 +244,27 @@ def validation_sql(source: str, *, csv: bool = False, forced_reason: str | None 
 
 def _flat_sql(c: Contract, csv: bool, forced: str | None) -> str:
     names = [f.name for f in c.fields]
-    objects = {f.name for f in c.fields if f.kind == "object"}
-    v, items = _extract("raw", [f"$.{n}" for n in names], csv, objects, names)
+    lists, items = _columns("raw", names, csv, {f.name for f in c.fields if f.kind == "object"})
     reasons = [_field_reason(f, _q(f.name)) for f in c.fields]
     if c.source == "events":
         reasons.append("CASE WHEN t_customer_id IS NULL AND t_anonymous_id IS NULL "
                        "THEN 'needs customer_id or anonymous_id' END")
         reasons.append(f"CASE WHEN lower(t_event_type) IN {_in(PRODUCT_EVENT_TYPES)} AND t_product_id IS NULL "
                        "THEN lower(t_event_type) || ' requires product_id' END")
+    select = f"coalesce({', '.join(reasons)}) AS reason, {', '.join(_out(f) for f in c.fields)}"
+    return _with_rejects(forced, select, f"SELECT line, raw, {', '.join(items)} FROM (SELECT line, raw, {lists} FROM ok)",
+                         [f"NULL AS {n}" for n in names])
+
+
+def _with_rejects(forced: str | None, select: str, source: str, nulls: list[str]) -> str:
+    """Records that are JSON objects go through `select` over `source`; the others get their
+    record-level reason (malformed JSON, not an object, or the forced reason) and NULL columns."""
     return f"""
-SELECT line, raw, coalesce({', '.join(reasons)}) AS reason, {', '.join(_out(f) for f in c.fields)}
-FROM (SELECT *, {', '.join(_typed(n) for n in names)}
-      FROM (SELECT line, raw, {', '.join(items)}
-            FROM (SELECT line, raw, {v} FROM chunk WHERE {_record_reason(forced)} IS NULL)))
+WITH checked AS (SELECT line, raw, {_record_reason(forced)} AS record_reason FROM chunk),
+ok AS (SELECT line, raw FROM checked WHERE record_reason IS NULL)
+SELECT line, raw, {select} FROM ({source})
 UNION ALL
-SELECT line, raw, {_record_reason(forced)} AS reason, {', '.join(f'NULL AS {n}' for n in names)}
-FROM chunk WHERE {_record_reason(forced)} IS NOT NULL
+SELECT line, raw, record_reason AS reason, {', '.join(nulls)} FROM checked WHERE record_reason IS NOT NULL
 """
 
 
@@ -254,36 +275,22 @@ _ENVELOPE = (Field("op", "op", required=True), Field("ts_ms", "integer", require
 
 def _cdc_sql(c: Contract, csv: bool, forced: str | None) -> str:
     env_names = [f.name for f in _ENVELOPE]
-    env_paths = ["$.op", "$.ts_ms", "$.source.lsn", "$.source_lsn", "$.before", "$.after"]
-    v, items = _extract("raw", env_paths, csv, {"before", "after"}, env_names)
+    lists, items = _columns("raw", env_names, csv, {"before", "after"}, {"lsn": "source.lsn"})
     side = "CASE WHEN t_op = 'd' THEN 'before' ELSE 'after' END"
     env_reasons = [_field_reason(f, _q("source.lsn" if f.name in ("lsn", "source_lsn") else f.name))
                    for f in _ENVELOPE[:4]]
-    env_reasons.append(f"CASE WHEN t_op = 'd' AND coalesce(y_before, 'NULL') <> 'OBJECT' "
-                       "THEN 'before: required object for op ''d''' "
-                       f"WHEN t_op <> 'd' AND coalesce(y_after, 'NULL') <> 'OBJECT' "
-                       "THEN 'after: required object for op ''' || t_op || '''' END")
+    env_reasons.append("CASE WHEN t_op = 'd' AND o_before IS NULL THEN 'before: required object for op ''d''' "
+                       "WHEN t_op <> 'd' AND o_after IS NULL THEN 'after: required object for op ''' || t_op || '''' END")
     names = [f.name for f in c.fields]
-    rv, ritems = _extract("row_obj", [f"$.{n}" for n in names], False, set(), names)
+    row_lists, row_items = _columns("row_obj", names, False, set())
     row_reasons = [_field_reason(f, f"{side} || '.{f.name}'") for f in c.fields]
-    cols = ", ".join(_out(f) for f in c.fields)
-    return f"""
-WITH env AS (
-  SELECT *, coalesce({', '.join(env_reasons)}) AS env_reason,
-         CASE WHEN t_op = 'd' THEN j_before ELSE j_after END AS row_obj
-  FROM (SELECT *, {', '.join(_typed(n) for n in env_names)}
-        FROM (SELECT line, raw, {', '.join(items)}
-              FROM (SELECT line, raw, {v} FROM chunk WHERE {_record_reason(forced)} IS NULL)))
-)
-SELECT line, raw, coalesce(env_reason, {', '.join(row_reasons)}) AS reason,
-       t_op AS op, TRY_CAST(t_ts_ms AS BIGINT) AS ts_ms,
-       TRY_CAST(coalesce(t_lsn, t_source_lsn) AS BIGINT) AS source_lsn,
-       row_obj::VARCHAR AS row_json, {cols}
-FROM (SELECT *, {', '.join(_typed(n) for n in names)}
-      FROM (SELECT line, raw, env_reason, t_op, t_ts_ms, t_lsn, t_source_lsn, row_obj, {', '.join(ritems)}
-            FROM (SELECT *, {rv} FROM env)))
-UNION ALL
-SELECT line, raw, {_record_reason(forced)} AS reason, NULL AS op, NULL AS ts_ms, NULL AS source_lsn,
-       NULL AS row_json, {', '.join(f'NULL AS {n}' for n in names)}
-FROM chunk WHERE {_record_reason(forced)} IS NOT NULL
-"""
+    env = (f"SELECT *, coalesce({', '.join(env_reasons)}) AS env_reason, "
+           f"CASE WHEN t_op = 'd' THEN o_before ELSE o_after END AS row_obj "
+           f"FROM (SELECT line, raw, {', '.join(items)} FROM (SELECT line, raw, {lists} FROM ok))")
+    source = (f"SELECT line, raw, env_reason, t_op, t_ts_ms, t_lsn, t_source_lsn, row_obj, {', '.join(row_items)} "
+              f"FROM (SELECT *, {row_lists} FROM ({env}))")
+    select = (f"coalesce(env_reason, {', '.join(row_reasons)}) AS reason, t_op AS op, "
+              "TRY_CAST(t_ts_ms AS BIGINT) AS ts_ms, TRY_CAST(coalesce(t_lsn, t_source_lsn) AS BIGINT) AS source_lsn, "
+              f"row_obj AS row_json, {', '.join(_out(f) for f in c.fields)}")
+    nulls = ["NULL AS op", "NULL AS ts_ms", "NULL AS source_lsn", "NULL AS row_json", *[f"NULL AS {n}" for n in names]]
+    return _with_rejects(forced, select, source, nulls)

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.timestamps import parse_timestamp, timestamp_sql
+from pipeline.timestamps import parse_timestamp, timestamp_sql, timestamp_valid_sql
 
 BATTERY = json.loads((Path(__file__).parent / "fixtures" / "ingest" / "timestamps.json").read_text())
 
@@ -92,6 +92,19 @@ def test_python_and_duckdb_agree_on_random_inputs() -> None:
     assert disagreements == []
     # the mutations exercise both outcomes
     assert 300 < sum(p is None for p in got_py) < len(inputs) - 300
+
+
+def test_fast_validity_check_agrees_with_the_full_expression() -> None:
+    """Ingest runs timestamp_valid_sql; it must accept exactly what timestamp_sql parses."""
+    inputs = [c["input"] for c in BATTERY] + _mutations(random.Random(11), 4000)
+    con = duckdb.connect()
+    con.execute("CREATE TEMP TABLE t (i INTEGER, j JSON)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", [(i, json.dumps(v)) for i, v in enumerate(inputs)])
+    full = timestamp_sql("j ->> '$'", "json_type(j)")
+    fast = timestamp_valid_sql("j ->> '$'", "json_type(j)")
+    rows = con.execute(f"SELECT i, ({full}) IS NOT NULL, {fast} FROM t ORDER BY i").fetchall()
+    assert [(inputs[i], a, b) for i, a, b in rows if a != b] == []
+    assert sum(a for _, a, _ in rows) > 100
 
 
 def test_aware_datetime_is_converted_to_naive_utc() -> None:
