@@ -1,6 +1,6 @@
 """Publish of 100,000 changed profiles to SQLite and PostgreSQL, against a bare baseline.
 
-    .venv/bin/python bench/publish.py [--profiles 100000] [--no-postgres]
+    .venv/bin/python bench/publish.py [--profiles 100000] [--no-postgres] [--out bench/out/publish.json]
 
 The warehouse is a real DuckDB file with the marts of docs/architecture.md, written in SQL. Publish
 = serialize every body once (+ etag, email hash) and upsert profiles, recommendations and products
@@ -137,6 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profiles", type=int, default=100_000)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here (bench/plots.py reads bench/out/)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = Path(tmp) / "warehouse.duckdb"
@@ -148,7 +149,11 @@ def main() -> None:
                 out["postgresql"] = measure(url, warehouse, args.profiles)
             finally:
                 drop_postgres(url)
-    print(json.dumps(out, indent=2))
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

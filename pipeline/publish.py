@@ -264,19 +264,19 @@ def profile_rows(bodies: Iterable[tuple], cycle_id: str, version: int) -> list[d
 
 
 def _executemany(conn: Any, stmt: Any, rows: list[dict[str, Any]]) -> None:
-    """Run SQLAlchemy's upsert for many rows. On SQLite, the statement SQLAlchemy compiled goes
-    straight to the driver's executemany with tuples: SQLAlchemy's own batching costs ~4x the
-    write itself at 100,000 rows (bench/publish.py). PostgreSQL keeps SQLAlchemy's
-    insertmanyvalues batching, which is already a multi-row VALUES per round trip."""
-    if conn.dialect.name == "sqlite":
-        compiled = stmt.compile(dialect=conn.dialect)
+    """Run SQLAlchemy's upsert for many rows: the statement SQLAlchemy compiled for the dialect
+    goes straight to the driver's executemany (sqlite3: one prepared statement; psycopg 3:
+    pipeline mode). SQLAlchemy's own parameter batching costs several times the write itself at
+    100,000 rows (bench/publish.py, docs/pipeline.md)."""
+    compiled = stmt.compile(dialect=conn.dialect)
+    sql = str(compiled)
+    if compiled.positional:
         order = compiled.positiontup
-        sql = str(compiled)
-        for start in range(0, len(rows), _CHUNK):
-            conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in rows[start:start + _CHUNK]])
-        return
+        params: Any = lambda chunk: [tuple(r[k] for k in order) for r in chunk]  # noqa: E731
+    else:
+        params = lambda chunk: chunk  # noqa: E731 - named parameters: the dicts as they are
     for start in range(0, len(rows), _CHUNK):
-        conn.execute(stmt, rows[start:start + _CHUNK])
+        conn.exec_driver_sql(sql, params(rows[start:start + _CHUNK]))
 
 
 def publish(engine: Engine, changes: Changes, *, cycle_id: str, as_of: datetime,
