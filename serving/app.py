@@ -20,7 +20,7 @@ from werkzeug.routing import BaseConverter
 from pipeline.config import Settings, load_settings
 from pipeline.errors import SendtimeError
 from serving.api import events, health, profiles
-from serving.auth import authenticate, require_scope
+from serving.auth import authenticate_prefetching, require_scope
 from serving.openapi import build_openapi
 from serving.problems import Problem, problem_response
 from serving.ratelimit import per_worker, retry_after_header
@@ -37,6 +37,8 @@ _PROBES = frozenset({"health.health", "health.ready", "health_v1.health", "healt
 _HTTP_SLUGS = {400: "bad-request", 404: "not-found", 405: "method-not-allowed", 406: "not-acceptable",
                413: "payload-too-large", 415: "unsupported-media-type", 429: "rate-limited"}
 _HERE = Path(__file__).resolve().parent
+# the endpoint whose profile is read together with the key (see serving.auth.authenticate)
+_PREFETCH = "profiles.get_customer"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -71,6 +73,7 @@ class CustomerIdConverter(BaseConverter):
     still reachable through POST /customers/batch."""
 
     regex = r"(?!(?:batch|lookup)$)[^/]+"
+    part_isolating = True  # one path segment: keeps Werkzeug's fast state-machine matching
 
 
 def _observability(app: Flask) -> None:
@@ -87,25 +90,34 @@ def _observability(app: Flask) -> None:
 
 def _install_hooks(app: Flask, api: ApiState) -> None:
     networks = tuple(ipaddress.ip_network(c, strict=False) for c in api.settings.ip_allowlist)
-    views = app.view_functions
     reader, limiter = api.reader, api.limiter
+    scopes: dict[str, str] = {}  # endpoint -> required scope, filled once the routes exist
+    perf_counter = time.perf_counter
+    # the hot path reads the WSGI environ and the real request/g objects directly: every
+    # LocalProxy or EnvironHeaders lookup is a few hundred nanoseconds, on every request
 
     @app.before_request
     def _begin() -> None:
-        g.t0 = time.perf_counter()
-        rid = request.headers.get(REQUEST_ID_HEADER)
-        g.request_id = rid if rid and _REQUEST_ID.match(rid) else secrets.token_hex(8)
-        endpoint = request.endpoint
-        if networks and endpoint not in _PROBES and not _allowed(request.remote_addr, networks):
+        req, ctx = request._get_current_object(), g._get_current_object()
+        ctx.t0 = perf_counter()
+        environ = req.environ
+        rid = environ.get("HTTP_X_REQUEST_ID")
+        ctx.request_id = rid if rid and _REQUEST_ID.match(rid) else secrets.token_hex(8)
+        rule = req.url_rule
+        endpoint = rule.endpoint if rule is not None else None
+        if networks and endpoint not in _PROBES and not _allowed(req.remote_addr, networks):
             raise Problem("ip-not-allowed", "this client address may not call the API")
-        scope = getattr(views.get(endpoint), "sendtime_scope", None) if endpoint else None
+        if not scopes:
+            scopes.update({e: v.sendtime_scope for e, v in app.view_functions.items()
+                           if hasattr(v, "sendtime_scope")})
+        scope = scopes.get(endpoint)
         if scope is None:
             return
-        version, caller, why = authenticate(reader, request.headers.get("Authorization"))
-        g.version = version
+        prefetch = req.view_args.get("customer_id") if endpoint == _PREFETCH else None
+        caller, why, ctx.profile = authenticate_prefetching(reader, environ.get("HTTP_AUTHORIZATION"), prefetch)
         if caller is None:
             raise Problem("unauthorized", why, {"WWW-Authenticate": 'Bearer realm="sendtime"'})
-        g.key = caller.name
+        ctx.key = caller.name
         require_scope(caller, scope)
         wait = limiter.acquire(caller.name)
         if wait:
@@ -114,8 +126,9 @@ def _install_hooks(app: Flask, api: ApiState) -> None:
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        version = g.get("version")
-        if version is None:
+        req, ctx = request._get_current_object(), g._get_current_object()
+        version = getattr(ctx, "version", None)
+        if version is None:  # not read by a data endpoint (an error, an open endpoint): read it now
             try:
                 version = reader.version()
             except StoreUnavailable:
@@ -123,13 +136,13 @@ def _install_hooks(app: Flask, api: ApiState) -> None:
         headers = response.headers
         if version is not None:
             headers[VERSION_HEADER] = str(version)
-        request_id = g.get("request_id") or secrets.token_hex(8)
+        request_id = getattr(ctx, "request_id", None) or secrets.token_hex(8)
         headers[REQUEST_ID_HEADER] = request_id
-        rule = request.url_rule
-        log_request(request_id=request_id, key=g.get("key"), method=request.method,
+        rule = req.url_rule
+        now = perf_counter()
+        log_request(request_id=request_id, key=getattr(ctx, "key", None), method=req.method,
                     route=rule.rule if rule is not None else None, status=response.status_code,
-                    latency_ms=(time.perf_counter() - g.get("t0", time.perf_counter())) * 1000.0,
-                    version=version)
+                    latency_ms=(now - getattr(ctx, "t0", now)) * 1000.0, version=version)
         return response
 
 

@@ -26,6 +26,8 @@ class Caller:
 def bearer_token(header: str | None) -> str | None:
     if not header:
         return None
+    if header.startswith("Bearer "):  # the common spelling, without lower-casing
+        return header[7:].strip() or None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer":
         return None
@@ -33,17 +35,40 @@ def bearer_token(header: str | None) -> str | None:
     return token or None
 
 
-def authenticate(reader: StoreReader, header: str | None) -> tuple[int, Caller | None, str]:
-    """(published version, caller or None, why not). Reads the version in the same statement."""
+_SCOPES: dict[str, frozenset[str]] = {}  # "a,b" -> frozenset, parsed once per distinct value
+
+
+def authenticate(reader: StoreReader, header: str | None) -> tuple[Caller | None, str]:
+    """(caller or None, why not). One indexed point read per request: no key cache to go stale.
+    A stable interface: serving.status uses it too."""
+    caller, why, _ = authenticate_prefetching(reader, header, None)
+    return caller, why
+
+
+def authenticate_prefetching(reader: StoreReader, header: str | None,
+                             prefetch_customer: str | None) -> tuple[Caller | None, str, tuple | None]:
+    """authenticate() plus, with `prefetch_customer`, that customer's (version, body, etag) read by
+    the same statement, so the hot endpoint costs one store round trip, not two."""
     token = bearer_token(header)
     if token is None:
-        return reader.version(), None, "send the key as 'Authorization: Bearer <key>'"
-    version, name, scopes, revoked_at = reader.version_and_key(hash_key(token))
-    if name is None:
-        return version, None, "the API key is not valid"
+        return None, "send the key as 'Authorization: Bearer <key>'", None
+    key_hash = hash_key(token)
+    profile = None
+    if prefetch_customer is None:
+        row = reader.key(key_hash)
+    else:
+        name, scopes, revoked_at, version, body, etag = reader.key_and_profile(key_hash, prefetch_customer)
+        row = None if name is None else (name, scopes, revoked_at)
+        profile = (int(version) if version is not None else 0, body, etag)
+    if row is None:
+        return None, "the API key is not valid", None
+    name, scopes, revoked_at = row
     if revoked_at is not None:
-        return version, None, "the API key was revoked"
-    return version, Caller(name, frozenset(scopes.split(","))), ""
+        return None, "the API key was revoked", None
+    parsed = _SCOPES.get(scopes)
+    if parsed is None:
+        parsed = _SCOPES[scopes] = frozenset(scopes.split(","))
+    return Caller(name, parsed), "", profile
 
 
 def require_scope(caller: Caller, scope: str) -> None:

@@ -85,14 +85,12 @@ def _matches(header: str, etag: str) -> bool:
 
 def cacheable(body: bytes | str, etag: str) -> Response:
     """A GET answer with a strong ETag and Cache-Control; 304 when the client has it already."""
-    headers = {"ETag": f'"{etag}"', "Cache-Control": state().cache_control}
-    inm = request.headers.get("If-None-Match")
-    if inm and _matches(inm, etag):
-        response = Response(status=304)
-    else:
-        response = Response(body, mimetype=JSON)
-    response.headers.update(headers)
-    return response
+    quoted = f'"{etag}"'
+    headers = [("ETag", quoted), ("Cache-Control", state().cache_control)]
+    inm = request.environ.get("HTTP_IF_NONE_MATCH")
+    if inm and (inm == quoted or _matches(inm, etag)):
+        return Response(status=304, headers=headers)
+    return Response(body, headers=headers, mimetype=JSON)
 
 
 def set_version(version: int) -> None:

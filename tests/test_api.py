@@ -236,6 +236,22 @@ def test_open_endpoints(api):
         assert server.get(prefix + "/openapi.json").json()["openapi"] == "3.1.0"
 
 
+def test_docs_example_renders_templates_from_merge_fields(api):
+    import subprocess
+    import sys
+
+    from tests.apiserver import ROOT
+
+    server, key, _ = api
+    out = subprocess.run([sys.executable, str(ROOT / "docs/examples/render_merge_fields.py"), "--url", server.url,
+                          "--key", key, "--customer", "c1"], capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout.splitlines() == ["Hi Ada, picked for you: Analytical Engine Manual (19.90 USD)",
+                                       "Hi Ada, still thinking about P3?"]
+    sparse = subprocess.run([sys.executable, str(ROOT / "docs/examples/render_merge_fields.py"), "--url", server.url,
+                             "--key", key, "--customer", "c3"], capture_output=True, text=True, timeout=30, check=True)
+    assert sparse.stdout.splitlines() == ["Hi there,", "Hi there,"]
+
+
 def test_new_publish_is_served_without_restart(api):
     """Runs last in this module: it publishes a new version."""
     server, key, settings = api
