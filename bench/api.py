@@ -7,9 +7,10 @@ Steps (one run, side by side, so the machine's noise hits both):
 2. start `sendtime serve` and the bare app (gunicorn, same options from serving/gunicorn_conf.py);
 3. wrk, 16 connections: GET a random profile by id vs GET the bare endpoint (a Lua script picks
    random ids), alternating bare/api twice; throughput ratio and p99;
-4. wrk: POST /customers/batch with 1,000 random ids (2 connections: one request in flight per
+4. wrk, one connection per worker (no queueing): GET latency of both, p50/p99;
+5. wrk: POST /customers/batch with 1,000 random ids (2 connections: one request in flight per
    worker, so the latency is the service time, not queueing); p95;
-5. wrk GET profiles again while 10 publishes (upsert transactions of 10,000 changed profiles each)
+6. wrk GET profiles again while 10 publishes (upsert transactions of 10,000 changed profiles each)
    happen; throughput, p99 and failed requests (socket errors + non-2xx).
 Prints one JSON object; docs/benchmarks.md "API" has the numbers of a run.
 """
@@ -173,6 +174,15 @@ def main() -> None:
                          "api_p50_ms": max(r["p50_us"] for r in runs["api"]) / 1000,
                          "bare_p99_ms": max(r["p99_us"] for r in runs["bare"]) / 1000,
                          "failed": sum(r["failed"] for r in runs["api"]), "runs": runs}
+        # service latency without queueing: one request in flight per worker
+        calm_bare = wrk(bare_url, LUA_GET, args.seconds, args.workers, {**env, "BENCH_PREFIX": "/bare/"})
+        calm_api = wrk(api_url, LUA_GET, args.seconds, args.workers,
+                       {**env, "BENCH_KEY": key, "BENCH_PREFIX": "/api/v1/customers/"})
+        result["get_one_in_flight_per_worker"] = {
+            "connections": args.workers, "bare_rps": calm_bare["rps"], "api_rps": calm_api["rps"],
+            "bare_p50_ms": calm_bare["p50_us"] / 1000, "bare_p99_ms": calm_bare["p99_us"] / 1000,
+            "api_p50_ms": calm_api["p50_us"] / 1000, "api_p99_ms": calm_api["p99_us"] / 1000,
+            "failed": calm_api["failed"]}
         batch = wrk(api_url, LUA_BATCH, args.seconds, args.workers,
                     {**env, "BENCH_KEY": key, "BENCH_PREFIX": "/api/v1/customers/batch"})
         result["batch_1000"] = {"connections": args.workers, "rps": batch["rps"], "p50_ms": batch["p50_us"] / 1000,

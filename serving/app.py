@@ -10,7 +10,6 @@ import ipaddress
 import re
 import secrets
 import time
-from pathlib import Path
 
 import orjson
 from flask import Flask, Response, g, request
@@ -36,7 +35,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _PROBES = frozenset({"health.health", "health.ready", "health_v1.health", "health_v1.ready"})
 _HTTP_SLUGS = {400: "bad-request", 404: "not-found", 405: "method-not-allowed", 406: "not-acceptable",
                413: "payload-too-large", 415: "unsupported-media-type", 429: "rate-limited"}
-_HERE = Path(__file__).resolve().parent
 # the endpoint whose profile is read together with the key (see serving.auth.authenticate)
 _PREFETCH = "profiles.get_customer"
 
@@ -77,15 +75,11 @@ class CustomerIdConverter(BaseConverter):
 
 
 def _observability(app: Flask) -> None:
-    """/metrics and /status belong to serving.metrics and serving.status (optional modules)."""
-    if (_HERE / "metrics.py").exists():
-        from serving import metrics
+    """/metrics and the request metrics (serving.metrics), /status (serving.status)."""
+    from serving import metrics, status  # they import serving.web: imported here, not at the top
 
-        metrics.init_app(app)
-    if (_HERE / "status.py").exists():
-        from serving import status
-
-        app.register_blueprint(status.bp)
+    metrics.init_app(app)
+    app.register_blueprint(status.bp)
 
 
 def _install_hooks(app: Flask, api: ApiState) -> None:

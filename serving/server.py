@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Callable
 
 from gunicorn.app.base import BaseApplication
@@ -11,10 +10,10 @@ from gunicorn.app.base import BaseApplication
 from pipeline.config import Settings
 from pipeline.logs import get_logger
 from pipeline.store import engine_for, migrate
+from serving import metrics
 from serving.gunicorn_conf import gunicorn_options
 
 log = get_logger(__name__)
-_HERE = Path(__file__).resolve().parent
 
 
 class StandaloneApplication(BaseApplication):
@@ -46,11 +45,8 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     options = gunicorn_options(host, port, settings.workers)
     options["pidfile"] = str(settings.run_dir / "api.pid")
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    if (_HERE / "metrics.py").exists():
-        from serving import metrics
-
-        metrics.prepare_multiprocess(settings)  # before forking: workers inherit the folder
-        options["child_exit"] = metrics.child_exit
+    metrics.prepare_multiprocess(settings)  # before forking: workers inherit the folder
+    options["child_exit"] = metrics.child_exit
     os.environ.setdefault("SENDTIME_HOME", str(settings.home))
 
     def factory() -> Any:
