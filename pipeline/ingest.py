@@ -513,6 +513,9 @@ def ingest_files(settings: Settings, source: str, paths: list[Path]) -> IngestRe
                     counts.rejected += rej
             except OSError as exc:
                 raise IngestError(f"{_where(exc, path, batch)}: {exc.strerror or exc}") from None
+            except (duckdb.Error, pa.ArrowException) as exc:
+                # unexpected content the readers did not classify: still one line, still no partial batch
+                raise IngestError(f"{path}: cannot ingest: {str(exc).splitlines()[0]}") from None
             counts.received = counts.accepted + counts.rejected
             files.append(counts)
         try:
