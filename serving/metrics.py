@@ -11,27 +11,32 @@ Two kinds of metrics, two mechanisms:
 * Pipeline metrics (cycles, rows, validation, freshness) are not counted anywhere in the API: they
   are read from the online store's `runs`, `published_versions` and `ingest_batches` tables at scrape
   time by `PipelineCollector`, so every worker (and every API node on a shared PostgreSQL store)
-  reports the same numbers. Totals are SQL aggregates (a handful of rows come back); per-cycle
-  details come from the latest `RECENT_RUNS` runs only.
+  reports the same numbers. Totals over the run log (cycles by status, rows, cycle and phase
+  duration histograms, validation failures by suite) are folded incrementally per process
+  (`RunHistory`): a scrape reads the last minutes of `runs`, not the whole table. Ingest totals
+  are one `GROUP BY` of `ingest_batches`; the latest-cycle gauges come from the latest rows.
 
 `/metrics` is open (it carries counts and durations, never a customer id, email or name);
 restrict it at the network layer when needed (docs/operations.md).
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import re
 import shutil
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from functools import lru_cache
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from flask import Flask, Response, current_app, g, request
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 
 from pipeline.config import Settings, load_settings
 from pipeline.logs import get_logger
@@ -40,9 +45,10 @@ from pipeline.store import RUN_STATUSES
 log = get_logger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-RECENT_RUNS = 100  # the window for per-cycle details (status page, validation-by-suite counts)
+RECENT_RUNS = 100  # latest runs and versions read for the latest-cycle gauges and the status page
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 # the API answers in microseconds to milliseconds; Braze gives an endpoint 2 s
+CYCLE_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, float("inf"))
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -131,11 +137,19 @@ def _get_request_metrics() -> _RequestMetrics:
         return _request_metrics
 
 
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^:<>]+)>")
+
+
+@lru_cache(maxsize=256)
+def route_template(rule: str) -> str:
+    """`/api/v1/customers/<customer_id:customer_id>` -> `/api/v1/customers/<customer_id>`."""
+    return _CONVERTER.sub(r"<\1>", rule)
+
+
 def _route_label() -> str:
-    # the URL rule, never the URL: `/api/v1/customers/<customer_id>` keeps customer ids out of
-    # the metrics and the number of series bounded
+    # the URL rule, never the URL: keeps customer ids out of the metrics and the series bounded
     rule = request.url_rule
-    return rule.rule if rule is not None else "unmatched"
+    return route_template(rule.rule) if rule is not None else "unmatched"
 
 
 def _before_request() -> None:
@@ -286,15 +300,125 @@ class RunTotals:
 
 
 @dataclass
+class Buckets:
+    """A cumulative histogram of seconds, as Prometheus exposes it."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * len(CYCLE_BUCKETS))
+    total: float = 0.0
+    n: int = 0
+
+    def observe(self, seconds: float) -> None:
+        for i, bound in enumerate(CYCLE_BUCKETS):
+            if seconds <= bound:
+                self.counts[i] += 1
+        self.total += seconds
+        self.n += 1
+
+
+@dataclass
+class RunHistory:
+    """Totals over the whole run log, folded incrementally.
+
+    A run is folded (counted for good, never read again by this process) once it is finished and
+    started more than FOLD_AFTER ago: finished rows never change, and the margin covers a cycle id
+    taken just before another cycle ran (ids are start times). Everything newer is read on every
+    scrape and counted on a copy. So a scrape reads the last few minutes of `runs`, not the table;
+    the first scrape of a process reads it once."""
+
+    upto: str = ""  # every run with cycle_id <= upto is folded, except open_ids
+    open_ids: set[str] = field(default_factory=set)  # old runs still `running`, re-read by id
+    by_status: dict[str, RunTotals] = field(default_factory=dict)
+    duration: Buckets = field(default_factory=Buckets)
+    phases: dict[str, Buckets] = field(default_factory=dict)
+    suite_runs: dict[str, int] = field(default_factory=dict)
+    suite_failures: dict[str, int] = field(default_factory=dict)
+    last_success_at: datetime | None = None
+    ingest_upto: str = ""  # batches with batch_id <= ingest_upto are summed in `ingest`
+    ingest: dict[str, SourceTotals] = field(default_factory=dict)
+
+    def fold(self, run: RunInfo) -> None:
+        totals = self.by_status.setdefault(run.status, RunTotals())
+        totals.cycles += 1
+        for attr in ("rows_read", "rows_changed", "rows_published", "rows_deleted"):
+            setattr(totals, attr, getattr(totals, attr) + getattr(run, attr))
+        if run.status == "running":
+            return
+        if run.duration is not None:
+            self.duration.observe(run.duration)
+        for phase, seconds in run.phases.items():
+            self.phases.setdefault(phase, Buckets()).observe(seconds)
+        for suite, ok in run.validation.items():
+            self.suite_runs[suite] = self.suite_runs.get(suite, 0) + 1
+            self.suite_failures[suite] = self.suite_failures.get(suite, 0) + (0 if ok else 1)
+        if run.status == "success" and run.ended_at is not None:
+            self.last_success_at = max(filter(None, (self.last_success_at, run.ended_at)))
+
+    def copy(self) -> "RunHistory":
+        return copy.deepcopy(self)
+
+
+FOLD_AFTER = timedelta(minutes=15)
+INGEST_FOLD_AFTER = timedelta(hours=1)
+_histories: dict[tuple[int, str], RunHistory] = {}
+_histories_lock = threading.Lock()
+
+
+def update_history(conn: Any, history: RunHistory, now: datetime) -> RunHistory:
+    """Fold what became final into `history`; return a copy that also counts the newer runs.
+
+    A run still `running` after FOLD_AFTER (a killed cycle that the next cycle will close) does
+    not hold the fold back: its id is remembered and re-read by id until it is final."""
+    from pipeline import store
+
+    runs = store.runs
+    where = runs.c.cycle_id > history.upto
+    if history.open_ids:
+        where = or_(where, runs.c.cycle_id.in_(sorted(history.open_ids)))
+    pending: list[RunInfo] = []
+    blocked = False
+    for row in conn.execute(select(runs).where(where).order_by(runs.c.cycle_id)):
+        run = RunInfo.from_row(row)
+        if run.cycle_id in history.open_ids:
+            if run.status != "running":
+                history.fold(run)
+                history.open_ids.discard(run.cycle_id)
+            else:
+                pending.append(run)
+            continue
+        old = run.started_at is None or run.started_at < now - FOLD_AFTER
+        if old and not blocked:
+            if run.status == "running":
+                history.open_ids.add(run.cycle_id)
+                pending.append(run)
+            else:
+                history.fold(run)
+            history.upto = run.cycle_id
+        else:
+            blocked = True  # ids sort by start time: everything after this one is newer still
+            pending.append(run)
+    view = history.copy()
+    for run in pending:
+        view.fold(run)
+    return view
+
+
+@dataclass
 class PipelineSnapshot:
     """What the store says about the pipeline at one instant: the source of /metrics and /status."""
 
     now: datetime
     versions: list[VersionInfo] = field(default_factory=list)  # newest first
     runs: list[RunInfo] = field(default_factory=list)  # newest first, at most `limit`
-    run_totals: dict[str, RunTotals] = field(default_factory=dict)  # by status, every run ever
+    history: RunHistory = field(default_factory=RunHistory)  # totals over every run
     sources: list[SourceTotals] = field(default_factory=list)
-    last_success_at: datetime | None = None
+
+    @property
+    def run_totals(self) -> dict[str, RunTotals]:
+        return self.history.by_status
+
+    @property
+    def last_success_at(self) -> datetime | None:
+        return self.history.last_success_at
 
     @property
     def current(self) -> VersionInfo | None:
@@ -314,8 +438,9 @@ class PipelineSnapshot:
 
 
 def read_snapshot(engine: Engine, *, runs_limit: int = RECENT_RUNS, versions_limit: int = RECENT_RUNS,
-                  now: datetime | None = None) -> PipelineSnapshot:
-    """A handful of cheap queries: SQL aggregates for totals, the latest rows for details."""
+                  now: datetime | None = None, history: RunHistory | None = None) -> PipelineSnapshot:
+    """A few cheap queries: the latest rows for details, the run log since the last fold for
+    totals (`history`, kept per process by `snapshot_for`), one aggregate of `ingest_batches`."""
     from pipeline import store
 
     runs, versions, batches = store.runs, store.published_versions, store.ingest_batches
@@ -325,20 +450,46 @@ def read_snapshot(engine: Engine, *, runs_limit: int = RECENT_RUNS, versions_lim
             select(versions).order_by(versions.c.version.desc()).limit(versions_limit))]
         snap.runs = [RunInfo.from_row(r) for r in conn.execute(
             select(runs).order_by(runs.c.cycle_id.desc()).limit(runs_limit))]
-        for r in conn.execute(select(
-                runs.c.status, func.count(), func.sum(runs.c.rows_read), func.sum(runs.c.rows_changed),
-                func.sum(runs.c.rows_published), func.sum(runs.c.rows_deleted)).group_by(runs.c.status)):
-            snap.run_totals[r[0]] = RunTotals(*(int(x or 0) for x in r[1:]))
-        snap.sources = [SourceTotals(r[0], *(int(x or 0) for x in r[1:])) for r in conn.execute(select(
-            batches.c.source, func.count(), func.sum(batches.c.received), func.sum(batches.c.accepted),
-            func.sum(batches.c.rejected)).group_by(batches.c.source).order_by(batches.c.source))]
-        success = next((r for r in snap.runs if r.status == "success"), None)
-        if success is not None:
-            snap.last_success_at = success.ended_at
-        elif snap.run_totals.get("success"):  # older than the window: one more aggregate
-            snap.last_success_at = parse_store_time(conn.execute(
-                select(func.max(runs.c.ended_at)).where(runs.c.status == "success")).scalar())
+        snap.history = update_history(conn, history if history is not None else RunHistory(), snap.now)
+        snap.sources = update_ingest_totals(conn, history if history is not None else RunHistory(), snap.now)
     return snap
+
+
+def _ingest_totals(conn: Any, after: str | None, upto: str | None) -> dict[str, SourceTotals]:
+    """Per-source sums of `ingest_batches` with after < batch_id <= upto (a primary-key range)."""
+    from pipeline.store import ingest_batches as b
+
+    query = select(b.c.source, func.count(), func.sum(b.c.received), func.sum(b.c.accepted),
+                   func.sum(b.c.rejected)).group_by(b.c.source)
+    if after:
+        query = query.where(b.c.batch_id > after)
+    if upto:
+        query = query.where(b.c.batch_id <= upto)
+    return {r[0]: SourceTotals(r[0], *(int(x or 0) for x in r[1:])) for r in conn.execute(query)}
+
+
+def _add_sources(into: dict[str, SourceTotals], more: dict[str, SourceTotals]) -> None:
+    for source, t in more.items():
+        have = into.setdefault(source, SourceTotals(source, 0, 0, 0, 0))
+        have.batches += t.batches
+        have.received += t.received
+        have.accepted += t.accepted
+        have.rejected += t.rejected
+
+
+def update_ingest_totals(conn: Any, history: RunHistory, now: datetime) -> list[SourceTotals]:
+    """Ingest totals by source, folded like the run log: batches that started more than
+    INGEST_FOLD_AFTER ago are summed once (batch ids sort by start time, so each scrape sums a
+    primary-key range: the batches since the last fold). A batch recorded more than
+    INGEST_FOLD_AFTER after it started would be missed by a process that already folded past it;
+    ingest records a batch when its file is done, so that needs a single file ingesting for an hour."""
+    cutoff = (now - INGEST_FOLD_AFTER).strftime("%Y%m%dT%H%M%S%fZ") + "-~"  # '~' sorts after any hex
+    if cutoff > history.ingest_upto:
+        _add_sources(history.ingest, _ingest_totals(conn, history.ingest_upto, cutoff))
+        history.ingest_upto = cutoff
+    totals = copy.deepcopy(history.ingest)
+    _add_sources(totals, _ingest_totals(conn, history.ingest_upto, None))
+    return [totals[k] for k in sorted(totals)]
 
 
 _engines: dict[tuple[int, str], Engine] = {}
@@ -384,7 +535,11 @@ def snapshot_for(settings: Settings, **kwargs: Any) -> PipelineSnapshot:
         database = make_url(settings.store_url).database
         if not database or not os.path.exists(database):
             raise StoreMissing("the online store does not exist yet")
-    return read_snapshot(store_engine(settings), **kwargs)
+    key = (os.getpid(), settings.store_url)
+    with _histories_lock:
+        history = _histories.setdefault(key, RunHistory())
+        # one scrape at a time per process folds into the shared history
+        return read_snapshot(store_engine(settings), history=history, **kwargs)
 
 
 class PipelineCollector:
@@ -397,12 +552,13 @@ class PipelineCollector:
         return []  # no eager collect at registration: the store is read at scrape time only
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         started = time.perf_counter()
         up = GaugeMetricFamily("sendtime_store_up", "1 when the online store could be read at this scrape.")
         try:
-            snap = snapshot_for(self.settings)
+            # the gauges need the current version and the latest finished / validated cycles only
+            snap = snapshot_for(self.settings, runs_limit=20, versions_limit=1)
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the store is down
             log.warning("metrics: online store unreadable", extra={"error_type": type(exc).__name__})
             up.add_metric([], 0)
@@ -410,7 +566,7 @@ class PipelineCollector:
             return
         up.add_metric([], 1)
         yield up
-        yield from _pipeline_families(snap, CounterMetricFamily, GaugeMetricFamily)
+        yield from _pipeline_families(snap, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily)
         took = GaugeMetricFamily("sendtime_metrics_store_read_seconds",
                                  "Time this scrape spent reading the online store.")
         took.add_metric([], time.perf_counter() - started)
@@ -424,7 +580,7 @@ def _gauge(cls: Any, name: str, doc: str, value: float | None, labels: Iterable[
     return metric
 
 
-def _pipeline_families(snap: PipelineSnapshot, counter: Any, gauge: Any) -> Iterator[Any]:
+def _pipeline_families(snap: PipelineSnapshot, counter: Any, gauge: Any, histogram: Any) -> Iterator[Any]:
     current = snap.current
     yield _gauge(gauge, "sendtime_published_version", "Version number of the published state (0: none yet).",
                  current.version if current else 0)
@@ -482,22 +638,34 @@ def _pipeline_families(snap: PipelineSnapshot, counter: Any, gauge: Any) -> Iter
     yield status
     yield phases
 
+    history = snap.history
+    duration = histogram("sendtime_cycle_duration_seconds", "Wall time of finished cycles (every cycle in the run log).")
+    duration.add_metric([], _buckets(history.duration), history.duration.total)
+    yield duration
+    by_phase = histogram("sendtime_cycle_phase_duration_seconds", "Seconds per phase of finished cycles.",
+                         labels=["phase"])
+    for name, buckets in sorted(history.phases.items()):
+        by_phase.add_metric([name], _buckets(buckets), buckets.total)
+    yield by_phase
+
     validated = snap.last_validated
     suite_failed = gauge("sendtime_validation_suite_failed",
                          "1 when the suite failed in the latest cycle that ran validation.", labels=["suite"])
-    recent = gauge("sendtime_validation_failures_recent",
-                   f"Cycles among the latest {RECENT_RUNS} in which the suite failed.", labels=["suite"])
-    counts: dict[str, int] = {}
-    for run in snap.runs:
-        for suite, ok in run.validation.items():
-            counts[suite] = counts.get(suite, 0) + (0 if ok else 1)
     if validated is not None:
         for suite, ok in sorted(validated.validation.items()):
             suite_failed.add_metric([suite], 0 if ok else 1)
-    for suite, n in sorted(counts.items()):
-        recent.add_metric([suite], n)
     yield suite_failed
-    yield recent
+    failures = counter("sendtime_validation_failures", "Cycles in which the suite failed.", labels=["suite"])
+    validations = counter("sendtime_validation_runs", "Cycles in which the suite ran.", labels=["suite"])
+    for suite in sorted(history.suite_runs):
+        failures.add_metric([suite], history.suite_failures.get(suite, 0))
+        validations.add_metric([suite], history.suite_runs[suite])
+    yield failures
+    yield validations
+
+
+def _buckets(buckets: Buckets) -> list[tuple[str, float]]:
+    return [("+Inf" if math.isinf(bound) else f"{bound:g}", count) for bound, count in zip(CYCLE_BUCKETS, buckets.counts)]
 
 
 # --------------------------------------------------------------------------- exposition

@@ -278,7 +278,7 @@ def status_page() -> Response:
         return denied
     snap, problem = None, None
     try:
-        snap = snapshot_for(settings)
+        snap = snapshot_for(settings, runs_limit=CHART_POINTS, versions_limit=CHART_POINTS)
     except StoreMissing:
         problem = "No online store yet: nothing has been published in this home."
     except Exception as exc:  # noqa: BLE001 - the page must say the store is down, not fail

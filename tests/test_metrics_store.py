@@ -127,8 +127,17 @@ def test_collector_exposes_pipeline_metrics(settings: Settings) -> None:
     assert m["sendtime_last_cycle_phase_seconds"] == {(("phase", "transform"),): 0.8}
     # latest validated cycle is i = 8 (success); validation failed at i = 3 and i = 7
     assert m["sendtime_validation_suite_failed"][(("suite", "customer_profiles"),)] == 0
-    assert m["sendtime_validation_failures_recent"][(("suite", "customer_profiles"),)] == 2
-    assert m["sendtime_validation_failures_recent"][(("suite", "products"),)] == 0
+    assert m["sendtime_validation_failures_total"][(("suite", "customer_profiles"),)] == 2
+    assert m["sendtime_validation_failures_total"][(("suite", "products"),)] == 0
+    assert m["sendtime_validation_runs_total"][(("suite", "products"),)] == statuses.count("success") + 2
+    # histograms over every finished cycle: 10 cycles, the failed ones (0.8 s) in the 1 s bucket
+    assert m["sendtime_cycle_duration_seconds_count"][()] == 10
+    assert m["sendtime_cycle_duration_seconds_bucket"][(("le", "1"),)] == statuses.count("failed")
+    assert m["sendtime_cycle_duration_seconds_bucket"][(("le", "+Inf"),)] == 10
+    assert m["sendtime_cycle_phase_duration_seconds_count"][(("phase", "transform"),)] == 10
+    assert m["sendtime_cycle_phase_duration_seconds_count"][(("phase", "publish"),)] == 10 - statuses.count("failed")
+    assert m["sendtime_cycle_phase_duration_seconds_sum"][(("phase", "read"),)] == pytest.approx(
+        0.1 * (10 - statuses.count("failed")))
     assert m["sendtime_last_success_timestamp_seconds"][()] > 0
 
 
@@ -160,6 +169,64 @@ def test_last_success_older_than_the_window(settings: Settings) -> None:
     snap2 = read_snapshot(engine, runs_limit=2)
     assert all(r.status == "failed" for r in snap2.runs)
     assert snap2.last_success_at == snap.last_success_at is not None
+
+
+def test_history_folds_final_runs_once_and_counts_the_rest_each_time(settings: Settings) -> None:
+    """Runs older than FOLD_AFTER are folded once; newer ones are counted on a copy, and an old
+    run still `running` is re-read by id until it is closed: the totals always equal a full read."""
+    from serving.metrics import RunHistory
+
+    now = utcnow()
+    seed_store(settings, cycles=6, fail_every=0, validation_fail_every=0, now=now - timedelta(hours=1))
+    engine = store.engine_for(settings)
+    history = RunHistory()
+    first = read_snapshot(engine, history=history, now=now)
+    assert history.by_status["success"].cycles == 6 and history.upto  # all six are old and final: folded
+    stuck = new_cycle_id(now - timedelta(minutes=30))  # a killed cycle, not closed yet
+    store.start_run(engine, stuck, now - timedelta(minutes=30), now)
+    for minutes in (20, 1):
+        cid = new_cycle_id(now - timedelta(minutes=minutes))
+        store.start_run(engine, cid, now - timedelta(minutes=minutes), now)
+        store.finish_run(engine, cid, status="success", ended_at=now - timedelta(minutes=minutes) + timedelta(seconds=2),
+                         phases={"transform": 2.0}, rows_changed=5)
+    second = read_snapshot(engine, history=history, now=now)
+    # the old final one (20 min) is folded past the stuck running row, which is remembered by id
+    assert history.by_status["success"].cycles == 7 and history.open_ids == {stuck}
+    assert second.run_totals["success"].cycles == 8 and second.run_totals["running"].cycles == 1
+    assert second.history.phases["transform"].n == 8
+    store.close_interrupted_runs(engine, now)  # the next cycle closes the killed one
+    third = read_snapshot(engine, history=history, now=now + timedelta(minutes=16))
+    fresh = read_snapshot(engine, history=RunHistory(), now=now + timedelta(minutes=16))
+    assert third.run_totals == fresh.run_totals and third.history.duration == fresh.history.duration
+    assert third.run_totals["failed"].cycles == 1 and "running" not in third.run_totals
+    assert history.by_status["success"].cycles == 8 and not history.open_ids  # all final now
+    assert first.last_success_at < third.last_success_at
+
+
+def test_ingest_totals_fold_old_batches_once(settings: Settings) -> None:
+    from serving.metrics import RunHistory
+
+    now = utcnow()
+    engine = store.engine_for(settings)
+    store.migrate(engine)
+
+    def batch(at: datetime, received: int, rejected: int, source: str = "events") -> None:
+        store.record_ingest_batch(engine, {"batch_id": new_batch_id(at), "source": source, "source_file": "f.jsonl",
+                                           "received": received, "accepted": received - rejected,
+                                           "rejected": rejected, "ingested_at": iso_z(at)})
+
+    batch(now - timedelta(hours=3), 100, 1)
+    batch(now - timedelta(hours=2), 50, 0, "customers")
+    batch(now - timedelta(minutes=5), 10, 2)
+    history = RunHistory()
+    first = {s.source: s for s in read_snapshot(engine, history=history, now=now).sources}
+    assert (first["events"].batches, first["events"].received, first["events"].rejected) == (2, 110, 3)
+    assert history.ingest["events"].received == 100  # only the old batch is folded
+    batch(now - timedelta(minutes=1), 5, 5)  # a collector request just now
+    second = {s.source: s for s in read_snapshot(engine, history=history, now=now).sources}
+    fresh = {s.source: s for s in read_snapshot(engine, history=RunHistory(), now=now).sources}
+    assert second == fresh
+    assert (second["events"].batches, second["events"].rejected, second["customers"].accepted) == (3, 8, 50)
 
 
 @pytest.mark.postgres

@@ -45,13 +45,18 @@ def build() -> dict:
     p.append(_panel(6, "Cycles by status (per hour)", "timeseries", (12, 5, 12, 8),
                     [("sum by (status) (increase(sendtime_cycles_total[1h]))", "{{status}}")],
                     options={"legend": {"displayMode": "table", "placement": "right"}}))
-    p.append(_panel(7, "Latest cycle: duration by phase", "timeseries", (0, 13, 12, 8),
-                    [("max by (phase) (sendtime_last_cycle_phase_seconds)", "{{phase}}"),
-                     ("max(sendtime_last_cycle_duration_seconds)", "total")], "s",
-                    fieldConfig={"defaults": {"unit": "s", "custom": {"stacking": {"mode": "none"}}}, "overrides": []}))
+    p.append(_panel(7, "Cycle duration by phase", "timeseries", (0, 13, 12, 8),
+                    [("max by (phase) (sendtime_last_cycle_phase_seconds)", "latest: {{phase}}"),
+                     ("max by (phase) (rate(sendtime_cycle_phase_duration_seconds_sum[15m])) / "
+                      "max by (phase) (rate(sendtime_cycle_phase_duration_seconds_count[15m]))", "15m mean: {{phase}}"),
+                     ("histogram_quantile(0.95, max by (le) (rate(sendtime_cycle_duration_seconds_bucket[1h])))",
+                      "p95 cycle (1h)")], "s",
+                    description="Latest finished cycle per phase, the 15-minute mean per phase, and the hourly p95 "
+                                "of whole cycles (pipeline metrics are the same on every node: max, not sum)."))
     p.append(_panel(8, "Validation", "timeseries", (12, 13, 12, 8),
-                    [("max by (suite) (sendtime_validation_suite_failed)", "{{suite}} failing"),
-                     ("max by (suite) (sendtime_validation_failures_recent)", "{{suite}} failures in last 100 cycles")]))
+                    [("max by (suite) (sendtime_validation_suite_failed)", "{{suite}} failing now"),
+                     ("max by (suite) (increase(sendtime_validation_failures_total[1h]))", "{{suite}} failed cycles / h"),
+                     ("max by (suite) (increase(sendtime_validation_runs_total[1h]))", "{{suite}} validated cycles / h")]))
     p.append(_panel(9, "Rows ingested and quarantined (per second)", "timeseries", (0, 21, 12, 8),
                     [("sum by (source) (rate(sendtime_rows_ingested_total[5m]))", "{{source}} accepted"),
                      ("sum by (source) (rate(sendtime_rows_quarantined_total[5m]))", "{{source}} quarantined")]))
