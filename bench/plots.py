@@ -8,7 +8,7 @@ Tolerant by design: a missing file is skipped, an unknown layout still gets the 
 - every numeric value whose key contains `ratio` -> one bar chart against the baseline (1.0);
 - every duration (`*_s`, `*_seconds`, `*_ms`) -> bar charts in seconds / milliseconds;
 - every list of objects with numeric fields (a series) -> a line chart of the first field
-  against the others.
+  against the others; every list of numbers -> a line chart by position.
 The API and publish results also get their own side-by-side charts. Prints what it wrote.
 """
 from __future__ import annotations
@@ -99,6 +99,15 @@ def duration_plots(name: str, data: dict, out: Path) -> list[Path]:
 def series_plots(name: str, data: dict, out: Path) -> list[Path]:
     written = []
     for path, value in leaves(data):
+        if isinstance(value, list) and len(value) >= 2 and all(_number(v) is not None for v in value):
+            fig, ax = plt.subplots(figsize=(8, 3.6))  # a plain list of numbers: one line by position
+            ax.plot(range(1, len(value) + 1), value, marker="." if len(value) > 30 else "o", color=OURS_COLOR)
+            ax.set_xlabel("sample")
+            ax.set_ylabel(path.rsplit(".", 1)[-1])
+            ax.grid(alpha=0.3)
+            ax.set_title(f"bench/{name}.py: {path}")
+            written.append(_save(fig, out / f"bench-{name}-{path.replace('.', '-').replace('_', '-')}.png"))
+            continue
         if not (isinstance(value, list) and len(value) >= 2 and all(isinstance(v, dict) for v in value)):
             continue
         keys = [k for k in value[0] if all(_number(row.get(k)) is not None for row in value)]
