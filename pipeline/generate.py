@@ -603,6 +603,16 @@ def _catalog_files(out: Path, rng: np.random.Generator, catalog: _Catalog) -> li
     return [path, update]
 
 
+def write_legacy_aliases(path: Path) -> Path:
+    """`LEGACY_ALIASES` as `alias,product_id` CSV: the generator's copy, and the dbt seed's source
+    (`python -c "from pipeline.generate import write_legacy_aliases as w; w('seeds/product_id_aliases.csv')"`)."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["alias", "product_id"])
+        w.writerows(sorted(LEGACY_ALIASES.items(), key=lambda kv: kv[1]))
+    return Path(path)
+
+
 def generate(out_dir: Path, *, customers: int, events: int, products: int, seed: int,
              events_format: str = "jsonl", end: datetime = GENERATOR_END) -> dict[str, list[Path]]:
     """Write source files under `out_dir`; returns source -> files in ingestion order."""
@@ -665,9 +675,6 @@ def generate(out_dir: Path, *, customers: int, events: int, products: int, seed:
     for sink in sinks:
         sink.close()
     product_paths = _catalog_files(out, rng, catalog)
-    with open(out / "product_id_aliases.csv", "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["alias", "product_id"])
-        w.writerows(sorted(LEGACY_ALIASES.items(), key=lambda kv: kv[1]))
+    write_legacy_aliases(out / "product_id_aliases.csv")
     return {"products": product_paths, "customers": paths["customers"], "orders": paths["orders"],
             "order_items": paths["order_items"], "events": event_paths}

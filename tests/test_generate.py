@@ -186,3 +186,11 @@ def test_csv_events_format(tmp_path: Path) -> None:
         assert tuple(next(csv.reader(fh))) == CSV_COLUMNS
     report = ingest_files(load_settings(tmp_path / "home", environ={}), "events", files["events"])
     assert report.accepted > 0.97 * report.received and report.rejected > 0
+
+
+def test_dbt_seed_holds_the_generator_aliases() -> None:
+    """seeds/product_id_aliases.csv (the dbt project's) must map every legacy id the generator writes."""
+    seed = Path(__file__).resolve().parents[1] / "seeds" / "product_id_aliases.csv"
+    with open(seed) as fh:
+        rows = {r["alias"].strip().upper(): r["product_id"] for r in csv.DictReader(fh)}
+    assert {a: p for a, p in rows.items() if a in LEGACY_ALIASES} == LEGACY_ALIASES
