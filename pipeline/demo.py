@@ -44,7 +44,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from pipeline.config import Settings, parse_duration
 from pipeline.errors import SendtimeError
 from pipeline.ids import utcnow
-from pipeline.logs import get_logger
+from pipeline.logs import get_logger, setup_logging
 
 log = get_logger(__name__)
 
@@ -452,6 +452,11 @@ def run_demo(settings: Settings, *, customers: int, events: int, every: str, por
         if state["signals"] == 1:
             raise _Stop(signum)
 
+    # this process's own JSON log (dbt, GX, the first cycle) goes to a file: the terminal shows
+    # the progress bars and the URLs
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    own_log = open(settings.log_dir / "demo.log", "a", encoding="utf-8")
+    setup_logging(settings.log_level, stream=own_log)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     children: list[Child] = []
     docs: DocsServer | None = None
@@ -513,6 +518,8 @@ def run_demo(settings: Settings, *, customers: int, events: int, every: str, por
             docs.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        setup_logging(settings.log_level)
+        own_log.close()
     if failure is not None:
         raise failure
     console.print("sendtime demo stopped; nothing is left running.")
@@ -530,7 +537,7 @@ def _print_ready(settings: Settings, base: str, docs: DocsServer, index: Path, k
         f"  dbt docs     http://{HOST}:{docs.port}/   (files: {index})",
         f"  API key      {key}   (scopes {', '.join(DEMO_SCOPES)}; shown once)",
         f"  scheduler    a cycle every {every} (pid {scheduler.proc.pid}); API pid {api.proc.pid}",
-        f"  logs         {api.log_path} and {scheduler.log_path}",
+        f"  logs         {settings.log_dir}/demo-api.log, demo-scheduler.log, demo.log",
         *([f"  traffic      a few sample events every {every} through POST {base}/api/v1/events"] if traffic else []),
         "",
         "Try it:",
