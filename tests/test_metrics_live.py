@@ -73,3 +73,38 @@ def test_restart_starts_from_a_clean_multiprocess_folder(tmp_path: Path) -> None
         assert not (stale / "counter_999999.db").exists()
         assert m["sendtime_http_requests_total"][(("method", "GET"), ("route", "/health"), ("status", "200"))] >= 1
         assert m["sendtime_published_version"][()] == 0  # migrated, empty store: no version yet
+
+
+def test_a_dead_workers_counts_are_kept(tmp_path: Path) -> None:
+    """gunicorn replaces a killed worker; the requests it served stay in the merged totals."""
+    import os
+    import signal
+    import time
+
+    from test_demo import descendants
+
+    home = tmp_path / "home"
+    home.mkdir()
+    key = (("method", "GET"), ("route", "/health"), ("status", "200"))
+    with SendtimeServer(home, workers=2) as srv:
+        with ThreadPoolExecutor(4) as pool:
+            assert sum(pool.map(_hit, [srv.url + "/health"] * 4)) == 100
+        before = srv.metrics()["sendtime_http_requests_total"][key]
+        workers = descendants(srv.proc.pid)
+        assert len(workers) == 2
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        served = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # gunicorn forks two new workers
+            if len(descendants(srv.proc.pid) - workers) == 2:
+                try:
+                    if srv.get("/health").status_code == 200:
+                        served += 1
+                        break
+                except requests.ConnectionError:
+                    pass
+            time.sleep(0.2)
+        assert served == 1
+        after = srv.metrics()["sendtime_http_requests_total"][key]
+        assert after == before + served  # the dead workers' counts are kept, nothing counted twice

@@ -107,3 +107,19 @@ def test_failed_expectations_show_names_and_counts_never_values() -> None:
         "expect_column_pair_values_a_to_be_greater_than_b (last_seen_at, first_seen_at): 1 unexpected",
         "expect_table_row_count_to_be_between"]
     assert _failed_expectations(None) == [] and _failed_expectations({"success": True}) == []
+
+
+@pytest.mark.postgres
+def test_status_and_metrics_on_a_postgresql_store(tmp_path: Path, pg_url: str) -> None:
+    """Several API nodes share a PostgreSQL store: the page and the pipeline metrics read it the same way."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"SENDTIME_ONLINE_STORE_URL": pg_url, "SENDTIME_STATUS_PAGE_ACCESS": "open"}
+    seed_store(load_settings(home, environ={"SENDTIME_ONLINE_STORE_URL": pg_url}), cycles=5, lag_seconds=60)
+    assert not (home / "online.sqlite").exists()
+    with SendtimeServer(home, workers=1, env=env) as srv:
+        html = srv.get("/status").text
+        assert 'id="chart-duration"' in html and html.count('<tr>\n    <td><code>') == 5
+        m = srv.metrics()
+        assert m["sendtime_store_up"][()] == 1 and sum(m["sendtime_cycles_total"].values()) == 5
+        assert 50 <= m["sendtime_freshness_lag_seconds"][()] <= 150
