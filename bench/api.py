@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -141,7 +142,8 @@ def wrk(url: str, script: str, seconds: int, connections: int, env: dict[str, st
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profiles", type=int, default=100_000)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -162,14 +164,16 @@ def main() -> None:
         bare_url, api_url = f"http://127.0.0.1:{bare_port}", server.url
         wrk(api_url, LUA_GET, 2, 16, {**env, "BENCH_KEY": key, "BENCH_PREFIX": "/api/v1/customers/"})  # warm
         runs = {"bare": [], "api": []}
-        for _ in range(2):
+        for _ in range(args.pairs):  # alternating pairs: a load change hits both sides of a pair
             runs["bare"].append(wrk(bare_url, LUA_GET, args.seconds, 16, {**env, "BENCH_PREFIX": "/bare/"}))
             runs["api"].append(wrk(api_url, LUA_GET, args.seconds, 16,
                                    {**env, "BENCH_KEY": key, "BENCH_PREFIX": "/api/v1/customers/"}))
-        bare_rps = sum(r["rps"] for r in runs["bare"]) / 2
-        api_rps = sum(r["rps"] for r in runs["api"]) / 2
+        bare_rps = statistics.median(r["rps"] for r in runs["bare"])
+        api_rps = statistics.median(r["rps"] for r in runs["api"])
+        pair_ratios = [a["rps"] / b["rps"] for a, b in zip(runs["api"], runs["bare"])]
         result["get"] = {"bare_rps": round(bare_rps), "api_rps": round(api_rps),
-                         "ratio": round(api_rps / bare_rps, 3),
+                         "ratio": round(statistics.median(pair_ratios), 3),
+                         "pair_ratios": [round(r, 3) for r in pair_ratios],
                          "api_p99_ms": max(r["p99_us"] for r in runs["api"]) / 1000,
                          "api_p50_ms": max(r["p50_us"] for r in runs["api"]) / 1000,
                          "bare_p99_ms": max(r["p99_us"] for r in runs["bare"]) / 1000,
@@ -193,6 +197,7 @@ def main() -> None:
         server.stop()
         bare.terminate()
         bare.wait(timeout=15)
+    result["cpu_per_request_us"] = cpu_per_request(home, key, args.profiles)
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
@@ -222,6 +227,50 @@ def _under_publishes(home: Path, api_url: str, key: str, env: dict[str, str], ar
     return {"publishes": len(versions), "profiles_per_publish": 10_000, "rps": run["rps"],
             "p99_ms": run["p99_us"] / 1000, "failed": run["failed"], "requests": run["requests"],
             "publish_seconds_max": round(max(publish_durations), 2), "seconds": seconds}
+
+
+def cpu_per_request(home: Path, key: str, n: int, requests: int = 5000) -> dict:
+    """CPU time (process_time, so other processes on the machine do not count) per request of the
+    WSGI apps called in-process: bare Flask, the API, and the API without the request-metrics
+    hooks of serving.metrics. No HTTP server or client: the app's own cost, noise-resistant."""
+    from flask import Flask, jsonify
+    from werkzeug.test import EnvironBuilder
+
+    from serving.app import create_app
+
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-prom-"))
+    bare = Flask("bare")
+    bare.add_url_rule("/bare/<customer_id>", "bare", lambda customer_id: jsonify(
+        {"customer_id": customer_id, "status": "ok"}))
+    api = create_app(load_settings(home, environ={}))
+    rng = random.Random(3)
+    ids = [f"c{rng.randrange(n):06d}" for _ in range(1000)]
+    auth = {"Authorization": f"Bearer {key}"}
+    api_envs = [EnvironBuilder(path=f"/api/v1/customers/{i}", headers=auth).get_environ() for i in ids]
+    bare_envs = [EnvironBuilder(path=f"/bare/{i}", headers=auth).get_environ() for i in ids]
+
+    def per_request(app: Flask, envs: list[dict]) -> float:
+        start = time.process_time()
+        for i in range(requests):
+            for _chunk in app.wsgi_app(dict(envs[i % len(envs)]), lambda *a, **k: None):
+                pass
+        return (time.process_time() - start) / requests * 1e6
+
+    saved = os.dup(2)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # the API's request log lines
+    try:
+        out = {"bare": [], "api": [], "api_without_request_metrics": []}
+        for _ in range(3):
+            out["bare"].append(per_request(bare, bare_envs))
+            out["api"].append(per_request(api, api_envs))
+        for key_ in ("before_request_funcs", "after_request_funcs"):
+            funcs = getattr(api, key_)
+            funcs[None] = [f for f in funcs.get(None, []) if f.__module__ != "serving.metrics"]
+        for _ in range(3):
+            out["api_without_request_metrics"].append(per_request(api, api_envs))
+    finally:
+        os.dup2(saved, 2)
+    return {k: round(min(v), 1) for k, v in out.items()}
 
 
 def _wait(url: str) -> None:

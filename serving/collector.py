@@ -30,6 +30,8 @@ class EventIndex:
     def claim(self, ids: Iterable[str]) -> set[str]:
         unique = list(dict.fromkeys(ids))
         new: set[str] = set()
+        if not unique:
+            return new
         with self.engine.begin() as conn:
             for start in range(0, len(unique), _CHUNK):
                 chunk = unique[start:start + _CHUNK]
