@@ -6,7 +6,8 @@ The warehouse is a real DuckDB file with the marts of docs/architecture.md, writ
 = serialize every body once (+ etag, email hash) and upsert profiles, recommendations and products
 in one transaction (`pipeline.publish.publish`). Baseline, side by side on the same store: a bare
 executemany of the same already-serialized rows into an empty table (plain INSERT: no upsert, no
-serialization). Also: a second publish where every row conflicts (the update path).
+serialization). Also: a second publish where every row conflicts (the update path), and the
+cost of reading the changes (bodies built by DuckDB) and of validating them (GX), for context.
 """
 from __future__ import annotations
 
@@ -90,6 +91,14 @@ def measure(url: str, warehouse: Path, n: int) -> dict:
     changes = publish.read_changes(warehouse, None, AS_OF)
     read_seconds = time.perf_counter() - started
     assert len(changes.profile_bodies) == n
+    from pipeline.validate import validate_changes
+
+    started = time.perf_counter()
+    first_report = validate_changes(changes, AS_OF)  # includes GX's one-time import and context
+    validate_first = time.perf_counter() - started
+    started = time.perf_counter()
+    assert validate_changes(changes, AS_OF).success and first_report.success
+    validate_warm = time.perf_counter() - started
 
     started = time.perf_counter()
     first = publish.publish(engine, changes, cycle_id="c1", as_of=AS_OF, newest_ingested_at=None)
@@ -104,6 +113,8 @@ def measure(url: str, warehouse: Path, n: int) -> dict:
     engine.dispose()
     return {
         "read_changes_s": round(read_seconds, 3),
+        "validate_first_s": round(validate_first, 3),
+        "validate_warm_s": round(validate_warm, 3),
         "publish_new_s": round(insert_seconds, 3),
         "publish_new_serialize_s": round(first.serialize_seconds, 3),
         "publish_new_write_s": round(first.write_seconds, 3),

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import pytest
 from sqlalchemy import select
 
 from pipeline import store
@@ -136,9 +137,20 @@ def test_a_cycle_publishes_validated_profiles_and_logs_itself(cli, home, tmp_pat
     assert not [e for e in emails if e in logs]
 
 
-def test_failed_validation_keeps_the_last_state_until_a_good_cycle(cli, home, tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_env(request) -> dict[str, str]:
+    """The online store of a test: the default SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return {}
+    return {"SENDTIME_ONLINE_STORE_URL": request.getfixturevalue("pg_url")}
+
+
+def test_failed_validation_keeps_the_last_state_until_a_good_cycle(home, tmp_path, store_env):
+    from conftest import Cli
+
+    cli = Cli(home, store_env)
     load_sample(home, tmp_path / "gen")
-    settings = load_settings(home, environ={})
+    settings = load_settings(home, environ=store_env)
     assert run(cli)["status"] == "success"
     before = store_state(settings)
 
