@@ -30,7 +30,7 @@
     {#- '' before the first committed cycle and during a full refresh -#}
     {#- ref() before the execute guard, so parsing records the dependency -#}
     {%- set cycles = ref('int_cycles_registered') -%}
-    {%- if not execute or flags.FULL_REFRESH -%}{{ return('') }}{%- endif -%}
+    {%- if not execute or flags.FULL_REFRESH or load_relation(cycles) is none -%}{{ return('') }}{%- endif -%}
     {%- set found = run_query("select coalesce(max(cycle_id), '') from " ~ cycles ~ " where is_committed") -%}
     {{ return(found.columns[0].values()[0]) }}
 {%- endmacro %}

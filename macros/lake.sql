@@ -34,6 +34,7 @@
     {#- ref() before the execute guard, so parsing records the dependency -#}
     {%- set batches = ref('int_lake_batches_registered') -%}
     {%- if not execute -%}{{ return('true') }}{%- endif -%}
+    {%- if load_relation(batches) is none -%}{{ return('false') }}{%- endif -%}
     {%- set bounds = run_query(
         "select min(_ingested_at), count(*) from " ~ batches
         ~ " where lake_table = '" ~ table_name ~ "' and _cycle_id = '" ~ cycle_id() ~ "'"

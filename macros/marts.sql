@@ -12,7 +12,7 @@
 {% macro is_refresh_cycle() -%}
     {#- python bool: does this cycle refresh the item associations and product popularity? -#}
     {%- set cycles = ref('int_cycles_registered') -%}
-    {%- if not execute -%}{{ return(false) }}{%- endif -%}
+    {%- if not execute or load_relation(cycles) is none -%}{{ return(false) }}{%- endif -%}
     {%- set found = run_query("select refreshes_associations from " ~ cycles ~ " where cycle_id = '" ~ cycle_id() ~ "'") -%}
     {{ return(found.rows | length > 0 and found.columns[0].values()[0]) }}
 {%- endmacro %}

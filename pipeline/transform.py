@@ -113,15 +113,16 @@ def _warehouse_state(settings: Settings) -> tuple[set[str], bool, datetime | Non
 def _selection(settings: Settings, full_refresh: bool, refresh_associations: bool | None) -> list[str]:
     """Which nodes this cycle builds (docs/models.md, "What a cycle runs").
 
-    A full rebuild builds everything but the unit tests (CI runs those). A cycle builds the models
-    and the tests tagged every_cycle (the marts' keys; the staging and intermediate tests scan
-    lake-sized tables, so they run in full rebuilds and analysts' builds). Seeds load again only
+    A full rebuild builds every seed and model; a cycle builds the models. Both run the tests tagged
+    every_cycle (the marts' keys): the other data tests scan lake-sized tables (a staging test
+    parses the whole lake), so they run in analysts' `dbt build` and CI. Seeds load again only
     when their files changed, views only when the project or the set of lake tables changed. When
     no lake file arrived, the last cycle committed and no refresh is due, only the models that can
     still change run (lifecycle_stage moves with as_of).
     """
     if full_refresh:
-        return ["--exclude", "test_type:unit"]
+        return ["--select", "resource_type:model", "resource_type:seed", "tag:every_cycle",
+                "--indirect-selection", "empty"]
     home = str(settings.home)
     state = _warehouse_state(settings)
     seeds_changed = state is None or _SEEDS_BUILT.get(home) != _signature(("seeds",))

@@ -70,3 +70,20 @@ def test_dbt_unit_tests_pass(settings):
     assert result.success, [(r.node.name, r.message) for r in result.result.results if r.status != "pass"]
     names = {r.node.name for r in result.result.results if r.node.resource_type == "unit_test"}
     assert len(names) >= 8, names
+
+
+def test_every_data_test_passes_on_generated_data(settings, tmp_path):
+    """What an analyst's `dbt build` runs (every data test, staging ones included) on messy data."""
+    from pipeline.generate import generate
+    from pipeline.ingest import ingest_files
+
+    files = generate(tmp_path / "generated", customers=60, events=2000, products=30, seed=5)
+    for source, paths in files.items():
+        ingest_files(settings, source, paths)
+    with transform._Environment(settings):
+        result = dbtRunner().invoke(["build", *transform._flags(settings), "--exclude", "test_type:unit"])
+        transform._release_warehouse()
+    failed = [(r.node.name, r.message) for r in result.result.results if r.status not in ("pass", "success")]
+    assert result.success and not failed, failed
+    tests = [r for r in result.result.results if r.node.resource_type == "test"]
+    assert len(tests) > 60

@@ -49,7 +49,8 @@ new_links as (
 
     select
         earliest_links.*,
-        {{ 'current_links.customer_id' if is_incremental() else 'cast(null as ' ~ dbt.type_string() ~ ')' }} as previous_customer_id
+        {{ 'current_links.customer_id' if is_incremental() else 'cast(null as ' ~ dbt.type_string() ~ ')' }}
+            as previous_customer_id
     from earliest_links
     {%- if is_incremental() %}
     left join current_links

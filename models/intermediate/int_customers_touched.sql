@@ -47,7 +47,10 @@ products as (
 
 of_new_events as (
 
-    select customer_id, 'event' as reason from events
+    select
+        customer_id,
+        'event' as reason
+    from events
     where {{ changed_in_this_cycle() }}
 
 ),
@@ -55,31 +58,46 @@ of_new_events as (
 of_new_links as (
 
     {#- a new login re-attributes old anonymous events: both the new and the old owner change -#}
-    select customer_id, 'identity_link' as reason from identity_links
+    select
+        customer_id,
+        'identity_link' as reason
+    from identity_links
     where {{ changed_in_this_cycle() }}
 
     union all
 
-    select previous_customer_id, 'identity_link' as reason from identity_links
+    select
+        previous_customer_id,
+        'identity_link' as reason
+    from identity_links
     where {{ changed_in_this_cycle() }}
 
 ),
 
 of_crm_changes as (
 
-    select customer_id, 'crm' as reason from customers
+    select
+        customer_id,
+        'crm' as reason
+    from customers
     where {{ changed_in_this_cycle() }}
 
 ),
 
 of_order_changes as (
 
-    select customer_id, 'order' as reason from orders
+    select
+        customer_id,
+        'order' as reason
+    from orders
     where {{ changed_in_this_cycle() }}
 
     union all
 
-    select previous_customer_id, 'order' as reason from orders
+    select
+        previous_customer_id,
+        'order' as reason
+    from orders
     where {{ changed_in_this_cycle() }}
 
 ),
@@ -93,7 +111,9 @@ changed_items as (
 
 of_order_item_changes as (
 
-    select orders.customer_id, 'order_item' as reason
+    select
+        orders.customer_id,
+        'order_item' as reason
     from changed_items
     inner join orders
         on
@@ -114,7 +134,10 @@ recategorized_products as (
 of_recategorized_products as (
 
     {#- category affinity follows the current catalog -#}
-    select customer_id, 'catalog' as reason from events
+    select
+        customer_id,
+        'catalog' as reason
+    from events
     where product_id in (select recategorized_products.product_id from recategorized_products)
 
 ),

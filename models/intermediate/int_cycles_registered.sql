@@ -4,7 +4,7 @@
 {%- set is_full = flags.FULL_REFRESH or not is_incremental() %}
 {#- a full rebuild always refreshes the associations; a forced var wins; else the schedule decides -#}
 {%- if is_full %}
-    {%- set refresh_decision = 'true' %}
+{%- set refresh_decision = 'true' %}
 {%- elif forced is not none and forced | string | lower not in ['', 'none', 'null'] %}
     {%- set refresh_decision = 'true' if forced | string | lower in ['true', '1', 'yes'] else 'false' %}
 {%- else %}

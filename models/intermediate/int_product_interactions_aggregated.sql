@@ -76,7 +76,10 @@ order_interactions as (
     select
         counted_orders.customer_id,
         order_items.product_id,
-        (select event_signals.weight from event_signals where event_signals.event_type = 'purchase') as weight,
+        (
+            select event_signals.weight from event_signals
+            where event_signals.event_type = 'purchase'
+        ) as weight,
         counted_orders.created_at as interacted_at,
         true as is_ordered
     from order_items

@@ -89,7 +89,8 @@ new_products as (
 
     select
         latest_ingested.*,
-        {{ 'current_products.category' if is_incremental() else 'cast(null as ' ~ dbt.type_string() ~ ')' }} as previous_category
+        {{ 'current_products.category' if is_incremental() else 'cast(null as ' ~ dbt.type_string() ~ ')' }}
+            as previous_category
     from latest_ingested
     {%- if is_incremental() %}
     left join current_products

@@ -86,10 +86,11 @@ recomputed_customers as (
     union
 
     select customer_id from stored_recommendations
-    where product_id in (
-        select products.product_id from products
-        where products._cycle_id = '{{ cycle_id() }}'
-    )
+    where
+        product_id in (
+            select products.product_id from products
+            where products._cycle_id = '{{ cycle_id() }}'
+        )
 
     {% if is_refresh_cycle() %}
     union
@@ -110,7 +111,10 @@ recomputed_customers as (
 eligible_customers as (
 
     select customer_id from recomputed_customers
-    where customer_id not in (select customers.customer_id from customers where customers.is_deleted)
+    where customer_id not in (
+        select customers.customer_id from customers
+        where customers.is_deleted
+    )
 
 ),
 
@@ -130,7 +134,10 @@ customer_interactions as (
 
 ordered_products as (
 
-    select customer_id, product_id from customer_interactions
+    select
+        customer_id,
+        product_id
+    from customer_interactions
     where is_ordered
 
 ),
@@ -142,6 +149,7 @@ association_evidence as (
         customer_interactions.customer_id,
         associations.associated_product_id as product_id,
         {#- decimals: the sum is exact in any order, so a rebuild ranks exactly like a cycle -#}
+        
         cast(customer_interactions.strength as decimal(9, 2))
         * cast(associations.association_score as decimal(18, 9)) as evidence
     from customer_interactions
@@ -169,7 +177,7 @@ association_candidates as (
     where
         product_id in (select in_stock_products.product_id from in_stock_products)
         and not exists (
-            select 1 from ordered_products
+            select ordered_products.product_id from ordered_products
             where
                 ordered_products.customer_id = association_evidence.customer_id
                 and ordered_products.product_id = association_evidence.product_id
@@ -198,13 +206,13 @@ category_candidates as (
         affinity.customer_id in (select eligible_customers.customer_id from eligible_customers)
         and affinity.category_rank <= 3
         and not exists (
-            select 1 from ordered_products
+            select ordered_products.product_id from ordered_products
             where
                 ordered_products.customer_id = affinity.customer_id
                 and ordered_products.product_id = in_stock_products.product_id
         )
         and not exists (
-            select 1 from association_candidates
+            select association_candidates.product_id from association_candidates
             where
                 association_candidates.customer_id = affinity.customer_id
                 and association_candidates.product_id = in_stock_products.product_id
@@ -283,7 +291,11 @@ new_lists as (
 
     select
         customer_id,
-        {{ dbt.listagg("recommendation_rank || ':' || product_id || ':' || score || ':' || reason", "'|'", 'order by recommendation_rank') }} as signature
+        {{ dbt.listagg(
+            "recommendation_rank || ':' || product_id || ':' || score || ':' || reason",
+            "'|'",
+            'order by recommendation_rank',
+        ) }} as signature
     from new_recommendations
     group by customer_id
 
@@ -293,7 +305,8 @@ stored_lists as (
 
     select
         customer_id,
-        {{ dbt.listagg("rank || ':' || product_id || ':' || score || ':' || reason", "'|'", 'order by rank') }} as signature
+        {{ dbt.listagg("rank || ':' || product_id || ':' || score || ':' || reason", "'|'", 'order by rank') }}
+            as signature
     from stored_recommendations
     where customer_id in (select recomputed_customers.customer_id from recomputed_customers)
     group by customer_id
@@ -315,7 +328,7 @@ final as (
         new_recommendations.score,
 
         ---------- booleans
-        new_lists.signature is distinct from stored_lists.signature as has_changed
+        (new_lists.signature is distinct from stored_lists.signature) as has_changed
 
     from new_recommendations
     inner join new_lists

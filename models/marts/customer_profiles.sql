@@ -105,7 +105,8 @@ customer_orders as (
 profile_customers as (
 
     {#- a CRM delete erases the customer, whatever events or orders still mention them -#}
-    select customer_id from crm_customers where not is_deleted
+    select customer_id from crm_customers
+    where not is_deleted
     union
     select customer_id from customer_events
     union
@@ -113,7 +114,8 @@ profile_customers as (
 
     except
 
-    select customer_id from crm_customers where is_deleted
+    select customer_id from crm_customers
+    where is_deleted
 
 ),
 
