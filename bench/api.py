@@ -231,8 +231,9 @@ def _under_publishes(home: Path, api_url: str, key: str, env: dict[str, str], ar
 
 def cpu_per_request(home: Path, key: str, n: int, requests: int = 5000) -> dict:
     """CPU time (process_time, so other processes on the machine do not count) per request of the
-    WSGI apps called in-process: bare Flask, the API, and the API without the request-metrics
-    hooks of serving.metrics. No HTTP server or client: the app's own cost, noise-resistant."""
+    WSGI apps called in-process: bare Flask; the API's GET profile (answered by serving/fastpath.py);
+    the same request through the Flask view (a query string routes it there); and that Flask path
+    without serving.metrics' request hooks. No HTTP server or client: the apps' own cost."""
     from flask import Flask, jsonify
     from werkzeug.test import EnvironBuilder
 
@@ -246,28 +247,33 @@ def cpu_per_request(home: Path, key: str, n: int, requests: int = 5000) -> dict:
     rng = random.Random(3)
     ids = [f"c{rng.randrange(n):06d}" for _ in range(1000)]
     auth = {"Authorization": f"Bearer {key}"}
-    api_envs = [EnvironBuilder(path=f"/api/v1/customers/{i}", headers=auth).get_environ() for i in ids]
-    bare_envs = [EnvironBuilder(path=f"/bare/{i}", headers=auth).get_environ() for i in ids]
 
-    def per_request(app: Flask, envs: list[dict]) -> float:
+    def envs(template: str) -> list[dict]:
+        return [EnvironBuilder(path=template.format(i), headers=auth).get_environ() for i in ids]
+
+    api_envs, flask_envs = envs("/api/v1/customers/{}"), envs("/api/v1/customers/{}?via=flask")
+    bare_envs = envs("/bare/{}")
+
+    def per_request(app: Flask, environs: list[dict]) -> float:
         start = time.process_time()
         for i in range(requests):
-            for _chunk in app.wsgi_app(dict(envs[i % len(envs)]), lambda *a, **k: None):
+            for _chunk in app.wsgi_app(dict(environs[i % len(environs)]), lambda *a, **k: None):
                 pass
         return (time.process_time() - start) / requests * 1e6
 
     saved = os.dup(2)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # the API's request log lines
     try:
-        out = {"bare": [], "api": [], "api_without_request_metrics": []}
+        out = {"bare": [], "api": [], "api_flask_path": [], "api_flask_path_without_request_metrics": []}
         for _ in range(3):
             out["bare"].append(per_request(bare, bare_envs))
             out["api"].append(per_request(api, api_envs))
-        for key_ in ("before_request_funcs", "after_request_funcs"):
-            funcs = getattr(api, key_)
+            out["api_flask_path"].append(per_request(api, flask_envs))
+        for hooks in ("before_request_funcs", "after_request_funcs"):
+            funcs = getattr(api, hooks)
             funcs[None] = [f for f in funcs.get(None, []) if f.__module__ != "serving.metrics"]
         for _ in range(3):
-            out["api_without_request_metrics"].append(per_request(api, api_envs))
+            out["api_flask_path_without_request_metrics"].append(per_request(api, flask_envs))
     finally:
         os.dup2(saved, 2)
     return {k: round(min(v), 1) for k, v in out.items()}

@@ -10,6 +10,7 @@ import ipaddress
 import re
 import secrets
 import time
+from typing import Callable
 
 import orjson
 from flask import Flask, Response, g, request
@@ -20,6 +21,7 @@ from pipeline.config import Settings, load_settings
 from pipeline.errors import SendtimeError
 from serving.api import events, health, profiles
 from serving.auth import authenticate_prefetching, require_scope
+from serving.fastpath import ProfileFastPath
 from serving.openapi import build_openapi
 from serving.problems import Problem, problem_response
 from serving.ratelimit import per_worker, retry_after_header
@@ -57,11 +59,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(events.bp, url_prefix=API_PREFIX)
     app.register_blueprint(health.bp)
     app.register_blueprint(health.bp, url_prefix=API_PREFIX, name="health_v1")
-    _observability(app)
+    observe = _observability(app)
     _install_hooks(app, api)
     _install_error_handlers(app)
     # built from the app's own URL map, so the document and the routes cannot drift apart
     app.extensions["sendtime.openapi"] = orjson.dumps(build_openapi(app, settings))
+    # the hottest request skips Flask's machinery (serving/fastpath.py); all else goes through Flask
+    rule = next(r.rule for r in app.url_map.iter_rules() if r.endpoint == _PREFETCH)
+    app.wsgi_app = ProfileFastPath(app.wsgi_app, api, rule, _REQUEST_ID, observe)
     return app
 
 
@@ -74,12 +79,25 @@ class CustomerIdConverter(BaseConverter):
     part_isolating = True  # one path segment: keeps Werkzeug's fast state-machine matching
 
 
-def _observability(app: Flask) -> None:
-    """/metrics and the request metrics (serving.metrics), /status (serving.status)."""
+def _observability(app: Flask) -> Callable[[str, str, int, float], None]:
+    """/metrics and the request metrics (serving.metrics), /status (serving.status). Returns the
+    function that counts a request answered outside Flask (the fast path) in the same metrics."""
     from serving import metrics, status  # they import serving.web: imported here, not at the top
 
     metrics.init_app(app)
     app.register_blueprint(status.bp)
+    public = getattr(metrics, "observe_request", None)
+    if public is not None:
+        return public
+
+    def observe(route: str, method: str, status_code: int, seconds: float) -> None:
+        # the counter and histogram serving.metrics' own Flask hooks update, with the same labels
+        counters = metrics._get_request_metrics()
+        labels = (metrics.route_template(route), method, str(status_code))
+        counters.requests.labels(*labels).inc()
+        counters.latency.labels(*labels).observe(seconds)
+
+    return observe
 
 
 def _install_hooks(app: Flask, api: ApiState) -> None:

@@ -70,8 +70,10 @@ def etag_of(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:32]
 
 
-def _matches(header: str, etag: str) -> bool:
+def etag_matches(header: str, etag: str) -> bool:
     """If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/ prefixes are ignored."""
+    if header == f'"{etag}"':
+        return True
     for candidate in header.split(","):
         candidate = candidate.strip()
         if candidate == "*":
@@ -88,7 +90,7 @@ def cacheable(body: bytes | str, etag: str) -> Response:
     quoted = f'"{etag}"'
     headers = [("ETag", quoted), ("Cache-Control", state().cache_control)]
     inm = request.environ.get("HTTP_IF_NONE_MATCH")
-    if inm and (inm == quoted or _matches(inm, etag)):
+    if inm and etag_matches(inm, etag):
         return Response(status=304, headers=headers)
     return Response(body, headers=headers, mimetype=JSON)
 

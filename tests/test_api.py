@@ -58,6 +58,30 @@ def test_full_profile_is_the_published_body(api):
     assert r.headers["ETag"].startswith('"') and r.headers["ETag"].endswith('"')
 
 
+def test_fast_path_and_flask_path_answer_the_same(api):
+    """GET /customers/{id} without a query string is answered below Flask (serving/fastpath.py);
+    with any query string it goes through the Flask view: both must give the same answer."""
+    server, key, _ = api
+    fast = server.get("/api/v1/customers/c1", key, headers={"X-Request-Id": "same-1"})
+    slow = server.get("/api/v1/customers/c1?unrelated=1", key, headers={"X-Request-Id": "same-1"})
+    assert fast.status_code == slow.status_code == 200 and fast.content == slow.content
+    for name in ("Content-Type", "ETag", "Cache-Control", "X-Sendtime-Version", "X-Request-Id", "Content-Length"):
+        assert fast.headers[name] == slow.headers[name], name
+    etag = {"If-None-Match": fast.headers["ETag"]}
+    fast304 = server.get("/api/v1/customers/c1", key, headers=etag)
+    slow304 = server.get("/api/v1/customers/c1?unrelated=1", key, headers=etag)
+    assert fast304.status_code == slow304.status_code == 304
+    for name in ("ETag", "Cache-Control", "X-Sendtime-Version"):
+        assert fast304.headers[name] == slow304.headers[name], name
+    # every other outcome of the route is Flask's: the same problems as with a query string
+    assert server.get("/api/v1/customers/nobody", key).json()["type"].endswith("/not-found")
+    assert server.get("/api/v1/customers/c1", "st_bad").status_code == 401
+    assert server.get("/api/v1/customers/caf\u00e9", key).status_code == 404  # non-ASCII: Flask path
+    metrics = server.get("/metrics").text
+    assert 'sendtime_http_requests_total{method="GET",route="/api/v1/customers/<customer_id>",status="200"}' in metrics
+    assert 'route="/api/v1/customers/<customer_id>",status="304"' in metrics
+
+
 def test_projection_keeps_only_the_fields_asked(api):
     server, key, _ = api
     r = server.get("/api/v1/customers/c1?fields=lifetime_value,email,email", key)
