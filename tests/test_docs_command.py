@@ -59,3 +59,12 @@ def test_docs_after_a_cycle_list_every_model(cli, home: Path) -> None:
     materialized = {name for name, n in models.items() if n["config"]["materialized"] != "ephemeral"}
     assert materialized <= in_catalog, materialized - in_catalog
     assert not catalog.get("errors")
+
+
+def test_docs_on_a_fresh_home(cli, home: Path) -> None:
+    """An analyst may run `sendtime docs` before any data arrived: the lineage is there already."""
+    result = cli("docs")
+    index = _index_from(result.stdout)
+    assert index.is_file() and index.is_relative_to(home)
+    manifest = json.loads((index.parent / "manifest.json").read_text())
+    assert {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"} == MODELS
