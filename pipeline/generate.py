@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 GENERATOR_END = datetime(2026, 11, 25)  # fixed, so output never depends on the clock
 WINDOW_DAYS = 180
 EVENTS_PER_FILE = 1_000_000
-EVENTS_PER_PART = 250_000  # rows built in memory at once
+EVENTS_PER_PART = 100_000  # rows built in memory at once (bounds the generator's memory)
 
 LEGACY_ALIAS_EVERY = 5
 LEGACY_ALIAS_MAX = 1000
