@@ -108,3 +108,14 @@ def test_a_dead_workers_counts_are_kept(tmp_path: Path) -> None:
         assert served == 1
         after = srv.metrics()["sendtime_http_requests_total"][key]
         assert after == before + served  # the dead workers' counts are kept, nothing counted twice
+
+
+def test_ip_allowlist_closes_metrics_and_status_but_not_probes(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"SENDTIME_IP_ALLOWLIST": "10.0.0.0/8", "SENDTIME_STATUS_PAGE_ACCESS": "open"}
+    with SendtimeServer(home, workers=1, env=env) as srv:  # the test connects from 127.0.0.1
+        for path in ("/metrics", "/status"):
+            response = srv.get(path)
+            assert response.status_code == 403 and response.json()["type"].endswith("/ip-not-allowed"), path
+        assert srv.get("/health").status_code == 200
