@@ -276,6 +276,21 @@ def test_docs_example_renders_templates_from_merge_fields(api):
     assert sparse.stdout.splitlines() == ["Hi there,", "Hi there,"]
 
 
+def test_the_server_holds_no_read_snapshot_between_requests(api):
+    """A full WAL checkpoint (TRUNCATE) needs every reader to be outside a read transaction: it
+    succeeds while the server is up and has just served every kind of read."""
+    import sqlite3
+
+    server, key, settings = api
+    for path in ("/api/v1/customers/c1", "/api/v1/customers/c1?fields=email", "/api/v1/customers/c1/merge-fields",
+                 "/api/v1/customers/c1/recommendations", "/ready"):
+        assert server.get(path, key).status_code == 200
+    assert server.post("/api/v1/customers/batch", key, json={"customer_ids": ["c1"]}).status_code == 200
+    with sqlite3.connect(settings.home / "online.sqlite", timeout=5) as conn:
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0
+
+
 def test_new_publish_is_served_without_restart(api):
     """Runs last in this module: it publishes a new version."""
     server, key, settings = api
