@@ -8,8 +8,7 @@ import re
 import pytest
 
 from conftest import ROOT
-from pipeline.config import load_settings
-from test_metrics_store import SendtimeServer, seed_store
+from test_metrics_store import SendtimeServer, seeded_home
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "sendtime.json"
 # a PromQL identifier followed by a label matcher, a range, an operator, a paren or the end;
@@ -39,10 +38,7 @@ def test_metric_name_extraction() -> None:
 
 @pytest.fixture(scope="module")
 def live_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    home = tmp_path_factory.mktemp("grafana") / "home"
-    home.mkdir()
-    seed_store(load_settings(home, environ={}), cycles=8)
-    with SendtimeServer(home, workers=2) as srv:
+    with SendtimeServer(seeded_home(tmp_path_factory, "grafana", cycles=8), workers=2) as srv:
         srv.get("/health")
         srv.get("/api/v1/customers/c1")  # a 401: request metrics exist for several statuses
         return set(srv.metrics())

@@ -8,16 +8,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.config import load_settings
-from test_metrics_store import SendtimeServer, seed_store
+from test_metrics_store import SendtimeServer, seeded_home
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("metrics") / "home"
-    home.mkdir()
-    seed_store(load_settings(home, environ={}), cycles=8, lag_seconds=120)
-    with SendtimeServer(home, workers=2) as srv:
+    with SendtimeServer(seeded_home(tmp_path_factory, "metrics", cycles=8, lag_seconds=120), workers=2) as srv:
         yield srv
 
 

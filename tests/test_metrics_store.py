@@ -75,6 +75,14 @@ def seed_store(settings: Settings, *, cycles: int = 12, lag_seconds: float = 90.
     return {"statuses": statuses, "versions": version}
 
 
+def seeded_home(factory: pytest.TempPathFactory, name: str, **seed: Any) -> Path:
+    """A fresh SENDTIME_HOME with `seed_store(**seed)` history, for module-scoped servers."""
+    home = factory.mktemp(name) / "home"
+    home.mkdir()
+    seed_store(load_settings(home, environ={}), **seed)
+    return home
+
+
 def _planned(cycles: int, fail_every: int, validation_fail_every: int) -> list[str]:
     out = []
     for i in range(cycles):
@@ -242,6 +250,17 @@ def test_snapshot_on_postgresql(home, pg_url: str) -> None:
 
 # --------------------------------------------------------------------------- a real server
 
+def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL after `timeout`; always reaped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class SendtimeServer:
     """`sendtime serve` as a subprocess on a free port (gunicorn, several workers), as in production."""
 
@@ -284,13 +303,7 @@ class SendtimeServer:
         return out
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log_file.close()
 
     def __enter__(self) -> "SendtimeServer":

@@ -15,8 +15,7 @@ import requests
 import yaml
 
 from conftest import ROOT, free_port
-from pipeline.config import load_settings
-from test_metrics_store import SendtimeServer, seed_store
+from test_metrics_store import SendtimeServer, seeded_home, stop_process
 
 DEPLOY = ROOT / "deploy" / "prometheus"
 PROMETHEUS = "/usr/bin/prometheus"
@@ -80,22 +79,14 @@ class Prometheus:
         raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("prom") / "home"
-    home.mkdir()
     # the newest published data is two hours old: both freshness alerts must become active
-    seed_store(load_settings(home, environ={}), cycles=6, lag_seconds=7200)
-    with SendtimeServer(home, workers=2) as srv:
+    with SendtimeServer(seeded_home(tmp_path_factory, "prom", cycles=6, lag_seconds=7200), workers=2) as srv:
         prom = Prometheus(tmp_path_factory.mktemp("promdata"), f"127.0.0.1:{srv.port}")
         try:
             yield srv, prom
