@@ -173,7 +173,23 @@ def publish_plot(data: dict, out: Path) -> Path | None:
     return _save(fig, out / "bench-publish.png")
 
 
-SPECIFIC = {"api": api_plot, "publish": publish_plot}
+def scheduler_rss_plot(data: dict, out: Path) -> Path | None:
+    series = data.get("series")
+    if not (isinstance(series, list) and len(series) >= 2 and all(_number(v) is not None for v in series)):
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.plot(range(1, len(series) + 1), series, color=OURS_COLOR, marker=".")
+    ax.set_ylim(0, max(series) * 1.15)  # from zero: the growth is shown at its true scale
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("scheduler RSS (MB)")
+    ax.grid(alpha=0.3)
+    growth = data.get("growth_last_vs_10th")
+    ax.set_title(f"bench/scheduler_rss.py: {len(series)} cycles every {data.get('every', '?')}"
+                 + (f", last / 10th = {growth}" if _number(growth) is not None else ""))
+    return _save(fig, out / "bench-scheduler-rss.png")
+
+
+SPECIFIC = {"api": api_plot, "publish": publish_plot, "scheduler_rss": scheduler_rss_plot}
 
 
 def plot_all(in_dir: Path, out_dir: Path) -> list[Path]:
@@ -187,12 +203,14 @@ def plot_all(in_dir: Path, out_dir: Path) -> list[Path]:
         if not isinstance(data, dict):
             continue
         name = path.stem
-        if name in SPECIFIC and (chart := SPECIFIC[name](data, out_dir)) is not None:
-            written.append(chart)
+        specific = SPECIFIC[name](data, out_dir) if name in SPECIFIC else None
+        if specific is not None:
+            written.append(specific)
         if (chart := ratio_plot(name, data, out_dir)) is not None:
             written.append(chart)
         written += duration_plots(name, data, out_dir)
-        written += series_plots(name, data, out_dir)
+        if specific is None:  # the specific chart already shows the file's series
+            written += series_plots(name, data, out_dir)
     return written
 
 
