@@ -167,7 +167,8 @@ def prepare_data(settings: Settings, *, customers: int, events: int, console: Co
 
     version = published_version(settings)
     if version:
-        return f"reusing the published state of {settings.home} (version {version}); `--fresh` starts over"
+        return (f"reusing the published state of {settings.home} (version {version}): nothing generated, "
+                f"ingested or built; --customers/--events apply to a fresh home (`--fresh` starts over)")
 
     out = settings.home / "generated"
     with _progress(console) as progress:
