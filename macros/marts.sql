@@ -47,3 +47,67 @@
 {% macro epoch_days(column) -%}
     ({{ dbt.datediff("cast('1970-01-01' as " ~ dbt.type_timestamp() ~ ")", column, 'millisecond') }} / 86400000.0)
 {%- endmacro %}
+
+{% macro product_interactions(customers_sql=none) -%}
+    {#-
+        What each customer did with each product (int_product_interactions_aggregated): the strongest
+        seed weight of their product events of the browse, intent and conversion signals and of their
+        counted orders' items (weighted as a purchase); erased customers count nowhere.
+        customers_sql restricts it to some customers before anything is joined or aggregated, so a
+        cycle reads only the rows of the customers it recomputes.
+    -#}
+    select
+        interactions.customer_id,
+        interactions.product_id,
+        max(interactions.weight) as strength,
+        {{ dbt.bool_or('interactions.is_ordered') }} as is_ordered,
+        max(interactions.interacted_at) as last_interacted_at
+    from (
+        select
+            events.customer_id,
+            events.product_id,
+            event_signals.weight,
+            false as is_ordered,
+            events.occurred_at as interacted_at
+        from {{ ref('int_events_attributed') }} as events
+        inner join {{ ref('event_signals') }} as event_signals
+            on events.event_type = event_signals.event_type
+        where
+            events.customer_id is not null
+            and events.product_id is not null
+            and event_signals.signal_category in ('browse', 'intent', 'conversion')
+            and event_signals.weight > 0
+            {%- if customers_sql %}
+            and events.customer_id in ({{ customers_sql }})
+            {%- endif %}
+
+        union all
+
+        select
+            orders.customer_id,
+            order_items.product_id,
+            (
+                select purchase.weight from {{ ref('event_signals') }} as purchase
+                where purchase.event_type = 'purchase'
+            ) as weight,
+            true as is_ordered,
+            orders.created_at as interacted_at
+        from {{ ref('int_order_items_cdc_applied') }} as order_items
+        inner join {{ ref('int_orders_cdc_applied') }} as orders
+            on order_items.order_id = orders.order_id
+        where
+            not order_items.is_deleted
+            and not orders.is_deleted
+            and orders.status not in ('cancelled', 'refunded')
+            and order_items.product_id is not null
+            and orders.customer_id is not null
+            {%- if customers_sql %}
+            and orders.customer_id in ({{ customers_sql }})
+            {%- endif %}
+    ) as interactions
+    where interactions.customer_id not in (
+        select erased.customer_id from {{ ref('int_customers_cdc_applied') }} as erased
+        where erased.is_deleted
+    )
+    group by interactions.customer_id, interactions.product_id
+{%- endmacro %}

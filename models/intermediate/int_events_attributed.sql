@@ -1,4 +1,10 @@
-{{ config(materialized='view') }}
+{{ config(unique_key='event_id') }}
+
+{#-
+    Every deduplicated event with the customer it counts for, kept as a table so the customer
+    marts read a customer's events with a plain filter. A cycle rewrites its new events and the
+    events of the anonymous ids whose link changed (a login re-attributes old anonymous events).
+-#}
 
 with
 
@@ -14,32 +20,48 @@ identity_links as (
 
 ),
 
+relinked_anonymous_ids as (
+
+    select anonymous_id from identity_links
+    where {{ changed_in_this_cycle() }}
+
+),
+
+rewritten_events as (
+
+    select * from events
+    where
+        {{ changed_in_this_cycle() }}
+        or anonymous_id in (select relinked_anonymous_ids.anonymous_id from relinked_anonymous_ids)
+
+),
+
 final as (
 
     select
         ---------- ids
-        events.event_id,
-        {#- the event's own customer_id wins; an anonymous event is its anonymous_id's customer -#}
-        coalesce(events.customer_id, identity_links.customer_id) as customer_id,
-        events.anonymous_id,
-        events.product_id,
+        rewritten_events.event_id,
+        {#- the event's own customer_id wins; an anonymous event is its anonymous_id's customer #}
+        coalesce(rewritten_events.customer_id, identity_links.customer_id) as customer_id,
+        rewritten_events.anonymous_id,
+        rewritten_events.product_id,
 
         ---------- strings
-        events.event_type,
-        events.properties,
+        rewritten_events.event_type,
+        rewritten_events.properties,
 
         ---------- booleans
-        events.customer_id is null and identity_links.customer_id is not null as is_stitched,
+        rewritten_events.customer_id is null and identity_links.customer_id is not null as is_stitched,
 
         ---------- timestamps
-        events.occurred_at,
+        rewritten_events.occurred_at,
 
         ---------- lake metadata
-        events._cycle_id
+        '{{ cycle_id() }}' as _cycle_id
 
-    from events
+    from rewritten_events
     left join identity_links
-        on events.anonymous_id = identity_links.anonymous_id
+        on rewritten_events.anonymous_id = identity_links.anonymous_id
 
 )
 

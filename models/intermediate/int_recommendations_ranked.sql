@@ -14,7 +14,7 @@
 {%- set stored = adapter.get_relation(this.database, this.schema, 'customer_recommendations') if execute else none %}
 {%- set max_recommendations = 10 %}
 
--- depends_on: {{ ref('int_cycles_registered') }}
+-- depends_on: {{ ref('int_cycles_registered') }}, {{ ref('int_product_interactions_aggregated') }}
 with
 
 touched_customers as (
@@ -26,12 +26,6 @@ touched_customers as (
 customers as (
 
     select * from {{ ref('int_customers_cdc_applied') }}
-
-),
-
-interactions as (
-
-    select * from {{ ref('int_product_interactions_aggregated') }}
 
 ),
 
@@ -95,7 +89,8 @@ recomputed_customers as (
     {% if is_refresh_cycle() %}
     union
 
-    select customer_id from interactions
+    {#- on a refresh cycle: everyone who did something with a product #}
+    select customer_id from {{ ref('int_product_interactions_aggregated') }}
 
     union
 
@@ -127,8 +122,8 @@ in_stock_products as (
 
 customer_interactions as (
 
-    select * from interactions
-    where customer_id in (select eligible_customers.customer_id from eligible_customers)
+    {#- the macro of int_product_interactions_aggregated, filtered before it aggregates #}
+    {{ product_interactions('select eligible_customers.customer_id from eligible_customers') }}
 
 ),
 
