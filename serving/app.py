@@ -22,6 +22,7 @@ from pipeline.errors import SendtimeError
 from serving.api import events, health, profiles
 from serving.auth import authenticate_prefetching, require_scope
 from serving.fastpath import ProfileFastPath
+from serving.metrics import route_template
 from serving.openapi import build_openapi
 from serving.problems import Problem, problem_response
 from serving.ratelimit import per_worker, retry_after_header
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["sendtime.openapi"] = orjson.dumps(build_openapi(app, settings))
     # the hottest request skips Flask's machinery (serving/fastpath.py); all else goes through Flask
     rule = next(r.rule for r in app.url_map.iter_rules() if r.endpoint == _PREFETCH)
-    app.wsgi_app = ProfileFastPath(app.wsgi_app, api, rule, _REQUEST_ID, observe)
+    app.wsgi_app = ProfileFastPath(app.wsgi_app, api, route_template(rule), _REQUEST_ID, observe)
     return app
 
 
@@ -153,7 +154,7 @@ def _install_hooks(app: Flask, api: ApiState) -> None:
         rule = req.url_rule
         now = perf_counter()
         log_request(request_id=request_id, key=getattr(ctx, "key", None), method=req.method,
-                    route=rule.rule if rule is not None else None, status=response.status_code,
+                    route=route_template(rule.rule) if rule is not None else None, status=response.status_code,
                     latency_ms=(now - getattr(ctx, "t0", now)) * 1000.0, version=version)
         return response
 
@@ -202,5 +203,5 @@ def _install_error_handlers(app: Flask) -> None:
         # the exception type and route only: a message could hold request data
         rule = request.url_rule
         write_line("error", "sendtime.api", "unexpected error", error=type(exc).__name__,
-                   route=rule.rule if rule is not None else None, request_id=g.get("request_id"))
+                   route=route_template(rule.rule) if rule is not None else None, request_id=g.get("request_id"))
         return problem_response("internal-error", "an unexpected error occurred; it was logged")

@@ -33,7 +33,7 @@ class ProfileFastPath:
                  observe: Callable[[str, str, int, float], None] | None) -> None:
         self.flask_wsgi = flask_wsgi
         self.api = api
-        self.route = route  # the Flask rule, as logged by the ordinary path
+        self.route = route  # the route template, as the ordinary path logs and counts it
         self.valid_request_id = request_id  # compiled pattern of acceptable client request ids
         self.observe = observe  # serving.metrics' request counter and histogram
         self.enabled = not api.settings.ip_allowlist
