@@ -164,6 +164,7 @@ def main() -> None:
         "max_s": round(max(latencies), 2) if latencies else None,
         "post_errors": errors["post"], "cycles": len(runs),
         "cycles_failed": sum(r["status"] != "success" for r in runs),
+        "failures": [f"{r['status']}: {(r.get('error') or '')[:300]}" for r in runs if r["status"] != "success"],
         "cycle_seconds_p50": round(statistics.median(
             sum(r["phases"].values()) for r in cycles), 2) if cycles else None,
     }

@@ -23,12 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from pipeline.ids import utcnow
+
 if TYPE_CHECKING:
     from pipeline.publish import Changes
 
 SUITES_DIR = Path(__file__).with_name("suites")
 LIFECYCLE_ACTIVE = timedelta(days=90)
 LIFECYCLE_AT_RISK = timedelta(days=180)
+# Events keep arriving while a cycle runs, so data newer than as_of (the cycle's start) is normal;
+# a timestamp later than the wall clock, beyond this allowance for client clocks, is not.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass
@@ -193,7 +198,7 @@ def recommendation_checks_sql() -> dict[str, str]:
 def validate_changes(changes: Changes, as_of: datetime) -> ValidationReport:
     """Run every suite on the changed rows; success only when every suite passes."""
     started = time.perf_counter()
-    params = {"as_of": as_of}
+    params = {"as_of": as_of, "not_after": max(as_of, utcnow()) + CLOCK_SKEW}
     frames = {
         "customer_profiles": changes.profiles,
         "customer_recommendations": changes.recommendations,
