@@ -167,6 +167,8 @@ def main() -> None:
         "failures": [f"{r['status']}: {(r.get('error') or '')[:300]}" for r in runs if r["status"] != "success"],
         "cycle_seconds_p50": round(statistics.median(
             sum(r["phases"].values()) for r in cycles), 2) if cycles else None,
+        "phase_seconds_p50": {name: round(statistics.median(r["phases"].get(name, 0.0) for r in cycles), 2)
+                              for name in ("transform", "read", "validate", "publish")} if cycles else None,
     }
     text = json.dumps(out, indent=2)
     print(text)

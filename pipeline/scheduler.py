@@ -2,7 +2,8 @@
 
 APScheduler 3.x BlockingScheduler with one interval job: `max_instances=1` and `coalesce=True` (a
 slow cycle never overlaps the next, missed runs collapse into one), a misfire grace of one
-interval, one worker thread. The first cycle runs at once.
+interval, one worker thread. The first cycle runs at once; a cycle that outlasts the interval is
+followed at once by the next (the interval is the minimum time between cycle starts).
 
 - A failing cycle (dbt error, failed validation, disk full, PostgreSQL down) is logged and retried
   after a backoff that doubles per consecutive failure (interval x 2^n, capped), reset by a success.
@@ -17,6 +18,7 @@ interval, one worker thread. The first cycle runs at once.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 import threading
@@ -63,19 +65,23 @@ class CycleRunner:
         self.idle.set()
 
     def tick(self) -> None:
-        if self.stopping.is_set():
-            return
-        now = time.monotonic()
-        if now < self.not_before:
-            log.info("backing off after failed cycles",
-                     extra={"failures": self.failures, "retry_in_seconds": round(self.not_before - now, 1)})
-            return
-        self.idle.clear()
-        try:
-            self._run_one()
-        finally:
-            self.idle.set()
-            gc.collect()  # a long-lived process: return each cycle's frames and results promptly
+        # A cycle slower than the interval makes APScheduler skip the tick that fell inside it
+        # (max_instances=1); rather than idle until the next one, run again at once: cycles then
+        # follow each other back to back and freshness is one cycle, not two intervals.
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if now < self.not_before:
+                log.info("backing off after failed cycles",
+                         extra={"failures": self.failures, "retry_in_seconds": round(self.not_before - now, 1)})
+                return
+            self.idle.clear()
+            try:
+                self._run_one()
+            finally:
+                self.idle.set()
+                gc.collect()  # a long-lived process: return each cycle's frames and results promptly
+            if self.failures or time.monotonic() - now < self.interval:
+                return
 
     def _run_one(self) -> None:
         from pipeline.cycle import run_cycle
@@ -99,6 +105,12 @@ class CycleRunner:
         self.not_before = time.monotonic() + delay
         log.warning("cycle failed; retrying after backoff",
                     extra={"status": status, "failures": self.failures, "retry_in_seconds": delay, "error": error})
+
+
+def _skip_notices(record: logging.LogRecord) -> bool:
+    """Drop APScheduler's warning for a tick that fell inside a running cycle: expected, and
+    CycleRunner.tick runs the next cycle at once instead."""
+    return "maximum number of running instances reached" not in record.getMessage()
 
 
 def scheduler_lock(settings: Settings) -> FileLock:
@@ -140,6 +152,7 @@ def run_scheduler(settings: Settings, every: str, *, stop_grace: float = STOP_GR
             scheduler.shutdown(wait=False)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    logging.getLogger("apscheduler.scheduler").addFilter(_skip_notices)
     log.info("scheduler started", extra={"every_seconds": interval, "home": str(settings.home), "pid": os.getpid()})
     try:
         scheduler.start()  # blocks until shutdown
