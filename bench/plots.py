@@ -189,7 +189,32 @@ def scheduler_rss_plot(data: dict, out: Path) -> Path | None:
     return _save(fig, out / "bench-scheduler-rss.png")
 
 
-SPECIFIC = {"api": api_plot, "publish": publish_plot, "scheduler_rss": scheduler_rss_plot}
+def freshness_plot(data: dict, out: Path) -> Path | None:
+    latency = [(label, data.get(key)) for label, key in (("p50", "p50_s"), ("p95", "p95_s"), ("max", "max_s"))]
+    latency = [(label, float(v)) for label, v in latency if _number(v) is not None]
+    if not latency:
+        return None
+    phases = data.get("phase_seconds_p50") if isinstance(data.get("phase_seconds_p50"), dict) else {}
+    phases = {k: float(v) for k, v in phases.items() if _number(v) is not None}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+    left.bar([label for label, _ in latency], [v for _, v in latency], color=OURS_COLOR)
+    left.set_ylabel("seconds")
+    left.set_title("event posted -> visible in the API")
+    if phases:
+        bottom = 0.0
+        for name, seconds in phases.items():
+            right.bar(["median cycle"], [seconds], bottom=bottom, label=f"{name} {seconds:g}s")
+            bottom += seconds
+        right.set_title("median phase durations")
+        right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"bench/freshness.py: a cycle every {data.get('every', '?')}, "
+                 f"{data.get('rate_events_per_s', '?')} events/s, {data.get('probes_seen', '?')} probes")
+    return _save(fig, out / "bench-freshness.png")
+
+
+SPECIFIC = {"api": api_plot, "freshness": freshness_plot, "publish": publish_plot, "scheduler_rss": scheduler_rss_plot}
 
 
 def plot_all(in_dir: Path, out_dir: Path) -> list[Path]:
