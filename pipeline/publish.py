@@ -304,9 +304,8 @@ def publish(engine: Engine, changes: Changes, *, cycle_id: str, as_of: datetime,
     serialized = time.perf_counter()
 
     with engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            # take the write lock now, so the version number read above cannot be raced
-            conn.exec_driver_sql("select 1")
+        # the home's cycle lock makes this the only publisher; this check turns a violation of
+        # that rule (two homes on one PostgreSQL store) into an error instead of a lost version
         if store.next_version(conn) != version:
             raise StoreError("another process published concurrently; the cycle lock should prevent this")
         if profile_batch:
