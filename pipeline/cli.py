@@ -247,14 +247,15 @@ def generate(ctx: click.Context, out_dir: Path | None, customers: int, events: i
 @click.option("--events", default=100_000, show_default=True)
 @click.option("--every", default="10s", show_default=True)
 @click.option("--port", type=int, default=None)
+@click.option("--fresh", is_flag=True, help="Wipe the home's data first (keeps sendtime.toml).")
 @click.pass_context
-def demo(ctx: click.Context, customers: int, events: int, every: str, port: int | None) -> None:
+def demo(ctx: click.Context, customers: int, events: int, every: str, port: int | None, fresh: bool) -> None:
     """The quick start: generate, ingest, build, validate, publish, then serve with the scheduler."""
     from pipeline.demo import run_demo
 
     settings = _settings(ctx)
     ensure_home(settings)
-    run_demo(settings, customers=customers, events=events, every=every, port=port or settings.port)
+    run_demo(settings, customers=customers, events=events, every=every, port=port or settings.port, fresh=fresh)
 
 
 @main.command()
