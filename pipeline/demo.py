@@ -204,7 +204,7 @@ def prepare_data(settings: Settings, *, customers: int, events: int, console: Co
         progress.update(task, completed=1, note=f"{result.status} in {result.seconds:.1f}s")
     if not result.ok:
         raise DemoError(f"the first cycle did not publish:\n{result.summary()}")
-    return (f"published version {result.version}: {result.rows_published} profiles "
+    return (f"published version {result.version}: {result.rows_published} rows (profiles, recommendations, products) "
             f"({', '.join(f'{k} {v:.1f}s' for k, v in result.phases.items())})")
 
 
