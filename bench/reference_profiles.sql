@@ -120,7 +120,7 @@ with pairs as (
 ), norms as (select product_id, sqrt(sum(strength * strength)) as n from top20 group by all)
 select a, b, round(co / (na.n * nb.n), 9) as score
 from pairs join norms as na on pairs.a = na.product_id join norms as nb on pairs.b = nb.product_id
-qualify row_number() over (partition by a order by round(co / (na.n * nb.n), 9) desc, b) <= 50;
+qualify row_number() over (partition by a order by round(co / (na.n * nb.n), 9) desc, b) <= 20;
 
 create or replace temp table popularity as
 select product_id, sum(strength) as popularity from interactions group by all;
@@ -142,9 +142,9 @@ create or replace temp table recommendations as
 with instock as (select * from catalog where in_stock),
 evidence as (
     select i.customer_id, a.b as product_id, cast(i.strength as decimal(9, 2)) * cast(a.score as decimal(18, 9)) as ev
-    from interactions as i join associations as a on i.product_id = a.a
+    from top20 as i join associations as a on i.product_id = a.a
     union all
-    select customer_id, product_id, cast(strength as decimal(9, 2)) from interactions
+    select customer_id, product_id, cast(strength as decimal(9, 2)) from top20
 ),
 scored as (
     select e.customer_id, e.product_id, sum(e.ev) as s from evidence as e

@@ -110,7 +110,7 @@ def _warehouse_state(settings: Settings) -> tuple[set[str], bool, datetime | Non
     return committed, bool(last and last[0][0]), refreshed[0][0] if refreshed else None
 
 
-def _selection(settings: Settings, full_refresh: bool, refresh_associations: bool | None) -> list[str]:
+def _selection(settings: Settings, full_refresh: bool, refresh_associations: bool | None) -> tuple[list[str], bool]:
     """Which nodes this cycle builds (docs/models.md, "What a cycle runs").
 
     A full rebuild builds every seed and model; a cycle builds the models. Both run the tests tagged
@@ -118,11 +118,12 @@ def _selection(settings: Settings, full_refresh: bool, refresh_associations: boo
     parses the whole lake), so they run in analysts' `dbt build` and CI. Seeds load again only
     when their files changed, views only when the project or the set of lake tables changed. When
     no lake file arrived, the last cycle committed and no refresh is due, only the models that can
-    still change run (lifecycle_stage moves with as_of).
+    still change run (lifecycle_stage moves with as_of), told so by the var nothing_arrived.
+    Returns the selection flags and whether this is that quiet cycle.
     """
     if full_refresh:
         return ["--select", "resource_type:model", "resource_type:seed", "tag:every_cycle",
-                "--indirect-selection", "empty"]
+                "--indirect-selection", "empty"], False
     home = str(settings.home)
     state = _warehouse_state(settings)
     seeds_changed = state is None or _SEEDS_BUILT.get(home) != _signature(("seeds",))
@@ -135,10 +136,10 @@ def _selection(settings: Settings, full_refresh: bool, refresh_associations: boo
             or (datetime.now(timezone.utc).replace(tzinfo=None) - refreshed_at).total_seconds()
             >= settings.recommendations_refresh_seconds)
         if last_committed and not refresh_due and lake_batches <= committed:
-            return ["--select", *_QUIET_CYCLE_MODELS, "--indirect-selection", "empty"]
+            return ["--select", *_QUIET_CYCLE_MODELS, "--indirect-selection", "empty"], True
     select = ["resource_type:model", "tag:every_cycle"] + (["resource_type:seed"] if seeds_changed else [])
     exclude = [] if views_changed else ["--exclude", "config.materialized:view"]
-    return ["--select", *select, *exclude, "--indirect-selection", "empty"]
+    return ["--select", *select, *exclude, "--indirect-selection", "empty"], False
 
 
 def _scrub(message: str) -> str:
@@ -272,14 +273,15 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
         "recommendations_refresh_seconds": settings.recommendations_refresh_seconds,
         "lake_overlap_seconds": settings.lake_overlap_seconds,
     }
-    args = ["build", *_flags(settings), "--vars", json.dumps(variables)]
-    if full_refresh:
-        args.append("--full-refresh")
     started = time.perf_counter()
     with _LOCK, _Environment(settings):
         settings.home.mkdir(parents=True, exist_ok=True)
         seeds, views = _signature(("seeds",)), _views_signature(settings)
-        args += _selection(settings, full_refresh, refresh_associations)
+        selection, quiet = _selection(settings, full_refresh, refresh_associations)
+        variables["nothing_arrived"] = quiet
+        args = ["build", *_flags(settings), "--vars", json.dumps(variables), *selection]
+        if full_refresh:
+            args.append("--full-refresh")
         try:
             manifest = _manifest(settings)
         except TransformError as exc:

@@ -7,6 +7,16 @@
     and recommendations that hold a product whose catalog row changed (int_recommendations_ranked).
 -#}
 
+{%- set products_relation = ref('int_products_deduplicated') %}
+{%- set has_recategorized_products = true %}
+{%- if execute and not flags.FULL_REFRESH %}
+    {%- set found = run_query(
+        "select count(*) from " ~ products_relation
+        ~ " where " ~ changed_in_this_cycle() ~ " and category is distinct from previous_category"
+    ) %}
+    {%- set has_recategorized_products = found.columns[0].values()[0] > 0 %}
+{%- endif %}
+
 with
 
 events as (
@@ -111,14 +121,22 @@ changed_items as (
 
 of_order_item_changes as (
 
+    {#- an item's order's customer, and the customer of the order it moved from #}
     select
         orders.customer_id,
         'order_item' as reason
     from changed_items
     inner join orders
-        on
-            changed_items.order_id = orders.order_id
-            or changed_items.previous_order_id = orders.order_id
+        on changed_items.order_id = orders.order_id
+
+    union all
+
+    select
+        orders.customer_id,
+        'order_item' as reason
+    from changed_items
+    inner join orders
+        on changed_items.previous_order_id = orders.order_id
 
 ),
 
@@ -133,12 +151,14 @@ recategorized_products as (
 
 of_recategorized_products as (
 
-    {#- category affinity follows the current catalog -#}
+    {#- category affinity follows the current catalog; no recategorized product, no event scan #}
     select
         customer_id,
         'catalog' as reason
     from events
-    where product_id in (select recategorized_products.product_id from recategorized_products)
+    where
+        {{ 'true' if has_recategorized_products else 'false' }}
+        and product_id in (select recategorized_products.product_id from recategorized_products)
 
 ),
 
@@ -168,7 +188,10 @@ final as (
         {{ dbt.listagg('distinct reason', "','", 'order by reason') }} as reasons
 
     from all_reasons
-    where customer_id is not null
+    where
+        customer_id is not null
+        {#- the pipeline saw no uncommitted lake file: nothing can be touched, skip every scan #}
+        and {{ 'false' if var('nothing_arrived', false) else 'true' }}
     group by customer_id
 
 )

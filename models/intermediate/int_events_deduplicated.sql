@@ -50,11 +50,15 @@ canonicalized as (
 
 candidates as (
 
-    select * from canonicalized
+    select
+        *,
+        false as is_stored
+    from canonicalized
 
     {% if is_incremental() %}
     union all
 
+    {#- the stored copies of the arriving ids: one scan of the table, then only small sets #}
     select
         event_id,
         event_type,
@@ -65,7 +69,8 @@ candidates as (
         occurred_at,
         _batch_id,
         _ingested_at,
-        _source_line
+        _source_line,
+        true as is_stored
     from current_events
     where event_id in (select arrived.event_id from arrived)
     {% endif %}
@@ -78,22 +83,16 @@ first_ingested as (
     select * from candidates
     qualify row_number() over (
         partition by event_id
-        order by _ingested_at, _batch_id, _source_line
+        order by _ingested_at, _batch_id, _source_line, is_stored desc
     ) = 1
 
 ),
 
 new_events as (
 
-    select first_ingested.*
-    from first_ingested
-    {%- if is_incremental() %}
-    left join current_events
-        on first_ingested.event_id = current_events.event_id
-        and first_ingested._batch_id = current_events._batch_id
-        and first_ingested._source_line = current_events._source_line
-    where current_events.event_id is null
-    {%- endif %}
+    {#- a stored winner is already in the table: nothing to write #}
+    select * from first_ingested
+    where not is_stored
 
 ),
 

@@ -127,6 +127,17 @@ customer_interactions as (
 
 ),
 
+strongest_interactions as (
+
+    {#- the 20 strongest products of a customer carry the evidence, as in product_associations #}
+    select * from customer_interactions
+    qualify row_number() over (
+        partition by customer_id
+        order by strength desc, last_interacted_at desc, product_id
+    ) <= 20
+
+),
+
 ordered_products as (
 
     select
@@ -141,15 +152,14 @@ association_evidence as (
 
     {#- what the customer viewed, carted and bought, through the item associations ... -#}
     select
-        customer_interactions.customer_id,
+        strongest_interactions.customer_id,
         associations.associated_product_id as product_id,
         {#- decimals: the sum is exact in any order, so a rebuild ranks exactly like a cycle -#}
-        
-        cast(customer_interactions.strength as decimal(9, 2))
+        cast(strongest_interactions.strength as decimal(9, 2))
         * cast(associations.association_score as decimal(18, 9)) as evidence
-    from customer_interactions
+    from strongest_interactions
     inner join associations
-        on customer_interactions.product_id = associations.product_id
+        on strongest_interactions.product_id = associations.product_id
 
     union all
 
@@ -158,7 +168,7 @@ association_evidence as (
         customer_id,
         product_id,
         cast(strength as decimal(9, 2)) as evidence
-    from customer_interactions
+    from strongest_interactions
 
 ),
 

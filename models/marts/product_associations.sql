@@ -11,7 +11,7 @@
 -#}
 
 {%- set max_products_per_customer = 20 %}
-{%- set max_associations_per_product = 50 %}
+{%- set max_associations_per_product = 20 %}
 
 -- depends_on: {{ ref('int_cycles_registered') }}
 with

@@ -1,0 +1,67 @@
+"""pipeline.transform: dbt in-process, its result summary, the schedule of association refreshes,
+quiet terminal, an unlocked warehouse after every build, errors without PII, dbt docs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import datetime
+
+from pipeline.ids import new_cycle_id
+from pipeline.transform import build, build_docs
+from tests.test_dbt_support import ingest, write_jsonl
+
+AS_OF = datetime(2026, 11, 26)
+
+
+def test_build_summarizes_quietly_and_leaves_the_warehouse_unlocked(settings, tmp_path, capfd):
+    ingest(settings, "events", write_jsonl(tmp_path / "e.jsonl", [
+        {"event_id": "e1", "event_type": "product_view", "occurred_at": "2026-11-01T00:00:00Z",
+         "customer_id": "C1", "product_id": "P1"}]))
+    first = build(settings, as_of=AS_OF, cycle_id=new_cycle_id())
+    assert first.ok and first.error is None
+    assert first.refreshed_associations  # the first build of a warehouse refreshes everything
+    assert first.rows["lake_batches_read"] == 1 and first.rows["events_changed"] == 1
+    assert first.rows["profiles_written"] == 1
+    assert first.nodes["customer_profiles"].status == "success"
+    assert (settings.dbt_target_dir / "run_results.json").exists()
+    assert list(settings.dbt_log_dir.glob("*.log"))
+
+    # within the hourly schedule: no refresh, and nothing new means the quiet path
+    second = build(settings, as_of=AS_OF, cycle_id=new_cycle_id())
+    assert second.ok and not second.refreshed_associations
+    assert second.rows["profiles_written"] == 0
+    assert "product_associations" not in second.nodes
+    forced = build(settings, as_of=AS_OF, cycle_id=new_cycle_id(), refresh_associations=True)
+    assert forced.ok and forced.refreshed_associations
+
+    out, err = capfd.readouterr()
+    assert "Running with dbt" not in out + err and "START sql" not in out + err
+
+    # another process can open the file read-write: nothing kept it locked
+    probe = subprocess.run([sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()",
+                            str(settings.warehouse_path)], capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+
+
+def test_refresh_follows_the_configured_schedule(settings):
+    often = replace(settings, recommendations_refresh_every="1ms")
+    assert build(often, as_of=AS_OF, cycle_id=new_cycle_id()).refreshed_associations
+    assert build(often, as_of=AS_OF, cycle_id=new_cycle_id()).refreshed_associations
+    assert not build(often, as_of=AS_OF, cycle_id=new_cycle_id(), refresh_associations=False).refreshed_associations
+
+
+def test_a_failed_build_names_the_node_and_leaks_no_email(settings):
+    result = build(settings, as_of=AS_OF, cycle_id="ann.lee@example.com'")
+    assert not result.ok
+    assert result.error and "int_cycles_registered" in result.error
+    assert "ann.lee@example.com" not in result.error
+    # the next good cycle works: a failed build leaves nothing behind that blocks it
+    assert build(settings, as_of=AS_OF, cycle_id=new_cycle_id()).ok
+
+
+def test_build_docs_writes_the_catalog_under_home(settings):
+    assert build(settings, as_of=AS_OF, cycle_id=new_cycle_id()).ok
+    index = build_docs(settings)
+    assert index == settings.dbt_target_dir / "index.html" and index.exists()
+    assert (settings.dbt_target_dir / "catalog.json").exists()
