@@ -8,10 +8,11 @@ columns of docs/architecture.md "The lake". One query per chunk: no Python per r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from pipeline.timestamps import WHITESPACE, timestamp_valid_sql
+from pipeline.timestamps import WHITESPACE, timestamp_after_sql, timestamp_valid_sql
 
 EVENT_TYPES = ("page_view", "product_view", "add_to_cart", "remove_from_cart", "purchase", "search",
                "email_open", "email_click", "login", "signup")
@@ -21,16 +22,22 @@ CDC_OPS = ("c", "u", "d", "r")
 # accepted spellings of a boolean (compared trimmed, lower-cased); stored as 'true'/'false'
 TRUE_TEXTS = ("true", "1", "yes")
 FALSE_TEXTS = ("false", "0", "no")
+# An event stamped further ahead of its ingestion than this is a wrong client clock (a device in
+# 2099): rejected at ingest, so it can never reach a mart and fail every later cycle's validation
+# (docs/ingest.md, "Decisions"). Whole days: the reason names them.
+EVENT_MAX_AHEAD = timedelta(days=2)
 
 
 @dataclass(frozen=True)
 class Field:
     """One field of a record. kind: string, id (string or integer), timestamp, number, integer,
-    bool, object, code2, code3 (letters), status, op."""
+    bool, object, code2, code3 (letters), status, op. max_ahead (timestamps): reject a value more
+    than this after the batch's ingestion time."""
 
     name: str
     kind: str = "string"
     required: bool = False
+    max_ahead: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ CONTRACTS: dict[str, Contract] = {
     "events": Contract("events", (
         Field("event_id", required=True),
         Field("event_type", required=True),
-        Field("occurred_at", "timestamp", required=True),
+        Field("occurred_at", "timestamp", required=True, max_ahead=EVENT_MAX_AHEAD),
         Field("customer_id"),
         Field("anonymous_id"),
         Field("product_id"),
@@ -168,7 +175,7 @@ def _columns(obj: str, names: list[str], csv: bool, objects: set[str],
     return lists, items
 
 
-def _field_reason(f: Field, label: str) -> str:
+def _field_reason(f: Field, label: str, ingested_at: datetime) -> str:
     """SQL for the first rule field `f` breaks, or NULL. `label` is an SQL string expression."""
     y, t = f"y_{f.name}", f"t_{f.name}"
     present = f"({t} IS NOT NULL AND {y} <> 'NULL')"
@@ -195,6 +202,9 @@ def _field_reason(f: Field, label: str) -> str:
                        f"CASE WHEN {y} = 'VARCHAR' THEN st_show({t}) ELSE st_jname({y}) END"))
     elif f.kind == "timestamp":
         checks.append((f"{present} AND NOT {timestamp_valid_sql(t, y)}", f"{label} || ': unparseable timestamp'"))
+        if f.max_ahead is not None:  # after the validity check: CASE runs it on valid values only
+            checks.append((f"{present} AND {timestamp_after_sql(t, ingested_at + f.max_ahead)}",
+                           f"{label} || ': more than {f.max_ahead.days} days in the future'"))
     if f.kind == "code2":
         checks.append((f"{present} AND NOT regexp_full_match({t}, '[A-Za-z]{{2}}')",
                        f"{label} || ': expected a 2-letter country code, got ' || st_show({t})"))
@@ -232,20 +242,24 @@ def _record_reason(forced: str | None) -> str:
     return _q(forced) if forced else parse
 
 
-def validation_sql(source: str, *, csv: bool = False, forced_reason: str | None = None) -> str:
+def validation_sql(source: str, *, ingested_at: datetime, csv: bool = False,
+                   forced_reason: str | None = None) -> str:
     """The query over `chunk(line, raw)`: line, raw, reason, then the lake's source columns.
 
+    `ingested_at`: the batch's ingestion time (naive UTC), which `max_ahead` counts from.
     `csv`: values came from CSV cells (all strings; object fields hold JSON text).
     `forced_reason`: reject every record with it (a CSV file missing a required column).
     """
     contract = CONTRACTS[source]
-    return _cdc_sql(contract, csv, forced_reason) if contract.cdc else _flat_sql(contract, csv, forced_reason)
+    if contract.cdc:
+        return _cdc_sql(contract, csv, forced_reason, ingested_at)
+    return _flat_sql(contract, csv, forced_reason, ingested_at)
 
 
-def _flat_sql(c: Contract, csv: bool, forced: str | None) -> str:
+def _flat_sql(c: Contract, csv: bool, forced: str | None, ingested_at: datetime) -> str:
     names = [f.name for f in c.fields]
     lists, items = _columns("raw", names, csv, {f.name for f in c.fields if f.kind == "object"})
-    reasons = [_field_reason(f, _q(f.name)) for f in c.fields]
+    reasons = [_field_reason(f, _q(f.name), ingested_at) for f in c.fields]
     if c.source == "events":
         reasons.append("CASE WHEN t_customer_id IS NULL AND t_anonymous_id IS NULL "
                        "THEN 'needs customer_id or anonymous_id' END")
@@ -273,17 +287,17 @@ _ENVELOPE = (Field("op", "op", required=True), Field("ts_ms", "integer", require
              Field("before", "object"), Field("after", "object"))
 
 
-def _cdc_sql(c: Contract, csv: bool, forced: str | None) -> str:
+def _cdc_sql(c: Contract, csv: bool, forced: str | None, ingested_at: datetime) -> str:
     env_names = [f.name for f in _ENVELOPE]
     lists, items = _columns("raw", env_names, csv, {"before", "after"}, {"lsn": "source.lsn"})
     side = "CASE WHEN t_op = 'd' THEN 'before' ELSE 'after' END"
-    env_reasons = [_field_reason(f, _q("source.lsn" if f.name in ("lsn", "source_lsn") else f.name))
+    env_reasons = [_field_reason(f, _q("source.lsn" if f.name in ("lsn", "source_lsn") else f.name), ingested_at)
                    for f in _ENVELOPE[:4]]
     env_reasons.append("CASE WHEN t_op = 'd' AND o_before IS NULL THEN 'before: required object for op ''d''' "
                        "WHEN t_op <> 'd' AND o_after IS NULL THEN 'after: required object for op ''' || t_op || '''' END")
     names = [f.name for f in c.fields]
     row_lists, row_items = _columns("row_obj", names, False, set())
-    row_reasons = [_field_reason(f, f"{side} || '.{f.name}'") for f in c.fields]
+    row_reasons = [_field_reason(f, f"{side} || '.{f.name}'", ingested_at) for f in c.fields]
     env = (f"SELECT *, coalesce({', '.join(env_reasons)}) AS env_reason, "
            f"CASE WHEN t_op = 'd' THEN o_before ELSE o_after END AS row_obj "
            f"FROM (SELECT line, raw, {', '.join(items)} FROM (SELECT line, raw, {lists} FROM ok))")

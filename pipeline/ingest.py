@@ -317,10 +317,13 @@ def _read_parquet(path: Path, name: str, con: duckdb.DuckDBPyConnection) -> Iter
 # --- validation ------------------------------------------------------------------------------
 
 class Validator:
-    """One DuckDB connection (single thread: ingest uses one core) and the prepared queries."""
+    """One DuckDB connection (single thread: ingest uses one core) and the prepared queries.
+    `ingested_at` is the batch's ingestion time: the contracts' "not too far in the future"
+    bound counts from it, never from the clock or time zone of the DuckDB session."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, ingested_at: datetime) -> None:
         self.source = source
+        self.ingested_at = ingested_at
         self.cdc = CONTRACTS[source].cdc
         self.con = duckdb.connect(config={"threads": 1, "memory_limit": "256MB"})
         self.con.execute(MACROS)
@@ -338,7 +341,8 @@ class Validator:
             return empty, rejected
         self.con.register("chunk", pa.table({"line": chunk.lines, "raw": chunk.raw}))
         try:
-            sql = validation_sql(self.source, csv=chunk.csv, forced_reason=chunk.forced_reason)
+            sql = validation_sql(self.source, ingested_at=self.ingested_at, csv=chunk.csv,
+                                 forced_reason=chunk.forced_reason)
             result = self.con.sql(sql).to_arrow_table()
         finally:
             self.con.unregister("chunk")
@@ -501,7 +505,7 @@ def ingest_files(settings: Settings, source: str, paths: list[Path]) -> IngestRe
     paths = [Path(p) for p in paths]
     names = [_check_file(p) for p in paths]
     batch = _open_batch(settings, source, quarantine_always=True)
-    validator = Validator(source)
+    validator = Validator(source, batch.ingested_at)
     files: list[FileCounts] = []
     try:
         for path, name in zip(paths, names):
@@ -561,7 +565,7 @@ def ingest_records(settings: Settings, source: str, records: list[Any], *, sourc
     """
     started = time.perf_counter()
     batch = _open_batch(settings, source, quarantine_always=False)
-    validator = Validator(source)
+    validator = Validator(source, batch.ingested_at)
     claimed: list[str] = []
     try:
         accepted, rejected = validator.run(_records_chunk(list(records)))

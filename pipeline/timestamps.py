@@ -145,3 +145,28 @@ def timestamp_valid_sql(text: str, json_type: str | None = None) -> str:
         f"CASE WHEN left({t}, 4) IN ('0000', '0001', '9999') THEN {timestamp_sql(text, json_type)} IS NOT NULL "
         f"ELSE try_cast(left({t}, 10) AS DATE) IS NOT NULL END ELSE FALSE END)"
     )
+
+
+def timestamp_after_sql(text: str, limit: datetime) -> str:
+    """DuckDB expression: TRUE when a value that `timestamp_valid_sql` accepts lies after `limit`
+    (naive UTC), exactly as `parse_timestamp(value) > limit` would say; FALSE otherwise (NULL for
+    NULL). `text` must be trimmed already and valid (ingest checks validity first).
+
+    `limit` is written in as literals, so the session time zone plays no part. Cheap for nearly
+    every row: epoch ms compare as integers; an ISO value's calendar date D (its first 10
+    characters, compared as text) is decided alone when it is far from limit's date, because an
+    offset moves the instant by less than a day: D <= date(limit) - 2 ends before date(limit)
+    starts (not after), D >= date(limit) + 2 starts after date(limit) ends (after). Only the
+    three dates around the limit take the full `timestamp_sql`.
+    """
+    day = limit.date()
+    not_after = _sql_str((day - timedelta(days=2)).isoformat())
+    surely_after = _sql_str((day + timedelta(days=2)).isoformat())
+    limit_us = (limit - _EPOCH) // timedelta(microseconds=1)
+    # an ISO value has '-' as its 5th character; an epoch-ms text never does (at most a leading '-')
+    return (
+        f"(CASE WHEN substr({text}, 5, 1) <> '-' THEN TRY_CAST({text} AS HUGEINT) * 1000 > {limit_us} "
+        f"WHEN left({text}, 10) <= {not_after} THEN FALSE "
+        f"WHEN left({text}, 10) >= {surely_after} THEN TRUE "
+        f"ELSE {timestamp_sql(text)} > TIMESTAMP {_sql_str(limit.isoformat(sep=' ', timespec='microseconds'))} END)"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -243,6 +244,29 @@ def test_each_timestamp_form_is_accepted_and_stored_as_received(cli, tmp_path: P
     assert (report["accepted"], report["rejected"]) == (len(forms), 0)
     stored = pq.read_table(report["lake_file"]).column("occurred_at").to_pylist()
     assert stored == [str(v).strip() for v in forms]
+
+
+def test_events_more_than_two_days_ahead_are_rejected(cli, tmp_path: Path) -> None:
+    # a device with a wrong clock: kept out of the lake, or it would fail every cycle's validation
+    now = datetime.now(timezone.utc)
+    ahead = now + timedelta(days=10)
+    forms = {
+        "far-iso": (ahead.astimezone(timezone(timedelta(hours=-5))).isoformat(timespec="seconds"), False),
+        "far-ms": (int(ahead.timestamp() * 1000), False),
+        "tomorrow": ((now + timedelta(days=1)).isoformat(timespec="milliseconds"), True),
+        "past": ((now - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"), True),
+    }
+    lines = [json.dumps({**GOOD, "event_id": k, "occurred_at": v}) for k, (v, _) in forms.items()]
+    report = json.loads(cli("ingest", "events", str(_write(tmp_path / "future.jsonl", lines)), "--json").stdout)
+    assert (report["received"], report["accepted"], report["rejected"]) == (4, 2, 2)
+    assert report["received"] == report["accepted"] + report["rejected"]
+    quarantined = _quarantine(report)
+    assert [(q["line"], q["reason"]) for q in quarantined] == [
+        (1, "occurred_at: more than 2 days in the future"), (2, "occurred_at: more than 2 days in the future")]
+    assert [json.loads(q["raw"])["occurred_at"] for q in quarantined] == [forms["far-iso"][0], forms["far-ms"][0]]
+    lake = pq.read_table(report["lake_file"]).to_pylist()
+    assert [(r["event_id"], r["occurred_at"]) for r in lake] == [
+        (k, str(v)) for k, (v, accepted) in forms.items() if accepted]
 
 
 def test_reingesting_the_same_file_writes_a_second_batch(cli, tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import sqlite3
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,6 +14,9 @@ import pytest
 from pipeline import ingest
 from pipeline.errors import IngestError
 from pipeline.ingest import ingest_files, ingest_records
+from pipeline.timestamps import parse_timestamp
+
+EPOCH = datetime(1970, 1, 1)
 
 
 def _ev(event_id, **extra) -> dict:
@@ -116,6 +121,82 @@ def test_cdc_records_from_the_collector_path(settings) -> None:
     assert [r["status"] for r in report.results] == ["accepted", "rejected"]
     [row] = pq.read_table(report.lake_file).to_pylist()
     assert (row["customer_id"], row["marketing_consent"], row["_source_file"]) == ("12", "true", "crm-webhook")
+
+
+FUTURE = "occurred_at: more than 2 days in the future"
+
+
+def test_collector_rejects_events_more_than_two_days_ahead(settings) -> None:
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    records = [
+        _ev("far-iso", occurred_at=(now + timedelta(days=10)).isoformat() + "Z"),
+        _ev("far-ms", occurred_at=int((now + timedelta(days=10) - EPOCH) / timedelta(milliseconds=1))),
+        _ev("year-2099", occurred_at="2099-01-01T00:00:00Z"),
+        _ev("47h", occurred_at=(now + timedelta(hours=47)).isoformat() + "+00:00"),
+        _ev("49h", occurred_at=(now + timedelta(hours=49)).isoformat() + "Z"),
+        _ev("past", occurred_at="2026-01-01T00:00:00Z"),
+    ]
+    report = ingest_records(settings, "events", records)
+    assert [(r["event_id"], r["status"], r.get("reason")) for r in report.results] == [
+        ("far-iso", "rejected", FUTURE), ("far-ms", "rejected", FUTURE), ("year-2099", "rejected", FUTURE),
+        ("47h", "accepted", None), ("49h", "rejected", FUTURE), ("past", "accepted", None)]
+    assert (report.received, report.accepted, report.rejected) == (6, 2, 4)
+    assert pq.read_table(report.lake_file).column("event_id").to_pylist() == ["47h", "past"]
+    quarantined = [json.loads(line) for line in Path(report.quarantine_path).read_text().splitlines()]
+    assert [(q["line"], q["reason"]) for q in quarantined] == [(1, FUTURE), (2, FUTURE), (3, FUTURE), (5, FUTURE)]
+
+
+def _future_values(limit: datetime, rng: random.Random) -> list:
+    """Timestamps around `limit` in every accepted form: exact boundaries, then random ones."""
+    ms = (limit - EPOCH) // timedelta(milliseconds=1)
+    def iso(shift: timedelta, suffix: str) -> str:
+        return (limit + shift).isoformat(timespec="microseconds") + suffix
+
+    day = timedelta(hours=23, minutes=59)  # the largest offset
+    values: list = [ms, ms + 1, str(ms + 1), ms - 1,
+                    iso(timedelta(0), "Z"), iso(timedelta(microseconds=1), "Z"),
+                    iso(day, "+23:59"), iso(day + timedelta(microseconds=1), "+2359"),
+                    iso(-day, "-23:59"), iso(-day + timedelta(minutes=1), "-23:59"),
+                    limit.date().isoformat(), (limit.date() + timedelta(days=1)).isoformat() + "-23"]
+    for _ in range(1500):
+        instant = limit + timedelta(microseconds=rng.randint(-4 * 86_400_000_000, 4 * 86_400_000_000))
+        if rng.random() < 0.2:
+            values.append((instant - EPOCH) // timedelta(milliseconds=1))
+            continue
+        sign, hours, minutes = rng.choice("+-"), rng.randint(0, 23), rng.choice([0, 30, 59])
+        offset = timedelta(hours=hours, minutes=minutes) * (1 if sign == "+" else -1)
+        text = (instant + offset).strftime(rng.choice(["%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M", "%Y-%m-%d"]))
+        values.append(f" {text}{sign}{hours:02d}:{minutes:02d}" if rng.random() < 0.8 else text + "Z")
+    return values
+
+
+@pytest.mark.parametrize("ingested_at", [datetime(2026, 11, 28, 15, 40, 12, 345000),
+                                         datetime(2026, 12, 31, 23, 59, 59, 999999)])
+def test_future_bound_is_exact_and_counts_from_the_batch_time(ingested_at: datetime) -> None:
+    # the cheap SQL test must agree with the Python rule (parse_timestamp(v) > ingested_at + 2 days)
+    # to the microsecond, whatever the DuckDB session's time zone
+    limit = ingested_at + timedelta(days=2)
+    values = _future_values(limit, random.Random(ingested_at.day))
+    records = [_ev(f"e{i}", occurred_at=v) for i, v in enumerate(values)]
+    validator = ingest.Validator("events", ingested_at)
+    try:
+        validator.con.execute("SET TimeZone = 'Pacific/Kiritimati'")  # UTC+14: must not matter
+        _, rejected = validator.run(ingest._records_chunk(records))
+    finally:
+        validator.close()
+    got = {r["line"] - 1: r["reason"] for r in rejected}
+    expected = {i: FUTURE for i, v in enumerate(values) if parse_timestamp(v) > limit}
+    assert all(parse_timestamp(v) is not None for v in values)
+    assert got == expected
+    assert 0 < len(expected) < len(values)
+    assert [i in expected for i in range(12)] == [False, True, True, False, False, True, False, True, False, True,
+                                                  False, True]
+
+
+def test_cdc_timestamps_have_no_future_bound(settings) -> None:
+    row = {"customer_id": "c1", "created_at": "2099-01-01T00:00:00Z", "updated_at": "2099-01-01T00:00:00Z"}
+    report = ingest_records(settings, "customers", [{"op": "c", "ts_ms": 1, "after": row}])
+    assert (report.accepted, report.rejected) == (1, 0)
 
 
 def test_unknown_source_raises(settings) -> None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from pipeline import publish, validate
+from pipeline import contracts, publish, validate
 from test_publish_marts import AS_OF, product, profile, recommendations_for, seed_warehouse, write_marts
 
 C1 = "20261101T000000000000Z-00000001"
@@ -132,3 +132,13 @@ def test_data_newer_than_as_of_but_not_from_the_future_passes(warehouse):
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     report = _changed(warehouse, customer_profiles=[profile(1, last_seen_at=now), profile(2, last_seen_at=AS_OF + timedelta(days=3))])
     assert report.success, report.failures()
+
+
+def test_every_event_time_ingest_accepts_passes_and_2099_still_fails(warehouse):
+    # ingest rejects events more than EVENT_MAX_AHEAD after ingestion; anything it let through
+    # must pass, or one such event would fail every cycle from then on (docs/pipeline.md)
+    latest = datetime.now(timezone.utc).replace(tzinfo=None) + contracts.EVENT_MAX_AHEAD
+    report = _changed(warehouse, customer_profiles=[profile(1, last_seen_at=latest), profile(2)])
+    assert report.success, report.failures()
+    report = _changed(warehouse, customer_profiles=[profile(1, last_seen_at=datetime(2099, 1, 1)), profile(2)])
+    assert [validate._columns_of(f) for f in report.suites["customer_profiles"].failed] == ["last_seen_at"]
