@@ -9,7 +9,8 @@
 
 {%- set products_relation = ref('int_products_deduplicated') %}
 {%- set has_recategorized_products = true %}
-{%- if execute and not flags.FULL_REFRESH %}
+{#- the relation may not exist yet (first build, or `dbt docs generate` on a fresh home) -#}
+{%- if execute and not flags.FULL_REFRESH and load_relation(products_relation) is not none %}
     {%- set found = run_query(
         "select count(*) from " ~ products_relation
         ~ " where " ~ changed_in_this_cycle() ~ " and category is distinct from previous_category"
