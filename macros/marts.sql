@@ -48,13 +48,14 @@
     ({{ dbt.datediff("cast('1970-01-01' as " ~ dbt.type_timestamp() ~ ")", column, 'millisecond') }} / 86400000.0)
 {%- endmacro %}
 
-{% macro product_interactions(customers_sql=none) -%}
+{% macro product_interactions(customers_sql=none, events_relation=none) -%}
     {#-
         What each customer did with each product (int_product_interactions_aggregated): the strongest
         seed weight of their product events of the browse, intent and conversion signals and of their
         counted orders' items (weighted as a purchase); erased customers count nowhere.
         customers_sql restricts it to some customers before anything is joined or aggregated, so a
-        cycle reads only the rows of the customers it recomputes.
+        cycle reads only the rows of the customers it recomputes; events_relation replaces
+        int_events_attributed (int_events_filtered_to_touched_customers: no read of the history).
     -#}
     select
         interactions.customer_id,
@@ -69,7 +70,7 @@
             event_signals.weight,
             false as is_ordered,
             events.occurred_at as interacted_at
-        from {{ ref('int_events_attributed') }} as events
+        from {{ events_relation or ref('int_events_attributed') }} as events
         inner join {{ ref('event_signals') }} as event_signals
             on events.event_type = event_signals.event_type
         where

@@ -59,6 +59,18 @@ def test_a_login_arriving_later_reattributes_anonymous_events_to_the_earliest_li
     assert c2["first_seen_at"] == c2["last_seen_at"] == datetime(2026, 10, 9)
     assert c2["recently_viewed"] == [] and c2["top_categories"] == []
 
+    # a later link changes nothing: the stored link stays the earliest, and C3 gets only its login
+    ingest(settings, "events", write_jsonl(tmp_path / "e4.jsonl", [
+        ev("l3", "login", "2026-10-10T00:00:00Z", anonymous_id="anon-1", customer_id="C3"),
+    ]))
+    cycle(settings, AS_OF)
+    assert query(settings, "select customer_id, link_event_id from int_anonymous_ids_stitched") == [("C1", "l1")]
+    assert profile(settings, "C1") == c1 | {"_cycle_id": profile(settings, "C1")["_cycle_id"]}
+    assert profile(settings, "C3")["recently_viewed"] == []
+    incremental = snapshot(settings)
+    cycle(settings, AS_OF, full_refresh=True)
+    assert snapshot(settings) == incremental
+
 
 def test_late_events_are_counted_and_duplicates_are_not(settings, tmp_path):
     ingest(settings, "events", write_jsonl(tmp_path / "e1.jsonl", [
@@ -149,4 +161,7 @@ def test_out_of_stock_products_leave_every_recommendation_in_the_next_cycle(sett
     assert query(settings, "select in_stock from products where product_id = 'P2'") == [(False,)]
     incremental = snapshot(settings)
     cycle(settings, AS_OF, full_refresh=True)
-    assert snapshot(settings)["customer_recommendations"] == incremental["customer_recommendations"]
+    rebuilt = snapshot(settings)
+    # C1 and C2 did nothing new: only their lists changed, and their profiles show it
+    for table in ("customer_recommendations", "customer_profiles", "customer_category_affinity"):
+        assert rebuilt[table] == incremental[table], table

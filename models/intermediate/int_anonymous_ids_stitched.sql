@@ -16,19 +16,9 @@ current_links as (
 ),
 {% endif %}
 
-changed_anonymous_ids as (
+arrived_links as (
 
-    select distinct anonymous_id from events
-    where
-        {{ changed_in_this_cycle() }}
-        and anonymous_id is not null
-        and customer_id is not null
-
-),
-
-earliest_links as (
-
-    {#- an event with both ids links them; of several links the earliest wins, whenever it arrived -#}
+    {#- an event with both ids links them -#}
     select
         anonymous_id,
         customer_id,
@@ -36,11 +26,39 @@ earliest_links as (
         occurred_at as linked_at
     from events
     where
-        anonymous_id in (select changed_anonymous_ids.anonymous_id from changed_anonymous_ids)
+        {{ changed_in_this_cycle() }}
+        and anonymous_id is not null
         and customer_id is not null
+
+),
+
+candidate_links as (
+
+    select * from arrived_links
+
+    {% if is_incremental() %}
+    union all
+
+    {# the stored link is already the earliest of every older event (events are never removed),
+        so a cycle compares it with the arrived links only: no scan of the event history -#}
+    select
+        anonymous_id,
+        customer_id,
+        link_event_id,
+        linked_at
+    from current_links
+    where anonymous_id in (select arrived_links.anonymous_id from arrived_links)
+    {% endif %}
+
+),
+
+earliest_links as (
+
+    {#- of several links the earliest wins, whenever it arrived -#}
+    select * from candidate_links
     qualify row_number() over (
         partition by anonymous_id
-        order by occurred_at, event_id
+        order by linked_at, link_event_id
     ) = 1
 
 ),

@@ -6,6 +6,15 @@
     events of the anonymous ids whose link changed (a login re-attributes old anonymous events).
 -#}
 
+{%- set has_relinked_ids = true %}
+{#- no link changed (most cycles): skip the history read altogether -#}
+{%- if execute and is_incremental() %}
+    {%- set found = run_query(
+        "select count(*) from " ~ ref('int_anonymous_ids_stitched') ~ " where " ~ changed_in_this_cycle()
+    ) %}
+    {%- set has_relinked_ids = found.columns[0].values()[0] > 0 %}
+{%- endif %}
+
 with
 
 events as (
@@ -27,12 +36,30 @@ relinked_anonymous_ids as (
 
 ),
 
-rewritten_events as (
+arrived_events as (
 
     select * from events
+    where {{ changed_in_this_cycle() }}
+
+),
+
+relinked_events as (
+
+    {#- older events of a relinked anonymous id: the only read of the event history, and only by
+        anonymous_id, so the scan filters one column before it reads the others -#}
+    select * from events
     where
-        {{ changed_in_this_cycle() }}
-        or anonymous_id in (select relinked_anonymous_ids.anonymous_id from relinked_anonymous_ids)
+        {{ 'true' if has_relinked_ids else 'false' }}
+        and not ({{ changed_in_this_cycle() }})
+        and anonymous_id in (select relinked_anonymous_ids.anonymous_id from relinked_anonymous_ids)
+
+),
+
+rewritten_events as (
+
+    select * from arrived_events
+    union all
+    select * from relinked_events
 
 ),
 

@@ -13,8 +13,18 @@
 
 {%- set stored = adapter.get_relation(this.database, this.schema, 'customer_recommendations') if execute else none %}
 {%- set max_recommendations = 10 %}
+{#- customers recomputed without being touched (a catalog change, a refresh cycle) need their events
+    from the history; every other cycle reads only the touched customers' events -#}
+{%- set reads_history = false %}
+{%- if execute and stored is not none and not flags.FULL_REFRESH %}
+    {%- set changed_products = run_query(
+        "select count(*) from " ~ ref('products') ~ " where _cycle_id = '" ~ cycle_id() ~ "'"
+    ) %}
+    {%- set reads_history = is_refresh_cycle() or changed_products.columns[0].values()[0] > 0 %}
+{%- endif %}
 
 -- depends_on: {{ ref('int_cycles_registered') }}, {{ ref('int_product_interactions_aggregated') }}
+-- depends_on: {{ ref('int_events_attributed') }}
 with
 
 touched_customers as (
@@ -77,6 +87,7 @@ recomputed_customers as (
 
     select customer_id from touched_customers
 
+    {% if reads_history %}
     union
 
     select customer_id from stored_recommendations
@@ -85,6 +96,7 @@ recomputed_customers as (
             select products.product_id from products
             where products._cycle_id = '{{ cycle_id() }}'
         )
+    {% endif %}
 
     {% if is_refresh_cycle() %}
     union
@@ -123,7 +135,20 @@ in_stock_products as (
 customer_interactions as (
 
     {#- the macro of int_product_interactions_aggregated, filtered before it aggregates #}
-    {{ product_interactions('select eligible_customers.customer_id from eligible_customers') }}
+    {{ product_interactions(
+        'select eligible_customers.customer_id from eligible_customers where eligible_customers.customer_id'
+        ~ ' in (select touched_customers.customer_id from touched_customers)',
+        ref('int_events_filtered_to_touched_customers'),
+    ) }}
+
+    {% if reads_history %}
+    union all
+
+    {{ product_interactions(
+        'select eligible_customers.customer_id from eligible_customers where eligible_customers.customer_id'
+        ~ ' not in (select touched_customers.customer_id from touched_customers)'
+    ) }}
+    {% endif %}
 
 ),
 
@@ -194,33 +219,75 @@ association_candidates as (
 
 ),
 
-category_candidates as (
+popular_in_category as (
 
-    {#- the fallback: popular in-stock products of the customer's top 3 categories -#}
+    {#- in-stock products by popularity within their category: the fallback's order in a category -#}
     select
-        affinity.customer_id,
+        in_stock_products.category,
         in_stock_products.product_id,
         round(cast(popularity.popularity_score as double), 9) as score,
-        affinity.category_rank
-    from affinity
-    inner join in_stock_products
-        on affinity.category = in_stock_products.category
+        row_number() over (
+            partition by in_stock_products.category
+            order by round(cast(popularity.popularity_score as double), 9) desc, in_stock_products.product_id
+        ) as category_product_rank
+    from in_stock_products
     inner join popularity
         on in_stock_products.product_id = popularity.product_id
+
+),
+
+excluded_counts as (
+
+    {#- what a customer's fallback skips: what they ordered and their association candidates -#}
+    select
+        customer_id,
+        count(*) as excluded_count
+    from (
+        select
+            customer_id,
+            product_id
+        from ordered_products
+        union
+        select
+            customer_id,
+            product_id
+        from association_candidates
+    ) as excluded_products
+    group by customer_id
+
+),
+
+category_candidates as (
+
+    {#- the fallback: popular in-stock products of the customer's top 3 categories; a category's
+        first 10 + excluded_count products always hold its first 10 the customer may get, so no
+        customer is joined with a whole category -#}
+    select
+        affinity.customer_id,
+        popular_in_category.product_id,
+        popular_in_category.score,
+        affinity.category_rank
+    from affinity
+    inner join popular_in_category
+        on affinity.category = popular_in_category.category
+    left join excluded_counts
+        on affinity.customer_id = excluded_counts.customer_id
     where
         affinity.customer_id in (select eligible_customers.customer_id from eligible_customers)
         and affinity.category_rank <= 3
+        and popular_in_category.category_product_rank
+        <= {{ max_recommendations }} + coalesce(excluded_counts.excluded_count, 0)
         and not exists (
             select ordered_products.product_id from ordered_products
             where
                 ordered_products.customer_id = affinity.customer_id
-                and ordered_products.product_id = in_stock_products.product_id
+                and ordered_products.product_id = popular_in_category.product_id
         )
         and not exists (
             select association_candidates.product_id from association_candidates
             where
                 association_candidates.customer_id = affinity.customer_id
-                and association_candidates.product_id = in_stock_products.product_id
+                and association_candidates.product_id = popular_in_category.product_id
         )
 
 ),

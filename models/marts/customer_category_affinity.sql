@@ -22,7 +22,8 @@ touched_customers as (
 
 events as (
 
-    select * from {{ ref('int_events_attributed') }}
+    {#- the events of the customers this cycle touched -#}
+    select * from {{ ref('int_events_filtered_to_touched_customers') }}
 
 ),
 

@@ -3,24 +3,27 @@
     post_hook="{{ delete_stale_rows('select customer_id from ' ~ ref('int_customers_touched')) }}",
 ) }}
 
+{#- the columns of DESIGN.md's profile table, in its order -#}
+{%- set profile_columns = [
+    'customer_id', 'email', 'first_name', 'last_name', 'country', 'locale', 'timezone',
+    'marketing_consent', 'first_seen_at', 'last_seen_at', 'orders_count', 'lifetime_value',
+    'last_order_at', 'lifecycle_stage', 'recently_viewed', 'cart', 'top_categories', 'recommendations',
+] %}
+
 {#-
     The profile of DESIGN.md "Mart contract", one row per customer who has one: a current,
     undeleted CRM row, or events or orders and no CRM delete. Recomputed for the customers this
-    cycle touched and those whose recommendations changed; every other stored row is re-staged
-    against as_of, so lifecycle_stage is right for everyone at every cycle.
+    cycle touched; a customer whose recommendations alone changed (a catalog change, a refresh)
+    keeps every other field of the stored row, since nothing else of theirs changed; every other
+    stored row is re-staged against as_of, so lifecycle_stage is right for everyone at every cycle.
 -#}
 
+-- depends_on: {{ ref('int_recommendations_ranked') }}
 with
 
 touched_customers as (
 
     select * from {{ ref('int_customers_touched') }}
-
-),
-
-recommendations_ranked as (
-
-    select * from {{ ref('int_recommendations_ranked') }}
 
 ),
 
@@ -32,7 +35,8 @@ customers as (
 
 events as (
 
-    select * from {{ ref('int_events_attributed') }}
+    {#- the events of the customers this cycle touched -#}
+    select * from {{ ref('int_events_filtered_to_touched_customers') }}
 
 ),
 
@@ -72,12 +76,25 @@ recomputed_customers as (
 
     select customer_id from touched_customers
 
-    union
+),
 
-    select customer_id from recommendations_ranked
-    where has_changed
+{% if is_incremental() %}
+recommendations_ranked as (
+
+    select * from {{ ref('int_recommendations_ranked') }}
 
 ),
+
+relisted_customers as (
+
+    {#- new recommendations, nothing else new -#}
+    select distinct customer_id from recommendations_ranked
+    where
+        has_changed
+        and customer_id not in (select recomputed_customers.customer_id from recomputed_customers)
+
+),
+{% endif %}
 
 crm_customers as (
 
@@ -249,13 +266,25 @@ top_categories as (
 
 ),
 
+listed_customers as (
+
+    select customer_id from recomputed_customers
+
+    {% if is_incremental() %}
+    union
+
+    select customer_id from relisted_customers
+    {% endif %}
+
+),
+
 recommended_products as (
 
     select
         customer_id,
         array_agg(product_id order by rank) as recommendations
     from recommendations
-    where customer_id in (select recomputed_customers.customer_id from recomputed_customers)
+    where customer_id in (select listed_customers.customer_id from listed_customers)
     group by customer_id
 
 ),
@@ -316,6 +345,20 @@ recomputed_profiles as (
 ),
 
 {% if is_incremental() %}
+relisted_profiles as (
+
+    select
+        current_profiles.* exclude (lifecycle_stage, recommendations, _cycle_id),
+        {{ lifecycle_stage('current_profiles.last_order_at', as_of()) }} as lifecycle_stage,
+        coalesce(recommended_products.recommendations, {{ empty_list() }}) as recommendations
+    from current_profiles
+    inner join relisted_customers
+        on current_profiles.customer_id = relisted_customers.customer_id
+    left join recommended_products
+        on current_profiles.customer_id = recommended_products.customer_id
+
+),
+
 restaged_profiles as (
 
     {#- no new data, yet as_of moved across a 90 or 180 day boundary (either way) -#}
@@ -325,6 +368,7 @@ restaged_profiles as (
     from current_profiles
     where
         customer_id not in (select recomputed_customers.customer_id from recomputed_customers)
+        and customer_id not in (select relisted_customers.customer_id from relisted_customers)
         and lifecycle_stage != {{ lifecycle_stage('last_order_at', as_of()) }}
 
 ),
@@ -335,28 +379,15 @@ all_profiles as (
     select * from recomputed_profiles
 
     {% if is_incremental() %}
+    {%- for stored in ['relisted_profiles', 'restaged_profiles'] %}
     union all
 
     select
-        customer_id,
-        email,
-        first_name,
-        last_name,
-        country,
-        locale,
-        timezone,
-        marketing_consent,
-        first_seen_at,
-        last_seen_at,
-        orders_count,
-        lifetime_value,
-        last_order_at,
-        lifecycle_stage,
-        recently_viewed,
-        cart,
-        top_categories,
-        recommendations
-    from restaged_profiles
+        {%- for column in profile_columns %}
+        {{ column }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from {{ stored }}
+    {% endfor %}
     {% endif %}
 
 ),
