@@ -97,10 +97,11 @@ def fresh_events(workdir: Path, events: int, customers: int, products: int, tag:
     return target
 
 
-def new_event_files(workdir: Path, small_events: int, new: int) -> list[Path]:
+def new_event_files(workdir: Path, small_events: int, new: int, prefix: str) -> list[Path]:
     """Three files of --new events, the same files for both lakes: customers and products of the
-    small lake (which the large one has too), new event ids. Same arrivals, different lake sizes."""
-    return [fresh_events(workdir, new, _customers_for(small_events), _products_for(small_events), f"new{i}")
+    small lake (which the large one has too), new event ids. Same arrivals, different lake sizes.
+    The prefix is new on every run, so a reused lake never sees them as duplicates."""
+    return [fresh_events(workdir, new, _customers_for(small_events), _products_for(small_events), f"{prefix}{i}")
             for i in range(3)]
 
 
@@ -160,9 +161,7 @@ def full_rebuild_vs_reference(settings) -> tuple[float, float, int, int]:
 
 def cycles_again(args) -> None:
     """Steps 2 and 3 on the homes an earlier run built (after a change of the models)."""
-    stamp = int(time.time())  # new event ids on every run: a re-run must not re-ingest duplicates
-    files = [fresh_events(args.workdir, args.new, _customers_for(args.small), _products_for(args.small), f"again{stamp}-{i}")
-             for i in range(3)]
+    files = new_event_files(args.workdir, args.small, args.new, f"again{int(time.time())}-")
     homes = {label: load_settings(args.workdir / f"home-{label}", environ={}) for label in ("small", "large")}
     for settings in homes.values():  # warm-up: this process loads the seeds and views once
         assert build(settings, as_of=AS_OF, cycle_id=new_cycle_id()).ok
@@ -189,7 +188,7 @@ def main() -> None:
         cycles_again(args)
         return
 
-    files = new_event_files(args.workdir, args.small, args.new)
+    files = new_event_files(args.workdir, args.small, args.new, f"new{int(time.time())}-")
     small, _ = prepare(args.workdir, args.small, "small")
     small_cycle = cycles_with_new_events(small, files, args.new, "small")
     large, _ = prepare(args.workdir, args.large, "large", args.reuse_lakes)

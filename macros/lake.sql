@@ -51,3 +51,35 @@
         )
     {%- endif -%}
 {%- endmacro %}
+
+
+{% macro delete_outranked_events() -%}
+    {#-
+        Pre-hook of int_events_deduplicated (append only): a stored copy of an event that a copy
+        arriving in this cycle outranks (ingested earlier, read later: its batch was still being
+        written when the last cycle ran) leaves first, and the model then appends the winner.
+        Only a copy ingested after this cycle's earliest batch can be outranked, so the literal
+        bound limits the delete to the newest row groups instead of probing every stored event.
+    -#}
+    {%- if execute and is_incremental() -%}
+        {%- set batches = ref('int_lake_batches_registered') -%}
+        {%- set bounds = run_query(
+            "select min(_ingested_at) from " ~ batches
+            ~ " where lake_table = 'events' and _cycle_id = '" ~ cycle_id() ~ "'"
+        ) -%}
+        {%- set since = bounds.columns[0].values()[0] -%}
+        {%- if since is not none -%}
+            delete from {{ this }} as stored
+            where
+                stored._ingested_at >= cast('{{ since.isoformat(sep=" ") }}' as {{ dbt.type_timestamp() }})
+                and exists (
+                    select 1 from {{ ref('stg_tracking__events') }} as arrived
+                    where
+                        {{ lake_batches_of_this_cycle('events') }}
+                        and arrived.event_id = stored.event_id
+                        and (arrived._ingested_at, arrived._batch_id, arrived._source_line)
+                        < (stored._ingested_at, stored._batch_id, stored._source_line)
+                )
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}

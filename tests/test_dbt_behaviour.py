@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from tests.lakewriter import LakeWriter
 from tests.test_dbt_support import cycle, ingest, profile, query, snapshot, write_jsonl
 
 AS_OF = datetime(2026, 11, 26)
@@ -87,6 +88,24 @@ def test_late_events_are_counted_and_duplicates_are_not(settings, tmp_path):
     assert c1["first_seen_at"] == datetime(2026, 1, 2, 1, 4, 5)
     assert c1["last_seen_at"] == datetime(2026, 11, 20)
     assert c1["recently_viewed"] == ["P1", "P2"]
+
+
+def test_an_earlier_ingested_copy_read_by_a_later_cycle_wins(settings):
+    lake, ingested = LakeWriter(settings.home), datetime(2026, 11, 20, 12)
+    lake.write("events", [ev("x1", "product_view", "2026-11-20T00:00:00Z", customer_id="C1", product_id="LATER")],
+               ingested_at=ingested)
+    cycle(settings, AS_OF)
+    assert profile(settings, "C1")["recently_viewed"] == ["LATER"]
+
+    # a batch ingested a minute earlier was still being written during that cycle: its copy wins
+    lake.write("events", [ev("x1", "product_view", "2026-11-20T00:00:00Z", customer_id="C1", product_id="EARLIER")],
+               ingested_at=ingested - timedelta(minutes=1))
+    cycle(settings, AS_OF)
+    assert query(settings, "select product_id from int_events_deduplicated where event_id = 'x1'") == [("EARLIER",)]
+    assert profile(settings, "C1")["recently_viewed"] == ["EARLIER"]
+    incremental = snapshot(settings)
+    cycle(settings, AS_OF, full_refresh=True)
+    assert snapshot(settings) == incremental
 
 
 def test_crm_delete_erases_in_that_cycle_and_a_later_create_restores(settings, tmp_path):

@@ -7,10 +7,14 @@
 -#}
 
 {%- set has_relinked_ids = true %}
-{#- no link changed (most cycles): skip the history read altogether -#}
+{#- most cycles: no link of an id seen before this cycle changed, so no read of the history -#}
 {%- if execute and is_incremental() %}
     {%- set found = run_query(
-        "select count(*) from " ~ ref('int_anonymous_ids_stitched') ~ " where " ~ changed_in_this_cycle()
+        "select count(*) from " ~ ref('int_anonymous_ids_stitched') ~ " as links"
+        ~ " inner join " ~ ref('int_anonymous_ids_seen') ~ " as seen"
+        ~ " on links.anonymous_id = seen.anonymous_id"
+        ~ " where " ~ changed_in_this_cycle('links._cycle_id')
+        ~ " and not " ~ changed_in_this_cycle('seen._cycle_id')
     ) %}
     {%- set has_relinked_ids = found.columns[0].values()[0] > 0 %}
 {%- endif %}
@@ -29,37 +33,35 @@ identity_links as (
 
 ),
 
+anonymous_ids_seen as (
+
+    select * from {{ ref('int_anonymous_ids_seen') }}
+
+),
+
 relinked_anonymous_ids as (
 
+    {#- ids whose link changed and that older events carry (seen before this cycle) -#}
     select anonymous_id from identity_links
-    where {{ changed_in_this_cycle() }}
-
-),
-
-arrived_events as (
-
-    select * from events
-    where {{ changed_in_this_cycle() }}
-
-),
-
-relinked_events as (
-
-    {#- older events of a relinked anonymous id: the only read of the event history, and only by
-        anonymous_id, so the scan filters one column before it reads the others -#}
-    select * from events
     where
-        {{ 'true' if has_relinked_ids else 'false' }}
-        and not ({{ changed_in_this_cycle() }})
-        and anonymous_id in (select relinked_anonymous_ids.anonymous_id from relinked_anonymous_ids)
+        {{ changed_in_this_cycle() }}
+        and anonymous_id in (
+            select anonymous_ids_seen.anonymous_id from anonymous_ids_seen
+            where not ({{ changed_in_this_cycle('anonymous_ids_seen._cycle_id') }})
+        )
 
 ),
 
 rewritten_events as (
 
-    select * from arrived_events
-    union all
-    select * from relinked_events
+    {#- this cycle's events, and the older events of a relinked anonymous id; one reference to the
+        events, so DuckDB filters while it scans instead of materializing the whole history -#}
+    select * from events
+    where
+        {{ changed_in_this_cycle() }}
+        {%- if has_relinked_ids %}
+        or anonymous_id in (select relinked_anonymous_ids.anonymous_id from relinked_anonymous_ids)
+        {%- endif %}
 
 ),
 

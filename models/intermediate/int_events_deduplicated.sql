@@ -1,4 +1,12 @@
-{{ config(unique_key='event_id') }}
+{{ config(
+    incremental_strategy='append',
+    pre_hook="{{ delete_outranked_events() }}",
+) }}
+
+{#-
+    Appends the events this cycle is the first to see; a stored copy outranked by an arriving one
+    is deleted by the pre-hook first, so no cycle probes every stored event_id to delete.
+-#}
 
 with
 

@@ -345,31 +345,37 @@ recomputed_profiles as (
 ),
 
 {% if is_incremental() %}
-relisted_profiles as (
+relisted_lists as (
 
     select
-        current_profiles.* exclude (lifecycle_stage, recommendations, _cycle_id),
-        {{ lifecycle_stage('current_profiles.last_order_at', as_of()) }} as lifecycle_stage,
+        relisted_customers.customer_id,
         coalesce(recommended_products.recommendations, {{ empty_list() }}) as recommendations
-    from current_profiles
-    inner join relisted_customers
-        on current_profiles.customer_id = relisted_customers.customer_id
+    from relisted_customers
     left join recommended_products
-        on current_profiles.customer_id = recommended_products.customer_id
+        on relisted_customers.customer_id = recommended_products.customer_id
 
 ),
 
-restaged_profiles as (
+carried_profiles as (
 
-    {#- no new data, yet as_of moved across a 90 or 180 day boundary (either way) -#}
+    {#- stored rows of customers not recomputed, rewritten when their list changed (relisted) or
+        as_of moved them across a 90 or 180 day boundary, either way (restaged); one read of the
+        stored rows, so DuckDB never materializes the whole table -#}
     select
-        * exclude (lifecycle_stage, _cycle_id),
-        {{ lifecycle_stage('last_order_at', as_of()) }} as lifecycle_stage
+        current_profiles.* exclude (lifecycle_stage, recommendations, _cycle_id),
+        {{ lifecycle_stage('current_profiles.last_order_at', as_of()) }} as lifecycle_stage,
+        coalesce(relisted_lists.recommendations, current_profiles.recommendations) as recommendations
     from current_profiles
+    left join relisted_lists
+        on current_profiles.customer_id = relisted_lists.customer_id
     where
-        customer_id not in (select recomputed_customers.customer_id from recomputed_customers)
-        and customer_id not in (select relisted_customers.customer_id from relisted_customers)
-        and lifecycle_stage != {{ lifecycle_stage('last_order_at', as_of()) }}
+        current_profiles.customer_id not in (
+            select recomputed_customers.customer_id from recomputed_customers
+        )
+        and (
+            relisted_lists.customer_id is not null
+            or current_profiles.lifecycle_stage != {{ lifecycle_stage('current_profiles.last_order_at', as_of()) }}
+        )
 
 ),
 {% endif %}
@@ -379,15 +385,13 @@ all_profiles as (
     select * from recomputed_profiles
 
     {% if is_incremental() %}
-    {%- for stored in ['relisted_profiles', 'restaged_profiles'] %}
     union all
 
     select
         {%- for column in profile_columns %}
         {{ column }}{{ ',' if not loop.last }}
         {%- endfor %}
-    from {{ stored }}
-    {% endfor %}
+    from carried_profiles
     {% endif %}
 
 ),
