@@ -16,8 +16,8 @@
 {#- customers recomputed without being touched (a catalog change, a refresh cycle) need their events
     from the history; every other cycle reads only the touched customers' events -#}
 {%- set reads_history = false %}
-{#- a full rebuild touches everyone -#}
-{%- if execute and not flags.FULL_REFRESH %}
+{#- a full rebuild touches everyone; `dbt docs generate` on a fresh home has no products table -#}
+{%- if execute and not flags.FULL_REFRESH and load_relation(ref('products')) is not none %}
     {%- set changed_products = run_query(
         "select count(*) from " ~ ref('products') ~ " where _cycle_id = '" ~ cycle_id() ~ "'"
     ) %}
