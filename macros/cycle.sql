@@ -35,6 +35,12 @@
     {{ return(found.columns[0].values()[0]) }}
 {%- endmacro %}
 
+{% macro query_value(sql) -%}
+    {#- the first value of a look-up query, for a model that decides at run time what to read -#}
+    {%- set found = run_query(sql) -%}
+    {{ return(found.columns[0].values()[0] if found.rows | length > 0 else none) }}
+{%- endmacro %}
+
 {% macro changed_in_this_cycle(column='_cycle_id') -%}
     {{ column }} > '{{ last_committed_cycle_id() }}'
 {%- endmacro %}

@@ -25,6 +25,14 @@
     {%- endif -%}
 {%- endmacro %}
 
+{% macro lake_batches_since(table_name) -%}
+    {#- the earliest _ingested_at of the batches this cycle registered for a lake table; none without any -#}
+    {{ return(query_value(
+        "select min(_ingested_at) from " ~ ref('int_lake_batches_registered')
+        ~ " where lake_table = '" ~ table_name ~ "' and _cycle_id = '" ~ cycle_id() ~ "'"
+    )) }}
+{%- endmacro %}
+
 {% macro lake_batches_of_this_cycle(table_name) -%}
     {#-
         A filter on a staging relation: the rows of the batches registered by this cycle.
@@ -35,12 +43,8 @@
     {%- set batches = ref('int_lake_batches_registered') -%}
     {%- if not execute -%}{{ return('true') }}{%- endif -%}
     {%- if load_relation(batches) is none -%}{{ return('false') }}{%- endif -%}
-    {%- set bounds = run_query(
-        "select min(_ingested_at), count(*) from " ~ batches
-        ~ " where lake_table = '" ~ table_name ~ "' and _cycle_id = '" ~ cycle_id() ~ "'"
-    ) -%}
-    {%- set since = bounds.columns[0].values()[0] -%}
-    {%- if bounds.columns[1].values()[0] == 0 -%}
+    {%- set since = lake_batches_since(table_name) -%}
+    {%- if since is none -%}
         false
     {%- else -%}
         ingest_date >= cast('{{ since.strftime("%Y-%m-%d") }}' as date)
@@ -62,12 +66,7 @@
         bound limits the delete to the newest row groups instead of probing every stored event.
     -#}
     {%- if execute and is_incremental() -%}
-        {%- set batches = ref('int_lake_batches_registered') -%}
-        {%- set bounds = run_query(
-            "select min(_ingested_at) from " ~ batches
-            ~ " where lake_table = 'events' and _cycle_id = '" ~ cycle_id() ~ "'"
-        ) -%}
-        {%- set since = bounds.columns[0].values()[0] -%}
+        {%- set since = lake_batches_since('events') -%}
         {%- if since is not none -%}
             delete from {{ this }} as stored
             where

@@ -11,11 +11,10 @@
 {%- set has_recategorized_products = true %}
 {#- the relation may not exist yet (first build, or `dbt docs generate` on a fresh home) -#}
 {%- if execute and not flags.FULL_REFRESH and load_relation(products_relation) is not none %}
-    {%- set found = run_query(
+    {%- set has_recategorized_products = query_value(
         "select count(*) from " ~ products_relation
         ~ " where " ~ changed_in_this_cycle() ~ " and category is distinct from previous_category"
-    ) %}
-    {%- set has_recategorized_products = found.columns[0].values()[0] > 0 %}
+    ) > 0 %}
 {%- endif %}
 
 with

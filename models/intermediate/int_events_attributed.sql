@@ -9,14 +9,13 @@
 {%- set has_relinked_ids = true %}
 {#- most cycles: no link of an id seen before this cycle changed, so no read of the history -#}
 {%- if execute and is_incremental() %}
-    {%- set found = run_query(
+    {%- set has_relinked_ids = query_value(
         "select count(*) from " ~ ref('int_anonymous_ids_stitched') ~ " as links"
         ~ " inner join " ~ ref('int_anonymous_ids_seen') ~ " as seen"
         ~ " on links.anonymous_id = seen.anonymous_id"
         ~ " where " ~ changed_in_this_cycle('links._cycle_id')
         ~ " and not " ~ changed_in_this_cycle('seen._cycle_id')
-    ) %}
-    {%- set has_relinked_ids = found.columns[0].values()[0] > 0 %}
+    ) > 0 %}
 {%- endif %}
 
 with

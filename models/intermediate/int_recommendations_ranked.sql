@@ -18,10 +18,9 @@
 {%- set reads_history = false %}
 {#- a full rebuild touches everyone; `dbt docs generate` on a fresh home has no products table -#}
 {%- if execute and not flags.FULL_REFRESH and load_relation(ref('products')) is not none %}
-    {%- set changed_products = run_query(
+    {%- set reads_history = is_refresh_cycle() or query_value(
         "select count(*) from " ~ ref('products') ~ " where _cycle_id = '" ~ cycle_id() ~ "'"
-    ) %}
-    {%- set reads_history = is_refresh_cycle() or changed_products.columns[0].values()[0] > 0 %}
+    ) > 0 %}
 {%- endif %}
 
 -- depends_on: {{ ref('int_cycles_registered') }}, {{ ref('int_product_interactions_aggregated') }}
