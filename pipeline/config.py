@@ -26,6 +26,17 @@ DEFAULT_MERGE_FALLBACKS: dict[str, str] = {
     "timezone": "UTC",
 }
 
+# DESIGN.md "Streaming sources": source -> topic (the CDC names are Debezium's <prefix>.<schema>.<table>)
+DEFAULT_KAFKA_TOPICS: dict[str, str] = {
+    "events": "sendtime.events",
+    "customers": "shop.public.customers",
+    "orders": "shop.public.orders",
+    "order_items": "shop.public.order_items",
+    "products": "sendtime.products",
+}
+# SENDTIME_KAFKA_CLIENT__<librdkafka property>=value passes one client option (TLS, SASL) through
+KAFKA_CLIENT_ENV_PREFIX = "SENDTIME_KAFKA_CLIENT__"
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -72,6 +83,13 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    # kafka (`sendtime consume`, docs/kafka.md)
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_topics: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_KAFKA_TOPICS))
+    kafka_group_id: str = "sendtime"
+    kafka_flush_seconds: float = 1.0
+    kafka_flush_records: int = 50_000
+    kafka_client: Mapping[str, str] = field(default_factory=dict)  # librdkafka options, passed through
 
     # -- derived paths: all runtime state lives below home --
     @property
@@ -176,11 +194,28 @@ def load_settings(home: str | Path | None = None, environ: Mapping[str, str] | N
         raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
     coerced = {k: _coerce(k, getattr(settings, k), v) for k, v in overrides.items()}
     settings = replace(settings, **coerced)
+    client = _kafka_client_env(environ)
+    if client:
+        settings = replace(settings, kafka_client={**settings.kafka_client, **client})
+    if settings.kafka_flush_seconds <= 0 or settings.kafka_flush_records < 1:
+        raise ConfigError("kafka_flush_seconds must be positive and kafka_flush_records at least 1")
     if settings.status_page_access not in {"open", "key"}:
         raise ConfigError("status_page_access must be 'open' or 'key'")
     parse_duration(settings.schedule_every)
     parse_duration(settings.recommendations_refresh_every)
     return settings
+
+
+def _kafka_client_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """`SENDTIME_KAFKA_CLIENT__security.protocol=SASL_SSL` -> {"security.protocol": "SASL_SSL"}.
+    Shells cannot export names with dots, so `..._SECURITY_PROTOCOL` works too (librdkafka's
+    property names use dots, never underscores)."""
+    out = {}
+    for name, value in environ.items():
+        if name.startswith(KAFKA_CLIENT_ENV_PREFIX) and len(name) > len(KAFKA_CLIENT_ENV_PREFIX):
+            key = name[len(KAFKA_CLIENT_ENV_PREFIX):]
+            out[key if "." in key else key.lower().replace("_", ".")] = value
+    return out
 
 
 def ensure_home(settings: Settings) -> None:
