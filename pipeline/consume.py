@@ -27,9 +27,11 @@ Exactly once into the lake
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -121,6 +123,7 @@ class ConsumeConfig:
     flush_seconds: float
     flush_records: int
     client: dict[str, str] = field(default_factory=dict)
+    instance_id: str = ""  # static group membership (KIP-345); "" = dynamic
 
     @classmethod
     def from_settings(cls, settings: Settings, *, bootstrap_servers: str | None = None,
@@ -131,10 +134,17 @@ class ConsumeConfig:
         for key in client:
             if key in PROTECTED_CLIENT_OPTIONS:
                 raise ConsumeError(f"kafka_client option {key!r} cannot be set: {PROTECTED_CLIENT_OPTIONS[key]}")
+        # One consumer per home, so the home names a stable group member: a consumer restarted after
+        # a crash takes its partitions back at once instead of waiting for the dead member's session
+        # to time out (45 s by default). kafka_client `group.instance.id` overrides it; "" turns it off.
+        instance_id = client.pop("group.instance.id", None)
+        if instance_id is None:
+            digest = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:12]
+            instance_id = f"sendtime-{socket.gethostname()}-{digest}"
         return cls(bootstrap_servers=bootstrap_servers or settings.kafka_bootstrap_servers,
                    topics=check_topic_map(topic_map), group_id=settings.kafka_group_id,
                    flush_seconds=settings.kafka_flush_seconds, flush_records=settings.kafka_flush_records,
-                   client=client)
+                   client=client, instance_id=instance_id)
 
     def client_config(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
@@ -149,6 +159,8 @@ class ConsumeConfig:
             "isolation.level": "read_committed",
             "logger": logging.getLogger("librdkafka"),
         }
+        if self.instance_id:
+            conf["group.instance.id"] = self.instance_id
         return conf
 
 

@@ -176,8 +176,9 @@ class KafkaBroker:
     def format(self) -> None:
         """`kafka-storage format` through its Java main class; the cluster id is made here (no JVM for it)."""
         props = self._properties()
+        # "=" form: a base64 id may start with "-", which argparse would take for an option
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        proc = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+        proc = subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props),
                                          log=self.workdir / "storage.log"),
                               capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
@@ -231,11 +232,13 @@ class KafkaBroker:
         return time.monotonic() - started
 
     # -- helpers for tests --
-    def create_topic(self, name: str, partitions: int = 1, timeout: float = 30) -> None:
+    def create_topic(self, name: str, partitions: int = 1, timeout: float = 30,
+                     config: dict[str, str] | None = None) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                                config=config or {})])
         futures[name].result(timeout=timeout)
         self._wait_partitions(admin, name, partitions, timeout)
 
