@@ -194,6 +194,8 @@ class OffsetLedger:
         self.next: dict[str, dict[int, int]] = {}
         self.through = ""  # every lake file with a batch id <= this is reflected in `next`
         self.scanned = 0
+        # Kafka batches newer than the checkpoint: a killed consumer may not have logged them yet
+        self.found: list[tuple[Path, dict[str, Any]]] = []
 
     def load(self) -> None:
         try:
@@ -223,6 +225,7 @@ class OffsetLedger:
                     record = read_batch_metadata(path)
                     if record:
                         self._add(record["topic"], {int(p): (r[0], r[1]) for p, r in record["partitions"].items()})
+                        self.found.append((path, record))
         self.through = newest
 
     def _add(self, topic: str, ranges: Ranges) -> None:
@@ -560,6 +563,7 @@ class StreamConsumer:
         if missing:
             log.warning("topics not found yet; they are consumed once they exist", extra={"topics": missing})
         self._open_store()
+        self._log_found_batches()
         self.consumer.subscribe(list(self.buffers), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         log.info("consumer started", extra={"topics": self.config.topics, "group_id": self.config.group_id,
@@ -578,6 +582,17 @@ class StreamConsumer:
         except SQLAlchemyError as exc:
             log.warning("ingest log unavailable; batches are still written to the lake",
                         extra={"error": type(exc).__name__})
+
+    def _log_found_batches(self) -> None:
+        """Batches committed to the lake after the last checkpoint go (again) into the ingest log:
+        a kill between a lake rename and its log row must not lose the counts (upserts: idempotent)."""
+        for path, record in self.ledger.found:
+            ranges = {int(p): (r[0], r[1]) for p, r in record["partitions"].items()}
+            quarantine = self.settings.quarantine_dir / record["source"] / path.parent.name / f"{path.stem}.jsonl"
+            at = datetime.strptime(path.stem[:22], "%Y%m%dT%H%M%S%fZ")
+            self._record(BatchResult(path.stem, record["source"], record["topic"], ranges, record["received"],
+                                     record["accepted"], record["rejected"], record["skipped"], path,
+                                     quarantine if record["rejected"] else None, at), recovered=True)
 
     # -- rebalance callbacks (run inside consume()) --
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -688,12 +703,12 @@ class StreamConsumer:
             self.ledger.save()
             _failpoint("after-checkpoint")
 
-    def _record(self, r: BatchResult) -> None:
+    def _record(self, r: BatchResult, *, recovered: bool = False) -> None:
         from sqlalchemy.exc import SQLAlchemyError
 
         from pipeline.consume_log import BatchRecord, record_batch
 
-        log.info("kafka batch", extra={"batch_id": r.batch_id, "source": r.source, "topic": r.topic,
+        log.info("kafka batch (found in the lake at start)" if recovered else "kafka batch", extra={"batch_id": r.batch_id, "source": r.source, "topic": r.topic,
                                        "received": r.received, "accepted": r.accepted, "rejected": r.rejected,
                                        "skipped": r.skipped,
                                        "offsets": {str(p): list(x) for p, x in sorted(r.ranges.items())}})
