@@ -3,14 +3,14 @@
 #   $SENDTIME_JARS_DIR (default ~/.cache/sendtime/jars)/kafka-4.4.0/                                broker + Connect classpath
 #   $SENDTIME_JARS_DIR/debezium-3.6.1.Final/debezium-connector-postgres/                          a Connect plugin.path entry
 # Idempotent and fast when cached: a folder is complete when its .complete file holds the pom's
-# checksum, so editing the pom refetches. Maven caches the downloads in ~/.m2 as usual.
+# checksum (and this script's), so editing either refetches. Maven caches the downloads in ~/.m2 as usual.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 POM=deploy/kafka/pom.xml
 JARS="${SENDTIME_JARS_DIR:-$HOME/.cache/sendtime/jars}"
 KAFKA_VERSION=4.4.0
 DEBEZIUM_VERSION=3.6.1.Final
-SUM="$(sha256sum "$POM" | cut -d' ' -f1)"
+SUM="$(cat "$POM" "$0" | sha256sum | cut -d' ' -f1)"  # the pom and this script: either changes the jars
 
 if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -32,14 +32,21 @@ fetch() {  # profile, target folder, extra copy-dependencies flags
   local tmp="$dest.tmp.$$"
   rm -rf "$tmp"
   mkdir -p "$(dirname "$dest")"
-  mvn -q -B -Dstyle.color=never -f "$POM" -P "$profile" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$tmp" "$@" >&2
+  if ! mvn -q -B -Dstyle.color=never -f "$POM" -P "$profile" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$tmp" "$@" > "$tmp.log" 2>&1; then
+    cat "$tmp.log" >&2
+    echo "fetch-jars: mvn failed for profile $profile (Maven Central reachable? see above)" >&2
+    exit 1
+  fi
+  rm -f "$tmp.log"
   echo "$SUM" > "$tmp/.complete"
   rm -rf "$dest"
   mv "$tmp" "$dest"  # a folder appears whole or not at all
 }
 
 fetch server "$JARS/kafka-$KAFKA_VERSION"
-# The worker provides Kafka's own classes and slf4j to every plugin: keep them out of the plugin folder.
-fetch debezium "$JARS/debezium-$DEBEZIUM_VERSION/debezium-connector-postgres" \
-  -DexcludeGroupIds=org.apache.kafka,org.slf4j
+# The plugin keeps the kafka-clients it was built with (4.3.0): Connect loads org.apache.kafka classes
+# from the worker first and falls back to the plugin folder, and Debezium 3.6.1 needs
+# o.a.k.common.utils.Sanitizer, which Kafka 4.4 moved to ...utils.internals (NoClassDefFoundError
+# at task start without it). slf4j comes from the worker.
+fetch debezium "$JARS/debezium-$DEBEZIUM_VERSION/debezium-connector-postgres" -DexcludeGroupIds=org.slf4j
