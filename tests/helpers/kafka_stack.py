@@ -507,3 +507,10 @@ def kafka_connect(kafka_jars: tuple[Path, Path], kafka_broker: KafkaBroker, stac
         yield connect
     finally:
         connect.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Start-up time of each part this session started (the CI budget watches it)."""
+    if STARTUP_SECONDS:
+        terminalreporter.write_line("kafka test stack start-up (s): "
+                                    + ", ".join(f"{k} {v}" for k, v in STARTUP_SECONDS.items()))
