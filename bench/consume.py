@@ -21,6 +21,7 @@ Prints Markdown tables and the load average (uptime) before and after.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,18 +53,40 @@ class Run:
 
 
 def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def child_env(home: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "SENDTIME_HOME": str(home), "SENDTIME_LOG_LEVEL": "WARNING", **extra}
 
 
-def wait_rusage(proc: subprocess.Popen) -> tuple[int, float, float]:
-    """(exit code, CPU seconds, peak RSS MB) of one child, from wait4."""
+class PeakRss(threading.Thread):
+    """The child's VmHWM (peak RSS of its own address space) sampled every 50 ms until it exits.
+    Not wait4's ru_maxrss: a forked child's starts at the parent's RSS at fork, and this parent
+    holds the generated data."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak_kb, self.done = pid, 0, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            except (OSError, ValueError):
+                return
+            time.sleep(0.05)
+
+
+def wait_rusage(proc: subprocess.Popen, peak: PeakRss) -> tuple[int, float, float]:
+    """(exit code, CPU seconds of every thread, peak RSS MB) of one child."""
     _, status, usage = os.wait4(proc.pid, 0)
+    peak.done.set()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return proc.returncode, usage.ru_utime + usage.ru_stime, peak.peak_kb / 1024
 
 
 def produce_lines(bootstrap: str, topic: str, files: list[Path]) -> int:
@@ -91,10 +115,9 @@ def run_ingest(home: Path, files: list[Path]) -> Run:
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ingest", "events", *map(str, files), "--json"],
                             cwd=ROOT, env=child_env(home), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    import json
-
+    peak = PeakRss(proc.pid)
     out = proc.stdout.read() if proc.stdout else b""
-    code, cpu, rss = wait_rusage(proc)
+    code, cpu, rss = wait_rusage(proc, peak)
     assert code == 0, code
     report = json.loads(out)
     return Run("file ingest (sendtime ingest, JSONL)", report["received"], time.perf_counter() - started, cpu, rss)
@@ -118,6 +141,7 @@ def run_consume(home: Path, bootstrap: str, ends: dict[int, int], group: str, to
                              "--topics", f"events={topic}"], cwd=ROOT,
                             env=child_env(home, SENDTIME_KAFKA_GROUP_ID=group),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    peak = PeakRss(proc.pid)
     while not covered(home, ends):
         if proc.poll() is not None:
             raise RuntimeError(f"consume exited {proc.returncode}")
@@ -125,7 +149,7 @@ def run_consume(home: Path, bootstrap: str, ends: dict[int, int], group: str, to
     time.sleep(linger)
     wall = time.perf_counter() - started
     proc.send_signal(signal.SIGTERM)
-    code, cpu, rss = wait_rusage(proc)
+    code, cpu, rss = wait_rusage(proc, peak)
     assert code == 0, code
     return Run("consume (sendtime consume, Kafka)", sum(ends.values()), wall, cpu, rss)
 

@@ -86,8 +86,9 @@ def topic_totals(engine: Engine) -> list[dict[str, Any]]:
 
 
 def format_topic_totals(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'kafka topic':32} {'source':12} {'batches':>8} {'received':>10} {'accepted':>10} "
-             f"{'rejected':>9} {'skipped':>8}  last batch"]
+    header = (f"{'kafka topic':32} {'source':12} {'batches':>8} {'received':>10} {'accepted':>10} "
+              f"{'rejected':>9} {'skipped':>8}  last batch")
+    lines = [header]
     for r in rows:
         lines.append(f"{r['topic']:32} {r['source']:12} {r['batches']:>8} {r['received']:>10} {r['accepted']:>10} "
                      f"{r['rejected']:>9} {r['skipped']:>8}  {r['last_batch_at']}")

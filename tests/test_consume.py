@@ -250,3 +250,35 @@ def test_kill_9_at_each_step_of_a_flush(tmp_path, kafka_broker, failpoint) -> No
     assert len(quarantined) == 3 and len({(q["partition"], q["offset"]) for q in quarantined}) == 3
     assert not list(home.glob("**/.*kafka-*")), "temporary files left behind"
     assert sum(b["skipped"] for b in lake_batches(home, "events")) == 1
+
+
+def test_broker_outage_while_running_is_retried_not_fatal(tmp_path, kafka_broker) -> None:
+    """Once running, an unreachable broker gives a log line and retries with backoff, never a crash;
+    the consumer picks up where it was when the broker is back, and a stop during an outage still
+    flushes and exits 0 promptly."""
+    topic = topic_name("events")
+    kafka_broker.create_topic(topic, partitions=2)
+    produce(kafka_broker.bootstrap, topic, [event(i) for i in range(50)])
+    home = tmp_path / "home"
+    consumer = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic}").start()
+    wait_for_offsets(home, "events", topic, kafka_broker.end_offsets(topic), consumer=consumer)
+    try:
+        kafka_broker.stop(hard=True)
+        time.sleep(8)
+        assert consumer.proc.poll() is None, consumer.logs()[-2000:]
+        warnings = consumer.logs().count("kafka client error; retrying with backoff")
+        assert 1 <= warnings <= 4, warnings  # one line per kind of error a minute, not a flood
+    finally:
+        kafka_broker.start()
+    produce(kafka_broker.bootstrap, topic, [event(i) for i in range(50, 120)])
+    wait_for_offsets(home, "events", topic, kafka_broker.end_offsets(topic), consumer=consumer)
+    try:
+        kafka_broker.stop(hard=True)
+        time.sleep(1)
+        started = time.monotonic()
+        assert consumer.stop(timeout=60) == 0
+        assert time.monotonic() - started < 30
+    finally:
+        kafka_broker.start()
+    counts = lake_message_counts(home, "events", topic)
+    assert len(counts) == 120 and set(counts.values()) == {1}

@@ -47,7 +47,7 @@ class ThrottledProducer(threading.Thread):
         producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
                              "linger.ms": 20, "message.timeout.ms": 120_000})
 
-        def delivered(err, _msg) -> None:  # noqa: ANN001 - librdkafka callback
+        def delivered(err, _msg) -> None:
             if err is not None:
                 self.errors.append(str(err))
 

@@ -39,14 +39,14 @@ class ConsumerProcess:
         cmd = [sys.executable, "-m", "pipeline.cli", "consume", "--bootstrap-servers", self.bootstrap]
         return cmd + (["--topics", self.topics] if self.topics else [])
 
-    def start(self, **env: str) -> "ConsumerProcess":
+    def start(self, **env: str) -> ConsumerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         # a group per home: a consumer of another test, killed and gone, must not hold up this one's
         # rebalance until its session times out
         group = "test-" + hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
         full = {**os.environ, "SENDTIME_HOME": str(self.home), "SENDTIME_KAFKA_FLUSH_SECONDS": "0.5",
                 "SENDTIME_KAFKA_GROUP_ID": group, **self.env, **env}
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - open while the consumer runs
         self._log_start = self._log.tell()  # the home's log file may hold earlier runs
         self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=full, stdout=self._log, stderr=self._log,
                                      start_new_session=True)

@@ -55,7 +55,7 @@ def ensure_jars() -> tuple[Path, Path]:
     kafka = jars_dir() / f"kafka-{KAFKA_VERSION}"
     plugins = jars_dir() / f"debezium-{DEBEZIUM_VERSION}"
     if not (kafka / ".complete").is_file() or not (plugins / "debezium-connector-postgres" / ".complete").is_file():
-        proc = subprocess.run([str(ROOT / "scripts" / "fetch-jars.sh")], capture_output=True, text=True)
+        proc = subprocess.run([str(ROOT / "scripts" / "fetch-jars.sh")], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             pytest.fail(f"scripts/fetch-jars.sh failed:\n{proc.stderr[-3000:]}")
     return kafka, plugins
@@ -180,17 +180,17 @@ class KafkaBroker:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         proc = subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props),
                                          log=self.workdir / "storage.log"),
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"kafka-storage format failed:\n{proc.stdout}\n{proc.stderr}")
 
-    def start(self, timeout: float = 90) -> "KafkaBroker":
+    def start(self, timeout: float = 90) -> KafkaBroker:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not (self.workdir / "data" / "meta.properties").exists():
             self.format()
         props = self._properties()
-        self._out = open(self.workdir / "broker.stdout", "ab")
+        self._out = open(self.workdir / "broker.stdout", "ab")  # noqa: SIM115 - open while the broker runs
         self.proc = subprocess.Popen(self._java("kafka.Kafka", str(props), log=self.log_path),
                                      stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_port(self.port, self.proc, self.log_path, timeout, "the Kafka broker")
@@ -209,7 +209,7 @@ class KafkaBroker:
                 meta = admin.list_topics(timeout=2)
                 if meta.brokers:
                     return
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:  # noqa: BLE001, S110 - not up yet: try again
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the Kafka broker did not become ready:\n{_tail(self.log_path)}")
@@ -323,10 +323,10 @@ class Postgres:
         return self.workdir / "data"
 
     def _run(self, args: list[str], timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess:
-        return subprocess.run(args, user=self.user, capture_output=True, text=True, timeout=timeout,
+        return subprocess.run(args, user=self.user, capture_output=True, text=True, timeout=timeout, check=False,
                               cwd=self.workdir, **kwargs)  # type: ignore[call-overload]
 
-    def start(self) -> "Postgres":
+    def start(self) -> Postgres:
         started = time.monotonic()
         if not (PG_BIN / "postgres").exists():
             pytest.fail(f"{PG_BIN}/postgres is missing (scripts/system-deps.sh installs postgresql-15)")
@@ -393,7 +393,7 @@ class KafkaConnect:
     def log_path(self) -> Path:
         return self.workdir / "connect.log"
 
-    def start(self, timeout: float = 120) -> "KafkaConnect":
+    def start(self, timeout: float = 120) -> KafkaConnect:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         worker = self.workdir / "worker.properties"
@@ -412,7 +412,7 @@ class KafkaConnect:
         log4j = _log4j2(self.workdir / "log4j2.properties", self.log_path)
         cmd = [_java(), *JVM_OPTS, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{self.classpath}/*",
                "org.apache.kafka.connect.cli.ConnectStandalone", str(worker)]
-        self._out = open(self.workdir / "connect.stdout", "ab")
+        self._out = open(self.workdir / "connect.stdout", "ab")  # noqa: SIM115 - open while Connect runs
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
