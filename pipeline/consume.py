@@ -32,6 +32,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ CONSUME_MAX_MESSAGES = 10_000  # messages per consume() call
 FLUSH_BYTES = 64 * 1024 * 1024  # also flush at this much buffered data: bounds memory with big messages
 POLL_SECONDS = 0.2  # bounds how long a signal waits
 CONNECT_TIMEOUT_SECONDS = 10.0  # the brokers must answer within this at start
+JOIN_GRACE_SECONDS = 10.0  # a stop during the first group join waits this long for the join to finish
+CLOSE_TIMEOUT_SECONDS = 20.0  # the client's close (leave the group, callbacks) may take this long
 _WRAPPED = r'^\s*\{\s*"(?:schema|payload)"\s*:'  # the JSON converter's schema wrapper, either key first
 
 # Client options the exactly-once design owns: a passthrough may not change them.
@@ -537,6 +540,8 @@ class StreamConsumer:
         self._warned: dict[str, float] = {}
         self.consumer: Any = None
         self.engine: Any = None
+        self.subscribed = False
+        self.assigned = False  # the first assignment arrived (the group join completed)
 
     # -- setup --
     def open(self) -> None:
@@ -566,8 +571,11 @@ class StreamConsumer:
             log.warning("topics not found yet; they are consumed once they exist", extra={"topics": missing})
         self._open_store()
         self._log_found_batches()
+        if self.stopping:  # stopped while starting: joining the group now would only delay the exit
+            return
         self.consumer.subscribe(list(self.buffers), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
+        self.subscribed = True
         log.info("consumer started", extra={"topics": self.config.topics, "group_id": self.config.group_id,
                                             "pid": os.getpid()})
 
@@ -598,6 +606,7 @@ class StreamConsumer:
 
     # -- rebalance callbacks (run inside consume()) --
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self.assigned = True
         resumed = {}
         for tp in partitions:
             nxt = self.ledger.next_offset(tp.topic, tp.partition)
@@ -636,7 +645,10 @@ class StreamConsumer:
         consume = self.consumer.consume
         buffers = self.buffers
         limit = self.config.flush_records
-        while not self.stopping:
+        join_deadline = started + JOIN_GRACE_SECONDS
+        # a stop requested while the group join is in flight: let the join finish first (librdkafka's
+        # close() can hang on a join in flight; nothing is read in the meantime worth keeping)
+        while not self.stopping or (self.subscribed and not self.assigned and time.monotonic() < join_deadline):
             room = max(1, min(CONSUME_MAX_MESSAGES, limit - self.buffered))
             messages = consume(num_messages=room, timeout=POLL_SECONDS)
             if messages:
@@ -760,9 +772,16 @@ class StreamConsumer:
         _failpoint("after-commit")
 
     def close(self) -> None:
+        """Close the client with a time limit: everything read is in the lake by now, so a close
+        stuck on an unreachable coordinator must not keep the process from exiting."""
         try:
             if self.consumer is not None:
-                self.consumer.close()
+                closer = threading.Thread(target=self.consumer.close, name="kafka-close", daemon=True)
+                closer.start()
+                closer.join(CLOSE_TIMEOUT_SECONDS)
+                if closer.is_alive():
+                    log.warning("the Kafka client did not close in time; exiting anyway (the lake holds the offsets)",
+                                extra={"seconds": CLOSE_TIMEOUT_SECONDS})
         finally:
             self.writer.close()
             if self.engine is not None:

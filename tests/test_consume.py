@@ -282,3 +282,22 @@ def test_broker_outage_while_running_is_retried_not_fatal(tmp_path, kafka_broker
         kafka_broker.start()
     counts = lake_message_counts(home, "events", topic)
     assert len(counts) == 120 and set(counts.values()) == {1}
+
+
+def test_stop_while_starting_exits_0_promptly(tmp_path, kafka_broker) -> None:
+    """SIGTERM as soon as the signal handler is in place (while the group join may be in flight),
+    after a kill -9 of the same home's previous consumer (a static member being replaced)."""
+    topic = topic_name("events")
+    kafka_broker.create_topic(topic, partitions=3)
+    produce(kafka_broker.bootstrap, topic, [event(i) for i in range(30)])
+    home = tmp_path / "home"
+    for _ in range(3):
+        first = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic}").start()
+        first.wait_started()
+        first.kill()
+        second = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic}").start()
+        started = time.monotonic()
+        assert second.stop(timeout=60) == 0
+        assert time.monotonic() - started < 20
+    counts = lake_message_counts(home, "events", topic)
+    assert max(counts.values(), default=1) == 1
