@@ -77,6 +77,8 @@ PROTECTED_CLIENT_OPTIONS = {
     "enable.auto.offset.store": "offsets are committed after the lake file is durable",
     "auto.offset.reset": "a partition the lake has not seen starts at its earliest offset",
     "isolation.level": "only committed transactional messages are read",
+    "partition.assignment.strategy": "the rebalance callbacks assume the classic eager protocol",
+    "group.protocol": "the rebalance callbacks assume the classic eager protocol",
 }
 
 
@@ -541,6 +543,7 @@ class StreamConsumer:
         self.consumer: Any = None
         self.engine: Any = None
         self.subscribed = False
+        self.failed = False  # a lake write failed: the callbacks of the closing client write nothing more
         self.assigned = False  # the first assignment arrived (the group join completed)
 
     # -- setup --
@@ -708,7 +711,7 @@ class StreamConsumer:
 
     def flush(self) -> None:
         """Every buffered message into the lake (one batch per topic), then the checkpoint."""
-        if not self.buffered:
+        if not self.buffered or self.failed:
             return
         wrote = False
         for topic, buf in self.buffers.items():
@@ -716,7 +719,13 @@ class StreamConsumer:
                 continue
             at = self._next_batch_time()
             batch_id = new_batch_id(at)
-            result = self.writer.write(buf, batch_id, at, self.ledger.next.get(topic, {}))
+            try:
+                result = self.writer.write(buf, batch_id, at, self.ledger.next.get(topic, {}))
+            except OSError as exc:
+                # disk full, permissions: stop with one line; the buffered messages were not
+                # committed anywhere, so the next start reads them again (nothing lost)
+                self.failed = True
+                raise ConsumeError(f"cannot write the lake for topic {topic}: {exc.strerror or exc}") from None
             buf.clear()
             if result is None:
                 continue

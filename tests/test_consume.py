@@ -301,3 +301,21 @@ def test_stop_while_starting_exits_0_promptly(tmp_path, kafka_broker) -> None:
         assert time.monotonic() - started < 20
     counts = lake_message_counts(home, "events", topic)
     assert max(counts.values(), default=1) == 1
+
+
+def test_unwritable_lake_stops_with_one_line_and_loses_nothing(tmp_path, kafka_broker) -> None:
+    topic = topic_name("events")
+    kafka_broker.create_topic(topic)
+    produce(kafka_broker.bootstrap, topic, [event(i) for i in range(20)])
+    home = tmp_path / "home"
+    (home / "lake").mkdir(parents=True)
+    (home / "lake" / "events").write_text("a file where the events folder should be")
+    consumer = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic}").start()
+    assert consumer.wait_exit(timeout=60) == 2
+    last = consumer.logs().strip().splitlines()[-1]
+    assert last.startswith(f"sendtime: error: cannot write the lake for topic {topic}: "), last
+    (home / "lake" / "events").unlink()
+    again = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic}").start()
+    wait_for_offsets(home, "events", topic, kafka_broker.end_offsets(topic), consumer=again)
+    assert again.stop() == 0
+    assert len(lake_message_counts(home, "events", topic)) == 20
