@@ -669,16 +669,19 @@ class StreamConsumer:
         return ConsumeSummary(self.totals, round(time.monotonic() - started, 3))
 
     def _buffer(self, messages: list[Any], buffers: dict[str, TopicBuffer]) -> None:
-        """Append a consume() batch to the buffers. List comprehensions, not a loop of appends:
-        this runs once per message, and is a tenth of the consumer's CPU when written as a loop."""
-        if any(m.error() is not None for m in messages):
-            for m in messages:
-                if m.error() is not None:
+        """Append a consume() batch to the buffers. This runs once per message: `map` over the
+        Message methods stays in C (a loop of appends cost ~10% of the consumer's CPU)."""
+        from confluent_kafka import Message
+
+        errors = list(map(Message.error, messages))
+        if errors.count(None) != len(errors):
+            for m, err in zip(messages, errors):
+                if err is not None:
                     self._on_message_error(m)
-            messages = [m for m in messages if m.error() is None]
+            messages = [m for m, err in zip(messages, errors) if err is None]
             if not messages:
                 return
-        topics = [m.topic() for m in messages]
+        topics = list(map(Message.topic, messages))
         if topics.count(topics[0]) == len(topics):  # the usual case: one fetch batch, one topic
             groups = [(buffers[topics[0]], messages)]
         else:
@@ -687,9 +690,9 @@ class StreamConsumer:
                 by_topic.setdefault(t, []).append(m)
             groups = [(buffers[t], ms) for t, ms in by_topic.items()]
         for buf, ms in groups:
-            buf.values += [m.value() for m in ms]
-            buf.partitions += [m.partition() for m in ms]
-            buf.offsets += [m.offset() for m in ms]
+            buf.values += map(Message.value, ms)
+            buf.partitions += map(Message.partition, ms)
+            buf.offsets += map(Message.offset, ms)
         self.buffered += len(messages)
         self.buffered_bytes += sum(map(len, messages))  # len(message) = its value's size
 
