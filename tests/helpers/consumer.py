@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 
@@ -30,6 +30,15 @@ class ConsumerProcess:
     proc: subprocess.Popen | None = None
     starts: int = 0
     _log_start: int = 0
+    running: ClassVar[set[ConsumerProcess]] = set()  # kill_all() ends what a failed test left
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    @classmethod
+    def kill_all(cls) -> None:
+        for consumer in list(cls.running):
+            consumer.kill()
 
     @property
     def log_path(self) -> Path:
@@ -51,6 +60,7 @@ class ConsumerProcess:
         self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=full, stdout=self._log, stderr=self._log,
                                      start_new_session=True)
         self.starts += 1
+        ConsumerProcess.running.add(self)
         return self
 
     def wait_started(self, timeout: float = 60, mark: str = '"partitions assigned"') -> None:
@@ -62,6 +72,7 @@ class ConsumerProcess:
             if mark in self.logs()[self._log_start:]:
                 return
             time.sleep(0.05)
+        self.kill()
         raise AssertionError(f"consume did not start:\n{self.logs()[-3000:]}")
 
     def stop(self, timeout: float = 60) -> int:
@@ -70,9 +81,7 @@ class ConsumerProcess:
         assert self.proc is not None
         self.wait_started(mark='"lake offsets read"')
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=timeout)
-        self._log.close()
-        return code
+        return self.wait_exit(timeout)
 
     def kill(self) -> None:
         """kill -9 of the whole process group."""
@@ -81,10 +90,17 @@ class ConsumerProcess:
         if self.proc is not None:
             self.proc.wait()
             self._log.close()
+        ConsumerProcess.running.discard(self)
 
     def wait_exit(self, timeout: float = 60) -> int:
+        """The exit code; a process still running after `timeout` is killed (never left behind)
+        and the test fails."""
         assert self.proc is not None
-        code = self.proc.wait(timeout=timeout)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"consume did not exit within {timeout:.0f}s:\n{self.logs()[-3000:]}") from None
         self._log.close()
         return code
 

@@ -479,6 +479,15 @@ def stack_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_consumer_left_behind() -> Iterator[None]:
+    """A test that fails half-way must not leave a `sendtime consume` running."""
+    yield
+    from tests.helpers.consumer import ConsumerProcess
+
+    ConsumerProcess.kill_all()
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(kafka_jars: tuple[Path, Path], stack_dir: Path) -> Iterator[KafkaBroker]:
     broker = KafkaBroker(stack_dir / "kafka", kafka_jars[0])
