@@ -27,8 +27,10 @@ Exactly once into the lake
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import operator
 import os
 import signal
 import socket
@@ -80,6 +82,9 @@ PROTECTED_CLIENT_OPTIONS = {
     "partition.assignment.strategy": "the rebalance callbacks assume the classic eager protocol",
     "group.protocol": "the rebalance callbacks assume the classic eager protocol",
 }
+
+
+_IS_NOT_NONE = functools.partial(operator.is_not, None)
 
 
 class ConsumeError(SendtimeError):
@@ -674,7 +679,8 @@ class StreamConsumer:
         from confluent_kafka import Message
 
         errors = list(map(Message.error, messages))
-        if errors.count(None) != len(errors):
+        # `is not`, never `==`: KafkaError's comparison with None raises inside C (SystemError)
+        if any(map(_IS_NOT_NONE, errors)):
             for m, err in zip(messages, errors):
                 if err is not None:
                     self._on_message_error(m)

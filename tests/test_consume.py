@@ -62,10 +62,13 @@ def test_events_land_with_poison_quarantined_and_counted(tmp_path, kafka_broker)
                b"\xff\xfe bad utf-8", big, None, None, event(99, properties={"p": 1})]
     produce(kafka_broker.bootstrap, topic, values, **{"message.max.bytes": 4 * 1024 * 1024})
     home = tmp_path / "home"
-    consumer = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic}").start()
+    # a topic of the map that does not exist (yet): a warning and error events, never a stop
+    missing = topic_name("missing")
+    consumer = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic},products={missing}").start()
     wait_for_offsets(home, "events", topic, kafka_broker.end_offsets(topic), consumer=consumer)
     assert consumer.stop() == 0
     assert "consumed for" in consumer.logs()
+    assert "topics not found yet" in consumer.logs() and missing in consumer.logs()
 
     lake = lake_message_counts(home, "events", topic)
     quarantined = quarantine_entries(home, "events")
