@@ -17,14 +17,8 @@ from pipeline.errors import SendtimeError
 
 DEFAULT_HOME = ".sendtime"
 
-DEFAULT_MERGE_FALLBACKS: dict[str, str] = {
-    "first_name": "there",
-    "last_name": "",
-    "email": "",
-    "country": "",
-    "locale": "en",
-    "timezone": "UTC",
-}
+# merge-field fallbacks come from the marts' YAML (`merge_fallback`); this setting overrides them
+DEFAULT_MERGE_FALLBACKS: dict[str, str] = {}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}

@@ -23,7 +23,7 @@ from serving.api import events, health, profiles
 from serving.auth import authenticate_prefetching, require_scope
 from serving.fastpath import ProfileFastPath
 from serving.metrics import route_template
-from serving.openapi import build_openapi
+from serving.openapi import OpenApiDocument
 from serving.problems import Problem, problem_response
 from serving.ratelimit import per_worker, retry_after_header
 from serving.reader import StoreReader, StoreUnavailable
@@ -63,8 +63,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     observe = _observability(app)
     _install_hooks(app, api)
     _install_error_handlers(app)
-    # built from the app's own URL map, so the document and the routes cannot drift apart
-    app.extensions["sendtime.openapi"] = orjson.dumps(build_openapi(app, settings))
+    # built from the app's own URL map, so the document and the routes cannot drift apart, and from
+    # the published contract, so it shows the fields the API serves
+    app.extensions["sendtime.openapi"] = OpenApiDocument(app, settings)
     # the hottest request skips Flask's machinery (serving/fastpath.py); all else goes through Flask
     rule = next(r.rule for r in app.url_map.iter_rules() if r.endpoint == _PREFETCH)
     app.wsgi_app = ProfileFastPath(app.wsgi_app, api, route_template(rule), _REQUEST_ID, observe)

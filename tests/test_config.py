@@ -14,7 +14,7 @@ def test_defaults_put_every_path_under_home(tmp_path: Path) -> None:
         assert tmp_path in path.parents
     assert s.store_url == f"sqlite:///{tmp_path / 'online.sqlite'}"
     assert s.rate_limit_per_second == 10_000 and s.rate_limit_burst == 20_000
-    assert s.merge_field_fallbacks["first_name"] == "there"
+    assert s.merge_field_fallbacks == {}  # the marts' YAML holds the defaults (merge_fallback)
 
 
 def test_toml_then_env_override(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_toml_then_env_override(tmp_path: Path) -> None:
     )
     s = load_settings(tmp_path, environ={})
     assert (s.schedule_seconds, s.cache_max_age, s.merge_field_fallbacks["first_name"]) == (30, 60, "friend")
-    assert s.merge_field_fallbacks["locale"] == "en"  # defaults kept for keys the file does not name
+    assert s.merge_field_fallbacks == {"first_name": "friend"}  # overrides only; the YAML has the rest
 
     s = load_settings(tmp_path, environ={"SENDTIME_CACHE_MAX_AGE": "5", "SENDTIME_IP_ALLOWLIST": "127.0.0.1/32, 10.0.0.0/8"})
     assert s.cache_max_age == 5

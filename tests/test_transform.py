@@ -31,7 +31,7 @@ def test_build_summarizes_quietly_and_leaves_the_warehouse_unlocked(settings, tm
     second = build(settings, as_of=AS_OF, cycle_id=new_cycle_id())
     assert second.ok and not second.refreshed_associations
     assert second.rows["profiles_written"] == 0
-    assert "product_associations" not in second.nodes
+    assert "int_product_associations_scored" not in second.nodes
     forced = build(settings, as_of=AS_OF, cycle_id=new_cycle_id(), refresh_associations=True)
     assert forced.ok and forced.refreshed_associations
 

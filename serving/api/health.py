@@ -48,4 +48,8 @@ def ready() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return json_response(current_app.extensions["sendtime.openapi"])
+    try:
+        contracts = state().reader.contracts()
+    except StoreUnavailable:
+        contracts = {}  # the document without the contract's fields, rather than none
+    return json_response(current_app.extensions["sendtime.openapi"].render(contracts))
