@@ -21,8 +21,9 @@ from sqlalchemy import insert
 from conftest import ROOT, free_port
 
 from pipeline import store
+from pipeline.clock import iso_z, utcnow
 from pipeline.config import Settings, load_settings
-from pipeline.ids import iso_z, new_batch_id, new_cycle_id, utcnow
+from pipeline.ids import new_batch_id, new_cycle_id
 from serving.metrics import MULTIPROC_ENV, PipelineCollector, StoreMissing, read_snapshot, snapshot_for
 
 
