@@ -28,7 +28,7 @@ from serving.problems import Problem, problem_response
 from serving.ratelimit import per_worker, retry_after_header
 from serving.reader import StoreReader, StoreUnavailable
 from serving.requestlog import log_request, write_line
-from serving.web import ApiState
+from serving.state import ApiState
 
 API_PREFIX = "/api/v1"
 VERSION_HEADER = "X-Sendtime-Version"
@@ -83,7 +83,7 @@ class CustomerIdConverter(BaseConverter):
 def _observability(app: Flask) -> Callable[[str, str, int, float], None]:
     """/metrics and the request metrics (serving.metrics), /status (serving.status). Returns the
     function that counts a request answered outside Flask (the fast path) in the same metrics."""
-    from serving import metrics, status  # they import serving.web: imported here, not at the top
+    from serving import metrics, status
 
     metrics.init_app(app)
     app.register_blueprint(status.bp)

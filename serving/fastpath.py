@@ -20,8 +20,9 @@ from typing import Any, Callable, Iterable
 
 from serving.auth import authenticate_prefetching
 from serving.reader import StoreUnavailable
+from serving.http import etag_matches
 from serving.requestlog import log_request
-from serving.web import ApiState, etag_matches
+from serving.state import ApiState
 
 PREFIX = "/api/v1/customers/"
 RESERVED = frozenset({"batch", "lookup"})

@@ -35,12 +35,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 from sqlalchemy import Engine, func, or_, select
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings
 from pipeline.logs import get_logger
 from pipeline.store import RUN_STATUSES
+from serving.state import app_settings
 
 log = get_logger(__name__)
 
@@ -516,18 +517,6 @@ def store_engine(settings: Settings) -> Engine:
             engine = _engines[key] = engine_for(settings, pool_size=2, max_overflow=2) \
                 if not settings.store_url.startswith("sqlite") else engine_for(settings)
         return engine
-
-
-def app_settings(app: Flask | None = None) -> Settings:
-    """The settings of the app factory (`app.extensions["sendtime"].settings`), else the environment's."""
-    app = app or current_app
-    value = getattr(app.extensions.get("sendtime"), "settings", None)
-    if isinstance(value, Settings):
-        return value
-    value = app.extensions.get("sendtime_settings")
-    if not isinstance(value, Settings):
-        value = app.extensions["sendtime_settings"] = load_settings()
-    return value
 
 
 # --------------------------------------------------------------------------- pipeline collector

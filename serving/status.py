@@ -22,15 +22,9 @@ from typing import Any, Sequence
 from flask import Blueprint, Response, render_template, request
 from markupsafe import Markup, escape
 from pipeline.config import Settings
-from serving.metrics import (
-    PipelineSnapshot,
-    RunInfo,
-    StoreMissing,
-    app_settings,
-    snapshot_for,
-)
+from serving.metrics import PipelineSnapshot, RunInfo, StoreMissing, snapshot_for
 from serving.problems import problem_response
-from serving.web import state
+from serving.state import app_settings, state
 
 bp = Blueprint("status", __name__, template_folder="templates")
 
