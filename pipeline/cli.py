@@ -129,13 +129,13 @@ def run(ctx: click.Context, as_of: str | None, full_refresh: bool, as_json: bool
 @click.pass_context
 def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
     """List the latest pipeline cycles from the run log."""
-    from pipeline.runlog import format_runs, list_runs
+    from pipeline.runlog import format_runs, read_runs
 
-    rows = list_runs(_settings(ctx), limit=limit)
+    cycles = read_runs(_settings(ctx), limit=limit)
     if as_json:
-        _print_json(rows)
+        _print_json([cycle.to_dict() for cycle in cycles])
     else:
-        click.echo(format_runs(rows))
+        click.echo(format_runs(cycles))
 
 
 @main.command()

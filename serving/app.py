@@ -19,6 +19,7 @@ from werkzeug.routing import BaseConverter
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import SendtimeError
+from serving import metrics, status
 from serving.api import events, health, profiles
 from serving.auth import authenticate_prefetching, require_scope
 from serving.fastpath import ProfileFastPath
@@ -82,23 +83,10 @@ class CustomerIdConverter(BaseConverter):
 
 def _observability(app: Flask) -> Callable[[str, str, int, float], None]:
     """/metrics and the request metrics (serving.metrics), /status (serving.status). Returns the
-    function that counts a request answered outside Flask (the fast path) in the same metrics."""
-    from serving import metrics, status
-
+    public hook that counts a request answered outside Flask (the fast path) in the same metrics."""
     metrics.init_app(app)
     app.register_blueprint(status.bp)
-    public = getattr(metrics, "observe_request", None)
-    if public is not None:
-        return public
-
-    def observe(route: str, method: str, status_code: int, seconds: float) -> None:
-        # the counter and histogram serving.metrics' own Flask hooks update, with the same labels
-        counters = metrics._get_request_metrics()
-        labels = (metrics.route_template(route), method, str(status_code))
-        counters.requests.labels(*labels).inc()
-        counters.latency.labels(*labels).observe(seconds)
-
-    return observe
+    return metrics.observe_request
 
 
 def _install_hooks(app: Flask, api: ApiState) -> None:

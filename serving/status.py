@@ -21,8 +21,9 @@ from typing import Any, Sequence
 
 from flask import Blueprint, Response, render_template, request
 from markupsafe import Markup, escape
+
 from pipeline.config import Settings
-from serving.metrics import PipelineSnapshot, RunInfo, StoreMissing, snapshot_for
+from pipeline.runlog import PipelineSnapshot, RunInfo, StoreMissing, failed_expectations, snapshot_for
 from serving.problems import problem_response
 from serving.state import app_settings, state
 
@@ -87,23 +88,9 @@ def redact(text: str | None, limit: int = 300) -> str:
 
 def _failed_expectations(result: Any) -> list[str]:
     """'expectation (column): n unexpected' lines; only names and counts, never sample values."""
-    if not isinstance(result, dict):
-        return []
-    items = result.get("failed") or result.get("failed_expectations") or []
-    lines = []
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict):
-            name = item.get("expectation") or item.get("expectation_type") or item.get("type") or "expectation"
-            column = item.get("column") or ", ".join(
-                str(c) for c in (item.get("column_list") or [item.get("column_A"), item.get("column_B")]) if c)
-            count = item.get("unexpected_count")
-            line = str(name) + (f" ({column})" if column else "")
-            if isinstance(count, (int, float)):
-                line += f": {int(count)} unexpected"
-            lines.append(line)
-        elif isinstance(item, str):
-            lines.append(item)
-    return lines
+    return [f.expectation + (f" ({', '.join(f.columns)})" if f.columns else "")
+            + (f": {f.unexpected_count} unexpected" if f.unexpected_count is not None else "")
+            for f in failed_expectations(result)]
 
 
 # --------------------------------------------------------------------------- charts (inline SVG)
