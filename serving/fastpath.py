@@ -19,8 +19,8 @@ import time
 from typing import Any, Callable, Iterable
 
 from serving.auth import authenticate_prefetching
-from serving.reader import StoreUnavailable
 from serving.http import etag_matches
+from serving.reader import StoreUnavailable
 from serving.requestlog import log_request
 from serving.state import ApiState
 
