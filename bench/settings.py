@@ -14,13 +14,16 @@ is put first on PYTHONPATH), alternating the trees round by round on the same ma
 * `load`: one more `load_settings` call once imported (median of 200 calls, another process);
 * `sendtime runs`: wall time of the real command on an empty home.
 
-Medians over the rounds, in milliseconds; prints a Markdown table for docs/benchmarks.md.
+Medians over the rounds, in milliseconds of wall time, plus the CPU time (user + system) of the
+`process` and `sendtime runs` children, steadier than wall time on a shared machine; prints
+Markdown tables for docs/benchmarks.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -50,9 +53,19 @@ print(json.dumps({"import": t1 - t0, "first_load": t2 - t1, "load": calls[len(ca
 """
 
 
-def _wall(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
-    start = time.perf_counter()  # cwd: `python -c` and `-m` put it first on sys.path, before PYTHONPATH
+_CPU: dict[str, list[float]] = {}  # label -> CPU seconds (user + system) of the child, per run
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _wall(cmd: list[str], env: dict[str, str], cwd: Path, cpu_label: str | None = None) -> tuple[float, str]:
+    start, cpu = time.perf_counter(), _cpu_seconds()  # cwd: `python -c` and `-m` put it first on sys.path
     out = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=True)
+    if cpu_label:
+        _CPU.setdefault(cpu_label, []).append(_cpu_seconds() - cpu)
     return time.perf_counter() - start, out.stdout
 
 
@@ -74,7 +87,7 @@ def main() -> None:
             env = {**base_env, "PYTHONPATH": tree}
             got = results[label]
             got.setdefault("python -c pass", []).append(_wall([sys.executable, "-c", "pass"], env, work)[0])
-            seconds, out = _wall([sys.executable, "-c", CHILD, str(home), "0"], env, work)
+            seconds, out = _wall([sys.executable, "-c", CHILD, str(home), "0"], env, work, f"{label}|process")
             child = json.loads(out)
             assert Path(child["module"]).is_relative_to(tree), (child["module"], tree)
             got.setdefault("process", []).append(seconds)
@@ -83,7 +96,8 @@ def main() -> None:
             got.setdefault("load", []).append(json.loads(_wall([sys.executable, "-c", CHILD, str(home), "200"], env,
                                                                  work)[1])["load"])
             runs_env = {**env, "SENDTIME_HOME": str(empty)}
-            got.setdefault("sendtime runs", []).append(_wall([sys.executable, "-m", "pipeline.cli", "runs"], runs_env, work)[0])
+            got.setdefault("sendtime runs", []).append(
+                _wall([sys.executable, "-m", "pipeline.cli", "runs"], runs_env, work, f"{label}|sendtime runs")[0])
     keys = ["python -c pass", "process", "import", "first_load", "load", "sendtime runs"]
     print("| tree | " + " | ".join(keys) + " |")
     print("|---|" + "---:|" * len(keys))
@@ -93,7 +107,11 @@ def main() -> None:
             ms = statistics.median(got[key]) * 1000
             cells.append(f"{ms:.3f}" if ms < 1 else f"{ms:.1f}")
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print(f"\nmilliseconds, medians of {args.rounds} alternating rounds")
+    print(f"\nwall milliseconds, medians of {args.rounds} alternating rounds\n")
+    print("| tree | CPU ms (user + system): process | sendtime runs |\n|---|---:|---:|")
+    for label, _ in trees:
+        cells = [statistics.median(_CPU[f"{label}|{key}"]) * 1000 for key in ("process", "sendtime runs")]
+        print(f"| {label} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
 
 
 if __name__ == "__main__":
