@@ -1,7 +1,7 @@
 """The `sendtime` command. Thin on purpose: parse, call one function, print.
 
 Heavy modules (dbt, Great Expectations, Flask) are imported inside each command so that
-`sendtime --help` and `sendtime ingest` start fast; the settings (pydantic, ~0.15 s to import) are
+`sendtime --help` and `sendtime ingest` start fast; the settings (pydantic-settings, ~0.2 s of CPU to import) are
 loaded by the group's callback, which `sendtime --help` does not run.
 """
 from __future__ import annotations
