@@ -10,9 +10,10 @@ from datetime import datetime, timezone
 import orjson
 from flask import Blueprint, Response, current_app
 
+from serving.http import json_response, set_version
 from serving.problems import Problem
 from serving.reader import StoreUnavailable
-from serving.web import json_response, set_version, state
+from serving.state import state
 
 bp = Blueprint("health", __name__)
 

@@ -8,9 +8,11 @@ from flask import Blueprint, Response, g, request
 
 from pipeline.mart_contract import PRODUCTS, PROFILES
 from pipeline.store import email_hash
+from serving.access import requires
+from serving.http import cacheable, etag_of, json_body, json_response, set_version
 from serving.problems import Problem
 from serving.profiles import UnknownField, check_fields, dumps, merge_fields, parse_body, project
-from serving.web import cacheable, etag_of, json_body, json_response, requires, set_version, state
+from serving.state import state
 
 bp = Blueprint("profiles", __name__)
 
