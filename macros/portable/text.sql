@@ -1,8 +1,16 @@
 {#- dbt's own cross-database macros that dbt-spark gets wrong for us (the dbt namespace searches this project first: dbt_project.yml `dispatch`). -#}
 
 {% macro spark__safe_cast(field, type) -%}
-    {#- dbt-spark casts; Spark 4 is ANSI by default and a bad cast raises: null instead, as everywhere else -#}
-    try_cast({{ field }} as {{ type }})
+    {#-
+        dbt-spark casts, and Spark 4 is ANSI by default: a bad cast raises. try_cast answers null.
+        Text to an integer type reads the number the way DuckDB does ('2.5' -> 3, '1e3' -> 1000:
+        decimal, rounded half away from zero), where Spark alone would answer null.
+    -#}
+    {%- if type | lower in ['bigint', 'int', 'integer', 'smallint', 'tinyint', 'long', 'short', 'byte'] -%}
+        try_cast(round(try_cast({{ field }} as decimal(38, 10)), 0) as {{ type }})
+    {%- else -%}
+        try_cast({{ field }} as {{ type }})
+    {%- endif -%}
 {%- endmacro %}
 
 {% macro spark__listagg(measure, delimiter_text, order_by_clause, limit_num) -%}
