@@ -331,6 +331,22 @@ stored as (
     select * from {{ this }}
 
 ),
+
+stored_rows_per_customer as (
+
+    select
+        customer_id,
+        count(*) as stored_rows
+    from stored
+    group by customer_id
+
+),
+
+last_run as (
+
+    select max(run) as run from stored
+
+),
 {% endif %}
 
 final as (
@@ -341,13 +357,17 @@ final as (
         arrived.amount,
         arrived.status,
         {%- if is_incremental() %}
-        coalesce((select max(stored.run) from stored), 0) + 1 as run,
-        (select count(*) from stored where stored.customer_id = arrived.customer_id) as stored_rows
+        coalesce(last_run.run, 0) + 1 as run,
+        coalesce(stored_rows_per_customer.stored_rows, 0) as stored_rows
+    from arrived
+    cross join last_run
+    left join stored_rows_per_customer
+        on arrived.customer_id = stored_rows_per_customer.customer_id
         {%- else %}
         1 as run,
         cast(0 as bigint) as stored_rows
-        {%- endif %}
     from arrived
+        {%- endif %}
 
 )
 
