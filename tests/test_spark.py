@@ -402,3 +402,90 @@ def test_incremental_patterns_on_delta_match_duckdb(spark_home: Path, spark: Any
         ("C5", "O8", 80, "ok", 2, 0),
     ]
     assert spark.sql("describe detail toy.toy_orders").collect()[0]["format"] == "delta"
+
+
+PORTABLE_SQL = """
+with
+
+input_rows as (
+
+    select 'C1' as k, 'b' as v, 2 as o, cast(null as int) as n
+    union all select 'C1' as k, 'a' as v, 1 as o, 5 as n
+    union all select 'C1' as k, 'c' as v, 2 as o, cast(null as int) as n
+    union all select 'C2' as k, 'd' as v, 1 as o, 1 as n
+
+),
+
+firsts as (
+
+    {{ deduplicate('input_rows', partition_by='k', order_by='o desc, n desc nulls last, v') }}
+
+),
+
+trimmed as (
+
+    select {{ star_except(['n', 'o']) }} from firsts
+
+),
+
+aggregated as (
+
+    select
+        k,
+        {{ array_agg_ordered('v', 'o desc, n asc nulls first, v desc') }} as ordered,
+        {{ array_agg_ordered('v', 'n nulls first, v', limit=2) }} as first_two,
+        {{ dbt.listagg('v', "'|'", 'order by o, v desc') }} as listed
+    from input_rows
+    group by k
+
+)
+
+select
+    (select cast(ordered as string) from aggregated where k = 'C1') as ordered,
+    (select cast(first_two as string) from aggregated where k = 'C1') as first_two,
+    (select cast({{ array_first_n('ordered', 1) }} as string) from aggregated where k = 'C1') as first_one,
+    (select listed from aggregated where k = 'C1') as listed,
+    (select {{ dbt.listagg("k || ':' || v", "','", 'order by k') }} from trimmed) as deduplicated,
+    cast({{ empty_array() }} as string) as empty,
+    {{ epoch_ms(timestamp_literal('2026-01-01 00:00:01.501500')) }} as ms,
+    cast({{ epoch_ms_to_timestamp('cast(1767225601501 as bigint)') }} as string) as from_ms,
+    cast({{ add_seconds(timestamp_literal('2026-01-01 00:00:01.501500'), '1.5') }} as string) as plus_seconds,
+    cast({{ dbt.dateadd('hour', -90 * 24, timestamp_literal('2026-06-01 00:00:00.000001')) }} as string) as minus_hours,
+    {{ regexp_full_match("'2026-11-28'", iso_timestamp_pattern()) }} as iso_matches,
+    {{ regexp_full_match("'2026-11-28x'", iso_timestamp_pattern()) }} as iso_rejects,
+    {{ regexp_extract_group("'ab12cd34'", '([a-z]+)([0-9]+)', 2) }} as group_two,
+    {{ regexp_replace_all("'a1b22c'", '[0-9]+', '') }} as replaced,
+    {{ tuple_less_than(['1', '2'], ['1', '3']) }} as tuple_less,
+    {{ tuple_less_than(['2', '0'], ['1', '9']) }} as tuple_not_less,
+    {{ log2('8.0') }} as log_two,
+    {{ pow('2.0', '10') }} as power,
+    {{ md5_hex("'abc'") }} as md5,
+    {{ bind('41', 'x', 'x + 1') }} as bound,
+    {{ dbt.safe_cast("'2.5'", 'bigint') }} as rounded,
+    {{ dbt.safe_cast("'12.345'", 'decimal(18, 2)') }} as money,
+    {{ current_timestamp_utc() }} is not null as has_now
+"""
+
+PORTABLE_EXPECTED = {
+    "ordered": "[c, b, a]", "first_two": "[b, c]", "first_one": "[c]", "listed": "a|c|b",
+    "deduplicated": "C1:b,C2:d", "empty": "[]", "ms": 1767225601501,
+    "from_ms": datetime(2026, 1, 1, 0, 0, 1, 501000), "plus_seconds": datetime(2026, 1, 1, 0, 0, 3, 1500),
+    "minus_hours": datetime(2026, 3, 3, 0, 0, 0, 1), "iso_matches": True, "iso_rejects": False,
+    "group_two": "12", "replaced": "abc", "tuple_less": True, "tuple_not_less": False, "log_two": 3.0,
+    "power": 1024.0, "md5": "900150983cd24fb0d6963f7d28e17f72", "bound": 42, "rounded": 3,
+    "money": Decimal("12.35"), "has_now": True,
+}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_portable_macros_give_the_same_answers(engine: str, spark_home: Path) -> None:
+    row = Dbt(spark_home).show(engine, PORTABLE_SQL)[0]
+    got = dict(zip(PORTABLE_EXPECTED, row))
+    for name in ("from_ms", "plus_seconds", "minus_hours"):
+        got[name] = datetime.fromisoformat(got[name])
+    for name in ("ms", "bound", "rounded"):
+        got[name] = int(got[name])
+    for name in ("log_two", "power"):
+        got[name] = float(got[name])
+    got["money"] = Decimal(got["money"])
+    assert got == PORTABLE_EXPECTED
