@@ -36,11 +36,13 @@
 {%- endmacro %}
 
 {% macro duckdb__epoch_ms(timestamp) -%}
-    epoch_ms({{ timestamp }})
+    {#- DuckDB's epoch_ms(timestamp) rounds the microseconds: floor them, in integers -#}
+    {{ bind('epoch_us(' ~ timestamp ~ ')', 'us', '(us - (us % 1000 + 1000) % 1000) // 1000') }}
 {%- endmacro %}
 
 {% macro spark__epoch_ms(timestamp) -%}
-    cast(floor(timestampdiff(MICROSECOND, {{ timestamp_literal('1970-01-01 00:00:00') }}, {{ timestamp }}) / 1000) as bigint)
+    {{ bind('timestampdiff(MICROSECOND, ' ~ timestamp_literal('1970-01-01 00:00:00') ~ ', ' ~ timestamp ~ ')', 'us',
+            '(us - pmod(us, 1000)) div 1000') }}
 {%- endmacro %}
 
 {% macro add_seconds(timestamp, seconds) -%}
