@@ -33,6 +33,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from pipeline.errors import SendtimeError
 
+# the dbt project sits at the repository root (the package is installed editable)
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = ".sendtime"
 ENV_PREFIX = "SENDTIME_"
 TOML_NAME = "sendtime.toml"
@@ -106,6 +108,8 @@ class Settings(BaseSettings):
     schedule_every: Duration = "5m"
     recommendations_refresh_every: Duration = "1h"
     lake_overlap_seconds: float = 300.0
+    # the dbt project a cycle builds: the repository's by default (an analyst's copy, a branch)
+    project_dir: str = ""
     # serving
     cache_max_age: int = 300
     rate_limit_per_second: float = 10_000.0
@@ -166,6 +170,10 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def dbt_project_dir(self) -> Path:
+        return Path(self.project_dir).absolute() if self.project_dir else PROJECT_DIR
 
     @property
     def run_dir(self) -> Path:
