@@ -63,11 +63,11 @@ candidates as (
 
 first_positions as (
 
-    select * from candidates
-    qualify row_number() over (
-        partition by {{ cdc_change_identity(key) }}
-        order by _ingested_at, _batch_id, _source_line
-    ) = 1
+    {{ deduplicate(
+        'candidates',
+        partition_by=cdc_change_identity(key),
+        order_by='_ingested_at, _batch_id, _source_line',
+    ) }}
 
 ),
 
@@ -138,19 +138,20 @@ changed_keys as (
 
 ),
 
-latest_changes as (
+changes_of_changed_keys as (
 
     select * from changes
     where {{ key }} in (select changed_keys.{{ key }} from changed_keys)
-    qualify row_number() over (
-        partition by {{ key }}
-        order by
-            change_ts_ms desc,
-            change_lsn desc nulls last,
-            _ingested_at desc,
-            _batch_id desc,
-            _source_line desc
-    ) = 1
+
+),
+
+latest_changes as (
+
+    {{ deduplicate(
+        'changes_of_changed_keys',
+        partition_by=key,
+        order_by='change_ts_ms desc, change_lsn desc nulls last, _ingested_at desc, _batch_id desc, _source_line desc',
+    ) }}
 
 ),
 

@@ -26,23 +26,28 @@
     cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as {{ dbt.type_timestamp() }})
 {%- endmacro %}
 
+{% macro query_value(sql) -%}
+    {#- the first value of a look-up query, for a model that decides at run time what to read
+        (every such look-up is listed in docs/models.md "Look-ups while rendering") -#}
+    {%- set found = run_query(sql) -%}
+    {{ return(found.columns[0].values()[0] if found.rows | length > 0 else none) }}
+{%- endmacro %}
+
 {% macro last_committed_cycle_id() -%}
     {#- '' before the first committed cycle and during a full refresh -#}
     {#- ref() before the execute guard, so parsing records the dependency -#}
     {%- set cycles = ref('int_cycles_registered') -%}
     {%- if not execute or flags.FULL_REFRESH or load_relation(cycles) is none -%}{{ return('') }}{%- endif -%}
-    {%- set found = run_query("select coalesce(max(cycle_id), '') from " ~ cycles ~ " where is_committed") -%}
-    {{ return(found.columns[0].values()[0]) }}
+    {{ return(query_value("select coalesce(max(cycle_id), '') from " ~ cycles ~ " where is_committed")) }}
 {%- endmacro %}
 
-{% macro query_value(sql) -%}
-    {#- the first value of a look-up query, for a model that decides at run time what to read -#}
-    {%- set found = run_query(sql) -%}
-    {{ return(found.columns[0].values()[0] if found.rows | length > 0 else none) }}
-{%- endmacro %}
-
-{% macro changed_in_this_cycle(column='_cycle_id') -%}
-    {{ column }} > '{{ last_committed_cycle_id() }}'
+{% macro is_refresh_cycle() -%}
+    {#- python bool: does this cycle refresh the item associations and product popularity? -#}
+    {%- set cycles = ref('int_cycles_registered') -%}
+    {%- if not execute or load_relation(cycles) is none -%}{{ return(false) }}{%- endif -%}
+    {{ return(query_value(
+        "select refreshes_associations from " ~ cycles ~ " where cycle_id = '" ~ cycle_id() ~ "'"
+    ) or false) }}
 {%- endmacro %}
 
 {% macro commit_cycle(results) -%}
@@ -57,17 +62,4 @@
             where cycle_id = '{{ cycle_id() }}'
         {%- endif -%}
     {%- endif -%}
-{%- endmacro %}
-
-{% macro delete_rows_of_customers(customers_sql) -%}
-    {#- pre-hook of the customer marts: drop the rows of the customers this cycle recomputes, so a
-        customer who lost every row (erased, nothing left to recommend) loses them here too -#}
-    {%- if is_incremental() -%}
-        delete from {{ this }} where customer_id in ({{ customers_sql }})
-    {%- endif -%}
-{%- endmacro %}
-
-{% macro refreshes_associations() -%}
-    {#- SQL boolean: does this cycle refresh the item associations and popularity? -#}
-    (select refreshes_associations from {{ ref('int_cycles_registered') }} where cycle_id = '{{ cycle_id() }}')
 {%- endmacro %}

@@ -1,18 +1,53 @@
-{#- Reading the lake: the source relation, or an empty typed relation while no file exists. -#}
+{#-
+    Reading the lake: the source relation, or an empty typed relation while no file exists.
+    DuckDB reads the Parquet files directly (the sources' external_location). Spark reads them
+    through one external table per lake folder in the schema of the sources (`lake`), registered
+    from the source's YAML columns: partitions discovered from the files (ingest_date), columns
+    matched by name (older files lack newer columns: null), hidden files (the writer's
+    `.<batch>.parquet.tmp`) ignored, and a folder without files reads as an empty table.
+-#}
+
+{% macro lake_location(table_name) -%}
+    {#- the folder of one lake table -#}
+    {{ return(env_var('SENDTIME_HOME', '.sendtime') ~ '/lake/' ~ table_name) }}
+{%- endmacro %}
 
 {% macro lake_glob(table_name) -%}
-    {{ return(env_var('SENDTIME_HOME', '.sendtime') ~ '/lake/' ~ table_name ~ '/*/*.parquet') }}
+    {{ return(lake_location(table_name) ~ '/*/*.parquet') }}
 {%- endmacro %}
 
 {% macro lake_has_files(table_name) -%}
     {%- if not execute -%}{{ return(true) }}{%- endif -%}
+    {{ return(adapter.dispatch('lake_has_files', 'sendtime')(table_name)) }}
+{%- endmacro %}
+
+{% macro duckdb__lake_has_files(table_name) -%}
     {%- set found = run_query("select count(*) from glob('" ~ lake_glob(table_name) ~ "')") -%}
     {{ return(found.columns[0].values()[0] > 0) }}
+{%- endmacro %}
+
+{% macro spark__lake_has_files(table_name) -%}
+    {%- set node = lake_source_node(table_name) -%}
+    {%- set relation = register_lake_table(node) -%}
+    {%- set found = run_query("select count(*) from (select 1 from " ~ relation ~ " limit 1) as one_row") -%}
+    {{ return(found.columns[0].values()[0] > 0) }}
+{%- endmacro %}
+
+{% macro lake_source_node(table_name) -%}
+    {#- the source node of a lake table (its YAML columns) -#}
+    {%- for node in graph.sources.values() if node.package_name == 'sendtime' and node.name == table_name -%}
+        {{ return(node) }}
+    {%- endfor -%}
+    {{ exceptions.raise_compiler_error("no source table named " ~ table_name) }}
 {%- endmacro %}
 
 {% macro lake_source(source_name, table_name) -%}
     {#- source() is always called, so lineage and freshness stay intact -#}
     {%- set relation = source(source_name, table_name) -%}
+    {{ return(adapter.dispatch('lake_source', 'sendtime')(relation, source_name, table_name)) }}
+{%- endmacro %}
+
+{% macro default__lake_source(relation, source_name, table_name) -%}
     {%- if lake_has_files(table_name) -%}
         {{ relation }}
     {%- else -%}
@@ -22,6 +57,72 @@
             cast(null as {{ column.data_type }}) as {{ column.name }}{{ "," if not loop.last }}
         {%- endfor %}
         where false)
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro spark__lake_source(relation, source_name, table_name) -%}
+    {%- if execute -%}
+        {%- do register_lake_table(graph.sources['source.sendtime.' ~ source_name ~ '.' ~ table_name]) -%}
+    {%- endif -%}
+    {{ relation }}
+{%- endmacro %}
+
+{% macro register_lake_table(node) -%}
+    {#-
+        Spark: the external table of a lake folder, created when missing or when its columns no
+        longer match the source's YAML (dropping an external table leaves its files alone).
+        Returns the relation.
+    -#}
+    {%- set relation = api.Relation.create(schema=node.schema, identifier=node.identifier, type='table') -%}
+    {%- set columns = node.columns.values() | list -%}
+    {%- set existing = load_relation(relation) -%}
+    {%- if existing is not none -%}
+        {%- set stored = adapter.get_columns_in_relation(existing) | map(attribute='name') | map('lower') | list -%}
+        {%- if stored == columns | map(attribute='name') | map('lower') | list -%}
+            {{ return(existing) }}
+        {%- endif -%}
+        {%- do run_query('drop table if exists ' ~ existing) -%}
+    {%- endif -%}
+    {%- set partitions = columns | selectattr('name', 'equalto', 'ingest_date') | map(attribute='name') | list -%}
+    {%- do run_query('create schema if not exists ' ~ relation.without_identifier()) -%}
+    {%- set ddl -%}
+        create table if not exists {{ relation }} (
+            {%- for column in columns %}
+            {{ column.name }} {{ column.data_type }}{{ ',' if not loop.last }}
+            {%- endfor %}
+        )
+        using parquet
+        {%- if partitions %}
+        partitioned by ({{ partitions | join(', ') }})
+        {%- endif %}
+        location '{{ lake_location(node.identifier) }}'
+    {%- endset -%}
+    {%- do run_query(ddl) -%}
+    {{ return(relation) }}
+{%- endmacro %}
+
+{% macro refresh_lake_tables() -%}
+    {#-
+        on-run-start: Spark caches a table's file listing; every run starts from the lake as it is,
+        so batches that landed since the last run are read. Nothing to do on DuckDB (reads the files).
+    -#}
+    {{ return(adapter.dispatch('refresh_lake_tables', 'sendtime')()) }}
+{%- endmacro %}
+
+{% macro default__refresh_lake_tables() -%}
+{%- endmacro %}
+
+{% macro spark__refresh_lake_tables() -%}
+    {%- if execute -%}
+        {%- set lake_tables = graph.sources.values() | selectattr('package_name', 'equalto', 'sendtime') | list -%}
+        {%- for schema in lake_tables | map(attribute='schema') | unique -%}
+            {%- if run_query("show schemas like '" ~ schema ~ "'") | length > 0 -%}
+                {%- set registered = run_query('show tables in ' ~ schema).columns[1].values() | list -%}
+                {%- for node in lake_tables if node.schema == schema and node.identifier in registered -%}
+                    {%- do run_query('refresh table ' ~ schema ~ '.' ~ node.identifier) -%}
+                {%- endfor -%}
+            {%- endif -%}
+        {%- endfor -%}
     {%- endif -%}
 {%- endmacro %}
 
@@ -68,17 +169,22 @@
     {%- if execute and is_incremental() -%}
         {%- set since = lake_batches_since('events') -%}
         {%- if since is not none -%}
-            delete from {{ this }} as stored
-            where
-                stored._ingested_at >= cast('{{ since.isoformat(sep=" ") }}' as {{ dbt.type_timestamp() }})
-                and exists (
-                    select 1 from {{ ref('stg_tracking__events') }} as arrived
-                    where
-                        {{ lake_batches_of_this_cycle('events') }}
-                        and arrived.event_id = stored.event_id
-                        and (arrived._ingested_at, arrived._batch_id, arrived._source_line)
-                        < (stored._ingested_at, stored._batch_id, stored._source_line)
-                )
+            {%- set arrived -%}
+                select arrived.event_id, arrived._ingested_at, arrived._batch_id, arrived._source_line
+                from {{ ref('stg_tracking__events') }} as arrived
+                where {{ lake_batches_of_this_cycle('events') }}
+            {%- endset -%}
+            {{ delete_matching(
+                target=this,
+                target_alias='stored',
+                source_sql=arrived,
+                source_alias='arrived',
+                condition='arrived.event_id = stored.event_id and ' ~ tuple_less_than(
+                    ['arrived._ingested_at', 'arrived._batch_id', 'arrived._source_line'],
+                    ['stored._ingested_at', 'stored._batch_id', 'stored._source_line'],
+                ),
+                target_filter='stored._ingested_at >= ' ~ timestamp_literal(since.isoformat(sep=' ')),
+            ) }}
         {%- endif -%}
     {%- endif -%}
 {%- endmacro %}

@@ -1,8 +1,13 @@
 {#- Normalization rules of DESIGN.md "Source contracts" and docs/architecture.md "Strings and absence". -#}
 
+{% macro whitespace_class() -%}
+    {#- RE2's \s (spaces, tabs, LF, CR, FF), spelled out: Java's \s also takes VT -#}
+    {{ return('[ \\t\\n\\r\\f]') }}
+{%- endmacro %}
+
 {% macro clean_string(column) -%}
-    {#- trimmed of \s on both ends (trim() removes spaces only); empty -> null -#}
-    nullif(regexp_replace({{ column }}, '^\s+|\s+$', '', 'g'), '')
+    {#- trimmed of whitespace on both ends (trim() removes spaces only); empty -> null -#}
+    nullif({{ regexp_replace_all(column, '^' ~ whitespace_class() ~ '+|' ~ whitespace_class() ~ '+\\z', '') }}, '')
 {%- endmacro %}
 
 {% macro normalize_email(column) -%}

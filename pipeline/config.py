@@ -3,28 +3,44 @@
 Precedence, lowest first: built-in defaults < `$SENDTIME_HOME/sendtime.toml` < `SENDTIME_*`
 environment variables. Every path of runtime state derives from `home`, so two homes never
 share a file.
+
+`Settings` is a frozen pydantic-settings model. A setting is one annotated line in it: its name is
+its TOML key and, upper-cased after `SENDTIME_`, its environment variable; its type says what it
+accepts. The environment carries text, so the types below also read the text forms:
+
+* `CommaList`: `SENDTIME_IP_ALLOWLIST=10.0.0.0/8,192.168.0.0/16` or a TOML array;
+* `KeyValues`: `SENDTIME_MERGE_FIELD_FALLBACKS=first_name=there,locale=en` or a TOML table; a map
+  names only the keys it changes, the others keep their defaults;
+* `Duration`: `5s`, `5m`, `1h`, `250ms` or a number of seconds (kept as written; `parse_duration`);
+* numbers and booleans (`true/false`, `1/0`, `yes/no`, `on/off`) as pydantic parses them.
+
+A bad value, an unreadable file or a TOML key that is not a setting is a `ConfigError` with a
+one-line message (the CLI prints it and exits 2). `SENDTIME_*` variables that name no setting
+(`SENDTIME_HOME`, `SENDTIME_VENV`, ...) are not settings and are left alone.
 """
 from __future__ import annotations
 
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline.errors import SendtimeError
 
+# the dbt project sits at the repository root (the package is installed editable)
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = ".sendtime"
+ENV_PREFIX = "SENDTIME_"
+TOML_NAME = "sendtime.toml"
 
-DEFAULT_MERGE_FALLBACKS: dict[str, str] = {
-    "first_name": "there",
-    "last_name": "",
-    "email": "",
-    "country": "",
-    "locale": "en",
-    "timezone": "UTC",
-}
+# merge-field fallbacks come from the marts' YAML (`merge_fallback`); this setting overrides them
+DEFAULT_MERGE_FALLBACKS: dict[str, str] = {}
 
 # DESIGN.md "Streaming sources": source -> topic (the CDC names are Debezium's <prefix>.<schema>.<table>)
 DEFAULT_KAFKA_TOPICS: dict[str, str] = {
@@ -59,15 +75,52 @@ def parse_duration(text: str | int | float) -> float:
     return seconds
 
 
-@dataclass(frozen=True)
-class Settings:
+# --------------------------------------------------------------------------- setting types
+
+def _comma_list(value: Any) -> Any:
+    """`a, b` (environment) or a TOML array -> a tuple of the trimmed, non-empty items."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, (list, tuple)):
+        return tuple(item for item in (str(x).strip() for x in value) if item)
+    return value  # anything else: pydantic says what is wrong
+
+
+def _key_values(value: Any) -> Any:
+    """`k=v,k=v` (environment; a part without `=` is skipped) or a TOML table -> a dict of strings."""
+    if isinstance(value, str):
+        pairs = (part.split("=", 1) for part in value.split(",") if "=" in part)
+        return {k.strip(): v.strip() for k, v in pairs}
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    return value
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+KeyValues = Annotated[dict[str, str], BeforeValidator(_key_values)]
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+# --------------------------------------------------------------------------- the settings
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_prefix=ENV_PREFIX,
+                                      coerce_numbers_to_str=True)  # `schedule_every = 30` means "30"
+
     home: Path
     # online store: SQLite under home by default; postgresql+psycopg://... for several API nodes
     online_store_url: str = ""
     # pipeline
-    schedule_every: str = "5m"
-    recommendations_refresh_every: str = "1h"
+    schedule_every: Duration = "5m"
+    recommendations_refresh_every: Duration = "1h"
     lake_overlap_seconds: float = 300.0
+    # the dbt project a cycle builds: the repository's by default (an analyst's copy, a branch)
+    project_dir: str = ""
     # serving
     cache_max_age: int = 300
     rate_limit_per_second: float = 10_000.0
@@ -76,20 +129,41 @@ class Settings:
     batch_max_ids: int = 1000
     collector_max_events: int = 1000
     collector_max_body_bytes: int = 5 * 1024 * 1024
-    ip_allowlist: tuple[str, ...] = ()
-    status_page_access: str = "key"  # "open" or "key" (admin scope)
-    merge_field_fallbacks: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MERGE_FALLBACKS))
+    ip_allowlist: CommaList = ()
+    status_page_access: Literal["open", "key"] = "key"  # "key": an API key with the admin scope
+    merge_field_fallbacks: KeyValues = Field(default_factory=lambda: dict(DEFAULT_MERGE_FALLBACKS))
     workers: int = 2
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
     # kafka (`sendtime consume`, docs/kafka.md)
     kafka_bootstrap_servers: str = "localhost:9092"
-    kafka_topics: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_KAFKA_TOPICS))
+    kafka_topics: KeyValues = Field(default_factory=lambda: dict(DEFAULT_KAFKA_TOPICS))  # source -> topic
     kafka_group_id: str = "sendtime"
-    kafka_flush_seconds: float = 1.0
-    kafka_flush_records: int = 50_000
-    kafka_client: Mapping[str, str] = field(default_factory=dict)  # librdkafka options, passed through
+    kafka_flush_seconds: float = Field(1.0, gt=0)
+    kafka_flush_records: int = Field(50_000, ge=1)
+    # librdkafka options passed through (TLS, SASL); also SENDTIME_KAFKA_CLIENT__<option>=value
+    kafka_client: KeyValues = Field(default_factory=dict)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _maps_extend_their_default(cls, value: Any, info: ValidationInfo) -> Any:
+        """A map setting names only the keys it changes: the default's other keys are kept."""
+        if isinstance(value, dict) and info.field_name:
+            default = cls.model_fields[info.field_name].get_default(call_default_factory=True)
+            if isinstance(default, Mapping):
+                return {**default, **value}
+        return value
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Highest first: `home` (given to load_settings), `SENDTIME_*` variables, sendtime.toml;
+        then the defaults. pydantic-settings' own environment, dotenv and secrets-folder sources
+        are not used: the environment is the one handed to load_settings (tests pass their own)."""
+        return init_settings, _Environment(settings_cls), _TomlFile(settings_cls)
 
     # -- derived paths: all runtime state lives below home --
     @property
@@ -117,6 +191,10 @@ class Settings:
         return self.home / "logs"
 
     @property
+    def dbt_project_dir(self) -> Path:
+        return Path(self.project_dir).absolute() if self.project_dir else PROJECT_DIR
+
+    @property
     def run_dir(self) -> Path:
         """Pid files and sockets of running processes (scheduler, server)."""
         return self.home / "run"
@@ -140,70 +218,106 @@ class Settings:
             out["SENDTIME_ONLINE_STORE_URL"] = self.online_store_url
         return out
 
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed, checked like loaded ones (what `dataclasses.replace`
+        did for the dataclass this model replaced)."""
+        try:
+            return type(self).model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            raise _config_error(exc, {}) from None
 
-def _coerce(name: str, current: Any, raw: Any) -> Any:
-    """Turn a TOML or environment value into the type of the field's default."""
-    try:
-        if isinstance(current, bool):
-            if isinstance(raw, bool):
-                return raw
-            return str(raw).strip().lower() in {"1", "true", "yes", "on"}
-        if isinstance(current, int):
-            return int(raw)
-        if isinstance(current, float):
-            return float(raw)
-        if isinstance(current, tuple):
-            if isinstance(raw, (list, tuple)):
-                return tuple(str(x).strip() for x in raw if str(x).strip())
-            return tuple(x.strip() for x in str(raw).split(",") if x.strip())
-        if isinstance(current, Mapping):
-            if isinstance(raw, Mapping):
-                return {**current, **{str(k): str(v) for k, v in raw.items()}}
-            # env form: "first_name=there,locale=en"
-            pairs = (p.split("=", 1) for p in str(raw).split(",") if "=" in p)
-            return {**current, **{k.strip(): v.strip() for k, v in pairs}}
-        return str(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"setting {name}: cannot use {raw!r}: {exc}") from None
+
+# --------------------------------------------------------------------------- sources
+
+# the environment that load_settings reads (os.environ unless it is given one)
+_environ: ContextVar[Mapping[str, str] | None] = ContextVar("sendtime_settings_environ", default=None)
+
+
+def _setting_names(settings_cls: type[BaseSettings]) -> list[str]:
+    return [name for name in settings_cls.model_fields if name != "home"]
+
+
+class _Environment(PydanticBaseSettingsSource):
+    """`SENDTIME_<NAME>` for every setting, as the text the environment holds (the setting's type
+    reads it: no JSON decoding of lists and maps)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        environ = _environ.get()
+        environ = os.environ if environ is None else environ
+        prefix = self.config.get("env_prefix") or ""
+        self.values = {name: environ[prefix + name.upper()] for name in _setting_names(settings_cls)
+                       if prefix + name.upper() in environ}
+        client = _kafka_client_env(environ)
+        if client:  # one variable per client option, merged over SENDTIME_KAFKA_CLIENT's map form
+            self.values["kafka_client"] = {**_key_values(self.values.get("kafka_client", {})), **client}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+class _TomlFile(PydanticBaseSettingsSource):
+    """`<home>/sendtime.toml`, when it exists: its top level, or its `[sendtime]` table. The home
+    comes from the source before it (the init arguments). A key that is not a setting is an error."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        home = self.current_state.get("home")
+        if home is None:
+            return {}
+        path = Path(home) / TOML_NAME
+        if not path.is_file():
+            return {}
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        table = data.get("sendtime", data)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [sendtime] must be a table of settings")
+        unknown = sorted(set(table) - set(_setting_names(self.settings_cls)))
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(unknown)}")
+        return dict(table)
+
+
+# --------------------------------------------------------------------------- loading
+
+def _config_error(exc: ValidationError, environ: Mapping[str, str]) -> ConfigError:
+    """pydantic's errors -> one line naming each setting, where its value came from, and why."""
+    errors = exc.errors()
+    unknown = sorted({str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and e["loc"]})
+    if unknown:
+        return ConfigError(f"unknown settings: {', '.join(unknown)}")
+    parts = []
+    for error in errors:
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        variable = ENV_PREFIX + name.upper()
+        origin = f" ({variable})" if variable in environ else ""
+        if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+            parts.append(f"setting {name}{origin}: {error['ctx']['error']}")
+        else:
+            parts.append(f"setting {name}{origin}: cannot use {error['input']!r}: {error['msg']}")
+    return ConfigError("; ".join(parts))
 
 
 def load_settings(home: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings of `home` (else `$SENDTIME_HOME`, else ./.sendtime): defaults < its
+    sendtime.toml < `SENDTIME_*` variables of `environ` (default: the process environment)."""
     environ = os.environ if environ is None else environ
     home_path = Path(home or environ.get("SENDTIME_HOME") or DEFAULT_HOME).expanduser().absolute()
-    settings = Settings(home=home_path)
-    overrides: dict[str, Any] = {}
-
-    toml_path = home_path / "sendtime.toml"
-    if toml_path.is_file():
-        try:
-            data = tomllib.loads(toml_path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{toml_path}: {exc}") from None
-        overrides.update(data.get("sendtime", data))
-
-    for f in fields(Settings):
-        if f.name == "home":
-            continue
-        env_name = f"SENDTIME_{f.name.upper()}"
-        if env_name in environ:
-            overrides[f.name] = environ[env_name]
-
-    known = {f.name for f in fields(Settings)} - {"home"}
-    unknown = set(overrides) - known
-    if unknown:
-        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-    coerced = {k: _coerce(k, getattr(settings, k), v) for k, v in overrides.items()}
-    settings = replace(settings, **coerced)
-    client = _kafka_client_env(environ)
-    if client:
-        settings = replace(settings, kafka_client={**settings.kafka_client, **client})
-    if settings.kafka_flush_seconds <= 0 or settings.kafka_flush_records < 1:
-        raise ConfigError("kafka_flush_seconds must be positive and kafka_flush_records at least 1")
-    if settings.status_page_access not in {"open", "key"}:
-        raise ConfigError("status_page_access must be 'open' or 'key'")
-    parse_duration(settings.schedule_every)
-    parse_duration(settings.recommendations_refresh_every)
-    return settings
+    token = _environ.set(environ)
+    try:
+        return Settings(home=home_path)
+    except ValidationError as exc:
+        raise _config_error(exc, environ) from None
+    finally:
+        _environ.reset(token)
 
 
 def _kafka_client_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -175,6 +175,8 @@ def _run_locked(settings: Settings, cycle_id: str, started: datetime, as_of: dat
 def _phases(settings: Settings, engine: Any, result: CycleResult, full_refresh: bool,
             refresh_associations: bool | None) -> None:
     from pipeline import publish, transform
+    from pipeline.changes import read_changes
+    from pipeline.warehouse import warehouse_for
 
     clock = time.perf_counter()
 
@@ -199,8 +201,9 @@ def _phases(settings: Settings, engine: Any, result: CycleResult, full_refresh: 
         return
     _hook("transform_done")
 
+    full_refresh = built.full_refresh  # the transform rebuilds everything when the contract changed
     since = store.last_published_cycle_id(engine)
-    changes = publish.read_changes(settings.warehouse_path, since, result.as_of, all_keys=full_refresh)
+    changes = read_changes(warehouse_for(settings), built.contracts, since, result.as_of, all_keys=full_refresh)
     result.rows_read, result.rows_changed = changes.rows_read, changes.rows_changed
     lap("read")
 

@@ -41,9 +41,9 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from pipeline.clock import utcnow
 from pipeline.config import Settings, parse_duration
 from pipeline.errors import SendtimeError
-from pipeline.ids import utcnow
 from pipeline.logs import get_logger, setup_logging
 
 log = get_logger(__name__)

@@ -1,13 +1,16 @@
-"""Time and id helpers shared by ingest, cycles and publish (docs/architecture.md, "Time and ids")."""
+"""Batch and cycle ids: UTC start time plus randomness, so they sort in time order
+(docs/architecture.md, "Time and ids"). The clock itself is `pipeline.clock`."""
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import datetime
 
+from pipeline.clock import iso_z, utcnow
 
-def utcnow() -> datetime:
-    """Naive datetime holding UTC: the one representation of time inside sendtime."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+# `utcnow` and `iso_z` live in pipeline.clock; they are still importable from here because
+# pipeline/cycle.py, publish.py, store.py and validate.py (and tests/test_publish.py) import them
+# from this module. Switch those imports to pipeline.clock, then drop `iso_z` from this line.
+__all__ = ["iso_z", "new_batch_id", "new_cycle_id", "utcnow"]
 
 
 def _time_id(at: datetime | None = None) -> str:
@@ -23,12 +26,3 @@ def new_batch_id(at: datetime | None = None) -> str:
 def new_cycle_id(at: datetime | None = None) -> str:
     """Sorts in time order, so `_cycle_id > X` means written after cycle X."""
     return _time_id(at)
-
-
-def iso_z(value: datetime | None) -> str | None:
-    """Naive-UTC (or aware) datetime -> ISO-8601 with Z; fractional part only when non-zero."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value.isoformat() + "Z"

@@ -30,10 +30,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from pipeline.clock import utcnow
 from pipeline.config import Settings
 from pipeline.contracts import CONTRACTS, MACROS, lake_schema, validation_sql
 from pipeline.errors import IngestError
-from pipeline.ids import new_batch_id, utcnow
+from pipeline.ids import new_batch_id
 from pipeline.lake_writer import LakeFileWriter, QuarantineWriter
 from pipeline.logs import get_logger
 from pipeline.timestamps import WHITESPACE

@@ -36,7 +36,7 @@ from pipeline.config import Settings
 from pipeline.errors import StoreError
 from pipeline.ids import iso_z, utcnow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: mart_contracts
 
 metadata = MetaData()
 
@@ -119,6 +119,16 @@ ingest_batches = Table(
     Column("ingested_at", String(40), nullable=False),
 )
 
+# the served marts' contract (pipeline/mart_contract.py) of the published state: one row, written by
+# the publish that changes it, so every API node serves the fields of the data it reads
+mart_contracts = Table(
+    "mart_contracts", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("checksum", String(64), nullable=False),
+)
+CONTRACTS_ROW = "served_marts"
+
 collector_event_ids = Table(
     "collector_event_ids", metadata,
     Column("event_id", String(255), primary_key=True),
@@ -164,7 +174,9 @@ def migrate(engine: Engine) -> int:
         if current is None:
             conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
             current = SCHEMA_VERSION
-        # future migrations: `if current < 2: ...; current = 2`
+        if current < 2:  # mart_contracts: created by create_all above; the next publish fills it
+            conn.execute(update(schema_version).values(version=2))
+            current = 2
     return current
 
 
@@ -271,6 +283,20 @@ def current_version(engine: Engine) -> dict[str, Any] | None:
             select(published_versions).order_by(published_versions.c.version.desc()).limit(1)
         ).mappings().first()
     return dict(row) if row else None
+
+
+def contracts_checksum(engine: Engine) -> str | None:
+    """The checksum of the published contract, None before the first publish that stored one."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(mart_contracts.c.checksum).where(mart_contracts.c.name == CONTRACTS_ROW)
+        ).scalar()
+
+
+def write_contracts(conn: Connection, body: str, checksum: str) -> None:
+    """Store the served marts' contract (inside the publish transaction)."""
+    conn.execute(delete(mart_contracts).where(mart_contracts.c.name == CONTRACTS_ROW))
+    conn.execute(mart_contracts.insert().values(name=CONTRACTS_ROW, body=body, checksum=checksum))
 
 
 def last_published_cycle_id(engine: Engine) -> str | None:

@@ -17,16 +17,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
-from pipeline.config import Settings
+from pipeline.config import PROJECT_DIR, Settings
 from pipeline.errors import TransformError
 from pipeline.logs import get_logger
+from pipeline.mart_contract import ContractError, Contracts, from_manifest
+from pipeline.warehouse import warehouse_for
 
 log = get_logger(__name__)
 
-# the dbt project sits at the repository root (the package is installed editable)
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+
 _PROJECT_PARTS = ("models", "macros", "seeds", "tests/dbt", "analyses")
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml")
 _EMAIL = re.compile(r"[^\s'\"@]+@[^\s'\"@]+")
@@ -53,24 +52,26 @@ class TransformResult:
     error: str | None = None
     # counts the cycle log can show: lake batches read, events changed, customers touched, rows written
     rows: dict[str, int] = field(default_factory=dict)
+    # the served marts' contract of the project that built them (None when it could not be parsed)
+    contracts: Contracts | None = None
 
 
-def _signature(parts: tuple[str, ...], files: tuple[str, ...] = ()) -> str:
-    stamps: list[str] = []
+def _signature(project: Path, parts: tuple[str, ...], files: tuple[str, ...] = ()) -> str:
+    stamps: list[str] = [str(project)]
     for name in files:
-        path = PROJECT_DIR / name
+        path = project / name
         if path.exists():
             stamps.append(f"{name}:{path.stat().st_mtime_ns}")
     for part in parts:
-        for path in sorted((PROJECT_DIR / part).rglob("*")):
+        for path in sorted((project / part).rglob("*")):
             if path.suffix in {".sql", ".yml", ".yaml", ".csv"}:
                 stamps.append(f"{path}:{path.stat().st_mtime_ns}")
     return "|".join(stamps)
 
 
-def _project_signature() -> str:
+def _project_signature(settings: Settings) -> str:
     """Changes when an analyst edits the project, so a long-lived process re-parses it."""
-    return _signature(_PROJECT_PARTS, _PROJECT_FILES)
+    return _signature(settings.dbt_project_dir, _PROJECT_PARTS, _PROJECT_FILES)
 
 
 # per home, what the last successful build in this process saw: the seeds' files, and the project
@@ -79,35 +80,24 @@ def _project_signature() -> str:
 _SEEDS_BUILT: dict[str, str] = {}
 _VIEWS_BUILT: dict[str, str] = {}
 
-# the few models a cycle runs when nothing arrived: register and commit the cycle, re-stage
-# lifecycle_stage against the new as_of (everything else cannot have changed)
-_QUIET_CYCLE_MODELS = ("int_cycles_registered", "int_customers_touched", "int_recommendations_ranked",
-                       "customer_profiles")
+# the few models a cycle runs when nothing arrived: register and commit the cycle, empty the
+# touched customers, re-stage lifecycle_stage against the new as_of (nothing else can have changed)
+_QUIET_CYCLE_MODELS = ("int_cycles_registered", "int_customers_touched", "customer_profiles")
 
 
 def _views_signature(settings: Settings) -> str:
     tables = sorted(p.name for p in settings.lake_dir.glob("*") if any(p.glob("ingest_date=*/*.parquet")))
-    return _project_signature() + "|lake:" + ",".join(tables)
+    return _project_signature(settings) + "|lake:" + ",".join(tables)
 
 
-def _warehouse_state(settings: Settings) -> tuple[set[str], bool, datetime | None] | None:
-    """(committed batch ids, last cycle committed, last association refresh) or None when unknown."""
-    if not settings.warehouse_path.exists():
-        return None
-    try:
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-            committed = {row[0] for row in con.execute(
-                "select b._batch_id from int_lake_batches_registered as b"
-                " inner join int_cycles_registered as c on b._cycle_id = c.cycle_id where c.is_committed"
-            ).fetchall()}
-            last = con.execute(
-                "select is_committed from int_cycles_registered order by cycle_id desc limit 1").fetchall()
-            refreshed = con.execute(
-                "select max(started_at) from int_cycles_registered where refreshes_associations and is_committed"
-            ).fetchall()
-    except duckdb.Error:
-        return None
-    return committed, bool(last and last[0][0]), refreshed[0][0] if refreshed else None
+def _contract_changed(settings: Settings, contracts: Contracts) -> bool:
+    """Does a served mart in the warehouse have other columns than its contract (a field added)?"""
+    warehouse = warehouse_for(settings)
+    for name, contract in contracts.items():
+        stored = warehouse.columns(name)
+        if stored is not None and list(stored) != list(contract.names):
+            return True
+    return False
 
 
 def _selection(settings: Settings, full_refresh: bool, refresh_associations: bool | None) -> tuple[list[str], bool]:
@@ -125,11 +115,12 @@ def _selection(settings: Settings, full_refresh: bool, refresh_associations: boo
         return ["--select", "resource_type:model", "resource_type:seed", "tag:every_cycle",
                 "--indirect-selection", "empty"], False
     home = str(settings.home)
-    state = _warehouse_state(settings)
-    seeds_changed = state is None or _SEEDS_BUILT.get(home) != _signature(("seeds",))
+    state = warehouse_for(settings).cycle_state()
+    seeds_changed = state is None or _SEEDS_BUILT.get(home) != _signature(settings.dbt_project_dir, ("seeds",))
     views_changed = state is None or _VIEWS_BUILT.get(home) != _views_signature(settings)
     if state is not None and not seeds_changed and not views_changed and refresh_associations is not True:
-        committed, last_committed, refreshed_at = state
+        committed, last_committed, refreshed_at = (state.committed_batches, state.last_cycle_committed,
+                                                   state.last_refresh_at)
         lake_batches = {p.stem for p in settings.lake_dir.glob("*/ingest_date=*/*.parquet")}
         refresh_due = refresh_associations is None and (
             refreshed_at is None
@@ -152,8 +143,8 @@ def _flags(settings: Settings) -> list[str]:
     settings.dbt_log_dir.mkdir(parents=True, exist_ok=True)
     settings.dbt_target_dir.mkdir(parents=True, exist_ok=True)
     return [
-        "--project-dir", str(PROJECT_DIR),
-        "--profiles-dir", str(PROJECT_DIR),
+        "--project-dir", str(settings.dbt_project_dir),
+        "--profiles-dir", str(settings.dbt_project_dir),
         "--target-path", str(settings.dbt_target_dir),
         "--log-path", str(settings.dbt_log_dir),
         # nothing on the caller's terminal; a JSON log under SENDTIME_HOME
@@ -191,7 +182,7 @@ def _manifest(settings: Settings) -> Any:
     """The parsed project for this home, parsed again only when the project files changed."""
     from dbt.cli.main import dbtRunner
 
-    key = (str(settings.home.absolute()), _project_signature())
+    key = (str(settings.home.absolute()), _project_signature(settings))
     manifest = _MANIFESTS.get(key)
     if manifest is None:
         result = dbtRunner().invoke(["parse", *_flags(settings)])
@@ -202,6 +193,16 @@ def _manifest(settings: Settings) -> Any:
             del _MANIFESTS[old]
         manifest = _MANIFESTS[key] = result.result
     return manifest
+
+
+def _fresh_compilation(manifest: Any) -> None:
+    """Let a reused manifest compile again: dbt marks a node whose ephemeral CTEs it injected, and
+    on the next invocation it would skip the injection of freshly rendered SQL (missing CTEs)."""
+    for node in manifest.nodes.values():
+        if getattr(node, "extra_ctes_injected", False):
+            node.extra_ctes_injected = False
+        if getattr(node, "is_ephemeral_model", False):
+            node.compiled = False
 
 
 def _release_warehouse() -> None:
@@ -226,39 +227,6 @@ def _node_results(run_results: Any) -> tuple[dict[str, NodeResult], str | None]:
     return nodes, error
 
 
-def _counts(settings: Settings, cycle_id: str) -> tuple[bool, dict[str, int]]:
-    """What this cycle did, read back from the warehouse (dbt has released the file: keep_open false)."""
-    queries = {
-        "lake_batches_read": "select count(*) from int_lake_batches_registered where _cycle_id = $c",
-        "events_changed": "select count(*) from int_events_deduplicated where _cycle_id = $c",
-        "customers_touched": "select count(*) from int_customers_touched",
-        "profiles_written": "select count(*) from customer_profiles where _cycle_id = $c",
-        "recommendations_written": "select count(*) from customer_recommendations where _cycle_id = $c",
-        "products_written": "select count(*) from products where _cycle_id = $c",
-        "erasures_written": "select count(*) from customer_erasures where _cycle_id = $c",
-    }
-    rows: dict[str, int] = {}
-    refreshed = False
-    try:
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-            for name, sql in queries.items():
-                try:
-                    params = {"c": cycle_id} if "$c" in sql else None
-                    rows[name] = int(con.execute(sql, params).fetchall()[0][0])
-                except duckdb.Error:
-                    pass  # a mart that failed to build has nothing to count
-            try:
-                found = con.execute(
-                    "select refreshes_associations from int_cycles_registered where cycle_id = $c", {"c": cycle_id}
-                ).fetchall()
-                refreshed = bool(found and found[0][0])
-            except duckdb.Error:
-                pass
-    except duckdb.Error as exc:
-        log.warning("cannot read the cycle's counts", extra={"error": type(exc).__name__})
-    return refreshed, rows
-
-
 def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: bool = False,
           refresh_associations: bool | None = None) -> TransformResult:
     """`dbt build` in-process for one cycle; never raises for a failed node (see `ok`, `error`)."""
@@ -276,17 +244,23 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
     started = time.perf_counter()
     with _LOCK, _Environment(settings):
         settings.home.mkdir(parents=True, exist_ok=True)
-        seeds, views = _signature(("seeds",)), _views_signature(settings)
+        try:
+            manifest = _manifest(settings)
+            contracts = from_manifest(manifest)
+        except (TransformError, ContractError) as exc:
+            return TransformResult(ok=False, seconds=round(time.perf_counter() - started, 3),
+                                   full_refresh=full_refresh, refreshed_associations=False, error=str(exc))
+        if not full_refresh and _contract_changed(settings, contracts):
+            # a served mart gained or lost a column: every row must be rebuilt and republished
+            log.info("the marts' contract changed: this cycle rebuilds everything")
+            full_refresh = True
+        seeds, views = _signature(settings.dbt_project_dir, ("seeds",)), _views_signature(settings)
         selection, quiet = _selection(settings, full_refresh, refresh_associations)
         variables["nothing_arrived"] = quiet
         args = ["build", *_flags(settings), "--vars", json.dumps(variables), *selection]
         if full_refresh:
             args.append("--full-refresh")
-        try:
-            manifest = _manifest(settings)
-        except TransformError as exc:
-            return TransformResult(ok=False, seconds=round(time.perf_counter() - started, 3),
-                                   full_refresh=full_refresh, refreshed_associations=False, error=str(exc))
+        _fresh_compilation(manifest)
         try:
             result = dbtRunner(manifest=manifest).invoke(args)
         finally:
@@ -296,14 +270,21 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
     nodes, error = _node_results(result.result)
     if not result.success and error is None:
         error = _scrub(str(result.exception or "dbt build failed (see the dbt log under SENDTIME_HOME)"))
-    refreshed, rows = _counts(settings, cycle_id)
+    refreshed, rows = warehouse_for(settings).cycle_counts(cycle_id)
     seconds = round(time.perf_counter() - started, 3)
     outcome = TransformResult(ok=bool(result.success), seconds=seconds, full_refresh=full_refresh,
                               refreshed_associations=refreshed if result.success else False,
-                              nodes=nodes, error=error, rows=rows)
+                              nodes=nodes, error=error, rows=rows, contracts=contracts)
     log.info("dbt build", extra={"cycle_id": cycle_id, "ok": outcome.ok, "seconds": seconds,
                                  "full_refresh": full_refresh, **rows})
     return outcome
+
+
+def served_contracts(settings: Settings) -> Contracts:
+    """The served marts' contract of the project (parsed once per process while it is unchanged)."""
+    with _LOCK, _Environment(settings):
+        settings.home.mkdir(parents=True, exist_ok=True)
+        return from_manifest(_manifest(settings))
 
 
 def build_docs(settings: Settings) -> Path:

@@ -1,36 +1,33 @@
 """Great Expectations over the rows a cycle changed, before anyone can read them.
 
-The suites live in `pipeline/suites/<mart>.json` (analysts read and extend them). Each runs on a
-pandas DataFrame of the changed rows with an ephemeral GX context: GX's SQL path fails on DuckDB
-(../shared/STACK.md). Checks GX has no expectation for (list sizes, cross-field rules such as the
-lifecycle stage) are derived as `check_*` columns: DuckDB expressions below, computed while
-the changed rows are read, that the suites then expect.
+The suites are derived from the served marts' contract (models/marts/_marts.yml, read through
+pipeline/mart_contract.py): a column's not_null, unique, accepted_values, non_negative and
+in_range data tests, its meta `pattern`, `max_items`, `distinct_items` and `item_pattern`, the
+model's `row_checks`, and "nothing happened in the future" for every timestamp. An analyst who
+adds a column or a rule edits the YAML only. Each suite runs on a pandas DataFrame of the changed
+rows with an ephemeral GX context: GX's SQL path fails on DuckDB (../shared/STACK.md). Checks GX
+has no expectation for (list contents, cross-field rules) are `check_*` columns that the change
+reader computes with the bodies (pipeline/changes.py), which the suites then expect.
 
 Importing GX costs ~3 s and ~220 MB, so it happens once per long-lived process (the scheduler,
 or one `sendtime run`), on first use, never in the API.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
+from pipeline.changes import Changes, check_columns_sql
 from pipeline.ids import utcnow
+from pipeline.mart_contract import MartContract
 
-if TYPE_CHECKING:
-    from pipeline.publish import Changes
-
-SUITES_DIR = Path(__file__).with_name("suites")
-LIFECYCLE_ACTIVE = timedelta(days=90)
-LIFECYCLE_AT_RISK = timedelta(days=180)
 # Events keep arriving while a cycle runs, so data newer than as_of (the cycle's start) is normal.
 # Ingest accepts an event up to 2 days after its ingestion (contracts.EVENT_MAX_AHEAD: client
 # clocks run ahead) and validation runs after ingestion, so this must be at least that, or one
@@ -78,12 +75,43 @@ def _columns_of(failure: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------ suites
 
-def load_suite(name: str) -> dict[str, Any]:
-    return json.loads((SUITES_DIR / f"{name}.json").read_text())
 
+def expectations(contract: MartContract) -> list[dict[str, Any]]:
+    """The suite of a mart: {type, kwargs} of each expectation, derived from its contract.
+    `$not_after` is bound at run time (the latest believable timestamp)."""
+    out: list[dict[str, Any]] = []
 
-def suite_names() -> list[str]:
-    return sorted(p.stem for p in SUITES_DIR.glob("*.json"))
+    def expect(kind: str, **kwargs: Any) -> None:
+        out.append({"type": kind, "kwargs": kwargs})
+
+    for column in contract.served:
+        name = column.name
+        if column.kind == "list":
+            if column.max_items is not None:
+                expect("expect_column_values_to_be_between", column=f"check_{name}_size",
+                       min_value=0, max_value=column.max_items)
+            continue
+        if column.not_null:
+            expect("expect_column_values_to_not_be_null", column=name)
+        if column.unique:
+            expect("expect_column_values_to_be_unique", column=name)
+        if column.accepted_values is not None:
+            expect("expect_column_values_to_be_in_set", column=name, value_set=list(column.accepted_values))
+        if column.kind == "boolean":
+            expect("expect_column_values_to_be_in_set", column=name, value_set=[True, False])
+        if column.minimum is not None or column.maximum is not None:
+            expect("expect_column_values_to_be_between", column=name, min_value=column.minimum,
+                   max_value=column.maximum)
+        if column.pattern:
+            expect("expect_column_values_to_match_regex", column=name, regex=column.pattern)
+        if column.kind == "timestamp" and not column.meta.get("future_ok"):
+            expect("expect_column_values_to_be_between", column=name, max_value="$not_after")
+    for columns in contract.unique_sets:
+        expect("expect_compound_columns_to_be_unique", column_list=list(columns))
+    for name in check_columns_sql(contract):
+        if not name.endswith("_size"):
+            expect("expect_column_values_to_be_in_set", column=name, value_set=[True])
+    return out
 
 
 def _camel(snake: str) -> str:
@@ -96,14 +124,14 @@ def _bind(value: Any, params: dict[str, Any]) -> Any:
     return value
 
 
-def build_suite(name: str, params: dict[str, Any]):  # noqa: ANN201 - gx.ExpectationSuite
+def build_suite(contract: MartContract, params: dict[str, Any]):  # noqa: ANN201 - gx.ExpectationSuite
     gx = _gx()
     _context()  # GX binds a suite to the active context
-    spec = load_suite(name)
-    suite = gx.ExpectationSuite(name=spec["suite"])
-    for item in spec["expectations"]:
+    suite = gx.ExpectationSuite(name=contract.name)
+    for item in expectations(contract):
         cls = getattr(gx.expectations, _camel(item["type"]))
-        suite.add_expectation(cls(**{k: _bind(v, params) for k, v in item["kwargs"].items()}))
+        kwargs = {k: _bind(v, params) for k, v in item["kwargs"].items() if v is not None}
+        suite.add_expectation(cls(**kwargs))
     return suite
 
 
@@ -136,11 +164,12 @@ def _batch_definition(name: str):  # noqa: ANN202 - one pandas asset per mart, c
     return asset.add_batch_definition_whole_dataframe(name + "_changed_rows")
 
 
-def run_suite(name: str, frame: pd.DataFrame, params: dict[str, Any]) -> SuiteResult:
+def run_suite(contract: MartContract, frame: pd.DataFrame, params: dict[str, Any]) -> SuiteResult:
+    name = contract.name
     if frame.empty:
         return SuiteResult(name, True, 0)
     batch = _batch_definition(name).get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(build_suite(name, params))
+    result = batch.validate(build_suite(contract, params))
     failed = []
     for item in result.results:
         if item.success:
@@ -158,55 +187,9 @@ def run_suite(name: str, frame: pd.DataFrame, params: dict[str, Any]) -> SuiteRe
     return SuiteResult(name, bool(result.success), len(frame), failed)
 
 
-# ------------------------------------------------------------------------------ derived check columns
-
-_CANONICAL = r"^\S(?:.*\S)?$"
-_US_PER_DAY = 86_400_000_000
-
-
-def profile_checks_sql() -> dict[str, str]:
-    """check_* columns over a changed customer_profiles row, as DuckDB expressions (`$as_of`
-    is the cycle's as_of). publish.read_changes computes them with the bodies, in one query."""
-    checks: dict[str, str] = {}
-    for name in ("recently_viewed", "top_categories", "recommendations"):
-        checks[f"check_{name}_size"] = f"len(coalesce({name}, []))"
-    for name in ("recently_viewed", "cart", "top_categories", "recommendations"):
-        checks[f"check_{name}_distinct"] = f"len(list_distinct(coalesce({name}, []))) = len(coalesce({name}, []))"
-    checks["check_product_ids_canonical"] = (
-        "len(list_filter(list_concat(coalesce(recently_viewed, []), coalesce(cart, []), coalesce(recommendations, [])),"
-        f" lambda x: x is null or x <> upper(x) or not regexp_matches(x, '{_CANONICAL}'))) = 0"
-    )
-    age = "(epoch_us($as_of::timestamp) - epoch_us(last_order_at))"
-    checks["check_expected_lifecycle_stage"] = (
-        "case when orders_count is null then null when orders_count = 0 then 'prospect' "
-        "when last_order_at is null then null "
-        f"when {age} <= {LIFECYCLE_ACTIVE.days} * {_US_PER_DAY}::bigint then 'active' "
-        f"when {age} <= {LIFECYCLE_AT_RISK.days} * {_US_PER_DAY}::bigint then 'at_risk' else 'lapsed' end"
-    )
-    checks["check_orders_agree"] = (
-        "coalesce((orders_count = 0) = (last_order_at is null) and (orders_count <> 0 or lifetime_value = 0), false)"
-    )
-    checks["check_seen_pair"] = "(first_seen_at is null) = (last_seen_at is null)"
-    return checks
-
-
-def recommendation_checks_sql() -> dict[str, str]:
-    """check_* columns over a customer_recommendations row `r` joined to the catalog `pr`."""
-    return {
-        "check_score_finite": "coalesce(isfinite(r.score), false)",
-        "check_in_stock": "coalesce(pr.in_stock, false)",
-    }
-
-
 def validate_changes(changes: Changes, as_of: datetime) -> ValidationReport:
     """Run every suite on the changed rows; success only when every suite passes."""
     started = time.perf_counter()
     params = {"as_of": as_of, "not_after": max(as_of, utcnow()) + CLOCK_SKEW}
-    frames = {
-        "customer_profiles": changes.profiles,
-        "customer_recommendations": changes.recommendations,
-        "products": changes.products,
-        "customer_erasures": changes.erasures,
-    }
-    results = {name: run_suite(name, frame, params) for name, frame in frames.items()}
+    results = {name: run_suite(contract, changes.frame(name), params) for name, contract in changes.contracts.items()}
     return ValidationReport(all(r.success for r in results.values()), results, time.perf_counter() - started)

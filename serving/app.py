@@ -1,8 +1,9 @@
 """The Flask app factory: blueprints, auth, rate limits, problems, request logs, caching headers.
 
 Every request passes through `_begin` (request id, IP allowlist, key, scope, rate limit) and
-`_finish` (version and request-id headers, one JSON log line). Every error, including an
-unexpected exception, leaves as an `application/problem+json` response.
+`_finish` (version and request-id headers, one JSON log line). Every route needs a key with the
+scope its view declares unless serving/access.py lists it as open; an undeclared one needs admin.
+Every error, including an unexpected exception, leaves as an `application/problem+json` response.
 """
 from __future__ import annotations
 
@@ -19,23 +20,22 @@ from werkzeug.routing import BaseConverter
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import SendtimeError
+from serving import access, metrics, status
 from serving.api import events, health, profiles
 from serving.auth import authenticate_prefetching, require_scope
 from serving.fastpath import ProfileFastPath
 from serving.metrics import route_template
-from serving.openapi import build_openapi
+from serving.openapi import OpenApiDocument
 from serving.problems import Problem, problem_response
 from serving.ratelimit import per_worker, retry_after_header
 from serving.reader import StoreReader, StoreUnavailable
 from serving.requestlog import log_request, write_line
-from serving.web import ApiState
+from serving.state import ApiState
 
 API_PREFIX = "/api/v1"
 VERSION_HEADER = "X-Sendtime-Version"
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# probes stay reachable from a load balancer outside the allowlist
-_PROBES = frozenset({"health.health", "health.ready", "health_v1.health", "health_v1.ready"})
 _HTTP_SLUGS = {400: "bad-request", 404: "not-found", 405: "method-not-allowed", 406: "not-acceptable",
                413: "payload-too-large", 415: "unsupported-media-type", 429: "rate-limited"}
 # the endpoint whose profile is read together with the key (see serving.auth.authenticate)
@@ -63,11 +63,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     observe = _observability(app)
     _install_hooks(app, api)
     _install_error_handlers(app)
-    # built from the app's own URL map, so the document and the routes cannot drift apart
-    app.extensions["sendtime.openapi"] = orjson.dumps(build_openapi(app, settings))
+    # built from the app's own URL map, so the document and the routes cannot drift apart, and from
+    # the published contract, so it shows the fields the API serves
+    app.extensions["sendtime.openapi"] = OpenApiDocument(app, settings)
     # the hottest request skips Flask's machinery (serving/fastpath.py); all else goes through Flask
     rule = next(r.rule for r in app.url_map.iter_rules() if r.endpoint == _PREFETCH)
-    app.wsgi_app = ProfileFastPath(app.wsgi_app, api, route_template(rule), _REQUEST_ID, observe)
+    scope = access.policy(app, settings)[_PREFETCH] or access.FAIL_CLOSED
+    app.wsgi_app = ProfileFastPath(app.wsgi_app, api, route_template(rule), scope, _REQUEST_ID, observe)
     return app
 
 
@@ -82,29 +84,19 @@ class CustomerIdConverter(BaseConverter):
 
 def _observability(app: Flask) -> Callable[[str, str, int, float], None]:
     """/metrics and the request metrics (serving.metrics), /status (serving.status). Returns the
-    function that counts a request answered outside Flask (the fast path) in the same metrics."""
-    from serving import metrics, status  # they import serving.web: imported here, not at the top
-
+    public hook that counts a request answered outside Flask (the fast path) in the same metrics."""
     metrics.init_app(app)
     app.register_blueprint(status.bp)
-    public = getattr(metrics, "observe_request", None)
-    if public is not None:
-        return public
-
-    def observe(route: str, method: str, status_code: int, seconds: float) -> None:
-        # the counter and histogram serving.metrics' own Flask hooks update, with the same labels
-        counters = metrics._get_request_metrics()
-        labels = (metrics.route_template(route), method, str(status_code))
-        counters.requests.labels(*labels).inc()
-        counters.latency.labels(*labels).observe(seconds)
-
-    return observe
+    return metrics.observe_request
 
 
 def _install_hooks(app: Flask, api: ApiState) -> None:
     networks = tuple(ipaddress.ip_network(c, strict=False) for c in api.settings.ip_allowlist)
     reader, limiter = api.reader, api.limiter
-    scopes: dict[str, str] = {}  # endpoint -> required scope, filled once the routes exist
+    probes, fail_closed = access.PROBES, access.FAIL_CLOSED
+    # endpoint -> required scope or None (open): serving/access.py's policy, taken at the first
+    # request, once every route exists; an endpoint it does not know needs admin
+    scopes: dict[str | None, str | None] = {}
     perf_counter = time.perf_counter
     # the hot path reads the WSGI environ and the real request/g objects directly: every
     # LocalProxy or EnvironHeaders lookup is a few hundred nanoseconds, on every request
@@ -118,12 +110,11 @@ def _install_hooks(app: Flask, api: ApiState) -> None:
         ctx.request_id = rid if rid and _REQUEST_ID.match(rid) else secrets.token_hex(8)
         rule = req.url_rule
         endpoint = rule.endpoint if rule is not None else None
-        if networks and endpoint not in _PROBES and not _allowed(req.remote_addr, networks):
+        if networks and endpoint not in probes and not _allowed(req.remote_addr, networks):
             raise Problem("ip-not-allowed", "this client address may not call the API")
         if not scopes:
-            scopes.update({e: v.sendtime_scope for e, v in app.view_functions.items()
-                           if hasattr(v, "sendtime_scope")})
-        scope = scopes.get(endpoint)
+            scopes.update(access.policy(app, api.settings))
+        scope = scopes.get(endpoint, fail_closed)
         if scope is None:
             return
         prefetch = req.view_args.get("customer_id") if endpoint == _PREFETCH else None

@@ -39,8 +39,7 @@ _SCOPES: dict[str, frozenset[str]] = {}  # "a,b" -> frozenset, parsed once per d
 
 
 def authenticate(reader: StoreReader, header: str | None) -> tuple[Caller | None, str]:
-    """(caller or None, why not). One indexed point read per request: no key cache to go stale.
-    A stable interface: serving.status uses it too."""
+    """(caller or None, why not). One indexed point read per request: no key cache to go stale."""
     caller, why, _ = authenticate_prefetching(reader, header, None)
     return caller, why
 
@@ -73,4 +72,4 @@ def authenticate_prefetching(reader: StoreReader, header: str | None,
 
 def require_scope(caller: Caller, scope: str) -> None:
     if not caller.allows(scope):
-        raise Problem("forbidden", f"this endpoint needs the scope {scope!r} (or admin)")
+        raise Problem("forbidden", f"this endpoint needs the scope {scope!r}" + ("" if scope == ADMIN else " (or admin)"))

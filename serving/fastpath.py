@@ -19,23 +19,24 @@ import time
 from typing import Any, Callable, Iterable
 
 from serving.auth import authenticate_prefetching
+from serving.http import etag_matches
 from serving.reader import StoreUnavailable
 from serving.requestlog import log_request
-from serving.web import ApiState, etag_matches
+from serving.state import ApiState
 
 PREFIX = "/api/v1/customers/"
 RESERVED = frozenset({"batch", "lookup"})
-READ = "profiles:read"
 
 
 class ProfileFastPath:
-    def __init__(self, flask_wsgi: Callable, api: ApiState, route: str, request_id: Any,
+    def __init__(self, flask_wsgi: Callable, api: ApiState, route: str, scope: str, request_id: Any,
                  observe: Callable[[str, str, int, float], None] | None) -> None:
         self.flask_wsgi = flask_wsgi
         self.api = api
         self.route = route  # the route template, as the ordinary path logs and counts it
+        self.scope = scope  # the scope the Flask view declares (serving/access.py)
         self.valid_request_id = request_id  # compiled pattern of acceptable client request ids
-        self.observe = observe  # serving.metrics' request counter and histogram
+        self.observe = observe  # serving.metrics.observe_request: the request counter and histogram
         self.enabled = not api.settings.ip_allowlist
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -53,7 +54,7 @@ class ProfileFastPath:
                                                              customer_id)
         except StoreUnavailable:
             return self.flask_wsgi(environ, start_response)
-        if caller is None or not caller.allows(READ) or profile is None or profile[1] is None:
+        if caller is None or not caller.allows(self.scope) or profile is None or profile[1] is None:
             return self.flask_wsgi(environ, start_response)
         if api.limiter.acquire(caller.name):  # denied: no token was taken, Flask answers the 429
             return self.flask_wsgi(environ, start_response)

@@ -13,9 +13,9 @@ import secrets
 
 from sqlalchemy import delete, insert, select, update
 
+from pipeline.clock import iso_z, utcnow
 from pipeline.config import Settings
 from pipeline.errors import SendtimeError
-from pipeline.ids import iso_z, utcnow
 from pipeline.store import api_keys, engine_for, migrate
 
 SCOPES = ("profiles:read", "events:write", "admin")

@@ -8,11 +8,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
 from flask import Flask
 
 from pipeline.config import Settings
 from serving.problems import PROBLEM_BASE, PROBLEM_MIMETYPE, PROBLEM_TYPES
-from serving.profiles import PROFILE_FIELDS
+from pipeline.mart_contract import PRODUCTS, PROFILES, Column, Contracts, MartContract, checksum
+from serving.profiles import field_names
 
 _RULE_ARG = re.compile(r"<(?:[a-z_]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
 
@@ -30,37 +33,58 @@ def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
     return {"type": [kind, "null"], **extra}
 
 
-_STR_LIST = {"type": "array", "items": {"type": "string"}}
-_TS = _nullable("string", format="date-time", description="ISO-8601 UTC with Z")
-PROFILE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "A customer profile (DESIGN.md mart contract). With `fields`, only customer_id and those fields.",
-    "required": ["customer_id"],
-    "additionalProperties": False,
-    "properties": {
-        "customer_id": {"type": "string"},
-        "email": _nullable("string"), "first_name": _nullable("string"), "last_name": _nullable("string"),
-        "country": _nullable("string"), "locale": _nullable("string"), "timezone": _nullable("string"),
-        "marketing_consent": _nullable("boolean"),
-        "first_seen_at": _TS, "last_seen_at": _TS,
-        "orders_count": {"type": "integer", "minimum": 0},
-        "lifetime_value": {"type": "number", "description": "USD, 2 decimals"},
-        "last_order_at": _TS,
-        "lifecycle_stage": {"type": "string", "enum": ["prospect", "active", "at_risk", "lapsed"]},
-        "recently_viewed": {**_STR_LIST, "maxItems": 5}, "cart": _STR_LIST,
-        "top_categories": {**_STR_LIST, "maxItems": 3}, "recommendations": {**_STR_LIST, "maxItems": 10},
-    },
+_KINDS: dict[str, dict[str, Any]] = {
+    "string": {"type": "string"},
+    "integer": {"type": "integer"},
+    "number": {"type": "number"},
+    "money": {"type": "number"},
+    "boolean": {"type": "boolean"},
+    "timestamp": {"type": "string", "format": "date-time"},
+    "list": {"type": "array", "items": {"type": "string"}},
 }
-assert tuple(PROFILE_SCHEMA["properties"]) == PROFILE_FIELDS
 
-FIELD_NAMES = {"type": "string", "enum": list(PROFILE_FIELDS)}
+
+def column_schema(column: Column) -> dict[str, Any]:
+    """The JSON schema of one served column, from its contract (docs/models.md "The mart contract")."""
+    schema = dict(_KINDS[column.kind])
+    if column.kind == "list":
+        if column.max_items is not None:
+            schema["maxItems"] = column.max_items
+        return {**schema, "description": column.description}
+    if column.accepted_values is not None:
+        schema["enum"] = list(column.accepted_values)
+    if column.minimum is not None:
+        schema["minimum"] = column.minimum
+    if column.maximum is not None:
+        schema["maximum"] = column.maximum
+    if not column.not_null:
+        schema["type"] = [schema["type"], "null"]
+        if "enum" in schema:
+            schema["enum"] = [*schema["enum"], None]
+    description = column.description
+    if column.kind == "timestamp":
+        description = (description + " ISO-8601 UTC with Z.").strip()
+    elif column.kind == "money":
+        description = (description + f" {column.scale} decimals.").strip()
+    return {**schema, "description": description}
+
+
+def object_schema(contract: MartContract | None, description: str) -> dict[str, Any]:
+    if contract is None:  # nothing published yet: no field is known
+        return {"type": "object", "description": description, "required": ["customer_id"],
+                "properties": {"customer_id": {"type": "string"}}}
+    return {"type": "object", "description": description, "required": ["customer_id"],
+            "additionalProperties": False,
+            "properties": {c.name: column_schema(c) for c in contract.served}}
+
+
+FIELD_NAMES = _ref("ProfileField")
 
 # any JSON value: each record is validated on its own and rejected with a reason in the results,
 # never the whole request (the shape of a valid one is components/schemas/Event)
 _ANY_EVENT: dict[str, Any] = {"description": "An event; see #/components/schemas/Event"}
 
 SCHEMAS: dict[str, Any] = {
-    "Profile": PROFILE_SCHEMA,
     "Problem": {
         "type": "object",
         "description": "RFC 9457 problem details",
@@ -88,30 +112,6 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["email"], "additionalProperties": False,
         "properties": {"email": {"type": "string", "format": "email", "maxLength": 320},
                        "fields": {"type": "array", "items": FIELD_NAMES, "minItems": 1}},
-    },
-    "Recommendations": {
-        "type": "object", "required": ["customer_id", "recommendations"], "additionalProperties": False,
-        "properties": {
-            "customer_id": {"type": "string"},
-            "recommendations": {"type": "array", "items": {
-                "type": "object",
-                "required": ["rank", "product_id", "score", "reason", "name", "category", "price", "currency",
-                             "url", "image_url", "in_stock"],
-                "properties": {
-                    "rank": {"type": "integer", "minimum": 1}, "product_id": {"type": "string"},
-                    "score": _nullable("number"), "reason": _nullable("string"),
-                    "name": _nullable("string"), "category": _nullable("string"),
-                    "price": _nullable("number"), "currency": _nullable("string"),
-                    "url": _nullable("string"), "image_url": _nullable("string"),
-                    "in_stock": _nullable("boolean"),
-                },
-            }},
-        },
-    },
-    "MergeFields": {
-        "type": "object", "additionalProperties": {"type": "string"},
-        "description": "Flat strings for merge tags; see docs/api.md 'Merge fields'.",
-        "required": [f for f in PROFILE_FIELDS],
     },
     "Event": {
         "type": "object",
@@ -261,7 +261,39 @@ def _operation(endpoint: str) -> dict[str, Any]:
                     "responses": {"200": {"description": "OK"}, **_problems(405)}}}
 
 
-def build_openapi(app: Flask, settings: Settings) -> dict[str, Any]:
+def _contract_schemas(contracts: Contracts) -> dict[str, Any]:
+    """The components that follow the published contract: a field added to a mart's YAML shows
+    up here after the publish that carries it."""
+    profiles, products = contracts.get(PROFILES), contracts.get(PRODUCTS)
+    catalog = [c for c in (products.served if products is not None else ()) if c.name != "product_id"]
+    return {
+        "Profile": object_schema(profiles, "A customer profile (DESIGN.md mart contract; models/marts/_marts.yml). "
+                                           "With `fields`, only customer_id and those fields."),
+        "ProfileField": {"type": "string", "enum": list(field_names(profiles)) or ["customer_id"]},
+        "Recommendations": {
+            "type": "object", "required": ["customer_id", "recommendations"], "additionalProperties": False,
+            "properties": {
+                "customer_id": {"type": "string"},
+                "recommendations": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["rank", "product_id", "score", "reason", *[c.name for c in catalog]],
+                    "properties": {
+                        "rank": {"type": "integer", "minimum": 1}, "product_id": {"type": "string"},
+                        "score": _nullable("number"), "reason": _nullable("string"),
+                        **{c.name: {**column_schema(c), "type": [_KINDS[c.kind]["type"], "null"]} for c in catalog},
+                    },
+                }},
+            },
+        },
+        "MergeFields": {
+            "type": "object", "additionalProperties": {"type": "string"},
+            "description": "Flat strings for merge tags; see docs/api.md 'Merge fields'.",
+            "required": list(field_names(profiles)),
+        },
+    }
+
+
+def build_openapi(app: Flask, settings: Settings, contracts: Contracts) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint == "static":
@@ -271,7 +303,7 @@ def build_openapi(app: Flask, settings: Settings) -> dict[str, Any]:
             if method.upper() in (rule.methods or ()):
                 ops[method] = {**op, "operationId": rule.endpoint.replace(".", "_") + "_" + method}
         paths.setdefault(openapi_path(rule.rule), {}).update(ops)
-    schemas = dict(SCHEMAS)
+    schemas = {**SCHEMAS, **_contract_schemas(contracts)}
     batch = {**schemas["BatchRequest"]}
     batch["properties"] = {**batch["properties"], "customer_ids": {
         **batch["properties"]["customer_ids"], "maxItems": settings.batch_max_ids}}
@@ -286,3 +318,17 @@ def build_openapi(app: Flask, settings: Settings) -> dict[str, Any]:
         "components": {"schemas": schemas,
                        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
     }
+
+
+class OpenApiDocument:
+    """The document of one app, rendered again when the published contract changes."""
+
+    def __init__(self, app: Flask, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+        self._cached: tuple[str, bytes] | None = None
+
+    def render(self, contracts: Contracts) -> bytes:
+        key = checksum(contracts)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, orjson.dumps(build_openapi(self.app, self.settings, contracts)))
+        return self._cached[1]

@@ -20,7 +20,8 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy.engine import make_url
 
 from pipeline.config import Settings
-from pipeline.store import make_engine
+from pipeline.mart_contract import Contracts, from_json
+from pipeline.store import CONTRACTS_ROW, make_engine
 
 # the current published version as a one-row derived table, so a data read and the version it
 # was read from come from the same statement (the same snapshot)
@@ -38,6 +39,7 @@ SQL = {
     "latest_version": "SELECT version, published_at, as_of, cycle_id FROM published_versions "
                       "ORDER BY version DESC LIMIT 1",
     "recommendations": "SELECT body FROM recommendations WHERE customer_id = ?",
+    "contracts": "SELECT checksum, body FROM mart_contracts WHERE name = ?",
 }
 
 
@@ -50,6 +52,8 @@ class StoreReader:
         self.url = settings.store_url
         self.is_sqlite = self.url.startswith("sqlite")
         self._local = threading.local()
+        # the published contract, read again when the published version moves
+        self._contracts: tuple[int, str | None, Contracts] = (-1, None, {})
         self._engine = None if self.is_sqlite else make_engine(self.url, pool_size=4, max_overflow=4)
         if self.is_sqlite:
             self._sqlite_path = make_url(self.url).database
@@ -174,6 +178,26 @@ class StoreReader:
             return {}
         marks = ",".join("?" * len(product_ids))
         return dict(self.all(f"SELECT product_id, body FROM products WHERE product_id IN ({marks})", product_ids))
+
+    def contracts(self, version: int | None = None) -> Contracts:
+        """The served marts' contract of the published state ({} before the first publish): read
+        once per published version (`version`: the one the caller's data was read from)."""
+        version = self.version() if version is None else version
+        seen, checksum, contracts = self._contracts
+        if version == seen:
+            return contracts
+        try:
+            row = self.one(SQL["contracts"], (CONTRACTS_ROW,))
+        except StoreUnavailable:
+            if seen >= 0:
+                return contracts  # a store migrating from schema 1: keep what we had
+            row = None
+        if row is None:
+            contracts, checksum = {}, None
+        elif row[0] != checksum:
+            checksum, contracts = row[0], from_json(row[1])
+        self._contracts = (version, checksum, contracts)
+        return contracts
 
     def latest_version(self) -> tuple | None:
         return self.one(SQL["latest_version"])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Any, Callable
 
 from gunicorn.app.base import BaseApplication
@@ -36,7 +35,7 @@ class StandaloneApplication(BaseApplication):
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     """Migrate the store once, then fork `workers` gunicorn workers; returns on SIGTERM/SIGINT."""
-    settings = replace(settings, workers=max(int(workers), 1))  # the rate limiter splits by workers
+    settings = settings.replace(workers=max(int(workers), 1))  # the rate limiter splits by workers
     engine = engine_for(settings)
     try:
         migrate(engine)

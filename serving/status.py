@@ -7,8 +7,9 @@ proxy. It shows counts, durations, ids of cycles and suites, never a customer id
 (run errors are shown with anything that looks like an email address redacted).
 
 Access (`settings.status_page_access`): "open", or "key": an API key with the admin scope in
-`Authorization: Bearer <key>`. A key in the URL (`?key=`) is not accepted: URLs end up in proxy
-logs and browser history.
+`Authorization: Bearer <key>`, checked by the app's hook like every keyed endpoint (serving/access.py
+lists the page as open only in "open" mode). A key in the URL (`?key=`) is not accepted: URLs end
+up in proxy logs and browser history.
 """
 from __future__ import annotations
 
@@ -19,18 +20,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, render_template
 from markupsafe import Markup, escape
+
 from pipeline.config import Settings
-from serving.metrics import (
-    PipelineSnapshot,
-    RunInfo,
-    StoreMissing,
-    app_settings,
-    snapshot_for,
-)
-from serving.problems import problem_response
-from serving.web import state
+from pipeline.runlog import PipelineSnapshot, RunInfo, StoreMissing, failed_expectations, snapshot_for
+from serving.access import requires
+from serving.auth import ADMIN
+from serving.state import app_settings
 
 bp = Blueprint("status", __name__, template_folder="templates")
 
@@ -43,25 +40,6 @@ OTHER_COLOR = "#9c9c9c"
 STATUS_COLORS = {"success": "#2e7d32", "failed": "#c62828", "validation_failed": "#ef6c00", "running": "#1565c0"}
 _EMAIL = re.compile(r"[^\s@<>\"']+@[^\s@<>\"']+")
 _STATIC = Path(__file__).resolve().parent / "static"
-
-
-# --------------------------------------------------------------------------- access
-
-def _denied(settings: Settings) -> Response | None:
-    """None when the caller may see the page, else the problem response (401, 403)."""
-    if settings.status_page_access == "open":
-        return None
-    from serving.auth import ADMIN, authenticate
-
-    # the API's own key check (serving.auth): one indexed read, a revoked key is refused at once
-    # (caller, why) last: serving.auth may also return the published version first
-    *_, caller, why = authenticate(state().reader, request.headers.get("Authorization"))
-    if caller is None:
-        return problem_response("unauthorized", f"the status page needs an admin key: {why} "
-                                "(a key in the URL is not accepted)", {"WWW-Authenticate": 'Bearer realm="sendtime"'})
-    if ADMIN not in caller.scopes:
-        return problem_response("forbidden", "the status page needs the scope 'admin'")
-    return None
 
 
 # --------------------------------------------------------------------------- formatting
@@ -93,23 +71,9 @@ def redact(text: str | None, limit: int = 300) -> str:
 
 def _failed_expectations(result: Any) -> list[str]:
     """'expectation (column): n unexpected' lines; only names and counts, never sample values."""
-    if not isinstance(result, dict):
-        return []
-    items = result.get("failed") or result.get("failed_expectations") or []
-    lines = []
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict):
-            name = item.get("expectation") or item.get("expectation_type") or item.get("type") or "expectation"
-            column = item.get("column") or ", ".join(
-                str(c) for c in (item.get("column_list") or [item.get("column_A"), item.get("column_B")]) if c)
-            count = item.get("unexpected_count")
-            line = str(name) + (f" ({column})" if column else "")
-            if isinstance(count, (int, float)):
-                line += f": {int(count)} unexpected"
-            lines.append(line)
-        elif isinstance(item, str):
-            lines.append(item)
-    return lines
+    return [f.expectation + (f" ({', '.join(f.columns)})" if f.columns else "")
+            + (f": {f.unexpected_count} unexpected" if f.unexpected_count is not None else "")
+            for f in failed_expectations(result)]
 
 
 # --------------------------------------------------------------------------- charts (inline SVG)
@@ -271,11 +235,9 @@ def _context(settings: Settings, snap: PipelineSnapshot | None, problem: str | N
 
 
 @bp.get("/status")
+@requires(ADMIN)  # open instead when status_page_access = "open" (serving/access.py)
 def status_page() -> Response:
     settings = app_settings()
-    denied = _denied(settings)
-    if denied is not None:
-        return denied
     snap, problem = None, None
     try:
         snap = snapshot_for(settings, runs_limit=CHART_POINTS, versions_limit=CHART_POINTS)

@@ -16,25 +16,44 @@ from typing import Any, Iterable
 import orjson
 import requests
 
-from pipeline.config import Settings
+from pipeline.changes import Changes, etag
+from pipeline.config import Settings, load_settings
 from pipeline.ids import iso_z, new_cycle_id, utcnow
-from pipeline.publish import PRODUCT_FIELDS, PROFILE_FIELDS, Changes, etag, publish
+from pipeline.mart_contract import PRODUCTS, PROFILES, Column, Contracts
+from pipeline.publish import publish
 from pipeline.store import engine_for, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
+_CONTRACTS: Contracts = {}
+
+
+def project_contracts() -> Contracts:
+    """The served marts' contract of the project (dbt parse, once per process)."""
+    if not _CONTRACTS:
+        import tempfile
+
+        from pipeline.transform import served_contracts
+
+        with tempfile.TemporaryDirectory(prefix="sendtime-contracts-") as home:
+            _CONTRACTS.update(served_contracts(load_settings(home, environ={})))
+    return _CONTRACTS
+
+
+def _default(column: Column) -> Any:
+    if column.kind == "list":
+        return []
+    if column.not_null and column.accepted_values:
+        return column.accepted_values[0]
+    if column.not_null and column.kind in ("integer", "money"):
+        return Decimal("0") if column.kind == "money" else 0
+    return None
 
 
 def profile_row(customer_id: str, **values: Any) -> tuple:
-    """A customer_profiles mart row (PROFILE_FIELDS order) with sensible defaults."""
-    base: dict[str, Any] = {
-        "customer_id": customer_id, "email": None, "first_name": None, "last_name": None, "country": None,
-        "locale": None, "timezone": None, "marketing_consent": None, "first_seen_at": None,
-        "last_seen_at": None, "orders_count": 0, "lifetime_value": Decimal("0"), "last_order_at": None,
-        "lifecycle_stage": "prospect", "recently_viewed": [], "cart": [], "top_categories": [],
-        "recommendations": [],
-    }
-    base.update(values)
-    return tuple(base[f] for f in PROFILE_FIELDS)
+    """A customer_profiles mart row (the contract's served columns, in order) with sensible defaults."""
+    served = project_contracts()[PROFILES].served
+    base = {c.name: _default(c) for c in served} | {"customer_id": customer_id} | values
+    return tuple(base[c.name] for c in served)
 
 
 def product_row(product_id: str, **values: Any) -> tuple:
@@ -42,22 +61,23 @@ def product_row(product_id: str, **values: Any) -> tuple:
                             "price": Decimal("10.00"), "currency": "USD",
                             "url": f"https://shop.example/p/{product_id}",
                             "image_url": f"https://shop.example/i/{product_id}.jpg", "in_stock": True}
-    base.update(values)
-    return tuple(base[f] for f in PRODUCT_FIELDS)
+    served = project_contracts()[PRODUCTS].served
+    base = {c.name: _default(c) for c in served} | base | values
+    return tuple(base[c.name] for c in served)
 
 
-def body_text(names: Iterable[str], row: tuple) -> str:
-    """A store body in the contract's format (docs/architecture.md): DESIGN order, money with 2
-    decimals, timestamps ISO-8601 UTC with Z, lists as [] (what publish writes)."""
+def body_text(columns: Iterable[Column], row: tuple) -> str:
+    """A store body in the contract's format (docs/architecture.md): the contract's order, money
+    with its decimals, timestamps ISO-8601 UTC with Z, lists as [] (what publish writes)."""
     parts = []
-    for name, value in zip(names, row):
-        if name in ("lifetime_value", "price"):
-            text = "null" if value is None else f"{Decimal(value):.2f}"
+    for column, value in zip(columns, row):
+        if column.kind == "money":
+            text = "null" if value is None else f"{Decimal(value):.{column.scale}f}"
         elif isinstance(value, datetime):
             text = '"' + iso_z(value) + '"'
         else:
             text = orjson.dumps(value).decode()
-        parts.append(orjson.dumps(name).decode() + ":" + text)
+        parts.append(orjson.dumps(column.name).decode() + ":" + text)
     return "{" + ",".join(parts) + "}"
 
 
@@ -65,12 +85,14 @@ def publish_rows(settings: Settings, profiles: Iterable[tuple], products: Iterab
                  recommendations: dict[str, list[tuple[str, float, str]]] | None = None,
                  as_of: datetime | None = None) -> int:
     """One publish through pipeline.publish.publish (the real writer, one transaction, a new
-    version row); bodies serialized in the contract's format. Returns the new version."""
-    email_at = PROFILE_FIELDS.index("email")
-    changes = Changes(since=None)
+    version row, the contract); bodies serialized in the contract's format. Returns the version."""
+    contracts = project_contracts()
+    served = contracts[PROFILES].served
+    email_at = [c.name for c in served].index("email")
+    changes = Changes(since=None, contracts=contracts)
     changes.profile_bodies = [(row[0], row[email_at], body, etag(body))
-                              for row in profiles for body in [body_text(PROFILE_FIELDS, row)]]
-    changes.product_bodies = [(row[0], body_text(PRODUCT_FIELDS, row)) for row in products]
+                              for row in profiles for body in [body_text(served, row)]]
+    changes.product_bodies = [(row[0], body_text(contracts[PRODUCTS].served, row)) for row in products]
     changes.recommendation_bodies = [
         (cid, orjson.dumps([{"product_id": p, "score": s, "reason": r} for p, s, r in items]).decode())
         for cid, items in sorted((recommendations or {}).items())]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, ensure_home, load_settings, parse_duration
+from pipeline.config import DEFAULT_MERGE_FALLBACKS, ConfigError, ensure_home, load_settings, parse_duration
 
 
 def test_defaults_put_every_path_under_home(tmp_path: Path) -> None:
@@ -14,7 +14,7 @@ def test_defaults_put_every_path_under_home(tmp_path: Path) -> None:
         assert tmp_path in path.parents
     assert s.store_url == f"sqlite:///{tmp_path / 'online.sqlite'}"
     assert s.rate_limit_per_second == 10_000 and s.rate_limit_burst == 20_000
-    assert s.merge_field_fallbacks["first_name"] == "there"
+    assert s.merge_field_fallbacks == {}  # the marts' YAML holds the defaults (merge_fallback)
 
 
 def test_toml_then_env_override(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_toml_then_env_override(tmp_path: Path) -> None:
     )
     s = load_settings(tmp_path, environ={})
     assert (s.schedule_seconds, s.cache_max_age, s.merge_field_fallbacks["first_name"]) == (30, 60, "friend")
-    assert s.merge_field_fallbacks["locale"] == "en"  # defaults kept for keys the file does not name
+    assert s.merge_field_fallbacks == {"first_name": "friend"}  # overrides only; the YAML has the rest
 
     s = load_settings(tmp_path, environ={"SENDTIME_CACHE_MAX_AGE": "5", "SENDTIME_IP_ALLOWLIST": "127.0.0.1/32, 10.0.0.0/8"})
     assert s.cache_max_age == 5
@@ -61,3 +61,62 @@ def test_unwritable_home_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(ConfigError, match="not writable"):
         ensure_home(load_settings(blocker / "home", environ={}))
+
+
+def test_environment_text_forms(tmp_path: Path) -> None:
+    s = load_settings(tmp_path, environ={
+        "SENDTIME_MERGE_FIELD_FALLBACKS": "first_name=friend, locale = de",
+        "SENDTIME_IP_ALLOWLIST": "10.0.0.0/8,,192.168.0.0/16,",
+        "SENDTIME_RATE_LIMIT_PER_SECOND": "250",
+        "SENDTIME_RECOMMENDATIONS_REFRESH_EVERY": "250ms",
+        "SENDTIME_VENV": "/elsewhere",  # SENDTIME_* names that are not settings are not settings
+    })
+    assert s.merge_field_fallbacks == {**DEFAULT_MERGE_FALLBACKS, "first_name": "friend", "locale": "de"}
+    assert s.ip_allowlist == ("10.0.0.0/8", "192.168.0.0/16")
+    assert s.rate_limit_per_second == 250.0 and s.recommendations_refresh_seconds == 0.25
+
+
+def test_a_variable_replaces_the_file_value_and_a_map_keeps_its_defaults(tmp_path: Path) -> None:
+    (tmp_path / "sendtime.toml").write_text('[sendtime]\nworkers = 3\nschedule_every = 30\n'
+                                            '[sendtime.merge_field_fallbacks]\nfirst_name = "friend"\n')
+    s = load_settings(tmp_path, environ={"SENDTIME_MERGE_FIELD_FALLBACKS": "locale=fr"})
+    assert (s.workers, s.schedule_every, s.schedule_seconds) == (3, "30", 30)  # a [sendtime] table works too
+    # the variable replaces the file's map; both name only the keys they change (the YAML has the rest)
+    assert s.merge_field_fallbacks == {"locale": "fr"}
+
+
+def test_errors_are_one_line_and_name_the_setting_and_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={"SENDTIME_PORT": "eighty", "SENDTIME_SCHEDULE_EVERY": "0s"})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "setting port (SENDTIME_PORT): cannot use 'eighty'" in message
+    assert "setting schedule_every (SENDTIME_SCHEDULE_EVERY): a duration must be positive" in message
+    (tmp_path / "sendtime.toml").write_text("workers = [1, 2]\n")
+    with pytest.raises(ConfigError, match=r"^setting workers: cannot use \[1, 2\]"):
+        load_settings(tmp_path, environ={})
+    (tmp_path / "sendtime.toml").write_text("workers = \n")
+    with pytest.raises(ConfigError, match="sendtime.toml"):
+        load_settings(tmp_path, environ={})
+    (tmp_path / "sendtime.toml").write_text("home = '/elsewhere'\nworkerz = 2\n")
+    with pytest.raises(ConfigError, match="^unknown settings: home, workerz$"):
+        load_settings(tmp_path, environ={})
+
+
+def test_the_cli_prints_a_bad_setting_in_one_line_and_exits_2(cli) -> None:
+    cli.env["SENDTIME_CACHE_MAX_AGE"] = "soon"
+    proc = cli("runs", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "sendtime: error: setting cache_max_age (SENDTIME_CACHE_MAX_AGE): cannot use 'soon': "
+        "Input should be a valid integer, unable to parse string as an integer"]
+
+
+def test_settings_are_frozen_and_replace_checks_the_change(tmp_path: Path) -> None:
+    s = load_settings(tmp_path, environ={})
+    with pytest.raises(Exception):
+        s.workers = 4  # type: ignore[misc]
+    more = s.replace(workers=4)
+    assert (more.workers, s.workers, more.home) == (4, 2, s.home)
+    with pytest.raises(ConfigError, match="status_page_access"):
+        s.replace(status_page_access="public")

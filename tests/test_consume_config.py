@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import DEFAULT_KAFKA_TOPICS, load_settings
-from pipeline.consume import ConsumeConfig, ConsumeError, check_topic_map, parse_topic_map, prepare
+from pipeline.consume import (
+    ConsumeConfig,
+    ConsumeError,
+    check_topic_map,
+    parse_topic_map,
+    prepare,
+)
 
 
 def test_defaults_follow_design(tmp_path) -> None:

@@ -124,7 +124,7 @@ def test_crm_delete_erases_in_that_cycle_and_a_later_create_restores(settings, t
     assert profile(settings, "C1") is None
     assert query(settings, "select erased_at from customer_erasures where customer_id = 'C1'") == [
         (datetime(1970, 1, 1, 0, 0, 2),)]
-    for table in ("customer_recommendations", "customer_category_affinity"):
+    for table in ("customer_recommendations", "int_category_affinities_scored"):
         assert query(settings, f"select count(*) from {table} where customer_id = 'C1'")[0][0] == 0
 
     # an older change arriving later is ignored; a newer create brings the customer back
@@ -182,5 +182,5 @@ def test_out_of_stock_products_leave_every_recommendation_in_the_next_cycle(sett
     cycle(settings, AS_OF, full_refresh=True)
     rebuilt = snapshot(settings)
     # C1 and C2 did nothing new: only their lists changed, and their profiles show it
-    for table in ("customer_recommendations", "customer_profiles", "customer_category_affinity"):
+    for table in ("customer_recommendations", "customer_profiles", "int_category_affinities_scored"):
         assert rebuilt[table] == incremental[table], table

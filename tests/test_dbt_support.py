@@ -18,8 +18,8 @@ MARTS = {
     "customer_recommendations": "customer_id, rank",
     "products": "product_id",
     "customer_erasures": "customer_id",
-    "customer_category_affinity": "customer_id, category",
-    "product_associations": "product_id, associated_product_id",
+    "int_category_affinities_scored": "customer_id, category",
+    "int_product_associations_scored": "product_id, associated_product_id",
 }
 
 

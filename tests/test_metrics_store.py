@@ -21,9 +21,12 @@ from sqlalchemy import insert
 from conftest import ROOT, free_port
 
 from pipeline import store
+from pipeline.clock import iso_z, utcnow
 from pipeline.config import Settings, load_settings
-from pipeline.ids import iso_z, new_batch_id, new_cycle_id, utcnow
-from serving.metrics import MULTIPROC_ENV, PipelineCollector, StoreMissing, read_snapshot, snapshot_for
+from pipeline.ids import new_batch_id, new_cycle_id
+from pipeline.runlog import StoreMissing, read_snapshot, snapshot_for
+from serving.metrics import MULTIPROC_ENV
+from serving.pipeline_metrics import PipelineCollector
 
 
 def seed_store(settings: Settings, *, cycles: int = 12, lag_seconds: float = 90.0, fail_every: int = 5,
@@ -182,7 +185,7 @@ def test_last_success_older_than_the_window(settings: Settings) -> None:
 def test_history_folds_final_runs_once_and_counts_the_rest_each_time(settings: Settings) -> None:
     """Runs older than FOLD_AFTER are folded once; newer ones are counted on a copy, and an old
     run still `running` is re-read by id until it is closed: the totals always equal a full read."""
-    from serving.metrics import RunHistory
+    from pipeline.runlog import RunHistory
 
     now = utcnow()
     seed_store(settings, cycles=6, fail_every=0, validation_fail_every=0, now=now - timedelta(hours=1))
@@ -212,7 +215,7 @@ def test_history_folds_final_runs_once_and_counts_the_rest_each_time(settings: S
 
 
 def test_ingest_totals_fold_old_batches_once(settings: Settings) -> None:
-    from serving.metrics import RunHistory
+    from pipeline.runlog import RunHistory
 
     now = utcnow()
     engine = store.engine_for(settings)

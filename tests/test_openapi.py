@@ -5,13 +5,16 @@ import json
 
 from pipeline.config import load_settings
 from serving.app import create_app
+from tests.apiserver import publish_rows
 from serving.openapi import openapi_path
 from serving.problems import PROBLEM_BASE, PROBLEM_TYPES
 
 
 def _app_and_doc(tmp_path):
-    app = create_app(load_settings(tmp_path, environ={}))
-    return app, json.loads(app.extensions["sendtime.openapi"])
+    settings = load_settings(tmp_path, environ={})
+    publish_rows(settings, [])  # a published state: the document follows its contract
+    app = create_app(settings)
+    return app, app.test_client().get("/openapi.json").get_json()
 
 
 def test_every_route_is_documented_and_every_path_is_a_route(tmp_path):
@@ -56,4 +59,14 @@ def test_profile_schema_lists_every_design_field(tmp_path):
     _, doc = _app_and_doc(tmp_path)
     profile = doc["components"]["schemas"]["Profile"]["properties"]
     assert "lifetime_value" in profile and "recommendations" in profile and len(profile) == 18
+    assert profile["lifecycle_stage"]["enum"] == ["prospect", "active", "at_risk", "lapsed"]
+    assert profile["recently_viewed"]["maxItems"] == 5 and profile["orders_count"]["minimum"] == 0
+    assert profile["last_seen_at"]["format"] == "date-time" and profile["email"]["type"] == ["string", "null"]
+    assert doc["components"]["schemas"]["ProfileField"]["enum"] == list(profile)
     assert doc["components"]["schemas"]["BatchRequest"]["properties"]["customer_ids"]["maxItems"] == 1000
+
+
+def test_before_any_publish_the_document_is_served_without_fields(tmp_path):
+    app = create_app(load_settings(tmp_path, environ={}))
+    doc = app.test_client().get("/openapi.json").get_json()
+    assert doc["components"]["schemas"]["Profile"]["properties"] == {"customer_id": {"type": "string"}}

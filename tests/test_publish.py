@@ -10,8 +10,11 @@ import pytest
 from sqlalchemy import select
 
 from pipeline import publish, store
+from pipeline.changes import etag
 from pipeline.ids import iso_z
-from test_publish_marts import AS_OF, product, profile, recommendations_for, seed_warehouse, write_marts
+from pipeline.mart_contract import PRODUCTS, PROFILES
+from tests.apiserver import project_contracts
+from tests.test_publish_marts import AS_OF, product, profile, read, recommendations_for, seed_warehouse, write_marts
 
 C1 = "20261101T000000000000Z-00000001"
 C2 = "20261102T000000000000Z-00000002"
@@ -28,7 +31,7 @@ def engine(request, tmp_path):
 
 
 def _publish(engine, path, cycle_id, **kw):
-    changes = publish.read_changes(path, store.last_published_cycle_id(engine), AS_OF, **kw)
+    changes = read(path, store.last_published_cycle_id(engine), **kw)
     return publish.publish(engine, changes, cycle_id=cycle_id, as_of=AS_OF, newest_ingested_at=None)
 
 
@@ -37,21 +40,22 @@ def _bodies(engine, table=store.profiles, key="customer_id"):
         return {r[0]: r[1] for r in conn.execute(select(table.c[key], table.c.body))}
 
 
-def oracle_body(row: dict, names) -> str:
+def oracle_body(row: dict, mart: str) -> str:
     """An independent serializer of DESIGN.md's rules, to check the bodies DuckDB builds."""
-    def value(name, v):
+    def value(column, v):
         if v is None:
-            return "[]" if name in publish.LIST_FIELDS else "null"
-        if name in publish.MONEY_FIELDS:
+            return "[]" if column.kind == "list" else "null"
+        if column.kind == "money":
             return f"{Decimal(v):.2f}"
-        if name in publish.TIMESTAMP_FIELDS:
+        if column.kind == "timestamp":
             return json.dumps(iso_z(v))
         return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
-    return "{" + ",".join(f"{json.dumps(n)}:{value(n, row[n])}" for n in names) + "}"
+    columns = project_contracts()[mart].served
+    return "{" + ",".join(f"{json.dumps(c.name)}:{value(c, row[c.name])}" for c in columns) + "}"
 
 
 def _read(path, since=None, **kw):
-    return publish.read_changes(path, since, AS_OF, **kw)
+    return read(path, since, **kw)
 
 
 def test_bodies_are_exact_json_in_design_order(tmp_path):
@@ -68,24 +72,24 @@ def test_bodies_are_exact_json_in_design_order(tmp_path):
     changes = _read(path)
     bodies = {cid: body for cid, _email, body, _etag in changes.profile_bodies}
     for row in odd:
-        expected = oracle_body(row, publish.PROFILE_FIELDS)
+        expected = oracle_body(row, PROFILES)
         assert json.loads(bodies[row["customer_id"]]) == json.loads(expected)
-        assert list(json.loads(bodies[row["customer_id"]])) == list(publish.PROFILE_FIELDS)
+        assert list(json.loads(bodies[row["customer_id"]])) == list(project_contracts()[PROFILES].served_names)
     b1 = bodies["c1"]
     assert '"lifetime_value":12.50,' in b1 and '"last_order_at":"2026-01-01T00:00:00.000001Z"' in b1
     assert '"first_seen_at":"2026-01-02T03:04:05Z"' in b1 and '"last_seen_at":"2026-01-02T03:04:05.120000Z"' in b1
     assert '"cart":[]' in b1 and '"marketing_consent":null' in b1 and '"email":null' in b1
     assert '"lifetime_value":0.00,' in bodies["c3"] and '"orders_count":0' in bodies["c3"]
     assert '"lifetime_value":123456789.05,' in bodies["c4"] and '"top_categories":[]' in bodies["c4"]
-    assert all(tag == publish.etag(body) for _c, _e, body, tag in changes.profile_bodies)
+    assert all(tag == etag(body) for _c, _e, body, tag in changes.profile_bodies)
     emails = {cid: email for cid, email, _b, _t in changes.profile_bodies}
     assert emails["c1"] is None and emails["c3"] == "user3@example.com"  # None, not NaN
     assert publish.profile_rows(changes.profile_bodies, C1, 1)[0]["email_hash"] is None
     items = dict(changes.product_bodies)
     assert '"price":5.00,' in items["P7"] and items["P7"].endswith('"in_stock":false}')
     assert '"price":null' in items["P8"] and '"name":null' in items["P8"]
-    assert list(json.loads(items["P7"])) == list(publish.PRODUCT_FIELDS)
-    assert json.loads(items["P7"]) == json.loads(oracle_body(product(7, price=Decimal("5"), in_stock=False), publish.PRODUCT_FIELDS))
+    assert list(json.loads(items["P7"])) == list(project_contracts()[PRODUCTS].served_names)
+    assert json.loads(items["P7"]) == json.loads(oracle_body(product(7, price=Decimal("5"), in_stock=False), PRODUCTS))
 
 
 def test_first_publish_then_only_the_delta(engine, tmp_path):
@@ -100,7 +104,7 @@ def test_first_publish_then_only_the_delta(engine, tmp_path):
     with engine.connect() as conn:
         row = conn.execute(select(store.profiles).where(store.profiles.c.customer_id == "c1")).mappings().one()
     assert row["email_hash"] == hashlib.sha256(b"user1@example.com").hexdigest()
-    assert row["etag"] == publish.etag(row["body"]) and row["version"] == 1 and row["cycle_id"] == C1
+    assert row["etag"] == etag(row["body"]) and row["version"] == 1 and row["cycle_id"] == C1
     recs = json.loads(_bodies(engine, store.recommendations)["c1"])
     assert recs == [{"product_id": "P10", "score": 1.0, "reason": "association"},
                     {"product_id": "P11", "score": 0.5, "reason": "association"}]

@@ -13,28 +13,19 @@ from typing import Any
 
 import duckdb
 
-from pipeline import publish
+from pipeline.changes import Changes, read_changes
+from pipeline.mart_contract import SERVED_MARTS
+from pipeline.warehouse import DuckDBWarehouse
+from tests.apiserver import project_contracts
 
-DDL = {
-    "customer_profiles": """
-        customer_id VARCHAR, email VARCHAR, first_name VARCHAR, last_name VARCHAR, country VARCHAR,
-        locale VARCHAR, timezone VARCHAR, marketing_consent BOOLEAN, first_seen_at TIMESTAMP,
-        last_seen_at TIMESTAMP, orders_count INTEGER, lifetime_value DECIMAL(18,2), last_order_at TIMESTAMP,
-        lifecycle_stage VARCHAR, recently_viewed VARCHAR[], cart VARCHAR[], top_categories VARCHAR[],
-        recommendations VARCHAR[], _cycle_id VARCHAR""",
-    "customer_recommendations": "customer_id VARCHAR, rank INTEGER, product_id VARCHAR, score DOUBLE, reason VARCHAR, _cycle_id VARCHAR",
-    "products": """product_id VARCHAR, name VARCHAR, category VARCHAR, price DECIMAL(18,2), currency VARCHAR,
-        url VARCHAR, image_url VARCHAR, in_stock BOOLEAN, _cycle_id VARCHAR""",
-    "customer_erasures": "customer_id VARCHAR, erased_at TIMESTAMP, _cycle_id VARCHAR",
-}
+
+def _ddl(name: str) -> str:
+    """The mart's columns as the contract declares them (dbt creates the same table)."""
+    return ", ".join(f"{c.name} {c.data_type}" for c in project_contracts()[name].columns)
+
+
 KEYS = {"customer_profiles": ["customer_id"], "customer_recommendations": ["customer_id"],
         "products": ["product_id"], "customer_erasures": ["customer_id"]}
-COLUMNS = {
-    "customer_profiles": list(publish.PROFILE_FIELDS),
-    "customer_recommendations": list(publish.RECOMMENDATION_FIELDS),
-    "products": list(publish.PRODUCT_FIELDS),
-    "customer_erasures": ["customer_id", "erased_at"],
-}
 AS_OF = datetime(2026, 11, 1, 12, 0, 0)
 
 
@@ -46,8 +37,8 @@ def write_marts(path: Path, cycle_id: str, **tables: list[dict[str, Any]]) -> No
     """
     con = duckdb.connect(str(path))
     try:
-        for name, ddl in DDL.items():
-            con.execute(f"create table if not exists {name} ({ddl})")
+        for name in SERVED_MARTS:
+            con.execute(f"create table if not exists {name} ({_ddl(name)})")
         for cid in tables.pop("delete_customers", []):
             con.execute("delete from customer_profiles where customer_id = ?", [cid])
             con.execute("delete from customer_recommendations where customer_id = ?", [cid])
@@ -56,7 +47,7 @@ def write_marts(path: Path, cycle_id: str, **tables: list[dict[str, Any]]) -> No
                 continue
             key = KEYS[name][0]
             con.executemany(f"delete from {name} where {key} = ?", [[k] for k in {r[key] for r in rows}])
-            cols = COLUMNS[name]
+            cols = list(project_contracts()[name].served_names)
             con.executemany(
                 f"insert into {name} ({', '.join(cols)}, _cycle_id) values ({', '.join('?' for _ in cols)}, ?)",
                 [[row.get(c) for c in cols] + [cycle_id] for row in rows],
@@ -105,12 +96,17 @@ def seed_warehouse(path: Path, cycle_id: str, customers: int = 30) -> None:
     )
 
 
+def read(path: Path, since: str | None = None, as_of: datetime = AS_OF, **kw: Any) -> Changes:
+    """The change reader over a test warehouse, with the project's contract."""
+    return read_changes(DuckDBWarehouse(path), project_contracts(), since, as_of, **kw)
+
+
 def test_write_marts_has_the_contract_columns(tmp_path):
     path = tmp_path / "warehouse.duckdb"
     seed_warehouse(path, "20261101T000000000000Z-00000001", customers=4)
-    changes = publish.read_changes(path, None, AS_OF)
-    assert len(changes.profiles) == 4 and len(changes.products) == 50
+    changes = read(path)
+    assert len(changes.frame("customer_profiles")) == 4 and len(changes.frame("products")) == 50
     assert [cid for cid, _body in changes.recommendation_bodies] == ["c0", "c1", "c2", "c3"]
-    assert len(changes.recommendations) == 8 and changes.erasures.empty
+    assert len(changes.frame("customer_recommendations")) == 8 and changes.erasures.empty
     # nothing is newer than the cycle that wrote everything
-    assert publish.read_changes(path, "20261101T000000000000Z-00000001", AS_OF).empty
+    assert read(path, "20261101T000000000000Z-00000001").empty

@@ -5,7 +5,7 @@ import json
 from datetime import datetime, timedelta
 
 from pipeline import store
-from pipeline.runlog import format_runs, list_runs
+from pipeline.runlog import format_runs, list_runs, read_runs
 
 
 def test_runs_before_any_cycle(cli, settings):
@@ -34,7 +34,7 @@ def test_runs_lists_latest_first_with_phases_counts_and_failures(cli, settings):
 
     rows = list_runs(settings, limit=10)
     assert [r["status"] for r in rows] == ["validation_failed", "success"]
-    text = format_runs(rows)
+    text = format_runs(read_runs(settings, limit=10))
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["cycle_id", "status", "started_at"]
     assert lines[1].split()[:2] == ["20261128T120500000000Z-00000002", "validation_failed"]

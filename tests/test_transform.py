@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import replace
 from datetime import datetime
 
 from pipeline.ids import new_cycle_id
@@ -31,7 +30,7 @@ def test_build_summarizes_quietly_and_leaves_the_warehouse_unlocked(settings, tm
     second = build(settings, as_of=AS_OF, cycle_id=new_cycle_id())
     assert second.ok and not second.refreshed_associations
     assert second.rows["profiles_written"] == 0
-    assert "product_associations" not in second.nodes
+    assert "int_product_associations_scored" not in second.nodes
     forced = build(settings, as_of=AS_OF, cycle_id=new_cycle_id(), refresh_associations=True)
     assert forced.ok and forced.refreshed_associations
 
@@ -45,7 +44,7 @@ def test_build_summarizes_quietly_and_leaves_the_warehouse_unlocked(settings, tm
 
 
 def test_refresh_follows_the_configured_schedule(settings):
-    often = replace(settings, recommendations_refresh_every="1ms")
+    often = settings.replace(recommendations_refresh_every="1ms")
     assert build(often, as_of=AS_OF, cycle_id=new_cycle_id()).refreshed_associations
     assert build(often, as_of=AS_OF, cycle_id=new_cycle_id()).refreshed_associations
     assert not build(often, as_of=AS_OF, cycle_id=new_cycle_id(), refresh_associations=False).refreshed_associations

@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from pipeline import contracts, publish, validate
-from test_publish_marts import AS_OF, product, profile, recommendations_for, seed_warehouse, write_marts
+from pipeline import contracts, validate
+from tests.apiserver import project_contracts
+from tests.test_publish_marts import AS_OF, product, profile, read, recommendations_for, seed_warehouse, write_marts
 
 C1 = "20261101T000000000000Z-00000001"
 C2 = "20261102T000000000000Z-00000002"
@@ -23,25 +24,31 @@ def warehouse(tmp_path):
 
 def _changed(path, **tables):
     write_marts(path, C2, **tables)
-    return validate.validate_changes(publish.read_changes(path, C1, AS_OF), AS_OF)
+    return validate.validate_changes(read(path, C1), AS_OF)
 
 
-def test_every_suite_file_is_loadable_and_names_real_expectations():
-    assert validate.suite_names() == ["customer_erasures", "customer_profiles", "customer_recommendations", "products"]
-    for name in validate.suite_names():
-        suite = validate.build_suite(name, {"as_of": AS_OF, "not_after": AS_OF})
-        assert len(suite.expectations) == len(validate.load_suite(name)["expectations"]) > 2
+def test_every_served_mart_has_a_suite_of_real_expectations_derived_from_its_contract():
+    marts = project_contracts()
+    assert sorted(marts) == ["customer_erasures", "customer_profiles", "customer_recommendations", "products"]
+    for contract in marts.values():
+        suite = validate.build_suite(contract, {"as_of": AS_OF, "not_after": AS_OF})
+        assert len(suite.expectations) == len(validate.expectations(contract)) > 2
+    profiles = validate.expectations(marts["customer_profiles"])
+    assert {"type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": "lifecycle_stage", "value_set": ["prospect", "active", "at_risk", "lapsed"]}} in profiles
+    assert {"type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "check_recently_viewed_size", "min_value": 0, "max_value": 5}} in profiles
 
 
 def test_good_rows_pass(warehouse):
-    report = validate.validate_changes(publish.read_changes(warehouse, None, AS_OF), AS_OF)
+    report = validate.validate_changes(read(warehouse), AS_OF)
     assert report.success, report.failures()
     assert report.suites["customer_profiles"].rows == 12 and report.suites["products"].rows == 50
     assert report.suites["customer_erasures"].rows == 0 and report.suites["customer_erasures"].success
 
 
 def test_nothing_changed_passes(warehouse):
-    report = validate.validate_changes(publish.read_changes(warehouse, C1, AS_OF), AS_OF)
+    report = validate.validate_changes(read(warehouse, C1), AS_OF)
     assert report.success and all(r.rows == 0 for r in report.suites.values())
 
 
@@ -56,22 +63,23 @@ BAD_PROFILES = [
     ({"lifetime_value": Decimal("-1.00")}, "expect_column_values_to_be_between", "lifetime_value"),
     ({"orders_count": -1}, "expect_column_values_to_be_between", "orders_count"),
     ({"lifecycle_stage": "vip"}, "expect_column_values_to_be_in_set", "lifecycle_stage"),
-    ({"lifecycle_stage": "lapsed"}, "expect_column_pair_values_to_be_equal", "lifecycle_stage, check_expected_lifecycle_stage"),
-    ({"last_order_at": AS_OF - timedelta(days=90, seconds=1)}, "expect_column_pair_values_to_be_equal",
-     "lifecycle_stage, check_expected_lifecycle_stage"),  # active just past the 90-day boundary
+    ({"lifecycle_stage": "lapsed"}, "expect_column_values_to_be_in_set", "check_lifecycle_stage_follows_the_last_order"),
+    ({"last_order_at": AS_OF - timedelta(days=90, seconds=1)}, "expect_column_values_to_be_in_set",
+     "check_lifecycle_stage_follows_the_last_order"),  # active just past the 90-day boundary
     ({"orders_count": 0, "lifecycle_stage": "prospect"}, "expect_column_values_to_be_in_set", "check_orders_agree"),
     ({"last_seen_at": FUTURE}, "expect_column_values_to_be_between", "last_seen_at"),
     ({"first_seen_at": FUTURE, "last_seen_at": FUTURE}, "expect_column_values_to_be_between", "first_seen_at"),
     ({"last_order_at": FUTURE}, "expect_column_values_to_be_between", "last_order_at"),
     ({"first_seen_at": AS_OF - timedelta(days=1), "last_seen_at": AS_OF - timedelta(days=2)},
-     "expect_column_pair_values_a_to_be_greater_than_b", "last_seen_at, first_seen_at"),
-    ({"first_seen_at": None}, "expect_column_values_to_be_in_set", "check_seen_pair"),
+     "expect_column_values_to_be_in_set", "check_seen_in_order"),
+    ({"first_seen_at": None}, "expect_column_values_to_be_in_set", "check_seen_together"),
     ({"recently_viewed": ["A1", "A2", "A3", "A4", "A5", "A6"]}, "expect_column_values_to_be_between", "check_recently_viewed_size"),
     ({"recently_viewed": ["A1", "A1"]}, "expect_column_values_to_be_in_set", "check_recently_viewed_distinct"),
     ({"cart": ["A1", "A1"]}, "expect_column_values_to_be_in_set", "check_cart_distinct"),
     ({"top_categories": ["a", "b", "c", "d"]}, "expect_column_values_to_be_between", "check_top_categories_size"),
     ({"recommendations": [f"P{i}" for i in range(11)]}, "expect_column_values_to_be_between", "check_recommendations_size"),
-    ({"cart": ["p-lower"]}, "expect_column_values_to_be_in_set", "check_product_ids_canonical"),
+    ({"cart": ["p-lower"]}, "expect_column_values_to_be_in_set", "check_cart_items_match"),
+    ({"recommendations": [" P1"]}, "expect_column_values_to_be_in_set", "check_recommendations_items_match"),
 ]
 
 
@@ -98,7 +106,7 @@ def test_duplicate_profile_key_fails(warehouse):
     con = duckdb.connect(str(warehouse))
     con.execute("insert into customer_profiles select * from customer_profiles where customer_id = 'c1'")
     con.close()
-    report = validate.validate_changes(publish.read_changes(warehouse, C1, AS_OF), AS_OF)
+    report = validate.validate_changes(read(warehouse, C1), AS_OF)
     failed = report.suites["customer_profiles"].failed
     assert any(f["expectation"] == "expect_column_values_to_be_unique" and f["unexpected_count"] == 2 for f in failed)
 

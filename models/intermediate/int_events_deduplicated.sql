@@ -88,11 +88,11 @@ candidates as (
 first_ingested as (
 
     {#- the first accepted record of an event_id wins, whenever a later copy arrives -#}
-    select * from candidates
-    qualify row_number() over (
-        partition by event_id
-        order by _ingested_at, _batch_id, _source_line, is_stored desc
-    ) = 1
+    {{ deduplicate(
+        'candidates',
+        partition_by='event_id',
+        order_by='_ingested_at, _batch_id, _source_line, is_stored desc',
+    ) }}
 
 ),
 

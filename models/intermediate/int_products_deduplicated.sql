@@ -77,11 +77,11 @@ candidates as (
 latest_ingested as (
 
     {#- the latest ingested row of a product is its current state -#}
-    select * from candidates
-    qualify row_number() over (
-        partition by product_id
-        order by _ingested_at desc, _batch_id desc, _source_line desc
-    ) = 1
+    {{ deduplicate(
+        'candidates',
+        partition_by='product_id',
+        order_by='_ingested_at desc, _batch_id desc, _source_line desc',
+    ) }}
 
 ),
 

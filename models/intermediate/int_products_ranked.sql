@@ -4,7 +4,7 @@
 ) }}
 
 
-{#- product popularity (the recommendations' fallback), refreshed with product_associations #}
+{#- product popularity (the recommendations' fallback), refreshed with int_product_associations_scored #}
 
 -- depends_on: {{ ref('int_cycles_registered') }}
 with

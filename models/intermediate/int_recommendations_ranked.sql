@@ -1,35 +1,34 @@
-{{ config(materialized='table') }}
-
+{{ config(unique_key='customer_id') }}
 
 {#-
-    The recommendations of every customer this cycle recomputes (algorithm in _marts.yml):
-    touched customers, customers whose current recommendations hold a product whose catalog row
-    changed (the in-stock rule holds for everyone at every cycle), and on a refresh cycle everyone.
-    has_changed marks the customers whose list differs from the one stored in
-    customer_recommendations; a customer left with no recommendation keeps one marker row with a
-    null product_id, so the mart can drop their old rows.
-    The stored list is read without ref() (the mart is downstream of this model).
+    Every customer's recommendations (the algorithm is described in _intermediate.yml): up to
+    recommendations_max in-stock products they have not ordered, ranked by association with what
+    they viewed, carted and bought, then popular products of their top categories.
+    A cycle rewrites the lists of int_customers_recommended and, since the in-stock rule holds for
+    everyone at every cycle, of every customer whose stored list (this table) holds a product that
+    left the stock or changed category in this cycle; on a refresh cycle, every stored list. A
+    customer left with nothing keeps one row with a null product_id, so the marts see the change.
 -#}
 
-{%- set stored = adapter.get_relation(this.database, this.schema, 'customer_recommendations') if execute else none %}
-{%- set max_recommendations = 10 %}
-{#- customers recomputed without being touched (a catalog change, a refresh cycle) need their events
-    from the history; every other cycle reads only the touched customers' events -#}
-{%- set reads_history = false %}
-{#- a full rebuild touches everyone; `dbt docs generate` on a fresh home has no products table -#}
-{%- if execute and not flags.FULL_REFRESH and load_relation(ref('products')) is not none %}
-    {%- set reads_history = is_refresh_cycle() or query_value(
-        "select count(*) from " ~ ref('products') ~ " where _cycle_id = '" ~ cycle_id() ~ "'"
+{%- set max_recommendations = var('recommendations_max') %}
+{%- set strongest_products = var('strongest_products_per_customer') %}
+{%- set relists_stored = is_incremental() and is_refresh_cycle() %}
+{%- if execute and is_incremental() and not relists_stored %}
+    {#- look-up: only a cycle where a product left the stock or changed category relists stored
+        customers who were not touched (their events then come from the history) -#}
+    {%- set relists_stored = query_value(
+        "select count(*) from " ~ ref('int_products_deduplicated') ~ " where " ~ changed_in_this_cycle()
+        ~ " and (not coalesce(is_in_stock, false) or category is distinct from previous_category)"
     ) > 0 %}
 {%- endif %}
+{%- set reads_history = relists_stored or is_refresh_cycle() %}
 
--- depends_on: {{ ref('int_cycles_registered') }}, {{ ref('int_product_interactions_aggregated') }}
--- depends_on: {{ ref('int_events_attributed') }}
+-- depends_on: {{ ref('int_cycles_registered') }}, {{ ref('int_events_attributed') }}
 with
 
-touched_customers as (
+recommended_customers as (
 
-    select * from {{ ref('int_customers_touched') }}
+    select * from {{ ref('int_customers_recommended') }}
 
 ),
 
@@ -39,85 +38,79 @@ customers as (
 
 ),
 
-associations as (
-
-    select * from {{ ref('product_associations') }}
-
-),
-
-popularity as (
-
-    select * from {{ ref('int_products_ranked') }}
-
-),
-
-affinity as (
-
-    select * from {{ ref('customer_category_affinity') }}
-
-),
-
 products as (
 
-    select * from {{ ref('products') }}
+    select * from {{ ref('int_products_deduplicated') }}
 
 ),
 
-{% if stored is not none and not flags.FULL_REFRESH %}
-stored_recommendations as (
+associations as (
 
-    select * from {{ stored }}
+    select * from {{ ref('int_product_associations_scored') }}
 
 ),
-{% else %}
+
+category_products as (
+
+    select * from {{ ref('int_category_products_ranked') }}
+
+),
+
+affinities as (
+
+    select * from {{ ref('int_category_affinities_scored') }}
+
+),
+
+{% if relists_stored %}
 stored_recommendations as (
 
-    select
-        cast(null as {{ dbt.type_string() }}) as customer_id,
-        cast(null as integer) as rank,
-        cast(null as {{ dbt.type_string() }}) as product_id,
-        cast(null as double) as score,
-        cast(null as {{ dbt.type_string() }}) as reason
-    where false
+    select * from {{ this }}
+
+),
+
+delisted_products as (
+
+    select product_id from products
+    where
+        {{ changed_in_this_cycle() }}
+        and (not coalesce(is_in_stock, false) or category is distinct from previous_category)
+
+),
+
+relisted_customers as (
+
+    {#- a refresh relists everyone; otherwise the holders of a product that left the stock -#}
+    select distinct customer_id from stored_recommendations
+    where
+        {{ 'true' if is_refresh_cycle() else 'product_id in (select delisted_products.product_id from delisted_products)' }}
+        and customer_id not in (select recommended_customers.customer_id from recommended_customers)
 
 ),
 {% endif %}
 
 recomputed_customers as (
 
-    select customer_id from touched_customers
+    select
+        customer_id,
+        is_touched
+    from recommended_customers
 
-    {% if reads_history %}
-    union
+    {% if relists_stored %}
+    union all
 
-    select customer_id from stored_recommendations
-    where
-        product_id in (
-            select products.product_id from products
-            where products._cycle_id = '{{ cycle_id() }}'
-        )
-    {% endif %}
-
-    {% if is_refresh_cycle() %}
-    union
-
-    {#- on a refresh cycle: everyone who did something with a product #}
-    select customer_id from {{ ref('int_product_interactions_aggregated') }}
-
-    union
-
-    select customer_id from affinity
-
-    union
-
-    select customer_id from stored_recommendations
+    select
+        customer_id,
+        false as is_touched
+    from relisted_customers
     {% endif %}
 
 ),
 
 eligible_customers as (
 
-    select customer_id from recomputed_customers
+    {#- erased customers get no recommendation -#}
+    select * from recomputed_customers
     where customer_id not in (
         select customers.customer_id from customers
         where customers.is_deleted
@@ -125,19 +118,11 @@ eligible_customers as (
 
 ),
 
-in_stock_products as (
-
-    select * from products
-    where in_stock
-
-),
-
 customer_interactions as (
 
-    {#- the macro of int_product_interactions_aggregated, filtered before it aggregates #}
+    {#- touched customers' events come from this cycle's small table, the others' from the history -#}
     {{ product_interactions(
-        'select eligible_customers.customer_id from eligible_customers where eligible_customers.customer_id'
-        ~ ' in (select touched_customers.customer_id from touched_customers)',
+        'select eligible_customers.customer_id from eligible_customers where eligible_customers.is_touched',
         ref('int_events_filtered_to_touched_customers'),
     ) }}
 
@@ -145,8 +130,7 @@ customer_interactions as (
     union all
 
     {{ product_interactions(
-        'select eligible_customers.customer_id from eligible_customers where eligible_customers.customer_id'
-        ~ ' not in (select touched_customers.customer_id from touched_customers)'
+        'select eligible_customers.customer_id from eligible_customers where not eligible_customers.is_touched'
     ) }}
     {% endif %}
 
@@ -154,12 +138,12 @@ customer_interactions as (
 
 strongest_interactions as (
 
-    {#- the 20 strongest products of a customer carry the evidence, as in product_associations #}
+    {#- a customer's strongest products carry the evidence, as in int_product_associations_scored -#}
     select * from customer_interactions
     qualify row_number() over (
         partition by customer_id
         order by strength desc, last_interacted_at desc, product_id
-    ) <= 20
+    ) <= {{ strongest_products }}
 
 ),
 
@@ -170,6 +154,13 @@ ordered_products as (
         product_id
     from customer_interactions
     where is_ordered
+
+),
+
+in_stock_products as (
+
+    select product_id from products
+    where is_in_stock
 
 ),
 
@@ -219,23 +210,6 @@ association_candidates as (
 
 ),
 
-popular_in_category as (
-
-    {#- in-stock products by popularity within their category: the fallback's order in a category -#}
-    select
-        in_stock_products.category,
-        in_stock_products.product_id,
-        round(cast(popularity.popularity_score as double), 9) as score,
-        row_number() over (
-            partition by in_stock_products.category
-            order by round(cast(popularity.popularity_score as double), 9) desc, in_stock_products.product_id
-        ) as category_product_rank
-    from in_stock_products
-    inner join popularity
-        on in_stock_products.product_id = popularity.product_id
-
-),
-
 excluded_counts as (
 
     {#- what a customer's fallback skips: what they ordered and their association candidates -#}
@@ -259,35 +233,35 @@ excluded_counts as (
 
 category_candidates as (
 
-    {#- the fallback: popular in-stock products of the customer's top 3 categories; a category's
-        first 10 + excluded_count products always hold its first 10 the customer may get, so no
-        customer is joined with a whole category -#}
+    {#- the fallback: popular in-stock products of the customer's top categories; a category's
+        first recommendations_max + excluded_count products always hold the first
+        recommendations_max the customer may get, so no customer is joined with a whole category -#}
     select
-        affinity.customer_id,
-        popular_in_category.product_id,
-        popular_in_category.score,
-        affinity.category_rank
-    from affinity
-    inner join popular_in_category
-        on affinity.category = popular_in_category.category
+        affinities.customer_id,
+        category_products.product_id,
+        category_products.popularity_score as score,
+        affinities.category_rank
+    from affinities
+    inner join category_products
+        on affinities.category = category_products.category
     left join excluded_counts
-        on affinity.customer_id = excluded_counts.customer_id
+        on affinities.customer_id = excluded_counts.customer_id
     where
-        affinity.customer_id in (select eligible_customers.customer_id from eligible_customers)
-        and affinity.category_rank <= 3
-        and popular_in_category.category_product_rank
+        affinities.customer_id in (select eligible_customers.customer_id from eligible_customers)
+        and affinities.category_rank <= {{ var('top_categories_max') }}
+        and category_products.category_product_rank
         <= {{ max_recommendations }} + coalesce(excluded_counts.excluded_count, 0)
         and not exists (
             select ordered_products.product_id from ordered_products
             where
-                ordered_products.customer_id = affinity.customer_id
-                and ordered_products.product_id = popular_in_category.product_id
+                ordered_products.customer_id = affinities.customer_id
+                and ordered_products.product_id = category_products.product_id
         )
         and not exists (
             select association_candidates.product_id from association_candidates
             where
-                association_candidates.customer_id = affinity.customer_id
-                and association_candidates.product_id = popular_in_category.product_id
+                association_candidates.customer_id = affinities.customer_id
+                and association_candidates.product_id = category_products.product_id
         )
 
 ),
@@ -333,6 +307,7 @@ ranked as (
 
 new_recommendations as (
 
+    {#- a customer with no candidate keeps one row with a null product_id -#}
     select
         eligible_customers.customer_id,
         ranked.recommendation_rank,
@@ -359,54 +334,24 @@ new_recommendations as (
 
 ),
 
-new_lists as (
-
-    select
-        customer_id,
-        {{ dbt.listagg(
-            "recommendation_rank || ':' || product_id || ':' || score || ':' || reason",
-            "'|'",
-            'order by recommendation_rank',
-        ) }} as signature
-    from new_recommendations
-    group by customer_id
-
-),
-
-stored_lists as (
-
-    select
-        customer_id,
-        {{ dbt.listagg("rank || ':' || product_id || ':' || score || ':' || reason", "'|'", 'order by rank') }}
-            as signature
-    from stored_recommendations
-    where customer_id in (select recomputed_customers.customer_id from recomputed_customers)
-    group by customer_id
-
-),
-
 final as (
 
     select
         ---------- ids
-        new_recommendations.customer_id,
-        new_recommendations.product_id,
+        customer_id,
+        product_id,
 
         ---------- strings
-        new_recommendations.reason,
+        reason,
 
         ---------- numerics
-        cast(new_recommendations.recommendation_rank as integer) as recommendation_rank,
-        new_recommendations.score,
+        cast(recommendation_rank as integer) as recommendation_rank,
+        score,
 
-        ---------- booleans
-        (new_lists.signature is distinct from stored_lists.signature) as has_changed
+        ---------- lake metadata
+        '{{ cycle_id() }}' as _cycle_id
 
     from new_recommendations
-    inner join new_lists
-        on new_recommendations.customer_id = new_lists.customer_id
-    left join stored_lists
-        on new_recommendations.customer_id = stored_lists.customer_id
 
 )
 

@@ -1,7 +1,13 @@
 {{ config(
     unique_key='customer_id',
-    post_hook="{{ delete_stale_rows('select customer_id from ' ~ ref('int_recommendations_ranked') ~ ' where has_changed') }}",
+    post_hook="{{ delete_stale_rows(
+        'select customer_id from ' ~ ref('int_recommendations_ranked')
+        ~ ' where ' ~ changed_in_this_cycle() ~ ' and product_id is null'
+    ) }}",
 ) }}
+
+{#- Each customer's recommended products in rank order (int_recommendations_ranked); a list is
+    rewritten only when it differs from the stored one, so a refresh republishes what changed. -#}
 
 with
 
@@ -11,29 +17,57 @@ recommendations as (
 
 ),
 
+new_lists as (
+
+    {#- the lists recomputed in this cycle, whole -#}
+    select
+        customer_id,
+        {{ ordered_list(recommendation_text(), 'recommendation_rank', 'product_id is not null') }} as recommendations
+    from recommendations
+    where {{ changed_in_this_cycle() }}
+    group by customer_id
+
+),
+
+{% if is_incremental() %}
+stored_lists as (
+
+    select
+        customer_id,
+        {{ ordered_list(recommendation_text(), 'rank') }} as recommendations
+    from {{ this }}
+    group by customer_id
+
+),
+{% endif %}
+
+relisted_customers as (
+
+    {{ lists_rewritten('new_lists', 'stored_lists', 'recommendations') }}
+
+),
+
 final as (
 
     select
         ---------- ids
-        customer_id,
+        recommendations.customer_id,
+        recommendations.recommendation_rank as rank,
+        recommendations.product_id,
 
         ---------- numerics
-        recommendation_rank as rank,
-
-        ---------- ids
-        product_id,
-
-        ---------- numerics
-        score,
+        recommendations.score,
 
         ---------- strings
-        reason,
+        recommendations.reason,
 
         ---------- lake metadata
         '{{ cycle_id() }}' as _cycle_id
 
     from recommendations
-    where has_changed and product_id is not null
+    where
+        recommendations.customer_id in (select relisted_customers.customer_id from relisted_customers)
+        and recommendations.product_id is not null
 
 )
 

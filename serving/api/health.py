@@ -10,9 +10,10 @@ from datetime import datetime, timezone
 import orjson
 from flask import Blueprint, Response, current_app
 
+from serving.http import json_response, set_version
 from serving.problems import Problem
 from serving.reader import StoreUnavailable
-from serving.web import json_response, set_version, state
+from serving.state import state
 
 bp = Blueprint("health", __name__)
 
@@ -48,4 +49,8 @@ def ready() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return json_response(current_app.extensions["sendtime.openapi"])
+    try:
+        contracts = state().reader.contracts()
+    except StoreUnavailable:
+        contracts = {}  # the document without the contract's fields, rather than none
+    return json_response(current_app.extensions["sendtime.openapi"].render(contracts))

@@ -6,10 +6,13 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, g, request
 
+from pipeline.mart_contract import PRODUCTS, PROFILES
 from pipeline.store import email_hash
+from serving.access import requires
+from serving.http import cacheable, etag_of, json_body, json_response, set_version
 from serving.problems import Problem
 from serving.profiles import UnknownField, check_fields, dumps, merge_fields, parse_body, project
-from serving.web import cacheable, etag_of, json_body, json_response, requires, set_version, state
+from serving.state import state
 
 bp = Blueprint("profiles", __name__)
 
@@ -22,7 +25,7 @@ MAX_RECOMMENDATIONS = 100
 
 def _fields(names: list[str]) -> list[str]:
     try:
-        return check_fields(names)
+        return check_fields(names, state().reader.contracts().get(PROFILES))
     except UnknownField as exc:
         raise Problem("unknown-field", f"unknown field {exc.name!r} in fields") from None
 
@@ -145,6 +148,8 @@ def _recommended(customer_id: str, limit: int | None) -> tuple[int, str | None, 
         if limit is not None:
             recs = recs[:limit]
         catalog = reader.products([r["product_id"] for r in recs])
+    products = reader.contracts(version).get(PRODUCTS)
+    details = [c.name for c in products.served if c.name != "product_id"] if products is not None else []
     out = []
     for rec in recs:
         product_body = catalog.get(rec["product_id"])
@@ -152,8 +157,7 @@ def _recommended(customer_id: str, limit: int | None) -> tuple[int, str | None, 
             continue
         product = parse_body(product_body)
         out.append({"rank": len(out) + 1, "product_id": rec["product_id"], "score": rec.get("score"),
-                    "reason": rec.get("reason"), **{k: product.get(k) for k in
-                    ("name", "category", "price", "currency", "url", "image_url", "in_stock")}})
+                    "reason": rec.get("reason"), **{k: product.get(k) for k in details}})
     return version, body, out
 
 
@@ -176,5 +180,7 @@ def merge(customer_id: str) -> Response:
     set_version(version)
     if body is None:
         raise _not_found(customer_id)
-    payload = orjson.dumps(merge_fields(parse_body(body), items, state().settings.merge_field_fallbacks))
+    contracts = state().reader.contracts(version)
+    payload = orjson.dumps(merge_fields(parse_body(body), items, state().settings.merge_field_fallbacks,
+                                        contracts.get(PROFILES), contracts.get(PRODUCTS)))
     return cacheable(payload, etag_of(payload))

@@ -1,28 +1,12 @@
-{#- Helpers of the incremental marts (delete+insert on the customers a cycle recomputes). -#}
-
-{% macro delete_stale_rows(customers_sql) -%}
-    {#- post-hook: after delete+insert replaced the recomputed customers that still have rows, drop
-        the old rows of those that have none left (erased, nothing to recommend, ...) -#}
-    {%- if is_incremental() -%}
-        delete from {{ this }}
-        where _cycle_id != '{{ cycle_id() }}' and customer_id in ({{ customers_sql }})
-    {%- endif -%}
-{%- endmacro %}
-
-{% macro is_refresh_cycle() -%}
-    {#- python bool: does this cycle refresh the item associations and product popularity? -#}
-    {%- set cycles = ref('int_cycles_registered') -%}
-    {%- if not execute or load_relation(cycles) is none -%}{{ return(false) }}{%- endif -%}
-    {%- set found = run_query("select refreshes_associations from " ~ cycles ~ " where cycle_id = '" ~ cycle_id() ~ "'") -%}
-    {{ return(found.rows | length > 0 and found.columns[0].values()[0]) }}
-{%- endmacro %}
+{#- The profile's business rules that several models share (DESIGN.md "Mart contract"). -#}
 
 {% macro lifecycle_stage(last_order_at, as_of) -%}
-    {#- 90 and 180 periods of exactly 24 h before as_of; a boundary itself still counts as the younger stage -#}
+    {#- lifecycle_active_days and lifecycle_at_risk_days periods of exactly 24 h before as_of; a
+        boundary itself still counts as the younger stage -#}
     case
         when {{ last_order_at }} is null then 'prospect'
-        when {{ last_order_at }} >= {{ dbt.dateadd('hour', -90 * 24, as_of) }} then 'active'
-        when {{ last_order_at }} >= {{ dbt.dateadd('hour', -180 * 24, as_of) }} then 'at_risk'
+        when {{ last_order_at }} >= {{ dbt.dateadd('hour', -24 * var('lifecycle_active_days'), as_of) }} then 'active'
+        when {{ last_order_at }} >= {{ dbt.dateadd('hour', -24 * var('lifecycle_at_risk_days'), as_of) }} then 'at_risk'
         else 'lapsed'
     end
 {%- endmacro %}
@@ -39,9 +23,22 @@
     cast(array[] as {{ dbt.type_string() }}[])
 {%- endmacro %}
 
-{% macro ordered_list(column, order_by) -%}
-    {#- a list aggregate in a given order, never null -#}
-    coalesce(array_agg({{ column }} order by {{ order_by }}), {{ empty_list() }})
+{% macro ordered_list(column, order_by, where=none) -%}
+    {#- a list aggregate in a given order (of the rows matching `where`), never null -#}
+    coalesce(array_agg({{ column }} order by {{ order_by }}){% if where %} filter (where {{ where }}){% endif %}, {{ empty_list() }})
+{%- endmacro %}
+
+{% macro first_items(column, count) -%}
+    {#- the first `count` elements of a list -#}
+    {{ return(adapter.dispatch('first_items', 'sendtime')(column, count)) }}
+{%- endmacro %}
+
+{% macro duckdb__first_items(column, count) -%}
+    {{ column }}[1:{{ count }}]
+{%- endmacro %}
+
+{% macro default__first_items(column, count) -%}
+    slice({{ column }}, 1, {{ count }})
 {%- endmacro %}
 
 {% macro epoch_days(column) -%}
@@ -56,6 +53,7 @@
         customers_sql restricts it to some customers before anything is joined or aggregated, so a
         cycle reads only the rows of the customers it recomputes; events_relation replaces
         int_events_attributed (int_events_filtered_to_touched_customers: no read of the history).
+        Used by int_product_interactions_aggregated (everyone) and int_recommendations_ranked.
     -#}
     select
         interactions.customer_id,

@@ -14,12 +14,6 @@
 
 with
 
-touched_customers as (
-
-    select * from {{ ref('int_customers_touched') }}
-
-),
-
 events as (
 
     {#- the events of the customers this cycle touched -#}
@@ -67,8 +61,7 @@ weighted_events as (
     inner join products
         on events.product_id = products.product_id
     where
-        events.customer_id in (select touched_customers.customer_id from touched_customers)
-        and events.customer_id not in (select erased_customers.customer_id from erased_customers)
+        events.customer_id not in (select erased_customers.customer_id from erased_customers)
         and products.category is not null
         and event_signals.weight > 0
 

@@ -2,7 +2,7 @@
 
 {#-
     The attributed events of the customers this cycle recomputes, read from the event history once
-    and shared by customer_category_affinity, customer_profiles and the recommendations, so each
+    and shared by int_category_affinities_scored, int_customers_summarized and the recommendations, so each
     of them reads a small table instead of filtering every event again. Everyone's events on a full
     rebuild.
 -#}

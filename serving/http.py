@@ -1,41 +1,17 @@
-"""Request/response helpers shared by the blueprints."""
+"""Request and response helpers shared by the blueprints: JSON bodies in, JSON and cacheable
+answers out (ETag, Cache-Control, 304), and the published version a request read."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from flask import Response, current_app, g, request
 
-from pipeline.config import Settings
 from serving.problems import Problem
-from serving.ratelimit import TokenBucketLimiter
-from serving.reader import StoreReader
+from serving.state import state
 
 JSON = "application/json"
-
-
-@dataclass
-class ApiState:
-    """What every request needs, built once per app (per worker)."""
-
-    settings: Settings
-    reader: StoreReader
-    limiter: TokenBucketLimiter
-    cache_control: str
-
-
-def state() -> ApiState:
-    return current_app.extensions["sendtime"]
-
-
-def requires(scope: str) -> Callable:
-    """Marks a view as needing an API key with `scope` (admin satisfies every scope)."""
-    def mark(view: Callable) -> Callable:
-        view.sendtime_scope = scope  # read by the app's before_request hook
-        return view
-    return mark
 
 
 def json_body() -> Any:

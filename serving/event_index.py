@@ -1,4 +1,4 @@
-"""The collector's idempotency index (`collector_event_ids`) and its hand-off to ingest.
+"""The collector's idempotency index (`collector_event_ids`): which event ids were landed.
 
 `claim(ids)` inserts the ids with ON CONFLICT DO NOTHING ... RETURNING: the ids actually
 inserted are the new ones, atomically, so two identical requests racing each other cannot both
@@ -7,18 +7,20 @@ land an event. `release(ids)` forgets them when the lake write failed, so a retr
 from __future__ import annotations
 
 import secrets
-from typing import Any, Iterable
+from typing import Iterable
 
 from sqlalchemy import Engine, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pipeline.config import Settings
-from pipeline.store import collector_event_ids, record_ingest_batch
+from pipeline.store import collector_event_ids
 
 _CHUNK = 500  # ids per statement, well under SQLite's bound-parameter limit
 
 
 class EventIndex:
+    """One collector request's claims: `claim` the ids, `release` them if the lake write failed,
+    `settle` them under the batch id once ingest reports."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         # the batch id is only known once ingest reports; claims carry a token until then
@@ -54,15 +56,3 @@ class EventIndex:
             conn.execute(update(collector_event_ids).where(collector_event_ids.c.batch_id == self.token)
                          .values(batch_id=batch_id))
 
-
-def collect(settings: Settings, engine: Engine, records: list[Any]) -> dict[str, Any]:
-    """Ingest one request's events exactly as `sendtime ingest events` would, idempotently."""
-    from pipeline.ingest import ingest_records  # imported on first use: pyarrow/duckdb are heavy
-
-    index = EventIndex(engine)
-    report = ingest_records(settings, "events", records, source_file="collector",
-                            claim=index.claim, release=index.release)
-    data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
-    index.settle(str(data["batch_id"]))
-    record_ingest_batch(engine, {"source": "events", "source_file": "collector", **data})
-    return data

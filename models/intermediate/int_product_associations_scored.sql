@@ -7,11 +7,11 @@
 {#-
     Item-to-item associations, recomputed from everyone's behaviour only on a refresh cycle
     (recommendations_refresh_seconds, a forced refresh_associations, every full rebuild); between
-    refreshes the table keeps its rows. See _marts.yml for the algorithm.
+    refreshes the table keeps its rows. See _intermediate.yml for the algorithm.
 -#}
 
-{%- set max_products_per_customer = 20 %}
-{%- set max_associations_per_product = 20 %}
+{%- set max_products_per_customer = var('strongest_products_per_customer') %}
+{%- set max_associations_per_product = var('associations_per_product') %}
 
 -- depends_on: {{ ref('int_cycles_registered') }}
 with

@@ -1,0 +1,48 @@
+{#-
+    "The first row per key" (dbt-utils' deduplicate pattern): a whole select statement over a
+    relation or CTE name, keeping its columns. order_by must be total and say its nulls order
+    wherever a key can be null (DuckDB sorts nulls last, Spark first for asc).
+-#}
+
+{% macro deduplicate(relation, partition_by, order_by) -%}
+    {{ return(adapter.dispatch('deduplicate', 'sendtime')(relation, partition_by, order_by)) }}
+{%- endmacro %}
+
+{% macro default__deduplicate(relation, partition_by, order_by) -%}
+    select {{ star_except(['_deduplicate_row_number']) }}
+    from (
+        select
+            *,
+            row_number() over (partition by {{ partition_by }} order by {{ order_by }}) as _deduplicate_row_number
+        from {{ relation }}
+    ) as numbered
+    where _deduplicate_row_number = 1
+{%- endmacro %}
+
+{% macro duckdb__deduplicate(relation, partition_by, order_by) -%}
+    select * from {{ relation }}
+    qualify row_number() over (partition by {{ partition_by }} order by {{ order_by }}) = 1
+{%- endmacro %}
+
+{% macro spark__deduplicate(relation, partition_by, order_by) -%}
+    {#- QUALIFY is in Spark from 4.2 (and Databricks) -#}
+    select * from {{ relation }}
+    qualify row_number() over (partition by {{ partition_by }} order by {{ order_by }}) = 1
+{%- endmacro %}
+
+{% macro star_except(columns) -%}
+    {#- `*` without some columns -#}
+    {{ return(adapter.dispatch('star_except', 'sendtime')(columns)) }}
+{%- endmacro %}
+
+{% macro default__star_except(columns) -%}
+    {{ exceptions.raise_compiler_error("star_except has no standard SQL form: implement " ~ adapter.type() ~ "__star_except (macros/portable/dedup.sql)") }}
+{%- endmacro %}
+
+{% macro duckdb__star_except(columns) -%}
+    * exclude ({{ columns | join(', ') }})
+{%- endmacro %}
+
+{% macro spark__star_except(columns) -%}
+    * except ({{ columns | join(', ') }})
+{%- endmacro %}

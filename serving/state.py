@@ -1,0 +1,37 @@
+"""The per-app state: what every request needs, built once per app (per worker) by the factory."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from pipeline.config import Settings, load_settings
+from serving.ratelimit import TokenBucketLimiter
+from serving.reader import StoreReader
+
+
+@dataclass
+class ApiState:
+    """What every request needs, built once per app (per worker): `app.extensions["sendtime"]`."""
+
+    settings: Settings
+    reader: StoreReader
+    limiter: TokenBucketLimiter
+    cache_control: str
+
+
+def state() -> ApiState:
+    """The current app's ApiState (inside a request or app context)."""
+    return current_app.extensions["sendtime"]
+
+
+def app_settings(app: Flask | None = None) -> Settings:
+    """The settings of the app factory (`app.extensions["sendtime"].settings`), else the environment's."""
+    app = app or current_app
+    value = getattr(app.extensions.get("sendtime"), "settings", None)
+    if isinstance(value, Settings):
+        return value
+    value = app.extensions.get("sendtime_settings")
+    if not isinstance(value, Settings):
+        value = app.extensions["sendtime_settings"] = load_settings()
+    return value
