@@ -4,6 +4,8 @@
 start-up per call), passing the cycle's vars, SENDTIME_HOME and the target/log folders under it.
 The parsed manifest is kept per home and reused while the project files are unchanged, because
 vars that change every cycle (as_of, cycle_id) would otherwise force a full re-parse each time.
+What a cycle builds is decided by pipeline/cycle_plan.py from the lake's new batches and the
+warehouse's state; a cycle with nothing to do does not start dbt at all.
 """
 from __future__ import annotations
 
@@ -17,11 +19,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipeline import lake_files
+from pipeline.clock import utcnow
 from pipeline.config import Settings
+from pipeline.cycle_plan import Plan, ProjectGraph, plan_cycle
 from pipeline.errors import TransformError
 from pipeline.logs import get_logger
-from pipeline.mart_contract import ContractError, Contracts, from_manifest
-from pipeline.warehouse import warehouse_for
+from pipeline.mart_contract import ContractError, Contracts, checksum, from_manifest
+from pipeline.warehouse import CycleState, Warehouse, warehouse_for
 
 log = get_logger(__name__)
 
@@ -60,6 +65,12 @@ class TransformResult:
     rows: dict[str, int] = field(default_factory=dict)
     # the served marts' contract of the project that built them (None when it could not be parsed)
     contracts: Contracts | None = None
+    # what the cycle decided to build (pipeline/cycle_plan.py); `skipped`: dbt did not start
+    plan: Plan | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.plan is not None and not self.plan.runs_dbt
 
 
 def _signature(parts: tuple[str, ...], files: tuple[str, ...] = ()) -> str:
@@ -85,58 +96,62 @@ def _project_signature() -> str:
 # relation, so it must be re-created once files arrive)
 _SEEDS_BUILT: dict[str, str] = {}
 _VIEWS_BUILT: dict[str, str] = {}
-
-# the few models a cycle runs when nothing arrived: register and commit the cycle, empty the
-# touched customers, re-stage lifecycle_stage against the new as_of (nothing else can have changed)
-_QUIET_CYCLE_MODELS = ("int_cycles_registered", "int_customers_touched", "customer_profiles")
+# per home, read-through caches keyed by the warehouse's fingerprint (it moves with every write):
+# the cycle state, and the contract checksum the served marts' columns were last found to match
+_STATES: dict[str, tuple[object, CycleState | None]] = {}
+_CONTRACTS_MATCHED: dict[str, tuple[str, object]] = {}
+# per parsed manifest: the served marts' contracts and the graph the plan walks
+_PARSED: dict[int, tuple[Any, Contracts, ProjectGraph]] = {}
 
 
 def _views_signature(settings: Settings) -> str:
-    tables = sorted(p.name for p in settings.lake_dir.glob("*") if any(p.glob("ingest_date=*/*.parquet")))
+    tables = [t for t in lake_files.tables(settings.lake_dir) if lake_files.has_files(settings.lake_dir / t)]
     return _project_signature() + "|lake:" + ",".join(tables)
 
 
 def _contract_changed(settings: Settings, contracts: Contracts) -> bool:
-    """Does a served mart in the warehouse have other columns than its contract (a field added)?"""
+    """Does a served mart in the warehouse have other columns than its contract (a field added)?
+    Checked once per contract and warehouse write: a build enforces the contract, so the columns
+    match until the contract or the warehouse changes."""
     warehouse = warehouse_for(settings)
-    for name, contract in contracts.items():
-        stored = warehouse.columns(name)
-        if stored is not None and list(stored) != list(contract.names):
-            return True
+    home, stamp = str(settings.home), (checksum(contracts), warehouse.fingerprint())
+    if stamp[1] is not None and _CONTRACTS_MATCHED.get(home) == stamp:
+        return False
+    with warehouse.reading():
+        for name, contract in contracts.items():
+            stored = warehouse.columns(name)
+            if stored is not None and list(stored) != list(contract.names):
+                return True
+    _CONTRACTS_MATCHED[home] = stamp
     return False
 
 
-def _selection(settings: Settings, full_refresh: bool, refresh_associations: bool | None) -> tuple[list[str], bool]:
-    """Which nodes this cycle builds (docs/models.md, "What a cycle runs").
+def cycle_state(settings: Settings, warehouse: Warehouse | None = None) -> CycleState | None:
+    """The warehouse's cycle state, read again only after the warehouse was written."""
+    warehouse = warehouse or warehouse_for(settings)
+    home, stamp = str(settings.home), warehouse.fingerprint()
+    cached = _STATES.get(home)
+    if stamp is not None and cached is not None and cached[0] == stamp:
+        return cached[1]
+    state = warehouse.cycle_state(settings.lake_overlap_seconds)
+    _STATES[home] = (stamp, state)
+    return state
 
-    A full rebuild builds every seed and model; a cycle builds the models. Both run the tests tagged
-    every_cycle (the marts' keys): the other data tests scan lake-sized tables (a staging test
-    parses the whole lake), so they run in analysts' `dbt build` and CI. Seeds load again only
-    when their files changed, views only when the project or the set of lake tables changed. When
-    no lake file arrived, the last cycle committed and no refresh is due, only the models that can
-    still change run (lifecycle_stage moves with as_of), told so by the var nothing_arrived.
-    Returns the selection flags and whether this is that quiet cycle.
-    """
-    if full_refresh:
-        return ["--select", "resource_type:model", "resource_type:seed", "tag:every_cycle",
-                "--indirect-selection", "empty"], False
-    home = str(settings.home)
-    state = warehouse_for(settings).cycle_state()
-    seeds_changed = state is None or _SEEDS_BUILT.get(home) != _signature(("seeds",))
-    views_changed = state is None or _VIEWS_BUILT.get(home) != _views_signature(settings)
-    if state is not None and not seeds_changed and not views_changed and refresh_associations is not True:
-        committed, last_committed, refreshed_at = (state.committed_batches, state.last_cycle_committed,
-                                                   state.last_refresh_at)
-        lake_batches = {p.stem for p in settings.lake_dir.glob("*/ingest_date=*/*.parquet")}
-        refresh_due = refresh_associations is None and (
-            refreshed_at is None
-            or (datetime.now(timezone.utc).replace(tzinfo=None) - refreshed_at).total_seconds()
-            >= settings.recommendations_refresh_seconds)
-        if last_committed and not refresh_due and lake_batches <= committed:
-            return ["--select", *_QUIET_CYCLE_MODELS, "--indirect-selection", "empty"], True
-    select = ["resource_type:model", "tag:every_cycle"] + (["resource_type:seed"] if seeds_changed else [])
-    exclude = [] if views_changed else ["--exclude", "config.materialized:view"]
-    return ["--select", *select, *exclude, "--indirect-selection", "empty"], False
+
+def _plan(settings: Settings, graph: ProjectGraph, *, as_of: datetime, full_refresh: bool,
+          refresh_associations: bool | None, seeds_changed: bool, views_changed: bool) -> Plan:
+    """What this cycle builds (pipeline/cycle_plan.py): the lake is listed from each table's
+    watermark less the overlap on, so the listing follows the recent files, not the lake's age."""
+    from datetime import timedelta
+
+    state = None if full_refresh else cycle_state(settings)
+    since = {table: mark - timedelta(seconds=settings.lake_overlap_seconds)
+             for table, mark in (state.watermarks if state else {}).items()}
+    batches = lake_files.list_batches(settings.lake_dir, since) if state is not None else []
+    return plan_cycle(graph, state, batches, as_of=as_of, now=utcnow(), full_refresh=full_refresh,
+                      refresh_associations=refresh_associations, seeds_changed=seeds_changed,
+                      views_changed=views_changed, refresh_seconds=settings.recommendations_refresh_seconds,
+                      overlap_seconds=settings.lake_overlap_seconds)
 
 
 def _scrub(message: str) -> str:
@@ -153,15 +168,22 @@ def _flags(settings: Settings) -> list[str]:
         "--profiles-dir", str(project_dir()),
         "--target-path", str(settings.dbt_target_dir),
         "--log-path", str(settings.dbt_log_dir),
-        # nothing on the caller's terminal; a JSON log under SENDTIME_HOME
+        # nothing on the caller's terminal; a JSON log of warnings and errors under SENDTIME_HOME
+        # (info lines cost ~5 % of a cycle; run_results.json keeps every node's status and time)
         "--log-level", "none",
-        "--log-level-file", "info",
+        "--log-level-file", "warn",
         "--log-format-file", "json",
         "--no-use-colors",
         "--no-send-anonymous-usage-stats",
         "--no-version-check",
         "--target", "in_process",
     ]
+
+
+def _build_flags(settings: Settings) -> list[str]:
+    """A cycle's flags: dbt would rewrite manifest.json (~1 MB, ~0.1-0.3 s) after every build; the
+    parse writes it once, and build() writes run_results.json itself."""
+    return [*_flags(settings), "--no-write-json"]
 
 
 class _Environment:
@@ -201,6 +223,16 @@ def _manifest(settings: Settings) -> Any:
     return manifest
 
 
+def _parsed(settings: Settings) -> tuple[Any, Contracts, ProjectGraph]:
+    """The manifest with its contracts and graph, derived once per parse."""
+    manifest = _manifest(settings)
+    found = _PARSED.get(id(manifest))
+    if found is None or found[0] is not manifest:
+        _PARSED.clear()  # one parse per process is current: drop the derived objects of older ones
+        found = _PARSED[id(manifest)] = (manifest, from_manifest(manifest), ProjectGraph.from_manifest(manifest))
+    return found
+
+
 def _fresh_compilation(manifest: Any) -> None:
     """Let a reused manifest compile again: dbt marks a node whose ephemeral CTEs it injected, and
     on the next invocation it would skip the injection of freshly rendered SQL (missing CTEs)."""
@@ -235,7 +267,8 @@ def _node_results(run_results: Any) -> tuple[dict[str, NodeResult], str | None]:
 
 def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: bool = False,
           refresh_associations: bool | None = None) -> TransformResult:
-    """`dbt build` in-process for one cycle; never raises for a failed node (see `ok`, `error`)."""
+    """`dbt build` in-process for one cycle; never raises for a failed node (see `ok`, `error`).
+    When nothing can change (pipeline/cycle_plan.py, `skip`) dbt does not start: `skipped`."""
     from dbt.cli.main import dbtRunner
 
     if as_of.tzinfo is not None:  # everything inside is naive UTC
@@ -248,11 +281,11 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
         "lake_overlap_seconds": settings.lake_overlap_seconds,
     }
     started = time.perf_counter()
+    home = str(settings.home)
     with _LOCK, _Environment(settings):
         settings.home.mkdir(parents=True, exist_ok=True)
         try:
-            manifest = _manifest(settings)
-            contracts = from_manifest(manifest)
+            manifest, contracts, graph = _parsed(settings)
         except (TransformError, ContractError) as exc:
             return TransformResult(ok=False, seconds=round(time.perf_counter() - started, 3),
                                    full_refresh=full_refresh, refreshed_associations=False, error=str(exc))
@@ -261,9 +294,19 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
             log.info("the marts' contract changed: this cycle rebuilds everything")
             full_refresh = True
         seeds, views = _signature(("seeds",)), _views_signature(settings)
-        selection, quiet = _selection(settings, full_refresh, refresh_associations)
-        variables["nothing_arrived"] = quiet
-        args = ["build", *_flags(settings), "--vars", json.dumps(variables), *selection]
+        plan = _plan(settings, graph, as_of=as_of, full_refresh=full_refresh,
+                     refresh_associations=refresh_associations,
+                     seeds_changed=_SEEDS_BUILT.get(home) != seeds, views_changed=_VIEWS_BUILT.get(home) != views)
+        if not plan.runs_dbt:
+            seconds = round(time.perf_counter() - started, 3)
+            log.info("dbt build skipped", extra={"cycle_id": cycle_id, "seconds": seconds, "reason": plan.reason})
+            return TransformResult(ok=True, seconds=seconds, full_refresh=False, refreshed_associations=False,
+                                   contracts=contracts, plan=plan)
+        variables["refresh_associations"] = plan.refresh_associations
+        variables["nothing_arrived"] = plan.nothing_arrived
+        if plan.facts and not full_refresh:
+            variables["cycle_facts"] = plan.facts
+        args = ["build", *_build_flags(settings), "--vars", json.dumps(variables), *plan.select]
         if full_refresh:
             args.append("--full-refresh")
         _fresh_compilation(manifest)
@@ -272,25 +315,40 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
         finally:
             _release_warehouse()
         if result.success:
-            _SEEDS_BUILT[str(settings.home)], _VIEWS_BUILT[str(settings.home)] = seeds, views
+            _SEEDS_BUILT[home], _VIEWS_BUILT[home] = seeds, views
+        _write_run_results(settings, result.result)
     nodes, error = _node_results(result.result)
     if not result.success and error is None:
         error = _scrub(str(result.exception or "dbt build failed (see the dbt log under SENDTIME_HOME)"))
-    refreshed, rows = warehouse_for(settings).cycle_counts(cycle_id)
+    warehouse = warehouse_for(settings)
+    with warehouse.reading():
+        refreshed, rows = warehouse.cycle_counts(cycle_id)
+        state = cycle_state(settings, warehouse)  # read now, in the same session: the next plan reuses it
+    if result.success and state is not None:
+        _CONTRACTS_MATCHED[home] = (checksum(contracts), warehouse.fingerprint())  # dbt enforced them
     seconds = round(time.perf_counter() - started, 3)
     outcome = TransformResult(ok=bool(result.success), seconds=seconds, full_refresh=full_refresh,
                               refreshed_associations=refreshed if result.success else False,
-                              nodes=nodes, error=error, rows=rows, contracts=contracts)
+                              nodes=nodes, error=error, rows=rows, contracts=contracts, plan=plan)
     log.info("dbt build", extra={"cycle_id": cycle_id, "ok": outcome.ok, "seconds": seconds,
-                                 "full_refresh": full_refresh, **rows})
+                                 "full_refresh": full_refresh, "plan": plan.kind, **rows})
     return outcome
+
+
+def _write_run_results(settings: Settings, run_results: Any) -> None:
+    """target/run_results.json, as dbt writes it (build runs with --no-write-json)."""
+    if run_results is not None and hasattr(run_results, "write"):
+        try:
+            run_results.write(str(settings.dbt_target_dir / "run_results.json"))
+        except OSError as exc:
+            log.warning("cannot write run_results.json", extra={"error": type(exc).__name__})
 
 
 def served_contracts(settings: Settings) -> Contracts:
     """The served marts' contract of the project (parsed once per process while it is unchanged)."""
     with _LOCK, _Environment(settings):
         settings.home.mkdir(parents=True, exist_ok=True)
-        return from_manifest(_manifest(settings))
+        return _parsed(settings)[1]
 
 
 def build_docs(settings: Settings) -> Path:

@@ -26,11 +26,10 @@ def test_build_summarizes_quietly_and_leaves_the_warehouse_unlocked(settings, tm
     assert (settings.dbt_target_dir / "run_results.json").exists()
     assert list(settings.dbt_log_dir.glob("*.log"))
 
-    # within the hourly schedule: no refresh, and nothing new means the quiet path
+    # nothing new and no lifecycle stage to move: dbt does not even start
     second = build(settings, as_of=AS_OF, cycle_id=new_cycle_id())
-    assert second.ok and not second.refreshed_associations
-    assert second.rows["profiles_written"] == 0
-    assert "int_product_associations_scored" not in second.nodes
+    assert second.ok and second.skipped and not second.refreshed_associations
+    assert second.nodes == {} and second.plan.kind == "skip"
     forced = build(settings, as_of=AS_OF, cycle_id=new_cycle_id(), refresh_associations=True)
     assert forced.ok and forced.refreshed_associations
 
@@ -43,11 +42,24 @@ def test_build_summarizes_quietly_and_leaves_the_warehouse_unlocked(settings, tm
     assert probe.returncode == 0, probe.stderr
 
 
-def test_refresh_follows_the_configured_schedule(settings):
+def test_refresh_follows_the_configured_schedule(settings, tmp_path):
     often = settings.replace(recommendations_refresh_every="1ms")
+
+    def arrive(n: int) -> None:
+        ingest(settings, "events", write_jsonl(tmp_path / f"e{n}.jsonl", [
+            {"event_id": f"e{n}", "event_type": "product_view", "occurred_at": "2026-11-01T00:00:00Z",
+             "customer_id": "C1", "product_id": "P1"}]))
+
+    arrive(1)
     assert build(often, as_of=AS_OF, cycle_id=new_cycle_id()).refreshed_associations
+    arrive(2)
     assert build(often, as_of=AS_OF, cycle_id=new_cycle_id()).refreshed_associations
+    arrive(3)
     assert not build(often, as_of=AS_OF, cycle_id=new_cycle_id(), refresh_associations=False).refreshed_associations
+    # a refresh due with nothing new would compute the same associations: not run
+    assert build(often, as_of=AS_OF, cycle_id=new_cycle_id()).skipped
+    # forced, it runs all the same
+    assert build(often, as_of=AS_OF, cycle_id=new_cycle_id(), refresh_associations=True).refreshed_associations
 
 
 def test_a_failed_build_names_the_node_and_leaks_no_email(settings):

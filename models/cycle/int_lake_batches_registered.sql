@@ -1,4 +1,5 @@
-{{ config(unique_key='_batch_id') }}
+{#- every_cycle: built by every cycle (pipeline/cycle_plan.py) -#}
+{{ config(unique_key='_batch_id', tags=['every_cycle']) }}
 
 {#- lake table -> its staging model -#}
 {%- set lake_tables = {
