@@ -38,6 +38,9 @@ REFRESH_TAG = "association_refresh"
 # the models of a cycle with nothing new whose lifecycle stages moved: register and commit the
 # cycle, empty the touched customers, re-stage lifecycle_stage (nothing else can have changed)
 RESTAGE_MODELS = ("int_cycles_registered", "int_customers_touched", "customer_profiles")
+# above this many arrived batches (an outage's backlog) dbt finds them in the lake itself rather
+# than in a var of that size
+LISTED_BATCHES_MAX = 5000
 
 
 @dataclass(frozen=True)
@@ -116,18 +119,25 @@ class Plan:
                 "nodes": len([s for s in self.select if not s.startswith("-")])}
 
 
-def arrived_batches(state: CycleState, batches: Iterable[LakeBatch], overlap_seconds: float) -> dict[str, int]:
-    """Per lake table, the listed batches a cycle would read: not committed, and not older than the
-    table's watermark less the overlap (int_lake_batches_registered's rule)."""
+def arrived_batches(state: CycleState, batches: Iterable[LakeBatch], overlap_seconds: float) -> list[LakeBatch]:
+    """The listed batches a cycle would read: not committed, and not older than their table's
+    watermark less the overlap (int_lake_batches_registered's rule)."""
     from datetime import timedelta
 
-    out: dict[str, int] = {}
+    out: list[LakeBatch] = []
     for batch in batches:
         mark = state.watermarks.get(batch.table)
-        if mark is not None and batch.ingested_at < mark - timedelta(seconds=overlap_seconds):
+        if mark is not None and batch.ingested_at is not None and batch.ingested_at < mark - timedelta(
+                seconds=overlap_seconds):
             continue
-        if batch.batch_id in state.recent_batches:
-            continue
+        if batch.batch_id not in state.recent_batches:
+            out.append(batch)
+    return out
+
+
+def _count(batches: list[LakeBatch]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for batch in batches:
         out[batch.table] = out.get(batch.table, 0) + 1
     return out
 
@@ -166,14 +176,15 @@ def plan_cycle(graph: ProjectGraph, state: CycleState | None, batches: Iterable[
     if state is None:
         return Plan("everything", "no committed state yet",
                     _everything(seeds=True, views=True, refresh=refresh_associations), refresh_associations)
-    arrived = arrived_batches(state, batches, overlap_seconds)
+    listed = arrived_batches(state, batches, overlap_seconds)
+    arrived = _count(listed)
     due = refresh_due(state, now, refresh_seconds)
     if not state.last_cycle_committed or seeds_changed or views_changed:
         reason = ("the last cycle did not commit" if not state.last_cycle_committed
                   else "seeds changed" if seeds_changed else "the project or the lake tables changed")
         refresh = due if refresh_associations is None else refresh_associations
         return Plan("everything", reason, _everything(seeds=seeds_changed, views=views_changed, refresh=refresh),
-                    refresh, arrived=arrived, facts=_facts(state, refresh))
+                    refresh, arrived=arrived, facts=_facts(state, refresh, listed))
     refresh = (bool(arrived) and due) if refresh_associations is None else refresh_associations
     if not arrived and not refresh:
         if stages_hold(state, as_of):
@@ -183,11 +194,19 @@ def plan_cycle(graph: ProjectGraph, state: CycleState | None, batches: Iterable[
                     facts=_facts(state, False))
     return Plan("cycle", "batches arrived" if arrived else "association refresh",
                 ("--select", *sorted(_changed_nodes(graph, arrived, refresh)), "--indirect-selection", "empty"),
-                refresh, arrived=arrived, facts=_facts(state, refresh))
+                refresh, arrived=arrived, facts=_facts(state, refresh, listed))
 
 
-def _facts(state: CycleState, refresh: bool) -> dict[str, Any]:
-    return {"last_committed_cycle_id": state.last_committed_cycle_id or "", "refreshes_associations": refresh}
+def _facts(state: CycleState, refresh: bool, listed: list[LakeBatch] | None = None) -> dict[str, Any]:
+    facts: dict[str, Any] = {"last_committed_cycle_id": state.last_committed_cycle_id or "",
+                             "refreshes_associations": refresh}
+    # a file not named by a batch id (not written by the lake writer): dbt reads the lake itself
+    if listed is not None and len(listed) <= LISTED_BATCHES_MAX and all(b.ingested_at for b in listed):
+        tables: dict[str, list[list[str]]] = {}
+        for batch in listed:
+            tables.setdefault(batch.table, []).append([batch.batch_id, batch.ingested_at.isoformat(sep=" ")])
+        facts["lake_batches"] = tables
+    return facts
 
 
 def _changed_nodes(graph: ProjectGraph, arrived: dict[str, int], refresh: bool) -> set[str]:

@@ -9,6 +9,7 @@ partitions from that date on: its cost follows the recent files, not the lake's 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,17 +18,22 @@ from pathlib import Path
 PARTITION_PREFIX = "ingest_date="
 SUFFIX = ".parquet"
 _TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+# pipeline/ids.py: UTC start time, then random hex
+_BATCH_ID = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]+$")
 
 
 @dataclass(frozen=True)
 class LakeBatch:
     table: str
     batch_id: str
-    ingested_at: datetime
+    # None for a file whose name is not a batch id (not written by sendtime's lake writer)
+    ingested_at: datetime | None
 
 
 def batch_time(batch_id: str) -> datetime | None:
     """The UTC start time a batch id begins with (None for a name that is not a batch id)."""
+    if not _BATCH_ID.match(batch_id):
+        return None
     try:
         return datetime.strptime(batch_id.split("-", 1)[0], _TIME_FORMAT)
     except ValueError:
@@ -58,7 +64,8 @@ def tables(lake_dir: Path) -> list[str]:
 
 def list_batches(lake_dir: Path, since: Mapping[str, datetime] | None = None) -> list[LakeBatch]:
     """Every landed batch of every lake table; with `since`, a table's batches that started at or
-    after its bound only (its older partitions are not even listed)."""
+    after its bound only (its older partitions are not even listed). A file not named by a batch id
+    is listed with `ingested_at` None (whatever its time: only its content could tell)."""
     out: list[LakeBatch] = []
     for table in tables(lake_dir):
         floor = (since or {}).get(table)
@@ -72,7 +79,7 @@ def list_batches(lake_dir: Path, since: Mapping[str, datetime] | None = None) ->
                     continue
                 batch_id = name[: -len(SUFFIX)]
                 at = batch_time(batch_id)
-                if at is None or (floor is not None and at < floor):
+                if at is not None and floor is not None and at < floor:
                     continue
                 out.append(LakeBatch(table, batch_id, at))
     return out

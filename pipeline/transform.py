@@ -67,6 +67,9 @@ class TransformResult:
     contracts: Contracts | None = None
     # what the cycle decided to build (pipeline/cycle_plan.py); `skipped`: dbt did not start
     plan: Plan | None = None
+    # where the time went: deciding the plan, the dbt invocation (its nodes are in `nodes`)
+    plan_seconds: float = 0.0
+    dbt_seconds: float = 0.0
 
     @property
     def skipped(self) -> bool:
@@ -91,6 +94,12 @@ def _project_signature() -> str:
     return _signature(_PROJECT_PARTS, _PROJECT_FILES)
 
 
+def _seeds_signature(project: str) -> str:
+    """The seeds' part of a project signature (one walk of the project per build)."""
+    seeds = str(project_dir() / "seeds") + os.sep
+    return "|".join(stamp for stamp in project.split("|") if stamp.startswith(seeds))
+
+
 # per home, what the last successful build in this process saw: the seeds' files, and the project
 # and the lake tables that had files (a staging view over a table without files is an empty
 # relation, so it must be re-created once files arrive)
@@ -104,9 +113,9 @@ _CONTRACTS_MATCHED: dict[str, tuple[str, object]] = {}
 _PARSED: dict[int, tuple[Any, Contracts, ProjectGraph]] = {}
 
 
-def _views_signature(settings: Settings) -> str:
+def _views_signature(settings: Settings, project: str | None = None) -> str:
     tables = [t for t in lake_files.tables(settings.lake_dir) if lake_files.has_files(settings.lake_dir / t)]
-    return _project_signature() + "|lake:" + ",".join(tables)
+    return (project if project is not None else _project_signature()) + "|lake:" + ",".join(tables)
 
 
 def _contract_changed(settings: Settings, contracts: Contracts) -> bool:
@@ -168,10 +177,9 @@ def _flags(settings: Settings) -> list[str]:
         "--profiles-dir", str(project_dir()),
         "--target-path", str(settings.dbt_target_dir),
         "--log-path", str(settings.dbt_log_dir),
-        # nothing on the caller's terminal; a JSON log of warnings and errors under SENDTIME_HOME
-        # (info lines cost ~5 % of a cycle; run_results.json keeps every node's status and time)
+        # nothing on the caller's terminal; a JSON log under SENDTIME_HOME (builds: _build_flags)
         "--log-level", "none",
-        "--log-level-file", "warn",
+        "--log-level-file", "info",
         "--log-format-file", "json",
         "--no-use-colors",
         "--no-send-anonymous-usage-stats",
@@ -182,8 +190,13 @@ def _flags(settings: Settings) -> list[str]:
 
 def _build_flags(settings: Settings) -> list[str]:
     """A cycle's flags: dbt would rewrite manifest.json (~1 MB, ~0.1-0.3 s) after every build; the
-    parse writes it once, and build() writes run_results.json itself."""
-    return [*_flags(settings), "--no-write-json"]
+    parse writes it once, and build() writes run_results.json itself (every node's status, time
+    and message). No dbt log file for builds: dbt turns every event into a JSON line before the
+    file's level drops it (~5 % of a cycle); a failed node's error is in run_results.json and in
+    the run log, and the parse and `dbt docs` still log to dbt.log."""
+    flags = [*_flags(settings), "--no-write-json"]
+    flags[flags.index("--log-level-file") + 1] = "none"
+    return flags
 
 
 class _Environment:
@@ -206,11 +219,12 @@ class _Environment:
                 os.environ[key] = value
 
 
-def _manifest(settings: Settings) -> Any:
+def _manifest(settings: Settings, project: str | None = None) -> Any:
     """The parsed project for this home, parsed again only when the project files changed."""
     from dbt.cli.main import dbtRunner
 
-    key = (str(settings.home.absolute()), str(project_dir()) + "|" + _project_signature())
+    signature = project if project is not None else _project_signature()
+    key = (str(settings.home.absolute()), str(project_dir()) + "|" + signature)
     manifest = _MANIFESTS.get(key)
     if manifest is None:
         result = dbtRunner().invoke(["parse", *_flags(settings)])
@@ -223,9 +237,9 @@ def _manifest(settings: Settings) -> Any:
     return manifest
 
 
-def _parsed(settings: Settings) -> tuple[Any, Contracts, ProjectGraph]:
+def _parsed(settings: Settings, project: str | None = None) -> tuple[Any, Contracts, ProjectGraph]:
     """The manifest with its contracts and graph, derived once per parse."""
-    manifest = _manifest(settings)
+    manifest = _manifest(settings, project)
     found = _PARSED.get(id(manifest))
     if found is None or found[0] is not manifest:
         _PARSED.clear()  # one parse per process is current: drop the derived objects of older ones
@@ -284,8 +298,9 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
     home = str(settings.home)
     with _LOCK, _Environment(settings):
         settings.home.mkdir(parents=True, exist_ok=True)
+        project = _project_signature()  # one walk of the project files per build
         try:
-            manifest, contracts, graph = _parsed(settings)
+            manifest, contracts, graph = _parsed(settings, project)
         except (TransformError, ContractError) as exc:
             return TransformResult(ok=False, seconds=round(time.perf_counter() - started, 3),
                                    full_refresh=full_refresh, refreshed_associations=False, error=str(exc))
@@ -293,15 +308,16 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
             # a served mart gained or lost a column: every row must be rebuilt and republished
             log.info("the marts' contract changed: this cycle rebuilds everything")
             full_refresh = True
-        seeds, views = _signature(("seeds",)), _views_signature(settings)
+        seeds, views = _seeds_signature(project), _views_signature(settings, project)
         plan = _plan(settings, graph, as_of=as_of, full_refresh=full_refresh,
                      refresh_associations=refresh_associations,
                      seeds_changed=_SEEDS_BUILT.get(home) != seeds, views_changed=_VIEWS_BUILT.get(home) != views)
+        planned = time.perf_counter()
         if not plan.runs_dbt:
-            seconds = round(time.perf_counter() - started, 3)
+            seconds = round(planned - started, 3)
             log.info("dbt build skipped", extra={"cycle_id": cycle_id, "seconds": seconds, "reason": plan.reason})
             return TransformResult(ok=True, seconds=seconds, full_refresh=False, refreshed_associations=False,
-                                   contracts=contracts, plan=plan)
+                                   contracts=contracts, plan=plan, plan_seconds=seconds)
         variables["refresh_associations"] = plan.refresh_associations
         variables["nothing_arrived"] = plan.nothing_arrived
         if plan.facts and not full_refresh:
@@ -314,6 +330,7 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
             result = dbtRunner(manifest=manifest).invoke(args)
         finally:
             _release_warehouse()
+        invoked = time.perf_counter()
         if result.success:
             _SEEDS_BUILT[home], _VIEWS_BUILT[home] = seeds, views
         _write_run_results(settings, result.result)
@@ -329,10 +346,35 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
     seconds = round(time.perf_counter() - started, 3)
     outcome = TransformResult(ok=bool(result.success), seconds=seconds, full_refresh=full_refresh,
                               refreshed_associations=refreshed if result.success else False,
-                              nodes=nodes, error=error, rows=rows, contracts=contracts, plan=plan)
+                              nodes=nodes, error=error, rows=rows, contracts=contracts, plan=plan,
+                              plan_seconds=round(planned - started, 3), dbt_seconds=round(invoked - planned, 3))
     log.info("dbt build", extra={"cycle_id": cycle_id, "ok": outcome.ok, "seconds": seconds,
                                  "full_refresh": full_refresh, "plan": plan.kind, **rows})
     return outcome
+
+
+def build_selection(settings: Settings, select: list[str], *, as_of: datetime, cycle_id: str) -> TransformResult:
+    """`dbt build --select ...` of exactly these nodes with a cycle's flags and vars: the floor a
+    cycle is measured against (bench/cycles.py: one model) and a tool for operators. It registers
+    and commits a cycle like any build; lake batches it does not read stay for the next cycle."""
+    from dbt.cli.main import dbtRunner
+
+    variables = {"as_of": as_of.isoformat(sep=" "), "cycle_id": cycle_id, "refresh_associations": False,
+                 "recommendations_refresh_seconds": settings.recommendations_refresh_seconds,
+                 "lake_overlap_seconds": settings.lake_overlap_seconds}
+    started = time.perf_counter()
+    with _LOCK, _Environment(settings):
+        manifest = _parsed(settings)[0]
+        _fresh_compilation(manifest)
+        try:
+            result = dbtRunner(manifest=manifest).invoke(
+                ["build", *_build_flags(settings), "--vars", json.dumps(variables), "--select", *select,
+                 "--indirect-selection", "empty"])
+        finally:
+            _release_warehouse()
+    nodes, error = _node_results(result.result)
+    return TransformResult(ok=bool(result.success), seconds=round(time.perf_counter() - started, 3),
+                           full_refresh=False, refreshed_associations=False, nodes=nodes, error=error)
 
 
 def _write_run_results(settings: Settings, run_results: Any) -> None:
