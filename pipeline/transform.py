@@ -30,13 +30,7 @@ from pipeline.warehouse import CycleState, Warehouse, warehouse_for
 
 log = get_logger(__name__)
 
-# the dbt project sits at the repository root (the package is installed editable); the setting
-# project_dir points the pipeline at another copy (an analyst's branch, a test's modified project)
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 
-
-def project_dir() -> Path:
-    return Path(os.environ.get("SENDTIME_PROJECT_DIR") or PROJECT_DIR)
 _PROJECT_PARTS = ("models", "macros", "seeds", "tests/dbt", "analyses")
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml")
 _EMAIL = re.compile(r"[^\s'\"@]+@[^\s'\"@]+")
@@ -76,27 +70,27 @@ class TransformResult:
         return self.plan is not None and not self.plan.runs_dbt
 
 
-def _signature(parts: tuple[str, ...], files: tuple[str, ...] = ()) -> str:
-    stamps: list[str] = []
+def _signature(project: Path, parts: tuple[str, ...], files: tuple[str, ...] = ()) -> str:
+    stamps: list[str] = [str(project)]
     for name in files:
-        path = project_dir() / name
+        path = project / name
         if path.exists():
             stamps.append(f"{name}:{path.stat().st_mtime_ns}")
     for part in parts:
-        for path in sorted((project_dir() / part).rglob("*")):
+        for path in sorted((project / part).rglob("*")):
             if path.suffix in {".sql", ".yml", ".yaml", ".csv"}:
                 stamps.append(f"{path}:{path.stat().st_mtime_ns}")
     return "|".join(stamps)
 
 
-def _project_signature() -> str:
+def _project_signature(settings: Settings) -> str:
     """Changes when an analyst edits the project, so a long-lived process re-parses it."""
-    return _signature(_PROJECT_PARTS, _PROJECT_FILES)
+    return _signature(settings.dbt_project_dir, _PROJECT_PARTS, _PROJECT_FILES)
 
 
-def _seeds_signature(project: str) -> str:
+def _seeds_signature(settings: Settings, project: str) -> str:
     """The seeds' part of a project signature (one walk of the project per build)."""
-    seeds = str(project_dir() / "seeds") + os.sep
+    seeds = str(settings.dbt_project_dir / "seeds") + os.sep
     return "|".join(stamp for stamp in project.split("|") if stamp.startswith(seeds))
 
 
@@ -115,7 +109,7 @@ _PARSED: dict[int, tuple[Any, Contracts, ProjectGraph]] = {}
 
 def _views_signature(settings: Settings, project: str | None = None) -> str:
     tables = [t for t in lake_files.tables(settings.lake_dir) if lake_files.has_files(settings.lake_dir / t)]
-    return (project if project is not None else _project_signature()) + "|lake:" + ",".join(tables)
+    return (project if project is not None else _project_signature(settings)) + "|lake:" + ",".join(tables)
 
 
 def _contract_changed(settings: Settings, contracts: Contracts) -> bool:
@@ -173,8 +167,8 @@ def _flags(settings: Settings) -> list[str]:
     settings.dbt_log_dir.mkdir(parents=True, exist_ok=True)
     settings.dbt_target_dir.mkdir(parents=True, exist_ok=True)
     return [
-        "--project-dir", str(project_dir()),
-        "--profiles-dir", str(project_dir()),
+        "--project-dir", str(settings.dbt_project_dir),
+        "--profiles-dir", str(settings.dbt_project_dir),
         "--target-path", str(settings.dbt_target_dir),
         "--log-path", str(settings.dbt_log_dir),
         # nothing on the caller's terminal; a JSON log under SENDTIME_HOME (builds: _build_flags)
@@ -223,8 +217,7 @@ def _manifest(settings: Settings, project: str | None = None) -> Any:
     """The parsed project for this home, parsed again only when the project files changed."""
     from dbt.cli.main import dbtRunner
 
-    signature = project if project is not None else _project_signature()
-    key = (str(settings.home.absolute()), str(project_dir()) + "|" + signature)
+    key = (str(settings.home.absolute()), project if project is not None else _project_signature(settings))
     manifest = _MANIFESTS.get(key)
     if manifest is None:
         result = dbtRunner().invoke(["parse", *_flags(settings)])
@@ -298,7 +291,7 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
     home = str(settings.home)
     with _LOCK, _Environment(settings):
         settings.home.mkdir(parents=True, exist_ok=True)
-        project = _project_signature()  # one walk of the project files per build
+        project = _project_signature(settings)  # one walk of the project files per build
         try:
             manifest, contracts, graph = _parsed(settings, project)
         except (TransformError, ContractError) as exc:
@@ -308,7 +301,7 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
             # a served mart gained or lost a column: every row must be rebuilt and republished
             log.info("the marts' contract changed: this cycle rebuilds everything")
             full_refresh = True
-        seeds, views = _seeds_signature(project), _views_signature(settings, project)
+        seeds, views = _seeds_signature(settings, project), _views_signature(settings, project)
         plan = _plan(settings, graph, as_of=as_of, full_refresh=full_refresh,
                      refresh_associations=refresh_associations,
                      seeds_changed=_SEEDS_BUILT.get(home) != seeds, views_changed=_VIEWS_BUILT.get(home) != views)
