@@ -142,26 +142,30 @@ def main() -> None:
         loads: list[list[float]] = []
         started_at = time.monotonic()
 
-        def loader() -> None:
-            rng = random.Random(1)
+        posted = {"events": 0}
+
+        def loader(index: int, writers: int) -> None:
+            # several writers, each its own connection and schedule, so one slow POST does not
+            # lower the offered rate (a batch every 0.1 s per writer, probes from writer 0)
+            rng = random.Random(index)
             post = requests.Session()
-            batch, period = max(1, args.rate // 10), 0.1
+            batch, period = max(1, args.rate // (10 * writers)), 0.1
             n = probes = 0
-            next_at = time.monotonic()
+            next_at = time.monotonic() + index * period / writers
             while not stop.is_set():
-                if args.probes is not None and probes >= args.probes:
+                if args.probes is not None and len(sent) >= args.probes:
                     break
                 if args.probes is None and time.monotonic() - started_at >= args.duration:
                     break
                 events = []
                 for _ in range(batch):
                     n += 1
-                    events.append({"event_id": f"fresh-{run_tag}-{n}", "event_type": "product_view",
+                    events.append({"event_id": f"fresh-{run_tag}-{index}-{n}", "event_type": "product_view",
                                    "occurred_at": int(time.time() * 1000) - 1000,
                                    "customer_id": f"C{rng.randint(1, args.customers):07d}",
                                    "product_id": f"P{rng.randint(1, 300):05d}"})
                 probe = None
-                if n // batch % 5 == 0:  # every 0.5 s one probe replaces a background event
+                if index == 0 and n // batch % 5 == 0:  # every 0.5 s one probe replaces a background event
                     probe = f"PROBE-{run_tag}-{probes:05d}"
                     events[0]["customer_id"] = probe
                     probes += 1
@@ -170,6 +174,8 @@ def main() -> None:
                     resp = post.post(f"{base}/events", json={"events": events}, headers=headers, timeout=30)
                     if resp.status_code != 200:
                         errors["post"] += 1
+                    else:
+                        posted["events"] += len(events)
                 except requests.RequestException:
                     errors["post"] += 1
                 posts.append(time.monotonic() - sent_at)
@@ -203,14 +209,16 @@ def main() -> None:
 
         load_before = [round(x, 2) for x in os.getloadavg()]
         window_start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        threads = [threading.Thread(target=loader, daemon=True), threading.Thread(target=sampler, daemon=True)]
+        writers = 4
+        threads = [threading.Thread(target=loader, args=(i, writers), daemon=True) for i in range(writers)]
+        loaders = list(threads)
+        threads.append(threading.Thread(target=sampler, daemon=True))
         reader_threads = 4 if args.reads else 0
         threads += [threading.Thread(target=reader, args=(args.reads / reader_threads,), daemon=True)
                     for _ in range(reader_threads)]
         for thread in threads:
             thread.start()
-        loading = threads[0]
-        give_up = None
+        give_up = load_end = None
         while True:
             with lock:
                 pending = [p for p in sent if p not in seen]
@@ -227,14 +235,16 @@ def main() -> None:
                                 seen[cid] = now
                 except requests.RequestException:
                     pass
-            if not loading.is_alive():
-                give_up = give_up or time.monotonic() + 120
+            if not any(t.is_alive() for t in loaders):
+                if give_up is None:
+                    load_end, give_up = time.monotonic(), time.monotonic() + 120
                 if len(seen) >= len(sent) or time.monotonic() > give_up:
                     break
             time.sleep(0.1)
         stop.set()
         for thread in threads:
             thread.join(30)
+        offered_seconds = load_end - started_at
         load_after = [round(x, 2) for x in os.getloadavg()]
 
         # the scheduler with nothing arriving: its CPU share over --idle seconds
@@ -258,6 +268,7 @@ def main() -> None:
     out = {
         "every": args.every, "rate_events_per_s": args.rate, "duration_s": args.duration,
         "lake": {"customers": args.customers, "events": args.events},
+        "events_posted": posted["events"], "events_per_s_achieved": round(posted["events"] / offered_seconds, 1),
         "probes_sent": len(sent), "probes_seen": len(seen),
         "freshness_s": _stats(latencies),
         "collector_post_s": _stats(posts, 3), "reads_per_s_target": args.reads, "read_s": _stats(reads, 4),
