@@ -33,11 +33,19 @@
     {{ return(found.columns[0].values()[0] if found.rows | length > 0 else none) }}
 {%- endmacro %}
 
+{% macro cycle_fact(name) -%}
+    {#- a fact the pipeline read from the warehouse before this build (var cycle_facts), so a model
+        need not query it again; none in an analyst's build, and the caller asks the warehouse -#}
+    {{ return((var('cycle_facts', none) or {}).get(name)) }}
+{%- endmacro %}
+
 {% macro last_committed_cycle_id() -%}
     {#- '' before the first committed cycle and during a full refresh -#}
     {#- ref() before the execute guard, so parsing records the dependency -#}
     {%- set cycles = ref('int_cycles_registered') -%}
     {%- if not execute or flags.FULL_REFRESH or load_relation(cycles) is none -%}{{ return('') }}{%- endif -%}
+    {%- set known = cycle_fact('last_committed_cycle_id') -%}
+    {%- if known is not none -%}{{ return(known) }}{%- endif -%}
     {{ return(query_value("select coalesce(max(cycle_id), '') from " ~ cycles ~ " where is_committed")) }}
 {%- endmacro %}
 
@@ -45,21 +53,38 @@
     {#- python bool: does this cycle refresh the item associations and product popularity? -#}
     {%- set cycles = ref('int_cycles_registered') -%}
     {%- if not execute or load_relation(cycles) is none -%}{{ return(false) }}{%- endif -%}
+    {%- set known = cycle_fact('refreshes_associations') -%}
+    {%- if known is not none and not flags.FULL_REFRESH -%}{{ return(known) }}{%- endif -%}
     {{ return(query_value(
         "select refreshes_associations from " ~ cycles ~ " where cycle_id = '" ~ cycle_id() ~ "'"
     ) or false) }}
 {%- endmacro %}
 
 {% macro commit_cycle(results) -%}
-    {#- on-run-end: mark this cycle committed when it ran and nothing failed -#}
+    {#- on-run-end: mark this cycle committed when it ran and nothing failed, with the next instant
+        at which a stored profile changes lifecycle stage (a later cycle with nothing new and an
+        as_of up to it has nothing to do: pipeline/cycle_plan.py) -#}
     {%- if execute -%}
         {%- set failed = results | selectattr('status', 'in', ['error', 'fail', 'runtime error', 'skipped']) | list -%}
         {%- set registered = results | selectattr('node.name', 'equalto', 'int_cycles_registered') | list -%}
         {%- if registered and not failed -%}
             {%- set cycles = adapter.get_relation(target.database, target.schema, 'int_cycles_registered') -%}
             update {{ cycles }}
-            set is_committed = true, committed_at = current_timestamp at time zone 'UTC'
+            set is_committed = true, committed_at = current_timestamp at time zone 'UTC',
+                next_stage_change_at = {{ next_stage_change_literal() }}
             where cycle_id = '{{ cycle_id() }}'
         {%- endif -%}
     {%- endif -%}
+{%- endmacro %}
+
+{% macro next_stage_change_literal() -%}
+    {#- the earliest next_stage_change of the stored profiles as a literal: the end of time when no
+        profile changes stage again, null when there are no profiles to ask (a partial build) -#}
+    {%- set profiles = adapter.get_relation(target.database, target.schema, 'customer_profiles') -%}
+    {%- if profiles is none -%}{{ return('null') }}{%- endif -%}
+    {%- set found = query_value(
+        "select min(" ~ next_stage_change('last_order_at', as_of()) ~ ") from " ~ profiles
+        ~ " where last_order_at is not null"
+    ) -%}
+    {{ return(timestamp_literal((found.isoformat(sep=' ') if found is not none else '9999-12-31 23:59:59'))) }}
 {%- endmacro %}

@@ -11,6 +11,18 @@
     end
 {%- endmacro %}
 
+{% macro next_stage_change(last_order_at, as_of) -%}
+    {#- the first instant at or after as_of after which lifecycle_stage(last_order_at, as_of) moves
+        on (active -> at_risk -> lapsed): the stage at any as_of up to it equals the stage at as_of;
+        null when it never moves again (no counted order, or lapsed) -#}
+    {%- set active_until = dbt.dateadd('hour', 24 * var('lifecycle_active_days'), last_order_at) -%}
+    {%- set at_risk_until = dbt.dateadd('hour', 24 * var('lifecycle_at_risk_days'), last_order_at) -%}
+    case
+        when {{ active_until }} >= {{ as_of }} then {{ active_until }}
+        when {{ at_risk_until }} >= {{ as_of }} then {{ at_risk_until }}
+    end
+{%- endmacro %}
+
 {% macro empty_list() -%}
     {{ return(adapter.dispatch('empty_list', 'sendtime')()) }}
 {%- endmacro %}

@@ -179,7 +179,8 @@ def consume(ctx: click.Context, bootstrap_servers: str | None, topics: str | Non
 
 
 @main.command()
-@click.option("--every", default=None, help="Interval, e.g. 5m, 30s, 5s (default from settings).")
+@click.option("--every", default=None, help="Interval, e.g. 5m, 30s, 5s; 0s runs continuously: a cycle as soon as a "
+              "batch lands (default from settings).")
 @click.option("--as-of", "as_of", default=None, hidden=True)
 @click.pass_context
 def schedule(ctx: click.Context, every: str | None, as_of: str | None) -> None:

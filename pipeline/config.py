@@ -61,8 +61,8 @@ class ConfigError(SendtimeError, ValueError):
     """A setting has a value that cannot be used."""
 
 
-def parse_duration(text: str | int | float) -> float:
-    """'5s', '5m', '1h', '250ms' or a bare number of seconds -> seconds."""
+def parse_duration(text: str | int | float, *, allow_zero: bool = False) -> float:
+    """'5s', '5m', '1h', '250ms' or a bare number of seconds -> seconds (`0s` only with allow_zero)."""
     if isinstance(text, (int, float)):
         seconds = float(text)
     else:
@@ -70,7 +70,7 @@ def parse_duration(text: str | int | float) -> float:
         if not match:
             raise ConfigError(f"not a duration: {text!r} (use e.g. 5s, 5m, 1h)")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigError(f"a duration must be positive: {text!r}")
     return seconds
 
@@ -101,9 +101,16 @@ def _duration(value: str) -> str:
     return value
 
 
+def _interval(value: str) -> str:
+    parse_duration(value, allow_zero=True)
+    return value
+
+
 CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
 KeyValues = Annotated[dict[str, str], BeforeValidator(_key_values)]
 Duration = Annotated[str, AfterValidator(_duration)]
+# a duration where 0 means "continuously" (schedule_every)
+Interval = Annotated[str, AfterValidator(_interval)]
 
 
 # --------------------------------------------------------------------------- the settings
@@ -116,7 +123,7 @@ class Settings(BaseSettings):
     # online store: SQLite under home by default; postgresql+psycopg://... for several API nodes
     online_store_url: str = ""
     # pipeline
-    schedule_every: Duration = "5m"
+    schedule_every: Interval = "5m"  # 0s: continuous, a cycle as soon as a batch lands (docs/pipeline.md)
     recommendations_refresh_every: Duration = "1h"
     lake_overlap_seconds: float = 300.0
     # the dbt project a cycle builds: the repository's by default (an analyst's copy, a branch)
@@ -205,7 +212,7 @@ class Settings(BaseSettings):
 
     @property
     def schedule_seconds(self) -> float:
-        return parse_duration(self.schedule_every)
+        return parse_duration(self.schedule_every, allow_zero=True)
 
     @property
     def recommendations_refresh_seconds(self) -> float:

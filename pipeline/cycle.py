@@ -200,10 +200,16 @@ def _phases(settings: Settings, engine: Any, result: CycleResult, full_refresh: 
         result.error = f"dbt build failed: {built.error}"[:_ERROR_LIMIT]
         return
     _hook("transform_done")
+    warehouse = warehouse_for(settings)
+    if built.skipped and _settled(settings, warehouse):
+        # dbt did not run and every row the warehouse holds was published (or found unchanged) by a
+        # successful cycle of this process: nothing to read, validate or publish
+        result.status = "success"
+        return
 
     full_refresh = built.full_refresh  # the transform rebuilds everything when the contract changed
     since = store.last_published_cycle_id(engine)
-    changes = read_changes(warehouse_for(settings), built.contracts, since, result.as_of, all_keys=full_refresh)
+    changes = read_changes(warehouse, built.contracts, since, result.as_of, all_keys=full_refresh)
     result.rows_read, result.rows_changed = changes.rows_read, changes.rows_changed
     lap("read")
 
@@ -227,6 +233,17 @@ def _phases(settings: Settings, engine: Any, result: CycleResult, full_refresh: 
     result.rows_published = published.rows_published
     result.rows_deleted = published.profiles_deleted
     result.status = "success"
+    _SETTLED[str(settings.home)] = warehouse.fingerprint()
+
+
+# per home: the warehouse's fingerprint when a successful cycle of this process last read, validated
+# and published everything written after the last published cycle (None: unknown)
+_SETTLED: dict[str, object] = {}
+
+
+def _settled(settings: Settings, warehouse: Any) -> bool:
+    stamp = warehouse.fingerprint()
+    return stamp is not None and _SETTLED.get(str(settings.home)) == stamp
 
 
 def _transform_summary(built: Any) -> dict[str, Any]:
@@ -234,6 +251,9 @@ def _transform_summary(built: Any) -> dict[str, Any]:
     for key in ("seconds", "full_refresh", "refreshed_associations", "rows"):
         if hasattr(built, key):
             out[key] = getattr(built, key)
+    plan = getattr(built, "plan", None)
+    if plan is not None:
+        out["plan"] = plan.to_dict()
     nodes = getattr(built, "nodes", None)
     if nodes is not None:
         out["nodes"] = len(nodes) if hasattr(nodes, "__len__") else nodes

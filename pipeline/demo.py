@@ -443,7 +443,7 @@ def run_demo(settings: Settings, *, customers: int, events: int, every: str, por
 
     Raises DemoError (after stopping everything) when it cannot start or a child dies."""
     console = console or Console(highlight=False, soft_wrap=True)
-    parse_duration(every)  # a bad --every fails before anything starts
+    parse_duration(every, allow_zero=True)  # a bad --every fails before anything starts (0s: continuous)
     if not port_free(HOST, port):
         raise DemoError(f"port {port} on {HOST} is in use: stop what uses it or pass --port")
     state = {"signals": 0}
@@ -494,7 +494,8 @@ def run_demo(settings: Settings, *, customers: int, events: int, every: str, por
         if traffic:
             known_customers, known_products = sample_ids(settings)
             if known_customers and known_products:
-                sample = SampleTraffic(base, key, known_customers, known_products, parse_duration(every))
+                sample = SampleTraffic(base, key, known_customers, known_products,
+                                       parse_duration(every, allow_zero=True))
                 sample.start()
         _print_ready(settings, base, docs, index, key, customer_id, every, api, scheduler, sample is not None)
 

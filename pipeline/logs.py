@@ -32,8 +32,7 @@ def setup_logging(level: str = "INFO", stream: Any = None) -> None:
     handler.setFormatter(JsonFormatter())
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # a library's warning (pyspark's pandas notice, say) would otherwise print plain text on stderr
-    # and break the one-JSON-record-per-line contract that log shippers and our tests read
+    # library warnings (e.g. pyspark's on importing GX) become JSON lines too, not raw stderr text
     logging.captureWarnings(True)
     # dbt and GX are chatty; their own logs go to files under SENDTIME_HOME
     for noisy in ("great_expectations", "apscheduler.executors", "urllib3"):

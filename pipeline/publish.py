@@ -7,7 +7,6 @@ new one, never a mix (docs/architecture.md "The online store").
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert
 
-from pipeline import store
+from pipeline import lake_files, store
 from pipeline.changes import Changes
 from pipeline.errors import StoreError
 from pipeline.ids import iso_z, utcnow
@@ -137,21 +136,7 @@ def publish(engine: Engine, changes: Changes, *, cycle_id: str, as_of: datetime,
 
 def lake_newest_ingested_at(lake_dir: Path) -> datetime | None:
     """Newest `_ingested_at` among the lake's files, from their names (a batch id starts with
-    the UTC time the batch started). Read before dbt runs: every file present then is processed
-    by that build, so the value is a safe lower bound of what the published state reflects."""
-    newest: str | None = None
-    if not lake_dir.is_dir():
-        return None
-    for _root, _dirs, files in os.walk(lake_dir):
-        for name in files:
-            if name.startswith(".") or not name.endswith(".parquet"):
-                continue  # temporary files being written are not in the lake yet
-            stamp = name.split("-", 1)[0]
-            if newest is None or stamp > newest:
-                newest = stamp
-    if newest is None:
-        return None
-    try:
-        return datetime.strptime(newest, "%Y%m%dT%H%M%S%fZ")
-    except ValueError:
-        return None
+    the UTC time the batch started; pipeline/lake_files.py). Read before dbt runs: every file
+    present then is processed by that build, so the value is a safe lower bound of what the
+    published state reflects."""
+    return lake_files.newest_ingested_at(lake_dir)

@@ -4,6 +4,8 @@
 start-up per call), passing the cycle's vars, SENDTIME_HOME and the target/log folders under it.
 The parsed manifest is kept per home and reused while the project files are unchanged, because
 vars that change every cycle (as_of, cycle_id) would otherwise force a full re-parse each time.
+What a cycle builds is decided by pipeline/cycle_plan.py from the lake's new batches and the
+warehouse's state; a cycle with nothing to do does not start dbt at all.
 """
 from __future__ import annotations
 
@@ -17,11 +19,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PROJECT_DIR, Settings
+from pipeline import lake_files
+from pipeline.clock import utcnow
+from pipeline.config import Settings
+from pipeline.cycle_plan import Plan, ProjectGraph, plan_cycle
 from pipeline.errors import TransformError
 from pipeline.logs import get_logger
-from pipeline.mart_contract import ContractError, Contracts, from_manifest
-from pipeline.warehouse import warehouse_for
+from pipeline.mart_contract import ContractError, Contracts, checksum, from_manifest
+from pipeline.warehouse import CycleState, Warehouse, warehouse_for
 
 log = get_logger(__name__)
 
@@ -54,6 +59,15 @@ class TransformResult:
     rows: dict[str, int] = field(default_factory=dict)
     # the served marts' contract of the project that built them (None when it could not be parsed)
     contracts: Contracts | None = None
+    # what the cycle decided to build (pipeline/cycle_plan.py); `skipped`: dbt did not start
+    plan: Plan | None = None
+    # where the time went: deciding the plan, the dbt invocation (its nodes are in `nodes`)
+    plan_seconds: float = 0.0
+    dbt_seconds: float = 0.0
+
+    @property
+    def skipped(self) -> bool:
+        return self.plan is not None and not self.plan.runs_dbt
 
 
 def _signature(project: Path, parts: tuple[str, ...], files: tuple[str, ...] = ()) -> str:
@@ -74,63 +88,73 @@ def _project_signature(settings: Settings) -> str:
     return _signature(settings.dbt_project_dir, _PROJECT_PARTS, _PROJECT_FILES)
 
 
+def _seeds_signature(settings: Settings, project: str) -> str:
+    """The seeds' part of a project signature (one walk of the project per build)."""
+    seeds = str(settings.dbt_project_dir / "seeds") + os.sep
+    return "|".join(stamp for stamp in project.split("|") if stamp.startswith(seeds))
+
+
 # per home, what the last successful build in this process saw: the seeds' files, and the project
 # and the lake tables that had files (a staging view over a table without files is an empty
 # relation, so it must be re-created once files arrive)
 _SEEDS_BUILT: dict[str, str] = {}
 _VIEWS_BUILT: dict[str, str] = {}
+# per home, read-through caches keyed by the warehouse's fingerprint (it moves with every write):
+# the cycle state, and the contract checksum the served marts' columns were last found to match
+_STATES: dict[str, tuple[object, CycleState | None]] = {}
+_CONTRACTS_MATCHED: dict[str, tuple[str, object]] = {}
+# per parsed manifest: the served marts' contracts and the graph the plan walks
+_PARSED: dict[int, tuple[Any, Contracts, ProjectGraph]] = {}
 
-# the few models a cycle runs when nothing arrived: register and commit the cycle, empty the
-# touched customers, re-stage lifecycle_stage against the new as_of (nothing else can have changed)
-_QUIET_CYCLE_MODELS = ("int_cycles_registered", "int_customers_touched", "customer_profiles")
 
-
-def _views_signature(settings: Settings) -> str:
-    tables = sorted(p.name for p in settings.lake_dir.glob("*") if any(p.glob("ingest_date=*/*.parquet")))
-    return _project_signature(settings) + "|lake:" + ",".join(tables)
+def _views_signature(settings: Settings, project: str | None = None) -> str:
+    tables = [t for t in lake_files.tables(settings.lake_dir) if lake_files.has_files(settings.lake_dir / t)]
+    return (project if project is not None else _project_signature(settings)) + "|lake:" + ",".join(tables)
 
 
 def _contract_changed(settings: Settings, contracts: Contracts) -> bool:
-    """Does a served mart in the warehouse have other columns than its contract (a field added)?"""
+    """Does a served mart in the warehouse have other columns than its contract (a field added)?
+    Checked once per contract and warehouse write: a build enforces the contract, so the columns
+    match until the contract or the warehouse changes."""
     warehouse = warehouse_for(settings)
-    for name, contract in contracts.items():
-        stored = warehouse.columns(name)
-        if stored is not None and list(stored) != list(contract.names):
-            return True
+    home, stamp = str(settings.home), (checksum(contracts), warehouse.fingerprint())
+    if stamp[1] is not None and _CONTRACTS_MATCHED.get(home) == stamp:
+        return False
+    with warehouse.reading():
+        for name, contract in contracts.items():
+            stored = warehouse.columns(name)
+            if stored is not None and list(stored) != list(contract.names):
+                return True
+    _CONTRACTS_MATCHED[home] = stamp
     return False
 
 
-def _selection(settings: Settings, full_refresh: bool, refresh_associations: bool | None) -> tuple[list[str], bool]:
-    """Which nodes this cycle builds (docs/models.md, "What a cycle runs").
+def cycle_state(settings: Settings, warehouse: Warehouse | None = None) -> CycleState | None:
+    """The warehouse's cycle state, read again only after the warehouse was written."""
+    warehouse = warehouse or warehouse_for(settings)
+    home, stamp = str(settings.home), warehouse.fingerprint()
+    cached = _STATES.get(home)
+    if stamp is not None and cached is not None and cached[0] == stamp:
+        return cached[1]
+    state = warehouse.cycle_state(settings.lake_overlap_seconds)
+    _STATES[home] = (stamp, state)
+    return state
 
-    A full rebuild builds every seed and model; a cycle builds the models. Both run the tests tagged
-    every_cycle (the marts' keys): the other data tests scan lake-sized tables (a staging test
-    parses the whole lake), so they run in analysts' `dbt build` and CI. Seeds load again only
-    when their files changed, views only when the project or the set of lake tables changed. When
-    no lake file arrived, the last cycle committed and no refresh is due, only the models that can
-    still change run (lifecycle_stage moves with as_of), told so by the var nothing_arrived.
-    Returns the selection flags and whether this is that quiet cycle.
-    """
-    if full_refresh:
-        return ["--select", "resource_type:model", "resource_type:seed", "tag:every_cycle",
-                "--indirect-selection", "empty"], False
-    home = str(settings.home)
-    state = warehouse_for(settings).cycle_state()
-    seeds_changed = state is None or _SEEDS_BUILT.get(home) != _signature(settings.dbt_project_dir, ("seeds",))
-    views_changed = state is None or _VIEWS_BUILT.get(home) != _views_signature(settings)
-    if state is not None and not seeds_changed and not views_changed and refresh_associations is not True:
-        committed, last_committed, refreshed_at = (state.committed_batches, state.last_cycle_committed,
-                                                   state.last_refresh_at)
-        lake_batches = {p.stem for p in settings.lake_dir.glob("*/ingest_date=*/*.parquet")}
-        refresh_due = refresh_associations is None and (
-            refreshed_at is None
-            or (datetime.now(timezone.utc).replace(tzinfo=None) - refreshed_at).total_seconds()
-            >= settings.recommendations_refresh_seconds)
-        if last_committed and not refresh_due and lake_batches <= committed:
-            return ["--select", *_QUIET_CYCLE_MODELS, "--indirect-selection", "empty"], True
-    select = ["resource_type:model", "tag:every_cycle"] + (["resource_type:seed"] if seeds_changed else [])
-    exclude = [] if views_changed else ["--exclude", "config.materialized:view"]
-    return ["--select", *select, *exclude, "--indirect-selection", "empty"], False
+
+def _plan(settings: Settings, graph: ProjectGraph, *, as_of: datetime, full_refresh: bool,
+          refresh_associations: bool | None, seeds_changed: bool, views_changed: bool) -> Plan:
+    """What this cycle builds (pipeline/cycle_plan.py): the lake is listed from each table's
+    watermark less the overlap on, so the listing follows the recent files, not the lake's age."""
+    from datetime import timedelta
+
+    state = None if full_refresh else cycle_state(settings)
+    since = {table: mark - timedelta(seconds=settings.lake_overlap_seconds)
+             for table, mark in (state.watermarks if state else {}).items()}
+    batches = lake_files.list_batches(settings.lake_dir, since) if state is not None else []
+    return plan_cycle(graph, state, batches, as_of=as_of, now=utcnow(), full_refresh=full_refresh,
+                      refresh_associations=refresh_associations, seeds_changed=seeds_changed,
+                      views_changed=views_changed, refresh_seconds=settings.recommendations_refresh_seconds,
+                      overlap_seconds=settings.lake_overlap_seconds)
 
 
 def _scrub(message: str) -> str:
@@ -147,7 +171,7 @@ def _flags(settings: Settings) -> list[str]:
         "--profiles-dir", str(settings.dbt_project_dir),
         "--target-path", str(settings.dbt_target_dir),
         "--log-path", str(settings.dbt_log_dir),
-        # nothing on the caller's terminal; a JSON log under SENDTIME_HOME
+        # nothing on the caller's terminal; a JSON log under SENDTIME_HOME (builds: _build_flags)
         "--log-level", "none",
         "--log-level-file", "info",
         "--log-format-file", "json",
@@ -156,6 +180,17 @@ def _flags(settings: Settings) -> list[str]:
         "--no-version-check",
         "--target", "in_process",
     ]
+
+
+def _build_flags(settings: Settings) -> list[str]:
+    """A cycle's flags: dbt would rewrite manifest.json (~1 MB, ~0.1-0.3 s) after every build; the
+    parse writes it once, and build() writes run_results.json itself (every node's status, time
+    and message). No dbt log file for builds: dbt turns every event into a JSON line before the
+    file's level drops it (~5 % of a cycle); a failed node's error is in run_results.json and in
+    the run log, and the parse and `dbt docs` still log to dbt.log."""
+    flags = [*_flags(settings), "--no-write-json"]
+    flags[flags.index("--log-level-file") + 1] = "none"
+    return flags
 
 
 class _Environment:
@@ -178,11 +213,11 @@ class _Environment:
                 os.environ[key] = value
 
 
-def _manifest(settings: Settings) -> Any:
+def _manifest(settings: Settings, project: str | None = None) -> Any:
     """The parsed project for this home, parsed again only when the project files changed."""
     from dbt.cli.main import dbtRunner
 
-    key = (str(settings.home.absolute()), _project_signature(settings))
+    key = (str(settings.home.absolute()), project if project is not None else _project_signature(settings))
     manifest = _MANIFESTS.get(key)
     if manifest is None:
         result = dbtRunner().invoke(["parse", *_flags(settings)])
@@ -193,6 +228,16 @@ def _manifest(settings: Settings) -> Any:
             del _MANIFESTS[old]
         manifest = _MANIFESTS[key] = result.result
     return manifest
+
+
+def _parsed(settings: Settings, project: str | None = None) -> tuple[Any, Contracts, ProjectGraph]:
+    """The manifest with its contracts and graph, derived once per parse."""
+    manifest = _manifest(settings, project)
+    found = _PARSED.get(id(manifest))
+    if found is None or found[0] is not manifest:
+        _PARSED.clear()  # one parse per process is current: drop the derived objects of older ones
+        found = _PARSED[id(manifest)] = (manifest, from_manifest(manifest), ProjectGraph.from_manifest(manifest))
+    return found
 
 
 def _fresh_compilation(manifest: Any) -> None:
@@ -229,7 +274,8 @@ def _node_results(run_results: Any) -> tuple[dict[str, NodeResult], str | None]:
 
 def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: bool = False,
           refresh_associations: bool | None = None) -> TransformResult:
-    """`dbt build` in-process for one cycle; never raises for a failed node (see `ok`, `error`)."""
+    """`dbt build` in-process for one cycle; never raises for a failed node (see `ok`, `error`).
+    When nothing can change (pipeline/cycle_plan.py, `skip`) dbt does not start: `skipped`."""
     from dbt.cli.main import dbtRunner
 
     if as_of.tzinfo is not None:  # everything inside is naive UTC
@@ -242,11 +288,12 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
         "lake_overlap_seconds": settings.lake_overlap_seconds,
     }
     started = time.perf_counter()
+    home = str(settings.home)
     with _LOCK, _Environment(settings):
         settings.home.mkdir(parents=True, exist_ok=True)
+        project = _project_signature(settings)  # one walk of the project files per build
         try:
-            manifest = _manifest(settings)
-            contracts = from_manifest(manifest)
+            manifest, contracts, graph = _parsed(settings, project)
         except (TransformError, ContractError) as exc:
             return TransformResult(ok=False, seconds=round(time.perf_counter() - started, 3),
                                    full_refresh=full_refresh, refreshed_associations=False, error=str(exc))
@@ -254,10 +301,21 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
             # a served mart gained or lost a column: every row must be rebuilt and republished
             log.info("the marts' contract changed: this cycle rebuilds everything")
             full_refresh = True
-        seeds, views = _signature(settings.dbt_project_dir, ("seeds",)), _views_signature(settings)
-        selection, quiet = _selection(settings, full_refresh, refresh_associations)
-        variables["nothing_arrived"] = quiet
-        args = ["build", *_flags(settings), "--vars", json.dumps(variables), *selection]
+        seeds, views = _seeds_signature(settings, project), _views_signature(settings, project)
+        plan = _plan(settings, graph, as_of=as_of, full_refresh=full_refresh,
+                     refresh_associations=refresh_associations,
+                     seeds_changed=_SEEDS_BUILT.get(home) != seeds, views_changed=_VIEWS_BUILT.get(home) != views)
+        planned = time.perf_counter()
+        if not plan.runs_dbt:
+            seconds = round(planned - started, 3)
+            log.info("dbt build skipped", extra={"cycle_id": cycle_id, "seconds": seconds, "reason": plan.reason})
+            return TransformResult(ok=True, seconds=seconds, full_refresh=False, refreshed_associations=False,
+                                   contracts=contracts, plan=plan, plan_seconds=seconds)
+        variables["refresh_associations"] = plan.refresh_associations
+        variables["nothing_arrived"] = plan.nothing_arrived
+        if plan.facts and not full_refresh:
+            variables["cycle_facts"] = plan.facts
+        args = ["build", *_build_flags(settings), "--vars", json.dumps(variables), *plan.select]
         if full_refresh:
             args.append("--full-refresh")
         _fresh_compilation(manifest)
@@ -265,26 +323,67 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
             result = dbtRunner(manifest=manifest).invoke(args)
         finally:
             _release_warehouse()
+        invoked = time.perf_counter()
         if result.success:
-            _SEEDS_BUILT[str(settings.home)], _VIEWS_BUILT[str(settings.home)] = seeds, views
+            _SEEDS_BUILT[home], _VIEWS_BUILT[home] = seeds, views
+        _write_run_results(settings, result.result)
     nodes, error = _node_results(result.result)
     if not result.success and error is None:
         error = _scrub(str(result.exception or "dbt build failed (see the dbt log under SENDTIME_HOME)"))
-    refreshed, rows = warehouse_for(settings).cycle_counts(cycle_id)
+    warehouse = warehouse_for(settings)
+    with warehouse.reading():
+        refreshed, rows = warehouse.cycle_counts(cycle_id)
+        state = cycle_state(settings, warehouse)  # read now, in the same session: the next plan reuses it
+    if result.success and state is not None:
+        _CONTRACTS_MATCHED[home] = (checksum(contracts), warehouse.fingerprint())  # dbt enforced them
     seconds = round(time.perf_counter() - started, 3)
     outcome = TransformResult(ok=bool(result.success), seconds=seconds, full_refresh=full_refresh,
                               refreshed_associations=refreshed if result.success else False,
-                              nodes=nodes, error=error, rows=rows, contracts=contracts)
+                              nodes=nodes, error=error, rows=rows, contracts=contracts, plan=plan,
+                              plan_seconds=round(planned - started, 3), dbt_seconds=round(invoked - planned, 3))
     log.info("dbt build", extra={"cycle_id": cycle_id, "ok": outcome.ok, "seconds": seconds,
-                                 "full_refresh": full_refresh, **rows})
+                                 "full_refresh": full_refresh, "plan": plan.kind, **rows})
     return outcome
+
+
+def build_selection(settings: Settings, select: list[str], *, as_of: datetime, cycle_id: str) -> TransformResult:
+    """`dbt build --select ...` of exactly these nodes with a cycle's flags and vars: the floor a
+    cycle is measured against (bench/cycles.py: one model) and a tool for operators. It registers
+    and commits a cycle like any build; lake batches it does not read stay for the next cycle."""
+    from dbt.cli.main import dbtRunner
+
+    variables = {"as_of": as_of.isoformat(sep=" "), "cycle_id": cycle_id, "refresh_associations": False,
+                 "recommendations_refresh_seconds": settings.recommendations_refresh_seconds,
+                 "lake_overlap_seconds": settings.lake_overlap_seconds}
+    started = time.perf_counter()
+    with _LOCK, _Environment(settings):
+        manifest = _parsed(settings)[0]
+        _fresh_compilation(manifest)
+        try:
+            result = dbtRunner(manifest=manifest).invoke(
+                ["build", *_build_flags(settings), "--vars", json.dumps(variables), "--select", *select,
+                 "--indirect-selection", "empty"])
+        finally:
+            _release_warehouse()
+    nodes, error = _node_results(result.result)
+    return TransformResult(ok=bool(result.success), seconds=round(time.perf_counter() - started, 3),
+                           full_refresh=False, refreshed_associations=False, nodes=nodes, error=error)
+
+
+def _write_run_results(settings: Settings, run_results: Any) -> None:
+    """target/run_results.json, as dbt writes it (build runs with --no-write-json)."""
+    if run_results is not None and hasattr(run_results, "write"):
+        try:
+            run_results.write(str(settings.dbt_target_dir / "run_results.json"))
+        except OSError as exc:
+            log.warning("cannot write run_results.json", extra={"error": type(exc).__name__})
 
 
 def served_contracts(settings: Settings) -> Contracts:
     """The served marts' contract of the project (parsed once per process while it is unchanged)."""
     with _LOCK, _Environment(settings):
         settings.home.mkdir(parents=True, exist_ok=True)
-        return from_manifest(_manifest(settings))
+        return _parsed(settings)[1]
 
 
 def build_docs(settings: Settings) -> Path:

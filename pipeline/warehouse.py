@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,15 +37,32 @@ _COUNTS = {
 
 @dataclass(frozen=True)
 class CycleState:
-    """What the committed cycles have done, to tell whether anything is left to do."""
+    """What the committed cycles have done, to tell whether a cycle has anything to do
+    (pipeline/cycle_plan.py): read once per warehouse write, bounded whatever the lake's age."""
 
-    committed_batches: frozenset[str]
+    last_cycle_id: str | None
     last_cycle_committed: bool
+    last_committed_cycle_id: str | None
+    # the last committed cycle's as_of and the next instant after it at which a stored profile
+    # changes lifecycle stage (recorded by the commit_cycle hook; None when that cycle recorded
+    # nothing, e.g. a warehouse built before the value existed)
+    last_as_of: datetime | None
+    next_stage_change_at: datetime | None
     last_refresh_at: datetime | None
+    # per lake table: the newest committed _ingested_at (the ingestion watermark), and the
+    # committed batches no older than the watermark less the overlap (older files are never read
+    # incrementally: docs/models.md "Lake watermark")
+    watermarks: dict[str, datetime] = field(default_factory=dict)
+    recent_batches: frozenset[str] = frozenset()
 
 
 class Warehouse(Protocol):
     def exists(self) -> bool: ...
+
+    def fingerprint(self) -> object | None:
+        """A value that changes whenever the warehouse is written (None when the engine cannot
+        tell): state read for one fingerprint stays valid while it is unchanged."""
+        ...
 
     def marts(self) -> Any:
         """A context manager yielding a DuckDB connection where the served marts (and the other
@@ -53,7 +70,11 @@ class Warehouse(Protocol):
         whatever the engine that built them."""
         ...
 
-    def cycle_state(self) -> CycleState | None: ...
+    def reading(self) -> Any:
+        """A context manager inside which the calls below share one read session."""
+        ...
+
+    def cycle_state(self, overlap_seconds: float) -> CycleState | None: ...
 
     def columns(self, table: str) -> list[str] | None: ...
 
@@ -65,9 +86,23 @@ class DuckDBWarehouse:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._con: Any = None
 
     def exists(self) -> bool:
         return self.path.exists()
+
+    def fingerprint(self) -> object | None:
+        """dbt closes the file after every build (with a checkpoint), so its size and mtime move
+        with every write; a read-only connection changes neither."""
+        stamps = []
+        for path in (self.path, self.path.with_name(self.path.name + ".wal")):
+            try:
+                stat = path.stat()
+            except OSError:
+                stamps.append(None)
+                continue
+            stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+        return None if stamps[0] is None else tuple(stamps)
 
     @contextmanager
     def marts(self) -> Iterator[Any]:
@@ -81,30 +116,86 @@ class DuckDBWarehouse:
         finally:
             con.close()
 
-    def cycle_state(self) -> CycleState | None:
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read-only connection for the calls inside (opening the file costs more than the
+        small reads a cycle makes)."""
+        import duckdb
+
+        if self._con is not None or not self.exists():
+            yield
+            return
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=True)
+        except duckdb.Error:
+            yield  # each call then reports the file as unreadable in its own way
+            return
+        try:
+            yield
+        finally:
+            con, self._con = self._con, None
+            con.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        import duckdb
+
+        if self._con is not None:
+            yield self._con
+            return
+        with duckdb.connect(str(self.path), read_only=True) as con:
+            yield con
+
+    def cycle_state(self, overlap_seconds: float) -> CycleState | None:
         """None when unknown (no warehouse yet, or one that no cycle has registered in)."""
         import duckdb
 
         if not self.exists():
             return None
         try:
-            with duckdb.connect(str(self.path), read_only=True) as con:
-                committed = frozenset(
-                    row[0]
-                    for row in con.execute(
-                        "select b._batch_id from int_lake_batches_registered as b"
-                        " inner join int_cycles_registered as c on b._cycle_id = c.cycle_id where c.is_committed"
-                    ).fetchall()
-                )
+            with self._connection() as con:
+                cycle_columns = {r[0] for r in con.execute(
+                    "select column_name from information_schema.columns"
+                    " where table_schema = 'main' and table_name = 'int_cycles_registered'").fetchall()}
+                stage_change = ("next_stage_change_at" if "next_stage_change_at" in cycle_columns
+                                else "cast(null as timestamp)")
                 last = con.execute(
-                    "select is_committed from int_cycles_registered order by cycle_id desc limit 1"
+                    "select cycle_id, is_committed from int_cycles_registered order by cycle_id desc limit 1"
+                ).fetchall()
+                committed = con.execute(
+                    f"select cycle_id, as_of, {stage_change} from int_cycles_registered where is_committed"
+                    " order by cycle_id desc limit 1"
                 ).fetchall()
                 refreshed = con.execute(
                     "select max(started_at) from int_cycles_registered where refreshes_associations and is_committed"
                 ).fetchall()
+                watermarks = dict(con.execute(
+                    "select b.lake_table, max(b._ingested_at) from int_lake_batches_registered as b"
+                    " inner join int_cycles_registered as c on b._cycle_id = c.cycle_id"
+                    " where c.is_committed group by b.lake_table"
+                ).fetchall())
+                recent = frozenset(r[0] for r in con.execute(
+                    "with marks as (select b.lake_table, max(b._ingested_at) as newest"
+                    "   from int_lake_batches_registered as b"
+                    "   inner join int_cycles_registered as c on b._cycle_id = c.cycle_id"
+                    "   where c.is_committed group by b.lake_table)"
+                    " select b._batch_id from int_lake_batches_registered as b"
+                    " inner join marks on b.lake_table = marks.lake_table"
+                    " inner join int_cycles_registered as c on b._cycle_id = c.cycle_id"
+                    " where c.is_committed and b._ingested_at >= marks.newest - to_microseconds($overlap)",
+                    {"overlap": int(overlap_seconds * 1_000_000)},
+                ).fetchall())
         except duckdb.Error:
             return None
-        return CycleState(committed, bool(last and last[0][0]), refreshed[0][0] if refreshed else None)
+        if not last:
+            return None
+        committed_id, as_of, next_change = committed[0] if committed else (None, None, None)
+        return CycleState(
+            last_cycle_id=last[0][0], last_cycle_committed=bool(last[0][1]), last_committed_cycle_id=committed_id,
+            last_as_of=as_of,
+            next_stage_change_at=next_change, last_refresh_at=refreshed[0][0] if refreshed else None,
+            watermarks=watermarks, recent_batches=recent,
+        )
 
     def columns(self, table: str) -> list[str] | None:
         """A table's columns in order; None when the table (or the warehouse) does not exist."""
@@ -113,7 +204,7 @@ class DuckDBWarehouse:
         if not self.exists():
             return None
         try:
-            with duckdb.connect(str(self.path), read_only=True) as con:
+            with self._connection() as con:
                 rows = con.execute(
                     "select column_name from information_schema.columns where table_schema = 'main'"
                     " and table_name = ? order by ordinal_position", [table]).fetchall()
@@ -128,7 +219,7 @@ class DuckDBWarehouse:
         rows: dict[str, int] = {}
         refreshed = False
         try:
-            with duckdb.connect(str(self.path), read_only=True) as con:
+            with self._connection() as con:
                 for name, sql in _COUNTS.items():
                     try:
                         params = {"c": cycle_id} if "$c" in sql else None

@@ -1,4 +1,6 @@
-{{ config(materialized='table') }}
+{#- ephemeral: one small step of int_recommendations_ranked, its only reader (a table of its own
+    cost a dbt node per cycle: docs/models.md "What a cycle runs") -#}
+{{ config(materialized='ephemeral') }}
 
 {#-
     The customers whose recommendations this cycle recomputes: the customers it touched and, on a

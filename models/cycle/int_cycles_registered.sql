@@ -1,4 +1,5 @@
-{{ config(unique_key='cycle_id') }}
+{#- every_cycle: built by every cycle; on_schema_change: warehouses built before next_stage_change_at get it -#}
+{{ config(unique_key='cycle_id', tags=['every_cycle'], on_schema_change='append_new_columns') }}
 
 {%- set forced = var('refresh_associations', none) %}
 {%- set is_full = flags.FULL_REFRESH or not is_incremental() %}
@@ -60,7 +61,9 @@ final as (
         ---------- timestamps
         this_cycle.as_of,
         this_cycle.started_at,
-        cast(null as {{ dbt.type_timestamp() }}) as committed_at
+        cast(null as {{ dbt.type_timestamp() }}) as committed_at,
+        {#- set by the commit (commit_cycle) -#}
+        cast(null as {{ dbt.type_timestamp() }}) as next_stage_change_at
 
     from this_cycle
     cross join last_refresh

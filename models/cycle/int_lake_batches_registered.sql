@@ -1,4 +1,5 @@
-{{ config(unique_key='_batch_id') }}
+{#- every_cycle: built by every cycle (pipeline/cycle_plan.py) -#}
+{{ config(unique_key='_batch_id', tags=['every_cycle']) }}
 
 {#- lake table -> its staging model -#}
 {%- set lake_tables = {
@@ -16,7 +17,15 @@
 -#}
 {%- set cycles = ref('int_cycles_registered') %}
 {%- set watermarks = {} %}
-{%- if execute and is_incremental() %}
+{#-
+    A pipeline cycle hands over the batches it listed from the lake's file names by the same rule
+    (var cycle_facts.lake_batches: lake table -> [[batch id, ingested at], ...]), so it reads no
+    lake file to find them: with many small files (the collector writes one per request) reading
+    the overlap window's batch ids costs more than the rest of the cycle. Batches that land after
+    the listing are the next cycle's. An analyst's build reads the lake.
+-#}
+{%- set listed = cycle_fact('lake_batches') if is_incremental() else none %}
+{%- if execute and is_incremental() and listed is none %}
     {%- set found = run_query(
         "select b.lake_table, max(b._ingested_at) - to_seconds(" ~ var('lake_overlap_seconds') ~ ")"
         ~ " from " ~ this ~ " as b inner join " ~ cycles ~ " as c on b._cycle_id = c.cycle_id"
@@ -51,6 +60,23 @@ committed_batches as (
 
 lake_batches as (
 
+    {% if listed is not none %}
+    {%- set rows = [] %}
+    {%- for lake_table, batches in listed.items() %}
+        {%- for batch in batches %}
+            {%- do rows.append("('" ~ lake_table ~ "', '" ~ batch[0] ~ "', '" ~ batch[1] ~ "')") %}
+        {%- endfor %}
+    {%- endfor %}
+    select
+        lake_table,
+        _batch_id,
+        cast(_ingested_at as {{ dbt.type_timestamp() }}) as _ingested_at
+    from (values {{ rows | join(', ') if rows else "('', '', '1970-01-01 00:00:00')" }})
+        as listed_batches (lake_table, _batch_id, _ingested_at)
+    {%- if not rows %}
+    where false
+    {%- endif %}
+    {% else %}
     {% for lake_table in lake_tables %}
     select distinct
         '{{ lake_table }}' as lake_table,
@@ -64,6 +90,7 @@ lake_batches as (
     {%- endif %}
     {{ "union all" if not loop.last }}
     {% endfor %}
+    {% endif %}
 
 ),
 

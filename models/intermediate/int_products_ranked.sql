@@ -1,5 +1,6 @@
 {{ config(
     incremental_strategy='append',
+    tags=['association_refresh'],
     pre_hook="{% if is_incremental() and is_refresh_cycle() %}delete from {{ this }}{% endif %}",
 ) }}
 
