@@ -29,8 +29,10 @@ def _settings(ctx: click.Context) -> Settings:
 
 def _ensure_home(settings: Settings) -> None:
     from pipeline.config import ensure_home  # already imported by the group's callback
+    from pipeline.encryption import check_home
 
     ensure_home(settings)
+    check_home(settings)  # a missing or wrong key is an error now, before anything is written
 
 
 def _print_json(data: Any) -> None:
@@ -224,6 +226,35 @@ def keys_revoke(ctx: click.Context, name: str) -> None:
     if not revoke_key(_settings(ctx.find_root()), name):
         raise SendtimeError(f"no active key named {name!r}")
     click.echo(f"revoked key {name!r}")
+
+
+@main.command()
+@click.argument("customer_ids", nargs=-1, required=True, metavar="CUSTOMER_ID...")
+@click.option("--status", "show_status", is_flag=True, help="Print complete or pending for one id.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def forget(ctx: click.Context, customer_ids: tuple[str, ...], show_status: bool, as_json: bool) -> None:
+    """Erase customers everywhere (GDPR): the next cycle removes every trace (docs/privacy.md)."""
+    from pipeline.erasure import forget_status, request_forget
+
+    settings = _settings(ctx)
+    _ensure_home(settings)
+    if show_status:
+        if len(customer_ids) != 1:
+            raise SendtimeError("--status takes one CUSTOMER_ID")
+        state = forget_status(settings, customer_ids[0])
+        if state is None:  # never requested: neither complete nor pending
+            click.echo("sendtime: error: no erasure of this customer id was requested", err=True)
+            sys.exit(1)
+        _print_json({"customer_id": customer_ids[0], "status": state}) if as_json else click.echo(state)
+        return
+    results = request_forget(settings, list(customer_ids))
+    if as_json:
+        _print_json([r.to_dict() for r in results])
+        return
+    for r in results:
+        found = f"found in {r.files} lake/quarantine file{'s' if r.files != 1 else ''}" if r.files else "nothing found"
+        click.echo(f"{r.customer_id}: erasure {r.status}: {found}; the next cycle removes every trace")
 
 
 @main.command()

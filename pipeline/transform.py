@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Settings
+from pipeline.encryption import at_rest
 from pipeline.errors import TransformError
 from pipeline.logs import get_logger
 from pipeline.mart_contract import ContractError, Contracts, from_manifest
@@ -160,7 +161,8 @@ def _flags(settings: Settings) -> list[str]:
         "--no-use-colors",
         "--no-send-anonymous-usage-stats",
         "--no-version-check",
-        "--target", "in_process",
+        # an encrypted home: the encrypted warehouse and lake (profiles.yml, pipeline/dbt_encryption.py)
+        "--target", "in_process_encrypted" if at_rest(settings) is not None else "in_process",
     ]
 
 
@@ -169,6 +171,10 @@ class _Environment:
 
     def __init__(self, settings: Settings) -> None:
         self.values = {"SENDTIME_HOME": str(settings.home.absolute()), "DO_NOT_TRACK": "1"}
+        key = at_rest(settings)
+        # the key reaches dbt only for the invocation, as a DBT_ENV_SECRET_ (kept out of dbt's logs)
+        self.values["DBT_ENV_SECRET_SENDTIME_KEY"] = key.text if key is not None else ""
+        self.values["SENDTIME_LAKE_ENCRYPTED"] = "1" if key is not None else ""
         self.saved: dict[str, str | None] = {}
 
     def __enter__(self) -> None:
@@ -188,7 +194,8 @@ def _manifest(settings: Settings) -> Any:
     """The parsed project for this home, parsed again only when the project files changed."""
     from dbt.cli.main import dbtRunner
 
-    key = (str(settings.home.absolute()), str(project_dir()) + "|" + _project_signature())
+    encrypted = "|encrypted" if at_rest(settings) is not None else ""  # the sources read the lake with the key
+    key = (str(settings.home.absolute()), str(project_dir()) + "|" + _project_signature() + encrypted)
     manifest = _MANIFESTS.get(key)
     if manifest is None:
         result = dbtRunner().invoke(["parse", *_flags(settings)])
