@@ -168,15 +168,20 @@ def schedule(ctx: click.Context, every: str | None, as_of: str | None) -> None:
 @click.option("--host", default=None)
 @click.option("--port", type=int, default=None)
 @click.option("--workers", type=int, default=None)
+@click.option("--certfile", type=click.Path(path_type=Path), default=None,
+              help="TLS certificate (PEM): serve HTTPS only, TLS 1.2+ (setting tls_certfile).")
+@click.option("--keyfile", type=click.Path(path_type=Path), default=None,
+              help="The certificate's private key (PEM) (setting tls_keyfile).")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
+          certfile: Path | None, keyfile: Path | None) -> None:
     """Serve the API with gunicorn (production mode). Serves only: runs no cycles."""
     from serving.server import serve as serve_api
 
     settings = _settings(ctx)
     _ensure_home(settings)
     serve_api(settings, host=host or settings.host, port=port or settings.port,
-              workers=workers or settings.workers)
+              workers=workers or settings.workers, certfile=certfile, keyfile=keyfile)
 
 
 @main.group()
@@ -226,6 +231,56 @@ def keys_revoke(ctx: click.Context, name: str) -> None:
     if not revoke_key(_settings(ctx.find_root()), name):
         raise SendtimeError(f"no active key named {name!r}")
     click.echo(f"revoked key {name!r}")
+
+
+@main.group()
+def clients() -> None:
+    """Manage OAuth 2.0 clients (client credentials; the secret is shown once, stored hashed)."""
+
+
+@clients.command("create")
+@click.option("--name", required=True)
+@click.option("--scopes", default="profiles:read", show_default=True,
+              help="Comma list of profiles:read, events:write, admin.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def clients_create(ctx: click.Context, name: str, scopes: str, as_json: bool) -> None:
+    from serving.clients import create_client
+
+    settings = _settings(ctx.find_root())
+    _ensure_home(settings)
+    client_id, secret, record = create_client(settings, name, [s.strip() for s in scopes.split(",") if s.strip()])
+    if as_json:
+        _print_json({**record, "client_secret": secret})
+    else:
+        click.echo(f"created client {name!r} with scopes {record['scopes']}; the secret is shown once:\n"
+                   f"client_id     {client_id}\nclient_secret {secret}")
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def clients_list(ctx: click.Context, as_json: bool) -> None:
+    from serving.clients import list_clients
+
+    rows = list_clients(_settings(ctx.find_root()))
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        state = f"revoked {row['revoked_at']}" if row.get("revoked_at") else "active"
+        click.echo(f"{row['name']:24} {row['client_id']:28} {','.join(row['scopes']):40} {state}")
+
+
+@clients.command("revoke")
+@click.argument("name")
+@click.pass_context
+def clients_revoke(ctx: click.Context, name: str) -> None:
+    from serving.clients import revoke_client
+
+    if not revoke_client(_settings(ctx.find_root()), name):
+        raise SendtimeError(f"no active client named {name!r}")
+    click.echo(f"revoked client {name!r}: its tokens stop working now")
 
 
 @main.command()

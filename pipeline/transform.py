@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pipeline.encryption import at_rest
 from pipeline.errors import TransformError
 from pipeline.logs import get_logger
 from pipeline.mart_contract import ContractError, Contracts, from_manifest
+from pipeline.redact import redact
 from pipeline.warehouse import warehouse_for
 
 log = get_logger(__name__)
@@ -35,7 +35,6 @@ def project_dir() -> Path:
     return Path(os.environ.get("SENDTIME_PROJECT_DIR") or PROJECT_DIR)
 _PROJECT_PARTS = ("models", "macros", "seeds", "tests/dbt", "analyses")
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml")
-_EMAIL = re.compile(r"[^\s'\"@]+@[^\s'\"@]+")
 _MAX_ERROR = 2000
 
 # dbt keeps global state (flags, adapters, event loggers): one invocation at a time
@@ -141,9 +140,9 @@ def _selection(settings: Settings, full_refresh: bool, refresh_associations: boo
 
 
 def _scrub(message: str) -> str:
-    """dbt and DuckDB messages can quote data: never let an email through, keep it short."""
-    message = _EMAIL.sub("<redacted>", message)
-    return message if len(message) <= _MAX_ERROR else message[:_MAX_ERROR] + " ..."
+    """dbt and DuckDB messages can quote data: never let an email or a quoted value (a name)
+    through, keep it short (pipeline/redact.py: one linear pass)."""
+    return redact(message, _MAX_ERROR)
 
 
 def _flags(settings: Settings) -> list[str]:
