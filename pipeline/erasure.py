@@ -556,6 +556,7 @@ def _apply(settings: Settings, engine: Any, index: LakeIndex, register: Register
         _write_side(settings, INFLIGHT, asdict(plan))
     report.records_moved = sum(t.num_rows for parts in scan.moved.values() for t in parts)
     report.tombstones = len(plan.tombstones)
+    _test_hook("erase_rewrite")
     erased_events = _rewrite(settings, key, plan, lookup, index, report) | scan.erased_events
     erasure = WarehouseErasure(
         customer_ids=frozenset(plan.customer_ids),
@@ -570,6 +571,16 @@ def _apply(settings: Settings, engine: Any, index: LakeIndex, register: Register
     profiles, collector = _erase_store(engine, sorted(plan.customer_ids), sorted(erased_events))
     report.profiles_deleted += profiles
     report.collector_ids_deleted += collector
+
+
+def _test_hook(point: str) -> None:
+    """As pipeline/cycle.py's test hooks (docs/pipeline.md): never set in production."""
+    folder = os.environ.get("SENDTIME_TEST_HOOKS_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / point).write_text(str(os.getpid()))
+        if os.environ.get("SENDTIME_TEST_PAUSE_AT") == point:
+            time.sleep(float(os.environ.get("SENDTIME_TEST_PAUSE_SECONDS", "3600")))
 
 
 def run_pending(settings: Settings, engine: Any, cycle_id: str) -> ErasureReport:
