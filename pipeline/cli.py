@@ -233,6 +233,27 @@ def keys_revoke(ctx: click.Context, name: str) -> None:
     click.echo(f"revoked key {name!r}")
 
 
+@main.command()
+@click.argument("new_key_file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def rekey(ctx: click.Context, new_key_file: Path, as_json: bool) -> None:
+    """Re-encrypt the home (lake, quarantine, warehouse) with NEW_KEY_FILE; then point
+    encryption_key_file at it. Stop the scheduler, the API and consumers first (docs/privacy.md)."""
+    from pipeline.config import ensure_home
+    from pipeline.rekey import rekey as rekey_home
+
+    settings = _settings(ctx)
+    ensure_home(settings)
+    report = rekey_home(settings, new_key_file)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(f"re-encrypted {report.files} files ({report.skipped} already done) and "
+                   f"{'the warehouse' if report.warehouse else 'no warehouse'} with key id {report.key_id}: "
+                   f"now set encryption_key_file to {new_key_file}")
+
+
 @main.group()
 def clients() -> None:
     """Manage OAuth 2.0 clients (client credentials; the secret is shown once, stored hashed)."""

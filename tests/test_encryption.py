@@ -126,3 +126,24 @@ def test_spark_refuses_an_encrypted_home(tmp_path):
     (tmp_path / "encryption.json").write_text('{"key_id": "x"}')
     with pytest.raises(SparkSetupError, match="not supported with the Spark"):
         get_session(tmp_path)
+
+
+def test_rekey_encrypts_a_plaintext_home_then_rotates_the_key(homes, tmp_path):
+    plain = homes["plain"]
+    before = _profiles(plain.home)
+    first, second = _key(tmp_path / "first.key"), _key(tmp_path / "second.key")
+    plain.json("rekey", str(first))
+    with_first = Cli(plain.home, {"SENDTIME_ENCRYPTION_KEY_FILE": str(first)})
+    assert not list((plain.home / "quarantine").rglob("*.jsonl"))
+    with pytest.raises(duckdb.Error, match="encrypted"):
+        duckdb.connect(str(plain.home / "warehouse.duckdb"), read_only=True)
+    assert with_first.json("run", "--as-of", AS_OF)["status"] == "success"
+    assert _profiles(plain.home) == before
+
+    report = with_first.json("rekey", str(second))
+    assert report["files"] > 0 and report["warehouse"] is True
+    stale = with_first("run", "--as-of", AS_OF, check=False)
+    assert stale.returncode == 2 and "wrong key file" in stale.stderr
+    with_second = Cli(plain.home, {"SENDTIME_ENCRYPTION_KEY_FILE": str(second)})
+    assert with_second.json("run", "--as-of", AS_OF)["status"] == "success"
+    assert _profiles(plain.home) == before

@@ -45,7 +45,8 @@ def test_no_query_parameter_causes_a_500(api):
                 response = requests.get(server.url + path, params={name: value},
                                         headers={"Authorization": f"Bearer {key}"}, timeout=10)
                 assert response.status_code < 500, (path, name, value, response.text)
-                assert response.headers.get("X-Content-Type-Options") == "nosniff", (path, name)
+                if "X-Request-Id" in response.headers:  # the app's answer (gunicorn refuses a 5 KB request line itself)
+                    assert response.headers.get("X-Content-Type-Options") == "nosniff", (path, name)
     bad = server.get("/api/v1/customers/c1/recommendations?limit=²", key)
     assert bad.status_code == 400 and bad.json()["type"].endswith("/invalid-parameter")
     assert server.get("/api/v1/customers/c1/recommendations?limit=2", key).status_code == 200
