@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline import retention, store
 from pipeline.clock import iso_z, utcnow
@@ -490,7 +491,12 @@ def _rewrite_lake(data: DataFile, key: AtRest | None, plan: Plan, lookup: PlainL
                 erased_events.update(v for v in table.filter(gone).column("event_id").to_pylist() if v)
             yield table.filter(pc.invert(drop))
 
-    written = write_parquet_file(data.path, kept(), lake_schema(data.source), key)
+    schema = lake_schema(data.source)
+    if key is None:  # a Kafka batch's offsets live in its footer metadata: kept (pipeline/consume.py)
+        kafka = {k: v for k, v in (pq.read_schema(data.path).metadata or {}).items() if k == b"sendtime.kafka"}
+        if kafka:
+            schema = schema.with_metadata(kafka)
+    written = write_parquet_file(data.path, kept(), schema, key)
     report.records_erased += counts["erased"]
     if written is None:
         report.files_removed += 1

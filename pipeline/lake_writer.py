@@ -290,8 +290,9 @@ def write_parquet_file(final: Path, batches: Iterable[pa.RecordBatch | pa.Table]
                        at_rest: AtRest | None) -> Path | None:
     """Write (or atomically replace) one lake or quarantine Parquet file from `batches`: a new file
     under a temporary name, fsynced, renamed over `final`. A reader sees the old file or the new one;
-    a crash leaves the old one and a `.tmp` file nobody reads. No rows: `final` is removed. Returns
-    the path written, or None when the file was removed."""
+    a crash leaves the old one and a `.tmp` file nobody reads. No rows: `final` is removed, unless
+    the schema carries key-value metadata (a Kafka batch's offsets, pipeline/consume.py: the file must
+    stay, empty). Returns the path written, or None when the file was removed."""
     tmp = final.with_name(f".{final.name}.tmp")
     writer: Any = None
     try:
@@ -302,6 +303,8 @@ def write_parquet_file(final: Path, batches: Iterable[pa.RecordBatch | pa.Table]
                 writer = _writer(tmp, schema, at_rest)
             table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
             _write(writer, table.cast(schema))
+        if writer is None and schema.metadata and at_rest is None:
+            writer = _writer(tmp, schema, at_rest)  # an empty file that keeps its metadata
         if writer is None:
             if final.exists():
                 final.unlink()
