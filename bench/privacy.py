@@ -36,7 +36,7 @@ from pipeline.ingest import ingest_files
 
 
 def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip()
 
 
 def cycle(settings) -> dict:
@@ -59,10 +59,9 @@ def light_file(workdir: Path, tag: str) -> tuple[Path, str]:
     customer = f"light-{tag}"
     path = workdir / f"light-{tag}.jsonl"
     with open(path, "w") as fh:
-        for i in range(50):
-            fh.write(json.dumps({"event_id": f"{tag}-light-{i}", "event_type": "product_view",
+        fh.writelines(json.dumps({"event_id": f"{tag}-light-{i}", "event_type": "product_view",
                                  "occurred_at": f"2026-11-2{i % 5}T10:00:{i % 60:02d}Z", "customer_id": customer,
-                                 "anonymous_id": f"{customer}-device", "product_id": "P00001"}) + "\n")
+                                 "anonymous_id": f"{customer}-device", "product_id": "P00001"}) + "\n" for i in range(50))
     return path, customer
 
 

@@ -48,7 +48,13 @@ from pipeline.clock import iso_z, utcnow
 from pipeline.config import Settings
 from pipeline.contracts import lake_schema
 from pipeline.encryption import AtRest, at_rest
-from pipeline.erasure_register import Register, Snapshot, check_id, epoch_ms, register_for
+from pipeline.erasure_register import (
+    Register,
+    Snapshot,
+    check_id,
+    epoch_ms,
+    register_for,
+)
 from pipeline.erasure_rules import (
     IDENTIFIERS,
     TOMBSTONE_SOURCE,

@@ -30,7 +30,7 @@ import secrets
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -52,7 +52,7 @@ class EraseError(SendtimeError):
 def epoch_ms(value: datetime) -> int:
     """Naive UTC (or aware) datetime -> epoch milliseconds, the register's unit of time."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return int(value.timestamp() * 1000)
 
 

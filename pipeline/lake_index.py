@@ -214,7 +214,7 @@ class LakeIndex:
                      lookup: HashLookup | None, result: CatchUp | None) -> Iterable[tuple[str, str]]:
         if data.area == "quarantine":
             for row in read_quarantine(data.path, key):
-                found, when, has_customer = raw_identifiers(row.get("raw"))
+                found, _when, _has_customer = raw_identifiers(row.get("raw"))
                 yield from found
                 if lookup is not None and result is not None and raw_erasable(row.get("raw"), lookup):
                     for kind, value in found:

@@ -7,7 +7,7 @@ its modification time. Emptied `ingest_date=` folders go too. The lake index for
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from pipeline.clock import utcnow
@@ -51,7 +51,7 @@ def expire_quarantine(settings: Settings, index: _Forgets | None = None, now: da
             for entry in os.scandir(part.path):
                 if not entry.is_file() or entry.name.startswith("."):
                     continue
-                born = _batch_time(entry.name) or datetime.utcfromtimestamp(entry.stat().st_mtime)
+                born = _batch_time(entry.name) or datetime.fromtimestamp(entry.stat().st_mtime, timezone.utc).replace(tzinfo=None)
                 if born < cutoff:
                     os.unlink(entry.path)
                     removed += 1

@@ -10,8 +10,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gunicorn.app.base import BaseApplication
 

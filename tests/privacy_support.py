@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ def write_sources(folder: Path) -> dict[str, Path]:
 
 def later_signup(folder: Path) -> dict[str, Path]:
     """The same id signs up again after the erasure: records later than the request."""
-    later = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
     stamp = later.isoformat().replace("+00:00", "Z")
     folder.mkdir(parents=True, exist_ok=True)
     customers = folder / "signup-customers.jsonl"

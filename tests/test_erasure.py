@@ -20,7 +20,17 @@ from pipeline.config import load_settings
 from serving.keys import create_key
 from tests.apiserver import ApiServer
 from tests.conftest import ROOT, Cli
-from tests.privacy_support import AS_OF, DEVICE, EMAIL, FORGET, KEEP, NEEDLES, later_signup, scan, write_sources
+from tests.privacy_support import (
+    AS_OF,
+    DEVICE,
+    EMAIL,
+    FORGET,
+    KEEP,
+    NEEDLES,
+    later_signup,
+    scan,
+    write_sources,
+)
 
 
 def _ingest_all(cli: Cli, paths: dict[str, Path]) -> dict[str, dict]:
