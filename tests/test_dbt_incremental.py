@@ -97,7 +97,7 @@ def test_cycles_with_erasures_equal_a_full_rebuild(settings, generated):
         erasure.request_forget(settings, victims)
         erasure.request_crm_deletes(settings, deleted)
         report = _cycle_with_erasures(settings, engine)
-        assert report.requests == len(victims) + len(deleted) and report.records_erased > 0
+        assert report.requests == len(set(victims) | {cid for cid, _ in deleted}) and report.records_erased > 0
         for source in ("events", "customers", "orders", "products"):
             ingest_files(settings, source, generated[source][1:2])
         _cycle_with_erasures(settings, engine, refresh_associations=True)
