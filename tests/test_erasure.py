@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,58 @@ def test_a_rewrite_that_fails_leaves_the_old_file(tmp_path):
 
 
 assert NEEDLES  # the scan's default needles: id, email, names, the linked device
+
+
+def test_a_crm_delete_stays_in_force_after_its_erasure(tmp_path):
+    """DESIGN.md: a customer deleted in the CRM has no profile after the erasure, whatever events still
+    arrive (they are kept: later than the delete), until a later CRM create; incremental == full."""
+    import sqlite3
+
+    from pipeline.cycle import run_cycle
+    from pipeline.ingest import ingest_files
+    from tests.privacy_support import _customer, ms
+
+    settings = load_settings(tmp_path / "home", environ={})
+    folder = tmp_path / "in"
+    folder.mkdir()
+
+    def land(source: str, name: str, records: list[dict]) -> None:
+        path = folder / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        ingest_files(settings, source, [path])
+
+    def cycle(**kwargs) -> dict:
+        result = run_cycle(settings, as_of=datetime(2026, 11, 26), **kwargs)
+        assert result.ok, result.error
+        return result.to_dict()
+
+    def served() -> set[str]:
+        con = sqlite3.connect(settings.home / "online.sqlite")
+        try:
+            return {r[0] for r in con.execute("select customer_id from profiles")}
+        finally:
+            con.close()
+
+    def event(eid: str, at: str) -> dict:
+        return {"event_id": eid, "event_type": "page_view", "occurred_at": at, "customer_id": "cust-crm"}
+
+    land("customers", "create", [_customer("cust-crm", "crm.person@example.org", "Crm", "Person", "2026-11-01T00:00:00Z")])
+    land("events", "early", [event("e1", "2026-11-02T00:00:00Z")])
+    cycle()
+    assert "cust-crm" in served()
+    land("customers", "delete", [_customer("cust-crm", "crm.person@example.org", "Crm", "Person",
+                                           "2026-11-10T00:00:00Z", op="d")])
+    cycle()  # the delete: 404 now, and an erasure request
+    assert "cust-crm" not in served()
+    erased = cycle()  # the erasure
+    assert erased["erasure"]["requests"] == 1
+    land("events", "late", [event("e2", "2026-11-20T00:00:00Z")])  # after the delete: kept
+    late = cycle()
+    assert late["erasure"]["tombstones"] == 1 and "cust-crm" not in served()
+    assert scan(settings.home, ("crm.person@example.org", "Crm")) == []
+    cycle(full_refresh=True)
+    assert "cust-crm" not in served()  # a full rebuild agrees
+    land("customers", "again", [_customer("cust-crm", "back.again@example.org", "Back", "Again", "2026-11-21T00:00:00Z")])
+    cycle()
+    assert "cust-crm" in served()
+    assert ms("2026-11-21T00:00:00Z") > ms("2026-11-10T00:00:00Z")
