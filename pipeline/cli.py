@@ -29,8 +29,10 @@ def _settings(ctx: click.Context) -> Settings:
 
 def _ensure_home(settings: Settings) -> None:
     from pipeline.config import ensure_home  # already imported by the group's callback
+    from pipeline.encryption import check_home
 
     ensure_home(settings)
+    check_home(settings)  # a missing or wrong key is an error now, before anything is written
 
 
 def _print_json(data: Any) -> None:
@@ -196,15 +198,20 @@ def schedule(ctx: click.Context, every: str | None, as_of: str | None) -> None:
 @click.option("--host", default=None)
 @click.option("--port", type=int, default=None)
 @click.option("--workers", type=int, default=None)
+@click.option("--certfile", type=click.Path(path_type=Path), default=None,
+              help="TLS certificate (PEM): serve HTTPS only, TLS 1.2+ (setting tls_certfile).")
+@click.option("--keyfile", type=click.Path(path_type=Path), default=None,
+              help="The certificate's private key (PEM) (setting tls_keyfile).")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
+          certfile: Path | None, keyfile: Path | None) -> None:
     """Serve the API with gunicorn (production mode). Serves only: runs no cycles."""
     from serving.server import serve as serve_api
 
     settings = _settings(ctx)
     _ensure_home(settings)
     serve_api(settings, host=host or settings.host, port=port or settings.port,
-              workers=workers or settings.workers)
+              workers=workers or settings.workers, certfile=certfile, keyfile=keyfile)
 
 
 @main.group()
@@ -254,6 +261,106 @@ def keys_revoke(ctx: click.Context, name: str) -> None:
     if not revoke_key(_settings(ctx.find_root()), name):
         raise SendtimeError(f"no active key named {name!r}")
     click.echo(f"revoked key {name!r}")
+
+
+@main.command()
+@click.argument("new_key_file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def rekey(ctx: click.Context, new_key_file: Path, as_json: bool) -> None:
+    """Re-encrypt the home (lake, quarantine, warehouse) with NEW_KEY_FILE; then point
+    encryption_key_file at it. Stop the scheduler, the API and consumers first (docs/privacy.md)."""
+    from pipeline.config import ensure_home
+    from pipeline.rekey import rekey as rekey_home
+
+    settings = _settings(ctx)
+    ensure_home(settings)
+    report = rekey_home(settings, new_key_file)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(f"re-encrypted {report.files} files ({report.skipped} already done) and "
+                   f"{'the warehouse' if report.warehouse else 'no warehouse'} with key id {report.key_id}: "
+                   f"now set encryption_key_file to {new_key_file}")
+
+
+@main.group()
+def clients() -> None:
+    """Manage OAuth 2.0 clients (client credentials; the secret is shown once, stored hashed)."""
+
+
+@clients.command("create")
+@click.option("--name", required=True)
+@click.option("--scopes", default="profiles:read", show_default=True,
+              help="Comma list of profiles:read, events:write, admin.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def clients_create(ctx: click.Context, name: str, scopes: str, as_json: bool) -> None:
+    from serving.clients import create_client
+
+    settings = _settings(ctx.find_root())
+    _ensure_home(settings)
+    client_id, secret, record = create_client(settings, name, [s.strip() for s in scopes.split(",") if s.strip()])
+    if as_json:
+        _print_json({**record, "client_secret": secret})
+    else:
+        click.echo(f"created client {name!r} with scopes {record['scopes']}; the secret is shown once:\n"
+                   f"client_id     {client_id}\nclient_secret {secret}")
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def clients_list(ctx: click.Context, as_json: bool) -> None:
+    from serving.clients import list_clients
+
+    rows = list_clients(_settings(ctx.find_root()))
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        state = f"revoked {row['revoked_at']}" if row.get("revoked_at") else "active"
+        click.echo(f"{row['name']:24} {row['client_id']:28} {','.join(row['scopes']):40} {state}")
+
+
+@clients.command("revoke")
+@click.argument("name")
+@click.pass_context
+def clients_revoke(ctx: click.Context, name: str) -> None:
+    from serving.clients import revoke_client
+
+    if not revoke_client(_settings(ctx.find_root()), name):
+        raise SendtimeError(f"no active client named {name!r}")
+    click.echo(f"revoked client {name!r}: its tokens stop working now")
+
+
+@main.command()
+@click.argument("customer_ids", nargs=-1, required=True, metavar="CUSTOMER_ID...")
+@click.option("--status", "show_status", is_flag=True, help="Print complete or pending for one id.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def forget(ctx: click.Context, customer_ids: tuple[str, ...], show_status: bool, as_json: bool) -> None:
+    """Erase customers everywhere (GDPR): the next cycle removes every trace (docs/privacy.md)."""
+    from pipeline.erasure import forget_status, request_forget
+
+    settings = _settings(ctx)
+    _ensure_home(settings)
+    if show_status:
+        if len(customer_ids) != 1:
+            raise SendtimeError("--status takes one CUSTOMER_ID")
+        state = forget_status(settings, customer_ids[0])
+        if state is None:  # never requested: neither complete nor pending
+            click.echo("sendtime: error: no erasure of this customer id was requested", err=True)
+            sys.exit(1)
+        _print_json({"customer_id": customer_ids[0], "status": state}) if as_json else click.echo(state)
+        return
+    results = request_forget(settings, list(customer_ids))
+    if as_json:
+        _print_json([r.to_dict() for r in results])
+        return
+    for r in results:
+        found = f"found in {r.files} lake/quarantine file{'s' if r.files != 1 else ''}" if r.files else "nothing found"
+        click.echo(f"{r.customer_id}: erasure {r.status}: {found}; the next cycle removes every trace")
 
 
 @main.command()

@@ -106,7 +106,15 @@ def _interval(value: str) -> str:
     return value
 
 
+def _optional_path(value: Any) -> Any:
+    """An empty value (`SENDTIME_TLS_CERTFILE=`) means unset."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return Path(value).expanduser() if isinstance(value, str) else value
+
+
 CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+OptionalPath = Annotated[Path | None, BeforeValidator(_optional_path)]
 KeyValues = Annotated[dict[str, str], BeforeValidator(_key_values)]
 Duration = Annotated[str, AfterValidator(_duration)]
 # a duration where 0 means "continuously" (schedule_every)
@@ -143,6 +151,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    # privacy and access (docs/privacy.md): encryption at rest, retention, TLS, OAuth, metrics
+    encryption_key_file: OptionalPath = None  # a random 256-bit key: lake, quarantine, warehouse encrypted
+    quarantine_retention_days: float = Field(default=30.0, gt=0)
+    tls_certfile: OptionalPath = None
+    tls_keyfile: OptionalPath = None
+    allow_plain_http: bool = False  # a non-loopback bind without TLS (behind a TLS-terminating proxy)
+    metrics_access: Literal["open", "key"] = "open"  # "key": /metrics needs an admin-scoped key or token
+    oauth_token_lifetime: Duration = "1h"
+    auth_failures_per_second: float = Field(default=5.0, gt=0)  # failed authentications per client address
+    auth_failures_burst: int = Field(default=50, ge=1)
     # kafka (`sendtime consume`, docs/kafka.md)
     kafka_bootstrap_servers: str = "localhost:9092"
     kafka_topics: KeyValues = Field(default_factory=lambda: dict(DEFAULT_KAFKA_TOPICS))  # source -> topic
@@ -218,11 +236,22 @@ class Settings(BaseSettings):
     def recommendations_refresh_seconds(self) -> float:
         return parse_duration(self.recommendations_refresh_every)
 
+    @property
+    def oauth_token_seconds(self) -> int:
+        return max(1, int(parse_duration(self.oauth_token_lifetime)))
+
+    @property
+    def erasure_dir(self) -> Path:
+        """The erasure register and the lake's id index (docs/privacy.md "Erasure")."""
+        return self.home / "erasure"
+
     def env(self) -> dict[str, str]:
         """Environment that hands these settings to a child process (gunicorn, dbt)."""
         out = {"SENDTIME_HOME": str(self.home)}
         if self.online_store_url:
             out["SENDTIME_ONLINE_STORE_URL"] = self.online_store_url
+        if self.encryption_key_file is not None:
+            out["SENDTIME_ENCRYPTION_KEY_FILE"] = str(self.encryption_key_file)
         return out
 
     def replace(self, **changes: Any) -> Settings:

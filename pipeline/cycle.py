@@ -58,6 +58,7 @@ class CycleResult:
     version: int | None = None
     validation: dict[str, Any] | None = None
     transform: dict[str, Any] | None = None
+    erasure: dict[str, Any] | None = None
     error: str | None = None
 
     @property
@@ -98,6 +99,13 @@ class CycleResult:
         if self.error:
             text += f"\n  error: {self.error}"
         return text
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """A pandas Timestamp (or NaT) of the change reader -> a naive datetime, or None."""
+    if value is None or value != value:  # NaT
+        return None
+    return value.to_pydatetime() if hasattr(value, "to_pydatetime") else value
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -186,6 +194,15 @@ def _phases(settings: Settings, engine: Any, result: CycleResult, full_refresh: 
         result.phases[name] = result.phases.get(name, 0.0) + (now - clock)
         clock = now
 
+    # erasure requests (sendtime forget, CRM deletes), the lake index, quarantine retention: before
+    # dbt, so the build reads the lake as the erasure left it (pipeline/erasure.py)
+    from pipeline import erasure
+
+    erased = erasure.run_pending(settings, engine, result.cycle_id)
+    result.erasure = erased.to_dict() if erased.requests or erased.tombstones or erased.quarantine_files_expired else None
+    result.rows_deleted += erased.profiles_deleted
+    lap("erase")
+
     # every lake file present now is read by this build: a safe "newest ingested" for the version
     newest_ingested = publish.lake_newest_ingested_at(settings.lake_dir)
     lap("ingest_watermark")
@@ -226,13 +243,19 @@ def _phases(settings: Settings, engine: Any, result: CycleResult, full_refresh: 
 
     _hook("publish_started")
     published = publish.publish(engine, changes, cycle_id=result.cycle_id, as_of=result.as_of,
-                                newest_ingested_at=newest_ingested, force_version=full_refresh,
+                                newest_ingested_at=newest_ingested,
+                                force_version=full_refresh or erased.profiles_deleted > 0,
                                 before_commit=lambda: _hook("publish_commit"))
     lap("publish")
     result.version = published.version
     result.rows_published = published.rows_published
-    result.rows_deleted = published.profiles_deleted
+    result.rows_deleted += published.profiles_deleted
     result.status = "success"
+    # a CRM delete published now (its profile answers 404) is an erasure request: the next cycle
+    # removes the customer's every trace
+    if len(changes.erasures):
+        erasure.request_crm_deletes(settings, zip(changes.erasures["customer_id"].tolist(),
+                                                  [_as_datetime(v) for v in changes.erasures["erased_at"].tolist()]))
     _SETTLED[str(settings.home)] = warehouse.fingerprint()
 
 

@@ -54,7 +54,9 @@ HOST = "127.0.0.1"  # the demo never listens beyond this machine
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 15.0
 _STATE_PARTS = ("lake", "quarantine", "generated", "dbt", "warehouse.duckdb", "warehouse.duckdb.wal",
-                "online.sqlite", "online.sqlite-wal", "online.sqlite-shm")
+                "online.sqlite", "online.sqlite-wal", "online.sqlite-shm",
+                # the erasure register and lake index, and the home's key id (docs/privacy.md)
+                "erasure", "encryption.json")
 
 
 class DemoError(SendtimeError):

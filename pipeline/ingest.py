@@ -33,6 +33,9 @@ import pyarrow.parquet as pq
 from pipeline.clock import utcnow
 from pipeline.config import Settings
 from pipeline.contracts import CONTRACTS, MACROS, lake_schema, validation_sql
+from pipeline.encryption import at_rest
+from pipeline.erasure_register import Snapshot, register_for
+from pipeline.erasure_rules import HashLookup, erasable, raw_erasable
 from pipeline.errors import IngestError
 from pipeline.ids import new_batch_id
 from pipeline.lake_writer import LakeFileWriter, QuarantineWriter
@@ -45,6 +48,9 @@ EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
 BLOCK_BYTES = 8 * 1024 * 1024  # text read per chunk: bounds memory, amortizes one query per chunk
 PARQUET_BATCH_ROWS = 65_536
 SNIFF_BYTES = 8192  # how much of a text file must look like text
+# a record of an erased customer (the erasure register) that arrives again: re-ingested, replayed,
+# restored. Counted as rejected, its quarantine row keeps this reason and the line, never the record
+ERASED = "erased: the customer's erasure covers this record (docs/privacy.md)"
 
 
 # --- reports ---------------------------------------------------------------------------------
@@ -320,15 +326,22 @@ def _read_parquet(path: Path, name: str, con: duckdb.DuckDBPyConnection) -> Iter
 class Validator:
     """One DuckDB connection (single thread: ingest uses one core) and the prepared queries.
     `ingested_at` is the batch's ingestion time: the contracts' "not too far in the future"
-    bound counts from it, never from the clock or time zone of the DuckDB session."""
+    bound counts from it, never from the clock or time zone of the DuckDB session.
 
-    def __init__(self, source: str, ingested_at: datetime) -> None:
+    Every writer of the lake validates through it (files, the collector, Kafka), so it is also where
+    the erasure register applies (`settings`' home): a record of an erased customer, from at or
+    before the erasure, is not accepted again (pipeline/erasure_rules.py); it is rejected with the
+    reason `ERASED` and its raw text withheld from the quarantine."""
+
+    def __init__(self, source: str, ingested_at: datetime, *, settings: Settings) -> None:
         self.source = source
         self.ingested_at = ingested_at
         self.cdc = CONTRACTS[source].cdc
         self.con = duckdb.connect(config={"threads": 1, "memory_limit": "256MB"})
         self.con.execute(MACROS)
         self.columns = CONTRACTS[source].columns
+        self.register = register_for(settings)
+        self._lookup: tuple[Snapshot, HashLookup] | None = None
 
     def close(self) -> None:
         self.con.close()
@@ -359,8 +372,36 @@ class Validator:
             if r["reason"] == "malformed JSON":
                 r["reason"] = _json_error(r["raw"])
         rejected.extend(bad_rows)
+        accepted = self._erase(accepted, rejected)
         rejected.sort(key=lambda r: r["line"])
         return accepted, rejected
+
+    def lookup(self) -> HashLookup | None:
+        """The register's hashes (None while nothing was ever erased: no cost at all)."""
+        snapshot = self.register.snapshot()
+        if snapshot.empty:
+            return None
+        if self._lookup is None or self._lookup[0] is not snapshot:
+            self._lookup = (snapshot, HashLookup(snapshot, self.register.hasher))
+        return self._lookup[1]
+
+    def _erase(self, accepted: pa.Table, rejected: list[dict[str, Any]]) -> pa.Table:
+        """Apply the erasure register: erased accepted rows move to `rejected` without their raw
+        text; an erased customer's rejected row loses its raw text too."""
+        lookup = self.lookup()
+        if lookup is None:
+            return accepted
+        for r in rejected:
+            if r.get("raw") is not None and raw_erasable(r["raw"], lookup):
+                r["raw"], r["reason"] = None, ERASED
+        if accepted.num_rows == 0:
+            return accepted
+        mask = erasable(self.source, accepted, lookup)
+        if not pc.any(mask).as_py():
+            return accepted
+        for line in accepted.filter(mask).column("line").to_pylist():
+            rejected.append({"line": line, "reason": ERASED, "raw": None})
+        return accepted.filter(pc.invert(mask))
 
 
 def _json_error(raw: str) -> str:
@@ -440,11 +481,13 @@ def _open_batch(settings: Settings, source: str, *, quarantine_always: bool) -> 
             raise IngestError(f"cannot write the {kind} directory {folder}: {exc.strerror or exc}") from None
         if not os.access(folder, os.W_OK):
             raise IngestError(f"cannot write the {kind} directory {folder}: permission denied")
+    key = at_rest(settings)  # a wrong or missing key is an error here, before anything is written
     try:
-        quarantine = QuarantineWriter(quarantine_dir / f"{batch_id}.jsonl", create_empty=quarantine_always)
+        quarantine = QuarantineWriter(quarantine_dir / f"{batch_id}.jsonl", create_empty=quarantine_always,
+                                      at_rest=key)
     except OSError as exc:
         raise IngestError(f"cannot write the quarantine directory {quarantine_dir}: {exc.strerror or exc}") from None
-    lake = LakeFileWriter(lake_dir / f"{batch_id}.parquet", lake_schema(source))
+    lake = LakeFileWriter(lake_dir / f"{batch_id}.parquet", lake_schema(source), at_rest=key)
     return _Batch(source, batch_id, ingested_at, lake, quarantine)
 
 
@@ -506,7 +549,7 @@ def ingest_files(settings: Settings, source: str, paths: list[Path]) -> IngestRe
     paths = [Path(p) for p in paths]
     names = [_check_file(p) for p in paths]
     batch = _open_batch(settings, source, quarantine_always=True)
-    validator = Validator(source, batch.ingested_at)
+    validator = Validator(source, batch.ingested_at, settings=settings)
     files: list[FileCounts] = []
     try:
         for path, name in zip(paths, names):
@@ -566,7 +609,7 @@ def ingest_records(settings: Settings, source: str, records: list[Any], *, sourc
     """
     started = time.perf_counter()
     batch = _open_batch(settings, source, quarantine_always=False)
-    validator = Validator(source, batch.ingested_at)
+    validator = Validator(source, batch.ingested_at, settings=settings)
     claimed: list[str] = []
     try:
         accepted, rejected = validator.run(_records_chunk(list(records)))

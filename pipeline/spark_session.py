@@ -75,6 +75,11 @@ def get_session(home: Path, extra: Mapping[str, str] | None = None) -> SparkSess
             if _HOME != home:
                 raise SparkSetupError(f"this process's Spark session serves {_HOME}, not {home}: stop() it first")
             return active
+        if (home / "encryption.json").exists():
+            # docs/privacy.md "Spark": the lake is encrypted Parquet that only DuckDB reads with the
+            # key; Spark's Parquet encryption needs a KMS. Never a silent plaintext Delta warehouse.
+            raise SparkSetupError("encryption at rest (encryption_key_file) is not supported with the Spark "
+                                  "warehouse: use warehouse storage encryption on the cluster (docs/privacy.md)")
         conf = session_conf(home, extra)
         _check_install(conf)
         (home / "spark").mkdir(parents=True, exist_ok=True)

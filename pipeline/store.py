@@ -36,7 +36,7 @@ from pipeline.config import Settings
 from pipeline.errors import StoreError
 from pipeline.ids import iso_z, utcnow
 
-SCHEMA_VERSION = 2  # 2: mart_contracts
+SCHEMA_VERSION = 3  # 2: mart_contracts; 3: oauth_clients, oauth_tokens
 
 metadata = MetaData()
 
@@ -135,6 +135,26 @@ collector_event_ids = Table(
     Column("batch_id", String(64), nullable=False),
 )
 
+# OAuth 2.0 client credentials (serving/oauth.py): clients' secrets and issued tokens, hashed (sha256)
+oauth_clients = Table(
+    "oauth_clients", metadata,
+    Column("name", String(255), primary_key=True),
+    Column("client_id", String(64), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scopes", String(255), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("revoked_at", String(40)),
+)
+
+oauth_tokens = Table(
+    "oauth_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("client_name", String(255), nullable=False, index=True),
+    Column("scopes", String(255), nullable=False),
+    Column("issued_at", BigInteger, nullable=False),  # epoch seconds
+    Column("expires_at", BigInteger, nullable=False),
+)
+
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API types
     cursor = dbapi_connection.cursor()
@@ -177,6 +197,9 @@ def migrate(engine: Engine) -> int:
         if current < 2:  # mart_contracts: created by create_all above; the next publish fills it
             conn.execute(update(schema_version).values(version=2))
             current = 2
+        if current < 3:  # oauth_clients, oauth_tokens: created by create_all above, empty
+            conn.execute(update(schema_version).values(version=3))
+            current = 3
     return current
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,9 +22,11 @@ from pipeline import lake_files
 from pipeline.clock import utcnow
 from pipeline.config import Settings
 from pipeline.cycle_plan import Plan, ProjectGraph, plan_cycle
+from pipeline.encryption import at_rest
 from pipeline.errors import TransformError
 from pipeline.logs import get_logger
 from pipeline.mart_contract import ContractError, Contracts, checksum, from_manifest
+from pipeline.redact import redact
 from pipeline.warehouse import CycleState, Warehouse, warehouse_for
 
 log = get_logger(__name__)
@@ -33,7 +34,6 @@ log = get_logger(__name__)
 
 _PROJECT_PARTS = ("models", "macros", "seeds", "tests/dbt", "analyses")
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml")
-_EMAIL = re.compile(r"[^\s'\"@]+@[^\s'\"@]+")
 _MAX_ERROR = 2000
 
 # dbt keeps global state (flags, adapters, event loggers): one invocation at a time
@@ -158,9 +158,9 @@ def _plan(settings: Settings, graph: ProjectGraph, *, as_of: datetime, full_refr
 
 
 def _scrub(message: str) -> str:
-    """dbt and DuckDB messages can quote data: never let an email through, keep it short."""
-    message = _EMAIL.sub("<redacted>", message)
-    return message if len(message) <= _MAX_ERROR else message[:_MAX_ERROR] + " ..."
+    """dbt and DuckDB messages can quote data: never let an email or a quoted value (a name)
+    through, keep it short (pipeline/redact.py: one linear pass)."""
+    return redact(message, _MAX_ERROR)
 
 
 def _flags(settings: Settings) -> list[str]:
@@ -178,7 +178,8 @@ def _flags(settings: Settings) -> list[str]:
         "--no-use-colors",
         "--no-send-anonymous-usage-stats",
         "--no-version-check",
-        "--target", "in_process",
+        # an encrypted home: the encrypted warehouse and lake (profiles.yml, pipeline/dbt_encryption.py)
+        "--target", "in_process_encrypted" if at_rest(settings) is not None else "in_process",
     ]
 
 
@@ -198,6 +199,10 @@ class _Environment:
 
     def __init__(self, settings: Settings) -> None:
         self.values = {"SENDTIME_HOME": str(settings.home.absolute()), "DO_NOT_TRACK": "1"}
+        key = at_rest(settings)
+        # the key reaches dbt only for the invocation, as a DBT_ENV_SECRET_ (kept out of dbt's logs)
+        self.values["DBT_ENV_SECRET_SENDTIME_KEY"] = key.text if key is not None else ""
+        self.values["SENDTIME_LAKE_ENCRYPTED"] = "1" if key is not None else ""
         self.saved: dict[str, str | None] = {}
 
     def __enter__(self) -> None:
@@ -217,7 +222,9 @@ def _manifest(settings: Settings, project: str | None = None) -> Any:
     """The parsed project for this home, parsed again only when the project files changed."""
     from dbt.cli.main import dbtRunner
 
-    key = (str(settings.home.absolute()), project if project is not None else _project_signature(settings))
+    encrypted = "|encrypted" if at_rest(settings) is not None else ""  # the sources read the lake with the key
+    signature = project if project is not None else _project_signature(settings)
+    key = (str(settings.home.absolute()), signature + encrypted)
     manifest = _MANIFESTS.get(key)
     if manifest is None:
         result = dbtRunner().invoke(["parse", *_flags(settings)])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.config import Settings
+from pipeline.encryption import AtRest, at_rest, attach_sql, load_writable_crypto
 from pipeline.errors import StoreError
 from pipeline.logs import get_logger
 
@@ -33,6 +34,34 @@ _COUNTS = {
     "products_written": "select count(*) from products where _cycle_id = $c",
     "erasures_written": "select count(*) from customer_erasures where _cycle_id = $c",
 }
+
+
+@dataclass(frozen=True)
+class WarehouseErasure:
+    """The rows an erasure removes from every warehouse table, by the identifier columns a table
+    has (pipeline/erasure.py): whatever the model, a column of one of these names is enough."""
+
+    customer_ids: frozenset[str]
+    anonymous_ids: frozenset[str] = frozenset()
+    order_ids: frozenset[str] = frozenset()
+    event_ids: frozenset[str] = frozenset()
+    emails: frozenset[str] = frozenset()
+    email_hashes: frozenset[str] = frozenset()
+
+    def conditions(self, columns: set[str]) -> list[str]:
+        """SQL conditions (over the temporary tables `erase_<kind>`) for a table with `columns`."""
+        out = []
+        for column, kind, values in (("customer_id", "customer_ids", self.customer_ids),
+                                     ("anonymous_id", "anonymous_ids", self.anonymous_ids),
+                                     ("order_id", "order_ids", self.order_ids),
+                                     ("event_id", "event_ids", self.event_ids),
+                                     ("link_event_id", "event_ids", self.event_ids),
+                                     ("email", "emails", self.emails),
+                                     ("email_hash", "email_hashes", self.email_hashes)):
+            if column in columns and values:
+                expr = f"lower({column})" if column == "email" else column
+                out.append(f"{expr} in (select v from erase_{kind})")
+        return out
 
 
 @dataclass(frozen=True)
@@ -80,13 +109,19 @@ class Warehouse(Protocol):
 
     def cycle_counts(self, cycle_id: str) -> tuple[bool, dict[str, int]]: ...
 
+    def erase(self, erasure: WarehouseErasure) -> dict[str, int]:
+        """Delete the rows of `erasure` from every table in one transaction; rows deleted per table."""
+        ...
+
 
 class DuckDBWarehouse:
-    """The embedded default: `$SENDTIME_HOME/warehouse.duckdb`."""
+    """The embedded default: `$SENDTIME_HOME/warehouse.duckdb`, an encrypted database when the home
+    has a key (pipeline/encryption.py): then it is ATTACHed with the key and made the default."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: AtRest | None = None) -> None:
         self.path = Path(path)
         self._con: Any = None
+        self.key = key
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -104,13 +139,28 @@ class DuckDBWarehouse:
             stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
         return None if stamps[0] is None else tuple(stamps)
 
-    @contextmanager
-    def marts(self) -> Iterator[Any]:
+    def connect(self, read_only: bool = True) -> Any:
+        """A DuckDB connection whose default database is the warehouse."""
         import duckdb  # the pipeline's process only; the API never opens the warehouse
 
+        if self.key is None:
+            return duckdb.connect(str(self.path), read_only=read_only)
+        con = duckdb.connect()
+        try:
+            if not read_only:
+                load_writable_crypto(con)
+            con.execute(attach_sql(self.path, self.key, "warehouse", read_only))
+            con.execute("USE warehouse")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    @contextmanager
+    def marts(self) -> Iterator[Any]:
         if not self.exists():
             raise StoreError(f"no warehouse at {self.path}: run a cycle (dbt build) first")
-        con = duckdb.connect(str(self.path), read_only=True)
+        con = self.connect(read_only=True)
         try:
             yield con
         finally:
@@ -126,7 +176,7 @@ class DuckDBWarehouse:
             yield
             return
         try:
-            self._con = duckdb.connect(str(self.path), read_only=True)
+            self._con = self.connect(read_only=True)
         except duckdb.Error:
             yield  # each call then reports the file as unreadable in its own way
             return
@@ -138,13 +188,46 @@ class DuckDBWarehouse:
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
-        import duckdb
-
         if self._con is not None:
             yield self._con
             return
-        with duckdb.connect(str(self.path), read_only=True) as con:
+        with self.connect(read_only=True) as con:
             yield con
+
+    def erase(self, erasure: WarehouseErasure) -> dict[str, int]:
+        import pyarrow as pa
+
+        if not self.exists():
+            return {}
+        deleted: dict[str, int] = {}
+        con = self.connect(read_only=False)
+        try:
+            for kind in ("customer_ids", "anonymous_ids", "order_ids", "event_ids", "emails", "email_hashes"):
+                values = sorted(getattr(erasure, kind))
+                con.register(f"erase_{kind}", pa.table({"v": pa.array(values, pa.string())}))
+            columns: dict[str, set[str]] = {}
+            for table, column in con.execute(
+                    "select c.table_name, c.column_name from information_schema.columns as c"
+                    " inner join information_schema.tables as t"
+                    " on c.table_schema = t.table_schema and c.table_name = t.table_name"
+                    " where c.table_schema = 'main' and t.table_type = 'BASE TABLE'").fetchall():
+                columns.setdefault(table, set()).add(column)
+            con.execute("begin transaction")
+            for table in sorted(columns):
+                conditions = erasure.conditions(columns[table])
+                if conditions:
+                    found = con.execute(f'delete from "{table}" where ' + " or ".join(conditions)).fetchall()
+                    if found and found[0][0]:
+                        deleted[table] = int(found[0][0])
+                if "previous_customer_id" in columns[table] and erasure.customer_ids:
+                    # another customer's row that remembers it came from the erased one
+                    con.execute(f'update "{table}" set previous_customer_id = null'
+                                " where previous_customer_id in (select v from erase_customer_ids)")
+            con.execute("commit")
+            con.execute("checkpoint")  # deleted rows leave the write-ahead log now
+        finally:
+            con.close()
+        return deleted
 
     def cycle_state(self, overlap_seconds: float) -> CycleState | None:
         """None when unknown (no warehouse yet, or one that no cycle has registered in)."""
@@ -239,4 +322,4 @@ class DuckDBWarehouse:
 
 
 def warehouse_for(settings: Settings) -> Warehouse:
-    return DuckDBWarehouse(settings.warehouse_path)
+    return DuckDBWarehouse(settings.warehouse_path, at_rest(settings))

@@ -46,7 +46,11 @@ OPEN: dict[str, Open] = {
     "health.openapi": Open(_DOC),
     "health_v1.openapi": Open(_DOC),
     "metrics": Open("Prometheus scrapes it without a key; counts and durations only, never customer "
-                    "data (restrict it with ip_allowlist or the network: docs/operations.md)"),
+                    "data (restrict it with ip_allowlist or the network: docs/operations.md), when "
+                    "metrics_access = 'open' (else admin, like an undeclared endpoint)",
+                    lambda settings: settings.metrics_access == "open"),
+    "oauth.token": Open("the OAuth 2.0 token endpoint: a client authenticates there with its own "
+                        "credentials (RFC 6749 section 4.4; failures are rate limited per address)"),
     "status.status_page": Open("the operator's page, when status_page_access = 'open' (else its "
                                "declared scope, admin, applies)",
                                lambda settings: settings.status_page_access == "open"),

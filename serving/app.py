@@ -20,14 +20,14 @@ from werkzeug.routing import BaseConverter
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import SendtimeError
-from serving import access, metrics, status
+from serving import access, metrics, oauth, status
 from serving.api import events, health, profiles
 from serving.auth import authenticate_prefetching, require_scope
 from serving.fastpath import ProfileFastPath
 from serving.metrics import route_template
 from serving.openapi import OpenApiDocument
 from serving.problems import Problem, problem_response
-from serving.ratelimit import per_worker, retry_after_header
+from serving.ratelimit import forget_idle, per_worker, retry_after_header
 from serving.reader import StoreReader, StoreUnavailable
 from serving.requestlog import log_request, write_line
 from serving.state import ApiState
@@ -40,6 +40,7 @@ _HTTP_SLUGS = {400: "bad-request", 404: "not-found", 405: "method-not-allowed", 
                413: "payload-too-large", 415: "unsupported-media-type", 429: "rate-limited"}
 # the endpoint whose profile is read together with the key (see serving.auth.authenticate)
 _PREFETCH = "profiles.get_customer"
+_TOKEN_ENDPOINT = "oauth.token"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         reader=StoreReader(settings),
         limiter=per_worker(settings.rate_limit_per_second, settings.rate_limit_burst, settings.workers),
         cache_control=f"private, max-age={settings.cache_max_age}",
+        auth_failures=per_worker(settings.auth_failures_per_second, settings.auth_failures_burst, settings.workers),
     )
     app.extensions["sendtime"] = api
 
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(events.bp, url_prefix=API_PREFIX)
     app.register_blueprint(health.bp)
     app.register_blueprint(health.bp, url_prefix=API_PREFIX, name="health_v1")
+    oauth.init_app(app)  # POST /oauth/token (client credentials)
     observe = _observability(app)
     _install_hooks(app, api)
     _install_error_handlers(app)
@@ -92,7 +95,7 @@ def _observability(app: Flask) -> Callable[[str, str, int, float], None]:
 
 def _install_hooks(app: Flask, api: ApiState) -> None:
     networks = tuple(ipaddress.ip_network(c, strict=False) for c in api.settings.ip_allowlist)
-    reader, limiter = api.reader, api.limiter
+    reader, limiter, failures = api.reader, api.limiter, api.auth_failures
     probes, fail_closed = access.PROBES, access.FAIL_CLOSED
     # endpoint -> required scope or None (open): serving/access.py's policy, taken at the first
     # request, once every route exists; an endpoint it does not know needs admin
@@ -115,22 +118,37 @@ def _install_hooks(app: Flask, api: ApiState) -> None:
         if not scopes:
             scopes.update(access.policy(app, api.settings))
         scope = scopes.get(endpoint, fail_closed)
-        if scope is None:
+        if scope is None and endpoint != _TOKEN_ENDPOINT:
             return
+        address = req.remote_addr or "-"
+        blocked = failures.waiting(address)
+        if blocked:  # too many failed authentications from this address: no credential is checked now
+            raise Problem("rate-limited", "too many failed authentications from this address",
+                          {"Retry-After": retry_after_header(blocked)})
+        if scope is None:
+            return  # the token endpoint authenticates the client itself (serving/oauth.py)
         prefetch = req.view_args.get("customer_id") if endpoint == _PREFETCH else None
         caller, why, ctx.profile = authenticate_prefetching(reader, environ.get("HTTP_AUTHORIZATION"), prefetch)
         if caller is None:
+            if environ.get("HTTP_AUTHORIZATION"):  # a credential that failed (none sent is not a guess)
+                _count_failure(address)
             raise Problem("unauthorized", why, {"WWW-Authenticate": 'Bearer realm="sendtime"'})
         ctx.key = caller.name
         require_scope(caller, scope)
         wait = limiter.acquire(caller.name)
         if wait:
-            raise Problem("rate-limited", f"over the rate limit of key {caller.name!r}",
+            raise Problem("rate-limited", f"over the rate limit of {caller.name!r}",
                           {"Retry-After": retry_after_header(wait)})
+
+    def _count_failure(address: str) -> None:
+        forget_idle(failures)
+        failures.acquire(address)
 
     @app.after_request
     def _finish(response: Response) -> Response:
         req, ctx = request._get_current_object(), g._get_current_object()
+        if getattr(ctx, "auth_failed", False):  # the token endpoint refused a client's credentials
+            _count_failure(req.remote_addr or "-")
         version = getattr(ctx, "version", None)
         if version is None:  # not read by a data endpoint (an error, an open endpoint): read it now
             try:
@@ -138,6 +156,7 @@ def _install_hooks(app: Flask, api: ApiState) -> None:
             except StoreUnavailable:
                 version = None
         headers = response.headers
+        headers["X-Content-Type-Options"] = "nosniff"  # every answer: never sniffed as another type
         if version is not None:
             headers[VERSION_HEADER] = str(version)
         request_id = getattr(ctx, "request_id", None) or secrets.token_hex(8)

@@ -9,7 +9,8 @@ line and request metrics.
 
 Anything else goes to Flask unchanged, which answers it through the ordinary path: another
 method or route, a query string (`?fields=`), a non-ASCII id, an IP allowlist, a missing, bad or
-revoked key, a missing scope, the rate limit, an unknown customer, a store error. Those answers
+revoked key (or OAuth token), a missing scope, the rate limit, an address over its failed-auth
+limit, an unknown customer, a store error. Those answers
 (problems, 401/403/404/429/503) therefore exist in one implementation only.
 """
 from __future__ import annotations
@@ -49,6 +50,8 @@ class ProfileFastPath:
             return self.flask_wsgi(environ, start_response)
         t0 = time.perf_counter()
         api = self.api
+        if api.auth_failures is not None and api.auth_failures.waiting(environ.get("REMOTE_ADDR") or "-"):
+            return self.flask_wsgi(environ, start_response)  # an address over its failed-auth limit: Flask's 429
         try:
             caller, _why, profile = authenticate_prefetching(api.reader, environ.get("HTTP_AUTHORIZATION"),
                                                              customer_id)
@@ -63,7 +66,8 @@ class ProfileFastPath:
         request_id = rid if rid and self.valid_request_id.match(rid) else secrets.token_hex(8)
         quoted = f'"{etag}"'
         headers = [("Content-Type", "application/json"), ("ETag", quoted), ("Cache-Control", api.cache_control),
-                   ("X-Sendtime-Version", str(version)), ("X-Request-Id", request_id)]
+                   ("X-Content-Type-Options", "nosniff"), ("X-Sendtime-Version", str(version)),
+                   ("X-Request-Id", request_id)]
         inm = environ.get("HTTP_IF_NONE_MATCH")
         if inm and etag_matches(inm, etag):
             status, payload = 304, b""

@@ -195,9 +195,19 @@ def _body(name: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
 
 
+def _secured(scope: str) -> list[dict[str, list[str]]]:
+    """Either scheme: an API key, or an OAuth 2.0 access token holding `scope` (admin also does)."""
+    return [{"bearerAuth": []}, {"oauth2": [scope]}]
+
+
+READ, WRITE, ADMIN = "profiles:read", "events:write", "admin"
+SCOPE_DESCRIPTIONS = {READ: "read profiles, recommendations and merge fields",
+                      WRITE: "post events to the collector", ADMIN: "every scope, the status page, metrics (when keyed)"}
+
+
 def _get_cached(summary: str, schema: str, params: list, extra_codes: tuple[int, ...]) -> dict[str, Any]:
     return {"get": {
-        "summary": summary, "parameters": params, "security": [{"bearerAuth": []}],
+        "summary": summary, "parameters": params, "security": _secured(READ),
         "responses": {"200": _json(_ref(schema), "OK", _CACHE_HEADERS),
                       "304": {"description": "Not modified (If-None-Match matched)", "headers": _CACHE_HEADERS},
                       **_problems(*extra_codes, 404, *_SECURED)},
@@ -216,19 +226,19 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}}], (400,)),
     "profiles.merge": _get_cached("Flat merge-tag strings with fallbacks", "MergeFields", [_ID], ()),
     "profiles.batch": {"post": {
-        "summary": "Up to 1,000 profiles by id", "security": [{"bearerAuth": []}],
+        "summary": "Up to 1,000 profiles by id (N ids cost N tokens of the rate limit)", "security": _secured(READ),
         "requestBody": _body("BatchRequest"),
         "responses": {"200": _json(_ref("BatchResponse"), "Found profiles and the ids not found"),
                       **_problems(400, 413, 415, *_SECURED)},
     }},
     "profiles.lookup": {"post": {
-        "summary": "A profile by email (the email stays out of URLs and logs)", "security": [{"bearerAuth": []}],
+        "summary": "A profile by email (the email stays out of URLs and logs)", "security": _secured(READ),
         "requestBody": _body("LookupRequest"),
         "responses": {"200": _json(_ref("Profile"), "The profile"), **_problems(400, 404, 413, 415, *_SECURED)},
     }},
     "events.post_events": {"post": {
         "summary": "The collector: a batch of events, per-record results, idempotent by event_id",
-        "security": [{"bearerAuth": []}], "requestBody": _body("EventsRequest"),
+        "security": _secured(WRITE), "requestBody": _body("EventsRequest"),
         "responses": {"200": _json(_ref("CollectorResponse"), "Per-record results"),
                       **_problems(400, 413, 415, *_SECURED)},
     }},
@@ -244,8 +254,22 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                                 "responses": {"200": {"description": "Prometheus text format",
                                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
                                               **_problems(405)}}},
+    "oauth.token": {"post": {
+        "summary": "OAuth 2.0 client credentials (RFC 6749 4.4): an access token for a client",
+        "description": "Client credentials by HTTP Basic (client_secret_basic) or in the body (client_secret_post). "
+                       "Errors follow RFC 6749 section 5.2 (JSON): invalid_client 401, unsupported_grant_type, "
+                       "invalid_scope and invalid_request 400. Failed client authentications are rate limited per "
+                       "address (429).",
+        "security": [{"clientBasic": []}, {}],
+        "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
+            "schema": _ref("TokenRequest")}}},
+        "responses": {"200": _json(_ref("TokenResponse"), "An access token"),
+                      "400": _json(_ref("OAuthError"), "invalid_request, unsupported_grant_type or invalid_scope"),
+                      "401": _json(_ref("OAuthError"), "invalid_client"),
+                      **_problems(405, 413, 429, 503)},
+    }},
     "status.status_page": {"get": {"summary": "HTML status page (admin key unless status_page_access=open)",
-                                   "security": [{"bearerAuth": []}, {}],
+                                   "security": [*_secured(ADMIN), {}],
                                    "responses": {"200": {"description": "The page",
                                                          "content": {"text/html": {"schema": {"type": "string"}}}},
                                                  **_problems(401, 403, 405, 503)}}},
@@ -303,7 +327,10 @@ def build_openapi(app: Flask, settings: Settings, contracts: Contracts) -> dict[
             if method.upper() in (rule.methods or ()):
                 ops[method] = {**op, "operationId": rule.endpoint.replace(".", "_") + "_" + method}
         paths.setdefault(openapi_path(rule.rule), {}).update(ops)
-    schemas = {**SCHEMAS, **_contract_schemas(contracts)}
+    if settings.metrics_access == "key":
+        paths["/metrics"]["get"] = {**paths["/metrics"]["get"], "security": _secured(ADMIN),
+                                    "responses": {**paths["/metrics"]["get"]["responses"], **_problems(401, 403, 429)}}
+    schemas = {**SCHEMAS, **_OAUTH_SCHEMAS, **_contract_schemas(contracts)}
     batch = {**schemas["BatchRequest"]}
     batch["properties"] = {**batch["properties"], "customer_ids": {
         **batch["properties"]["customer_ids"], "maxItems": settings.batch_max_ids}}
@@ -315,9 +342,40 @@ def build_openapi(app: Flask, settings: Settings, contracts: Contracts) -> dict[
                                 "problems with stable `type` URIs; see docs/api.md."},
         "servers": [{"url": "/"}],
         "paths": paths,
-        "components": {"schemas": schemas,
-                       "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": schemas, "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer",
+                           "description": "An API key (`sendtime keys create`) or an OAuth 2.0 access token."},
+            "oauth2": {"type": "oauth2", "description": "Client credentials (`sendtime clients create`).",
+                       "flows": {"clientCredentials": {"tokenUrl": "/oauth/token", "scopes": SCOPE_DESCRIPTIONS}}},
+            "clientBasic": {"type": "http", "scheme": "basic",
+                            "description": "An OAuth client's client_id and client_secret (the token endpoint only)."},
+        }},
     }
+
+
+_OAUTH_SCHEMAS: dict[str, Any] = {
+    "TokenRequest": {
+        "type": "object", "required": ["grant_type"],
+        "properties": {
+            "grant_type": {"type": "string", "enum": ["client_credentials"]},
+            "scope": {"type": "string", "description": "Space-separated scopes, within the client's; default all of them."},
+            "client_id": {"type": "string", "description": "With client_secret, when not sent by HTTP Basic."},
+            "client_secret": {"type": "string"},
+        },
+    },
+    "TokenResponse": {
+        "type": "object", "required": ["access_token", "token_type", "expires_in", "scope"],
+        "properties": {"access_token": {"type": "string"}, "token_type": {"type": "string", "enum": ["Bearer"]},
+                       "expires_in": {"type": "integer", "minimum": 1}, "scope": {"type": "string"}},
+    },
+    "OAuthError": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "string", "enum": ["invalid_request", "invalid_client", "invalid_grant",
+                                                            "unauthorized_client", "unsupported_grant_type",
+                                                            "invalid_scope"]},
+                       "error_description": {"type": "string"}},
+    },
+}
 
 
 class OpenApiDocument:

@@ -19,17 +19,36 @@ class TokenBucketLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, key: str) -> float:
-        """0.0 when a token was taken; otherwise the seconds until one is available."""
+    def acquire(self, key: str, cost: float = 1.0) -> float:
+        """0.0 when `cost` tokens were taken; otherwise the seconds until they are available (none
+        taken). A cost above the bucket's capacity costs the whole bucket (a full bucket admits it)."""
+        cost = min(max(float(cost), 0.0), self.burst)
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.get(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
+            if tokens >= cost:
+                self._buckets[key] = (tokens - cost, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
+            return (cost - tokens) / self.rate
+
+    def waiting(self, key: str) -> float:
+        """The seconds until `key` has a token again, without taking one (0.0: it has one)."""
+        with self._lock:
+            found = self._buckets.get(key)
+        if found is None:
+            return 0.0
+        tokens = min(self.burst, found[0] + (time.monotonic() - found[1]) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+
+def forget_idle(limiter: TokenBucketLimiter, max_keys: int = 100_000) -> None:
+    """Drop the buckets of a limiter keyed by client address when there are too many: a full bucket
+    is the default anyway, so only addresses that failed recently lose their count."""
+    with limiter._lock:
+        if len(limiter._buckets) > max_keys:
+            limiter._buckets.clear()
 
 
 def per_worker(rate_per_second: float, burst: int, workers: int) -> TokenBucketLimiter:

@@ -33,6 +33,14 @@ SQL = {
     # the hot path (GET one profile): key, version and profile in one statement, one snapshot
     "key_and_profile": f"SELECT k.name, k.scopes, k.revoked_at, v.version, p.body, p.etag FROM {_VERSION} "
                        "LEFT JOIN api_keys k ON k.key_hash = ? LEFT JOIN profiles p ON p.customer_id = ?",
+    # an OAuth access token (serving/oauth.py): its client's name, the token's scopes, the client's
+    # revocation and the token's expiry, checked on every request
+    "token": "SELECT c.name, t.scopes, c.revoked_at, t.expires_at FROM oauth_tokens t "
+             "JOIN oauth_clients c ON c.name = t.client_name WHERE t.token_hash = ?",
+    "token_and_profile": f"SELECT k.name, k.scopes, k.revoked_at, k.expires_at, v.version, p.body, p.etag "
+                         f"FROM {_VERSION} LEFT JOIN (SELECT c.name, t.scopes, c.revoked_at, t.expires_at "
+                         "FROM oauth_tokens t JOIN oauth_clients c ON c.name = t.client_name "
+                         "WHERE t.token_hash = ?) k ON 1 = 1 LEFT JOIN profiles p ON p.customer_id = ?",
     "profile": f"SELECT v.version, p.body, p.etag FROM {_VERSION} LEFT JOIN profiles p ON p.customer_id = ?",
     "profile_by_email": f"SELECT v.version, p.body, p.etag FROM {_VERSION} "
                         "LEFT JOIN profiles p ON p.email_hash = ? ORDER BY p.customer_id LIMIT 1",
@@ -142,6 +150,14 @@ class StoreReader:
         """(name, scopes, revoked_at, version, body, etag); the key columns are None for an unknown
         key, body and etag None for an unknown customer."""
         return self.one(SQL["key_and_profile"], (key_hash, customer_id))
+
+    def token(self, token_hash: str) -> tuple[str, str, str | None, int] | None:
+        """(client name, scopes, client revoked_at, expires_at) of the access token, or None."""
+        return self.one(SQL["token"], (token_hash,))
+
+    def token_and_profile(self, token_hash: str, customer_id: str) -> tuple:
+        """(client name, scopes, revoked_at, expires_at, version, body, etag), as key_and_profile."""
+        return self.one(SQL["token_and_profile"], (token_hash, customer_id))
 
     def profile(self, customer_id: str) -> tuple[int, str | None, str | None]:
         """(version, body, etag); body None when the customer has no profile."""

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, current_app
 
 from pipeline.config import Settings, load_settings
+from pipeline.store import engine_for
 from serving.ratelimit import TokenBucketLimiter
 from serving.reader import StoreReader
 
@@ -18,11 +20,22 @@ class ApiState:
     reader: StoreReader
     limiter: TokenBucketLimiter
     cache_control: str
+    # failed authentications per client address (a key or a client secret that is not valid)
+    auth_failures: TokenBucketLimiter | None = None
 
 
 def state() -> ApiState:
     """The current app's ApiState (inside a request or app context)."""
     return current_app.extensions["sendtime"]
+
+
+def writer_engine() -> Any:
+    """The current app's SQLAlchemy engine for the few writes the API makes (the collector's claims,
+    OAuth tokens): made once per worker, on first use (the reader itself never writes)."""
+    engine = current_app.extensions.get("sendtime.writer")
+    if engine is None:
+        engine = current_app.extensions["sendtime.writer"] = engine_for(state().settings)
+    return engine
 
 
 def app_settings(app: Flask | None = None) -> Settings:

@@ -4,7 +4,7 @@ quarantine counts, and two charts (cycle duration by phase, freshness per publis
 Everything is rendered on the server: the charts are inline SVG, the CSS is inlined, there is no
 JavaScript and no external request, so the page works offline, from a saved file, and behind any
 proxy. It shows counts, durations, ids of cycles and suites, never a customer id, email or name
-(run errors are shown with anything that looks like an email address redacted).
+(run errors are shown with emails and quoted values, such as a name an engine quotes, redacted).
 
 Access (`settings.status_page_access`): "open", or "key": an API key with the admin scope in
 `Authorization: Bearer <key>`, checked by the app's hook like every keyed endpoint (serving/access.py
@@ -13,7 +13,6 @@ up in proxy logs and browser history.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -24,6 +23,7 @@ from flask import Blueprint, Response, render_template
 from markupsafe import Markup, escape
 
 from pipeline.config import Settings
+from pipeline.redact import redact as redact_text
 from pipeline.runlog import PipelineSnapshot, RunInfo, StoreMissing, failed_expectations, snapshot_for
 from serving.access import requires
 from serving.auth import ADMIN
@@ -38,7 +38,6 @@ PHASE_COLORS = {"transform": "#4e79a7", "read": "#f28e2b", "validate": "#59a14f"
 EXTRA_COLORS = ("#76b7b2", "#edc948", "#ff9da7", "#9c755f", "#bab0ac")
 OTHER_COLOR = "#9c9c9c"
 STATUS_COLORS = {"success": "#2e7d32", "failed": "#c62828", "validation_failed": "#ef6c00", "running": "#1565c0"}
-_EMAIL = re.compile(r"[^\s@<>\"']+@[^\s@<>\"']+")
 _STATIC = Path(__file__).resolve().parent / "static"
 
 
@@ -63,10 +62,8 @@ def fmt_time(value: datetime | None) -> str:
 
 
 def redact(text: str | None, limit: int = 300) -> str:
-    if not text:
-        return ""
-    text = _EMAIL.sub("[redacted]", text)
-    return text if len(text) <= limit else text[:limit] + "…"
+    """Emails and quoted values (names) out, in one linear pass (pipeline/redact.py)."""
+    return redact_text(text, limit)
 
 
 def _failed_expectations(result: Any) -> list[str]:

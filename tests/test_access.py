@@ -15,7 +15,7 @@ from serving.keys import create_key
 
 # what answers without a key today (docs/api.md, "Where things live"); /status only in "open" mode
 ALWAYS_OPEN = {"health.health", "health_v1.health", "health.ready", "health_v1.ready", "health.openapi",
-               "health_v1.openapi", "metrics"}
+               "health_v1.openapi", "metrics", "oauth.token"}
 
 
 @pytest.fixture(params=["key", "open"])

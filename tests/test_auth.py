@@ -11,7 +11,7 @@ from tests.apiserver import ApiServer, seed_store
 
 # the endpoints that answer without a key; every other route of the app is a data endpoint
 OPEN = {"/health", "/ready", "/openapi.json", "/api/v1/health", "/api/v1/ready", "/api/v1/openapi.json",
-        "/metrics", "/status"}
+        "/metrics", "/status", "/oauth/token"}
 SAMPLE_BODY = {"/api/v1/customers/batch": {"customer_ids": ["c1"]},
                "/api/v1/customers/lookup": {"email": "ada.lovelace@example.com"},
                "/api/v1/events": [{"event_id": "auth-e1", "event_type": "login", "occurred_at": "2026-11-01T00:00:00Z",
@@ -23,7 +23,8 @@ def api(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("auth-home")
     settings = load_settings(home, environ={})
     keys = seed_store(settings)
-    with ApiServer(home, workers=2) as server:
+    # these tests send bad keys on purpose: no failed-auth limit here (tests/test_hardening.py has one)
+    with ApiServer(home, workers=2, env={"SENDTIME_AUTH_FAILURES_BURST": "100000"}) as server:
         yield server, keys, settings
 
 

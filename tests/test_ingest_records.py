@@ -172,13 +172,13 @@ def _future_values(limit: datetime, rng: random.Random) -> list:
 
 @pytest.mark.parametrize("ingested_at", [datetime(2026, 11, 28, 15, 40, 12, 345000),
                                          datetime(2026, 12, 31, 23, 59, 59, 999999)])
-def test_future_bound_is_exact_and_counts_from_the_batch_time(ingested_at: datetime) -> None:
+def test_future_bound_is_exact_and_counts_from_the_batch_time(ingested_at: datetime, settings) -> None:
     # the cheap SQL test must agree with the Python rule (parse_timestamp(v) > ingested_at + 2 days)
     # to the microsecond, whatever the DuckDB session's time zone
     limit = ingested_at + timedelta(days=2)
     values = _future_values(limit, random.Random(ingested_at.day))
     records = [_ev(f"e{i}", occurred_at=v) for i, v in enumerate(values)]
-    validator = ingest.Validator("events", ingested_at)
+    validator = ingest.Validator("events", ingested_at, settings=settings)
     try:
         validator.con.execute("SET TimeZone = 'Pacific/Kiritimati'")  # UTC+14: must not matter
         _, rejected = validator.run(ingest._records_chunk(records))

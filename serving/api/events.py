@@ -9,25 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from sqlalchemy import Engine
 
 from pipeline.config import Settings
-from pipeline.store import engine_for, record_ingest_batch
+from pipeline.store import record_ingest_batch
 from serving.access import requires
 from serving.event_index import EventIndex
 from serving.http import json_body, json_response, set_version
 from serving.problems import Problem
-from serving.state import state
+from serving.state import state, writer_engine
 
 bp = Blueprint("events", __name__)
 
 
 def _writer():  # noqa: ANN202 - a SQLAlchemy engine, created once per worker on first use
-    engine = current_app.extensions.get("sendtime.writer")
-    if engine is None:
-        engine = current_app.extensions["sendtime.writer"] = engine_for(state().settings)
-    return engine
+    return writer_engine()
 
 
 def _records(body: Any) -> list[Any]:

@@ -1,6 +1,7 @@
 """Profile endpoints under /api/v1 (DESIGN.md "API contract")."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ from pipeline.store import email_hash
 from serving.access import requires
 from serving.http import cacheable, etag_of, json_body, json_response, set_version
 from serving.problems import Problem
+from serving.ratelimit import retry_after_header
 from serving.profiles import UnknownField, check_fields, dumps, merge_fields, parse_body, project
 from serving.state import state
 
@@ -43,7 +45,8 @@ def _fields_param() -> list[str] | None:
 
 
 def _not_found(customer_id: str) -> Problem:
-    return Problem("not-found", f"no profile for customer id {customer_id!r}")
+    # the id is not echoed: whatever a client sent stays out of the answer (and any log of it)
+    return Problem("not-found", "no profile for this customer id")
 
 
 def _object(body: Any, allowed: set[str], required: str) -> dict[str, Any]:
@@ -96,6 +99,11 @@ def batch() -> Response:
         raise Problem("bad-request", "customer_ids is empty")
     if len(ids) > limit:
         raise Problem("too-many-items", f"{len(ids)} customer_ids: at most {limit} per request")
+    # N ids cost N tokens of the caller's rate limit (the hook took one for the request)
+    wait = state().limiter.acquire(g.key, len(ids) - 1) if len(ids) > 1 and g.get("key") else 0.0
+    if wait:
+        raise Problem("rate-limited", f"over the rate limit of {g.key!r}: a batch of {len(ids)} ids costs {len(ids)}",
+                      {"Retry-After": retry_after_header(wait)})
     fields = _body_fields(body)
     unique = list(dict.fromkeys(ids))
     version, found = state().reader.profiles(unique)
@@ -127,13 +135,18 @@ def lookup() -> Response:
     return json_response(dumps(project(parse_body(profile), fields)))
 
 
+_ASCII_INTEGER = re.compile(r"[0-9]{1,6}")
+
+
 def _limit() -> int:
     raw = request.args.get("limit")
     if raw is None:
         return DEFAULT_RECOMMENDATIONS
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_RECOMMENDATIONS:
+    # ASCII digits only: str.isdigit() accepts "²" and "٣", which int() then refuses (a 500)
+    text = raw.strip()
+    if not _ASCII_INTEGER.fullmatch(text) or not 1 <= int(text) <= MAX_RECOMMENDATIONS:
         raise Problem("invalid-parameter", f"limit must be an integer from 1 to {MAX_RECOMMENDATIONS}")
-    return int(raw)
+    return int(text)
 
 
 def _recommended(customer_id: str, limit: int | None) -> tuple[int, str | None, list[dict[str, Any]]]:
