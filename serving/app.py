@@ -13,7 +13,6 @@ import secrets
 import time
 from typing import Callable
 
-import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter

@@ -1,7 +1,6 @@
 """The OpenAPI document is true: the app's routes and the document's paths are the same set."""
 from __future__ import annotations
 
-import json
 
 from pipeline.config import load_settings
 from serving.app import create_app
