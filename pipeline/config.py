@@ -102,10 +102,17 @@ class Settings(BaseSettings):
     home: Path
     # online store: SQLite under home by default; postgresql+psycopg://... for several API nodes
     online_store_url: str = ""
+    # API nodes read from this one when set (a PostgreSQL streaming replica); writes go to online_store_url
+    online_store_read_url: str = ""
+    # how long an API request waits for a locked or unreachable store before its 503 (Retry-After)
+    api_store_timeout: Duration = "1s"
     # pipeline
     schedule_every: Duration = "5m"
     recommendations_refresh_every: Duration = "1h"
     lake_overlap_seconds: float = 300.0
+    # consistency (docs/recovery.md): the scheduler reconciles lake, warehouse and store this often
+    reconcile_every: Duration = "1h"
+    reconcile_repair: bool = False  # the scheduler's reconcile republishes what drifted
     # serving
     cache_max_age: int = 300
     rate_limit_per_second: float = 10_000.0
@@ -177,6 +184,19 @@ class Settings(BaseSettings):
         return self.online_store_url or f"sqlite:///{(self.home / 'online.sqlite').resolve()}"
 
     @property
+    def store_read_url(self) -> str:
+        """Where the API reads: the replica when one is set, else the store itself."""
+        return self.online_store_read_url or self.store_url
+
+    @property
+    def api_store_timeout_seconds(self) -> float:
+        return parse_duration(self.api_store_timeout)
+
+    @property
+    def reconcile_seconds(self) -> float:
+        return parse_duration(self.reconcile_every)
+
+    @property
     def schedule_seconds(self) -> float:
         return parse_duration(self.schedule_every)
 
@@ -189,6 +209,8 @@ class Settings(BaseSettings):
         out = {"SENDTIME_HOME": str(self.home)}
         if self.online_store_url:
             out["SENDTIME_ONLINE_STORE_URL"] = self.online_store_url
+        if self.online_store_read_url:
+            out["SENDTIME_ONLINE_STORE_READ_URL"] = self.online_store_read_url
         return out
 
     def replace(self, **changes: Any) -> Settings:

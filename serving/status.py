@@ -246,6 +246,9 @@ def status_page() -> Response:
     except Exception as exc:  # noqa: BLE001 - the page must say the store is down, not fail
         problem = f"The online store cannot be read ({type(exc).__name__})."
     html = render_template("status.html", **_context(settings, snap, problem))
-    return Response(html, status=200, mimetype="text/html",
-                    headers={"Cache-Control": "no-store", "Content-Security-Policy":
-                             "default-src 'none'; style-src 'unsafe-inline'; img-src data:"})
+    headers = {"Cache-Control": "no-store", "Content-Security-Policy":
+               "default-src 'none'; style-src 'unsafe-inline'; img-src data:"}
+    down = snap is None and problem is not None and not problem.startswith("No online store")
+    if down:  # the page says why, and the status says "retry" (docs/recovery.md)
+        headers["Retry-After"] = "5"
+    return Response(html, status=503 if down else 200, mimetype="text/html", headers=headers)
