@@ -14,8 +14,9 @@ from typing import Any, Iterable, Iterator
 
 from pipeline.config import Settings
 from pipeline.logs import get_logger
-from pipeline.runlog import CYCLE_BUCKETS, Buckets, PipelineSnapshot, RunTotals, epoch, snapshot_for
+from pipeline.runlog import CYCLE_BUCKETS, Buckets, PipelineSnapshot, RunTotals, StoreMissing, epoch, snapshot_for
 from pipeline.store import RUN_STATUSES
+from serving.reader import StoreUnavailable, mark_unavailable, recently_unavailable
 
 log = get_logger(__name__)
 
@@ -35,9 +36,13 @@ class PipelineCollector:
         started = time.perf_counter()
         up = GaugeMetricFamily("sendtime_store_up", "1 when the online store could be read at this scrape.")
         try:
+            if recently_unavailable():  # a read just failed: say so at once (serving/reader.py)
+                raise StoreUnavailable("the store failed a moment ago")
             # the gauges need the current version and the latest finished / validated cycles only
             snap = snapshot_for(self.settings, runs_limit=20, versions_limit=1)
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the store is down
+            if not isinstance(exc, (StoreUnavailable, StoreMissing)):
+                mark_unavailable()
             log.warning("metrics: online store unreadable", extra={"error_type": type(exc).__name__})
             up.add_metric([], 0)
             yield up

@@ -55,6 +55,20 @@ SQL = {
 }
 # after a failed read, reads fail at once for this long before one tries the store again
 RECHECK_SECONDS = 1.0
+# monotonic time until which this process's store reads fail at once; shared by every reader of
+# the process (the store reader, the metrics and status page snapshots), so that one request
+# never waits for the same dead store twice
+_down_until = 0.0
+
+
+def mark_unavailable() -> None:
+    """A read of the store failed: fail fast for RECHECK_SECONDS."""
+    global _down_until
+    _down_until = time.monotonic() + RECHECK_SECONDS
+
+
+def recently_unavailable() -> bool:
+    return _down_until > 0.0 and time.monotonic() < _down_until
 _ID_CHUNK = 500  # ids per IN (...) list
 
 
@@ -73,7 +87,6 @@ class StoreReader:
         self.is_sqlite = self.url.startswith("sqlite")
         self.wait = settings.api_store_timeout_seconds
         self._local = threading.local()
-        self._down_until = 0.0  # monotonic time until which reads fail at once (see RECHECK_SECONDS)
         # the published contract, read again when the published version moves
         self._contracts: tuple[int, str | None, Contracts] = (-1, None, {})
         self._engine = None if self.is_sqlite else make_engine(self.url, wait_seconds=self.wait, pool_size=4,
@@ -114,11 +127,11 @@ class StoreReader:
     def _failed(self, exc: BaseException) -> StoreUnavailable:
         """Forget the connection, fail fast for a while, and say what failed (the type only)."""
         self._drop()
-        self._down_until = time.monotonic() + RECHECK_SECONDS
+        mark_unavailable()
         return StoreUnavailable(type(exc).__name__)
 
     def _check_up(self) -> None:
-        if self._down_until and time.monotonic() < self._down_until:
+        if recently_unavailable():
             raise StoreUnavailable("the store failed a moment ago")
 
     def _drop(self) -> None:
