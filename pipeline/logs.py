@@ -32,6 +32,8 @@ def setup_logging(level: str = "INFO", stream: Any = None) -> None:
     handler.setFormatter(JsonFormatter())
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Python warnings (a library's FutureWarning) as JSON lines too: stderr stays one record a line
+    logging.captureWarnings(True)
     # dbt and GX are chatty; their own logs go to files under SENDTIME_HOME
     for noisy in ("great_expectations", "apscheduler.executors", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -113,6 +113,18 @@ def _skip_notices(record: logging.LogRecord) -> bool:
     return "maximum number of running instances reached" not in record.getMessage()
 
 
+def _add_reconcile_job(scheduler: Any, settings: Settings) -> None:
+    """`sendtime reconcile` every `reconcile_every` (first after one interval), in the same single
+    worker thread as the cycles, so it always runs between two cycles (docs/recovery.md)."""
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from pipeline.reconcile import ReconcileRunner
+
+    every = settings.reconcile_seconds
+    scheduler.add_job(ReconcileRunner(settings).tick, IntervalTrigger(seconds=every, timezone=timezone.utc),
+                      id="reconcile", name="reconcile", max_instances=1, coalesce=True, misfire_grace_time=None)
+
+
 def scheduler_lock(settings: Settings) -> FileLock:
     return FileLock(settings.run_dir / "scheduler.lock")
 
@@ -137,6 +149,7 @@ def run_scheduler(settings: Settings, every: str, *, stop_grace: float = STOP_GR
     )
     scheduler.add_job(runner.tick, IntervalTrigger(seconds=interval, timezone=timezone.utc), id="cycle",
                       name="pipeline cycle", next_run_time=datetime.now(timezone.utc))
+    _add_reconcile_job(scheduler, settings)
     signals = {"count": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -120,6 +120,11 @@ ingest_batches = Table(
     Column("ingested_at", String(40), nullable=False),
 )
 
+# a PostgreSQL streaming replica's lag in seconds: 0 when it replayed all it received, else the age of
+# the last replayed transaction; (false, ...) on a primary (online_store_read_url, docs/recovery.md)
+REPLICA_LAG_SQL = ("SELECT pg_is_in_recovery(), CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
+                   "THEN 0 ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END")
+
 # the served marts' contract (pipeline/mart_contract.py) of the published state: one row, written by
 # the publish that changes it, so every API node serves the fields of the data it reads
 mart_contracts = Table(

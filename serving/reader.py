@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from pipeline.config import Settings
 from pipeline.mart_contract import Contracts, from_json
-from pipeline.store import CONTRACTS_ROW, make_engine
+from pipeline.store import CONTRACTS_ROW, REPLICA_LAG_SQL, make_engine
 
 # the current published version as a one-row derived table, so a data read and the version it
 # was read from come from the same statement (the same snapshot)
@@ -48,10 +48,7 @@ SQL = {
                       "ORDER BY version DESC LIMIT 1",
     "recommendations": "SELECT body FROM recommendations WHERE customer_id = ?",
     "contracts": "SELECT checksum, body FROM mart_contracts WHERE name = ?",
-    # a streaming replica's lag: 0 when it replayed all it received, else the age of the last replayed
-    # transaction; NULLs on a primary
-    "replica_lag": "SELECT pg_is_in_recovery(), CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
-                   "THEN 0 ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END",
+    "replica_lag": REPLICA_LAG_SQL,
 }
 # after a failed read, reads fail at once for this long before one tries the store again
 RECHECK_SECONDS = 1.0
