@@ -22,18 +22,15 @@ import pytest
 
 from pipeline.config import load_settings
 from tests.conftest import ROOT, Cli
-from tests.test_cycle import AS_OF_ARG, LATER_TS_MS, customer_change, ingest_lines, load_sample
+from tests.homes import copy_home
+from tests.test_cycle import AS_OF_ARG, LATER_TS_MS, customer_change, ingest_lines
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    home = tmp_path_factory.mktemp("reconcile-home")
-    gen = tmp_path_factory.mktemp("gen")
-    load_sample(home, gen)
-    cli = Cli(home)
-    first = json.loads(cli("run", "--as-of", AS_OF_ARG, "--json").stdout)
-    assert first["status"] == "success", first
-    return home, gen, cli
+def world(published_sample, tmp_path_factory):
+    source, gen = published_sample
+    home = copy_home(source, tmp_path_factory.mktemp("reconcile") / "home")
+    return home, gen, Cli(home)
 
 
 def reconcile(cli: Cli, *args: str) -> tuple[int, dict]:

@@ -18,11 +18,10 @@ import pytest
 import requests
 
 from pipeline.config import load_settings
-from serving.keys import create_key
-from tests.apiserver import ApiServer
+from tests.apiserver import ApiServer, seed_store
 from tests.conftest import Cli
 from tests.pgcluster import BIN, PrimaryAndReplica
-from tests.test_cycle import AS_OF_ARG, LATER_TS_MS, customer_change, ingest_lines, load_sample
+from tests.test_cycle import AS_OF_ARG, load_sample
 from tests.test_store_unavailable import assert_available, assert_unavailable, every_route
 
 pytestmark = pytest.mark.postgres
@@ -39,16 +38,14 @@ def pair():
 
 @pytest.fixture(scope="module")
 def published(pair, tmp_path_factory):
-    """A home whose first cycle published to the primary, an admin key, the replica caught up."""
+    """A home with a published state on the primary (the real publish, pipeline/publish.py), an
+    admin key, the replica caught up, and a lake for the cycle that runs after the outage."""
     home = tmp_path_factory.mktemp("replica-home")
-    gen = tmp_path_factory.mktemp("gen")
     env = {"SENDTIME_ONLINE_STORE_URL": pair.primary_url, "SENDTIME_ONLINE_STORE_READ_URL": pair.replica_url}
-    load_sample(home, gen, customers=30, events=400)
-    first = json.loads(Cli(home, env)("run", "--as-of", AS_OF_ARG, "--json").stdout)
-    assert first["status"] == "success", first
-    key, _ = create_key(load_settings(home, environ=env), "admin", ["admin"])
+    load_sample(home, tmp_path_factory.mktemp("gen"), customers=20, events=300)
+    key = seed_store(load_settings(home, environ=env))["admin"]
     pair.wait_replayed()
-    return home, gen, env, key
+    return home, env, key
 
 
 def _customer(url: str) -> tuple[str, dict]:
@@ -57,9 +54,10 @@ def _customer(url: str) -> tuple[str, dict]:
     return cid, json.loads(body)
 
 
-def test_the_api_reads_the_replica_and_keeps_serving_with_the_primary_down(pair, published, tmp_path):
-    home, gen, env, key = published
+def test_the_api_reads_the_replica_and_keeps_serving_with_the_primary_down(pair, published):
+    home, env, key = published
     cid, body = _customer(pair.replica_url)
+    assert cid == "c1"
     auth = {"Authorization": f"Bearer {key}"}
     reads = [("GET", f"/api/v1/customers/{cid}", None), ("GET", f"/api/v1/customers/{cid}?fields=email", None),
              ("POST", "/api/v1/customers/batch", {"customer_ids": [cid, "nobody"]}),
@@ -92,14 +90,13 @@ def test_the_api_reads_the_replica_and_keeps_serving_with_the_primary_down(pair,
         collected = server.post("/api/v1/events", key, json=event)
         assert collected.status_code == 503 and collected.headers["Retry-After"]
 
-        # the primary returns: publishing resumes and the replica serves the new version
+        # the primary returns: a cycle publishes the lake's customers, the replica serves them
         pair.primary.start()
-        ingest_lines(load_settings(home, environ={}), "customers", tmp_path, "rename.jsonl",
-                     [customer_change(gen, cid, LATER_TS_MS, first_name="Replicated")])
+        assert server.get("/api/v1/customers/C0000001", key).status_code == 404
         second = json.loads(Cli(home, env)("run", "--as-of", AS_OF_ARG, "--json").stdout)
         assert second["status"] == "success" and second["version"] == 2, second
         deadline = time.monotonic() + 30
-        while server.get(f"/api/v1/customers/{cid}", key).json().get("first_name") != "Replicated":
+        while server.get("/api/v1/customers/C0000001", key).status_code != 200:
             assert time.monotonic() < deadline, "the replica never served the new publish"
             time.sleep(0.2)
         assert server.get("/ready").json()["version"] == 2
@@ -108,7 +105,7 @@ def test_the_api_reads_the_replica_and_keeps_serving_with_the_primary_down(pair,
 
 
 def test_every_route_answers_503_quickly_while_postgresql_is_locked_or_stopped(pair, published):
-    home, _, env, key = published
+    home, _, key = published
     primary_only = {"SENDTIME_ONLINE_STORE_URL": pair.primary_url}
     routes = every_route(load_settings(home, environ=primary_only))
     with ApiServer(home, workers=2, env=primary_only) as server:
