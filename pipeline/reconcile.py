@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -68,6 +69,7 @@ class ReconcileReport:
     ended_at: datetime | None = None
     version: int | None = None  # the published version compared
     checked: dict[str, int] = field(default_factory=dict)  # rows compared per area
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per comparison (lake, warehouse, store)
     pending: dict[str, int] = field(default_factory=dict)  # rows written by cycles not published yet
     drift: list[Drift] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -99,7 +101,8 @@ class ReconcileReport:
         return {
             "status": self.status, "ok": self.ok, "started_at": iso_z(self.started_at),
             "ended_at": iso_z(self.ended_at), "seconds": round(self.seconds, 3), "version": self.version,
-            "checked": self.checked, "pending": self.pending, "skipped": self.skipped,
+            "checked": self.checked, "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "pending": self.pending, "skipped": self.skipped,
             "drift": [asdict(d) for d in self.drift], "repaired": self.repaired,
             "remaining": None if self.remaining is None else [asdict(d) for d in self.remaining],
         }
@@ -450,13 +453,20 @@ def _pass(settings: Settings, engine: Engine, warehouse: Warehouse, contracts: C
         return None
     state = warehouse.cycle_state()
     with warehouse.marts() as con:
+        clock = time.perf_counter()
         if state is not None and state.last_cycle_committed:
             _lake_checks(con, settings, report)
+            report.timings["lake"] = time.perf_counter() - clock
+            clock = time.perf_counter()
             _warehouse_checks(con, report)
+            report.timings["warehouse"] = time.perf_counter() - clock
+            clock = time.perf_counter()
         else:
             report.skipped.append("lake and warehouse checks: the last cycle did not commit (the next good "
                                   "cycle catches up)")
-        return _store_checks(con, engine, contracts, version["cycle_id"], report)
+        todo = _store_checks(con, engine, contracts, version["cycle_id"], report)
+        report.timings["store"] = time.perf_counter() - clock
+        return todo
 
 
 def _warehouse_drifted(drift: list[Drift]) -> bool:
