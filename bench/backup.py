@@ -106,15 +106,16 @@ def main() -> None:
                 seconds, waited = cycle(settings, files.pop())
                 own[phase].append(seconds)
                 latency[phase].append(waited)
-                print(f"[{phase}] cycle {seconds:.2f}s, latency {waited:.2f}s, load {os.getloadavg()[0]:.1f}", flush=True)
+                print(f"[{phase}] cycle {seconds:.2f}s, latency {waited:.2f}s, load {os.getloadavg()[0]:.1f}",
+                      flush=True)
         finally:
             if backups is not None:
                 backups.halt()
                 made += backups.made
     print(f"\nload average {os.getloadavg()}; {len(made)} backups")
     b = made[len(made) // 2]
-    print(f"a backup: {b['files']:,} files, {b['bytes'] / 1e9:.2f} GB "
-          f"({', '.join(f'{k} {v['files']:,} files {v['bytes'] / 1e9:.2f} GB' for k, v in b['by_how'].items())})")
+    parts = ", ".join(f"{how} {v['files']:,} files {v['bytes'] / 1e9:.2f} GB" for how, v in b["by_how"].items())
+    print(f"a backup: {b['files']:,} files, {b['bytes'] / 1e9:.2f} GB ({parts})")
     med = statistics.median
     print("\n| measure | without backup | during backups | ratio |")
     print("|---|---|---|---|")

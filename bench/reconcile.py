@@ -18,11 +18,11 @@ import os
 import statistics
 import time
 
+from bench.large_home import published_home
 from pipeline import store
 from pipeline.mart_contract import PRODUCTS, PROFILES, RECOMMENDATIONS
 from pipeline.reconcile import reconcile
 from pipeline.warehouse import warehouse_for
-from bench.large_home import published_home
 
 
 def read_both_once(settings) -> tuple[float, int]:
@@ -60,9 +60,10 @@ def main() -> None:
         print(f"reconcile {report.seconds:.2f}s {report.timings}; read once {seconds:.2f}s ({rows:,} rows); "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
     med = statistics.median
-    print(f"\nload average {os.getloadavg()}; profiles compared {first.checked['store.profiles']:,}, "
-          f"recommendation lists {first.checked['store.recommendations']:,}, products {first.checked['store.products']:,}, "
-          f"lake events {first.checked.get('lake.events', 0):,}")
+    checked = first.checked
+    print(f"\nload average {os.getloadavg()}; profiles compared {checked['store.profiles']:,}, recommendation lists "
+          f"{checked['store.recommendations']:,}, products {checked['store.products']:,}, "
+          f"lake events {checked.get('lake.events', 0):,}")
     print("\n| measure | reconcile | baseline: read both once | ratio | target |")
     print("|---|---|---|---|---|")
     print(f"| warehouse vs store, every published row (median of {args.rounds}) | {med(stores):.2f} s "

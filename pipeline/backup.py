@@ -250,7 +250,12 @@ def _pg_dump(url: str, snapshot: str, target: Path) -> None:
                            f"--snapshot={snapshot}", f"--file={target}", f"--dbname={conninfo}"],
                           env={**os.environ, **env}, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise BackupError(f"pg_dump failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        raise BackupError(f"pg_dump failed: {_last_line(proc)}")
+
+
+def _last_line(proc: subprocess.CompletedProcess) -> str:
+    text = proc.stderr.strip()
+    return text.splitlines()[-1] if text else f"exit {proc.returncode}"
 
 
 def _published(engine: Any) -> dict[str, Any]:
@@ -360,7 +365,7 @@ def _restore_store(settings: Settings, manifest: Manifest, folder: Path) -> None
                            f"--dbname={conninfo}", str(folder / store_file)],
                           env={**os.environ, **env}, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise BackupError(f"pg_restore failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        raise BackupError(f"pg_restore failed: {_last_line(proc)}")
 
 
 def _after_restore(settings: Settings, manifest: Manifest) -> list[str]:
@@ -373,13 +378,16 @@ def _after_restore(settings: Settings, manifest: Manifest) -> list[str]:
     return done
 
 
+def _intact(path: Path, entry: FileEntry) -> bool:
+    return path.is_file() and path.stat().st_size == entry.size and _sha256(path) == entry.sha256
+
+
 def restore(settings: Settings, directory: Path) -> dict[str, Any]:
     """The backup in `directory` into this empty home (and its empty online store)."""
     folder = Path(directory).absolute()
     manifest = Manifest.read(folder)
     _home_is_empty(settings)
-    bad = [f.path for f in manifest.files if not (folder / f.path).is_file() or (folder / f.path).stat().st_size != f.size
-           or _sha256(folder / f.path) != f.sha256]
+    bad = [f.path for f in manifest.files if not _intact(folder / f.path, f)]
     if bad:
         raise BackupError(f"the backup is damaged: {len(bad)} files missing or changed (e.g. {bad[0]})")
     home = settings.home

@@ -217,7 +217,7 @@ def _lake_checks(con: Any, settings: Settings, report: ReconcileReport) -> None:
                 alias = ("left join product_id_aliases as a on upper(l.product_id) = a.alias"
                          if source == "products" else "")
                 lake = f"""
-                    select {lake_key} as key, {f'max(l.ts_ms)' if version else 'null::bigint'} as version
+                    select {lake_key} as key, {'max(l.ts_ms)' if version else 'null::bigint'} as version
                     from read_parquet('{glob}', union_by_name = true) as l {alias}
                     where l._batch_id in (select _batch_id from reconcile_committed where lake_table = '{source}')
                       and l.{key} is not null

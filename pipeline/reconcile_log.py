@@ -80,8 +80,9 @@ def latest(engine: Engine) -> tuple[ReconcileRecord | None, dict[str, int]]:
     with engine.connect() as conn:
         if not inspect(conn).has_table("reconciliations"):
             return None, {}
-        row = conn.execute(select(reconciliations).order_by(reconciliations.c.started_at.desc()).limit(1)).mappings().first()
-        counts = dict(conn.execute(select(reconciliations.c.status, func.count()).group_by(reconciliations.c.status)).all())
+        table = reconciliations
+        row = conn.execute(select(table).order_by(table.c.started_at.desc()).limit(1)).mappings().first()
+        counts = dict(conn.execute(select(table.c.status, func.count()).group_by(table.c.status)).all())
     if row is None:
         return None, counts
     return ReconcileRecord(

@@ -23,7 +23,7 @@ import pytest
 from pipeline.config import load_settings
 from tests.conftest import ROOT, Cli
 from tests.homes import copy_home
-from tests.test_cycle import AS_OF_ARG, LATER_TS_MS, customer_change, ingest_lines
+from tests.test_cycle import LATER_TS_MS, customer_change, ingest_lines
 
 
 @pytest.fixture(scope="module")

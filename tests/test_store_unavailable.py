@@ -10,10 +10,10 @@ WAL readers alone: reads answer, and the collector, which must record what it la
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.parquet as pq

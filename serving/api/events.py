@@ -102,7 +102,7 @@ def collect(settings: Settings, engine: Engine, records: list[Any], reader: Stor
     except SQLAlchemyError as exc:
         log.warning("collector: landed events not recorded; the client retries",
                     extra={"batch_id": data["batch_id"], "landed": len(landed), "error_type": type(exc).__name__})
-        raise Problem("unavailable", "the events are stored but the online store cannot record them; "
-                                     "retry the same request (nothing is lost or doubled)", {"Retry-After": "1"}) from None
+        raise Problem("unavailable", "the events are stored but the online store cannot record them; retry the "
+                                     "same request (nothing is lost or doubled)", {"Retry-After": "1"}) from None
     test_hook("collector_recorded")
     return data
