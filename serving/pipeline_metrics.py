@@ -166,11 +166,12 @@ def _recovery_families(settings: Settings, counter: Any, gauge: Any) -> Iterator
     for status in sorted(set(STATUSES) | set(counts)):
         runs.add_metric([status], counts.get(status, 0))
     yield runs
-    drift = gauge("sendtime_reconcile_drift_rows", "Rows the latest reconcile found drifted, by check.",
-                  labels=["check"])
+    drift = gauge("sendtime_reconcile_drift_rows", "Rows the latest reconcile found drifted, by check "
+                  "(0 for every check until a reconcile finds drift).", labels=["check"])
+    found = last.drift if last is not None else {}
+    for check in sorted(set(CHECKS) | set(found)):
+        drift.add_metric([check], found.get(check, 0))
     if last is not None:
-        for check in sorted(set(CHECKS) | set(last.drift)):
-            drift.add_metric([check], last.drift.get(check, 0))
         yield _gauge(gauge, "sendtime_reconcile_last_timestamp_seconds", "End of the latest reconcile (unix time).",
                      epoch(parse_store_time(last.ended_at)))
     yield drift
