@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -47,7 +47,7 @@ class Load:
         self.answers: list[tuple[str, str]] = []  # (event id, status)
         self.latencies: dict[str, list[float]] = {}
         self.errors = 0
-        self.when = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.when = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _batch(self, duplicates: float) -> list[dict]:
         with self.lock:

@@ -35,9 +35,10 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -248,7 +249,7 @@ def _pg_dump(url: str, snapshot: str, target: Path) -> None:
     conninfo, env = _libpq(url)
     proc = subprocess.run([_pg_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
                            f"--snapshot={snapshot}", f"--file={target}", f"--dbname={conninfo}"],
-                          env={**os.environ, **env}, capture_output=True, text=True)
+                          env={**os.environ, **env}, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BackupError(f"pg_dump failed: {_last_line(proc)}")
 
@@ -363,7 +364,7 @@ def _restore_store(settings: Settings, manifest: Manifest, folder: Path) -> None
     conninfo, env = _libpq(settings.store_url)
     proc = subprocess.run([_pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
                            f"--dbname={conninfo}", str(folder / store_file)],
-                          env={**os.environ, **env}, capture_output=True, text=True)
+                          env={**os.environ, **env}, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BackupError(f"pg_restore failed: {_last_line(proc)}")
 

@@ -49,7 +49,8 @@ log = get_logger("sendtime.reconcile")
 
 SAMPLE = 10  # ids listed per drifted check
 LOCK_WAIT_SECONDS = 600.0  # a cycle running when reconcile starts finishes first
-EMPTY_LIST_DIGEST = hashlib.md5(b"[]").hexdigest()  # noqa: S324 - a checksum, not security
+EMPTY_LIST_DIGEST = hashlib.md5(b"[]").hexdigest()  # the body of an empty list; a checksum, not security
+
 
 class ReconcileBusy(SendtimeError):
     """The home's cycle lock stayed taken (a long cycle, a backup)."""
@@ -109,8 +110,8 @@ class ReconcileReport:
 
     def summary(self) -> str:
         checked = ", ".join(f"{k} {v}" for k, v in self.checked.items())
-        lines = [f"reconcile: {self.status} in {self.seconds:.2f}s (published version {self.version}; "
-                 f"compared {checked or 'nothing'})"]
+        lines = [(f"reconcile: {self.status} in {self.seconds:.2f}s (published version {self.version}; "
+                  f"compared {checked or 'nothing'})")]
         if any(self.pending.values()):
             lines.append("  pending (written by a cycle, not published yet): "
                          + ", ".join(f"{k} {v}" for k, v in self.pending.items() if v))
@@ -266,7 +267,7 @@ def _warehouse_checks(con: Any, report: ReconcileReport) -> None:
 # ------------------------------------------------------------------------------ the store side
 
 def _md5(text: str) -> str:
-    return hashlib.md5(text.encode("utf-8")).hexdigest()  # noqa: S324 - the etag's checksum
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
 def _stored(engine: Engine) -> dict[str, dict[str, tuple]]:
@@ -299,7 +300,8 @@ class _StoreDrift:
     """The keys to republish per mart, and the customers to delete."""
 
     upsert: dict[str, list[str]] = field(default_factory=lambda: {PROFILES: [], RECOMMENDATIONS: [], PRODUCTS: []})
-    delete: list[str] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)  # customers: profile and recommendations
+    delete_products: list[str] = field(default_factory=list)
     contract: bool = False
 
 
@@ -371,7 +373,7 @@ def _store_checks(con: Any, engine: Engine, contracts: Contracts, since: str,
         if kind == "extra" and mart != PRODUCTS:
             todo.delete.extend(keys)
         elif kind == "extra":
-            pass  # a product the catalog no longer has: the API reads products through lists only
+            todo.delete_products.extend(keys)  # publish never deletes a product: only a hand can add one
         else:
             todo.upsert[mart].extend(keys)
     return todo
@@ -416,10 +418,15 @@ def _republish(con: Any, engine: Engine, contracts: Contracts, todo: _StoreDrift
         engine, changes, cycle_id=current.get("cycle_id") or "reconcile",
         as_of=datetime.fromisoformat(as_of.replace("Z", "")) if as_of else utcnow(),
         newest_ingested_at=datetime.fromisoformat(newest.replace("Z", "")) if newest else None, force_version=True)
+    removed = 0
+    if todo.delete_products:
+        with engine.begin() as conn:
+            removed = conn.execute(store.products.delete().where(
+                store.products.c.product_id.in_(todo.delete_products))).rowcount or 0
     log.info("reconcile republished", extra={"version": published.version, **published.to_dict()})
     return {"profiles": published.profiles_upserted, "recommendations": published.recommendations_upserted,
             "products": published.products_upserted, "deleted": published.profiles_deleted,
-            "contract": int(todo.contract)}
+            "products_deleted": removed, "contract": int(todo.contract)}
 
 
 # ------------------------------------------------------------------------------ entry points
@@ -505,7 +512,8 @@ def reconcile(settings: Settings, *, repair: bool = False, lock_wait: float = LO
                 contracts = _contracts(settings)
                 again = ReconcileReport(started_at=report.started_at)
                 todo = _pass(settings, engine, warehouse, contracts, again)
-            if todo is not None and (any(todo.upsert.values()) or todo.delete or todo.contract):
+            if todo is not None and (any(todo.upsert.values()) or todo.delete or todo.delete_products
+                                     or todo.contract):
                 with warehouse.marts() as con:
                     report.repaired.update(_republish(con, engine, contracts, todo))
             check = ReconcileReport(started_at=report.started_at)

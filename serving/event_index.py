@@ -9,7 +9,7 @@ duplicate (both lake files hold the event; staging keeps the first ingested copy
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite

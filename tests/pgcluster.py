@@ -50,7 +50,7 @@ class Cluster:
     def log(self) -> Path:
         return self.root / f"{self.name}.log"
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         _as_postgres(str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                      "-o", f"-p {self.port}", "start")
         return self
@@ -88,7 +88,7 @@ class PrimaryAndReplica:
                      "max_wal_senders = 5\nwal_level = replica\nhot_standby = on\n"
                      "wal_receiver_status_interval = 1s\nwal_retrieve_retry_interval = 1s\n")
 
-    def start(self) -> "PrimaryAndReplica":
+    def start(self) -> PrimaryAndReplica:
         pwfile = self.root / "pw"
         pwfile.write_text(self.password)
         shutil.chown(pwfile, USER, USER)

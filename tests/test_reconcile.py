@@ -58,7 +58,7 @@ def served(home: Path) -> dict[str, tuple]:
 
 
 def test_a_fresh_cycle_reconciles_clean(world):
-    home, _, cli = world
+    cli = world[2]
     code, report = reconcile(cli)
     assert code == 0 and report["status"] == "clean" and report["drift"] == [], report
     checked = report["checked"]
@@ -70,7 +70,7 @@ def test_a_fresh_cycle_reconciles_clean(world):
 def test_a_row_changed_by_hand_is_found_field_by_field_and_repaired(world):
     home, _, cli = world
     before = served(home)
-    cid = sorted(before)[0]
+    cid = min(before)
     body = json.loads(before[cid][0])
     body["first_name"], body["orders_count"] = "Mallory", 999
     # the body edited, the etag kept: a client's cache would never see it
@@ -96,16 +96,18 @@ def test_a_row_changed_by_hand_is_found_field_by_field_and_repaired(world):
 def test_a_deleted_row_is_found_and_republished(world):
     home, _, cli = world
     before = served(home)
-    cid = sorted(before)[-1]
+    cid = max(before)
     recs = store(home, "select body from recommendations where customer_id = ?", (cid,))
     store(home, "delete from profiles where customer_id = ?", (cid,))
     store(home, "delete from recommendations where customer_id = ?", (cid,))
+    store(home, "insert into products values ('PZZZZZ', '{}', 'by hand')")  # a product no cycle wrote
     code, report = reconcile(cli)
     assert code == 1 and drift(report)["store.profiles.missing"]["ids"] == [cid]
+    assert drift(report)["store.products.extra"]["ids"] == ["PZZZZZ"]
     if recs and recs[0][0] != "[]":
         assert drift(report)["store.recommendations.missing"]["ids"] == [cid]
     code, repaired = reconcile(cli, "--repair")
-    assert code == 0 and repaired["remaining"] == []
+    assert code == 0 and repaired["remaining"] == [] and repaired["repaired"]["products_deleted"] == 1
     assert served(home) == before
     assert store(home, "select body from recommendations where customer_id = ?", (cid,)) == (recs or [("[]",)])
 
@@ -179,7 +181,7 @@ def test_metrics_carry_the_latest_reconcile(world):
     home, _, cli = world
     from serving.app import create_app
 
-    cid = sorted(served(home))[0]
+    cid = min(served(home))
     store(home, "update profiles set etag = 'x' where customer_id = ?", (cid,))
     assert reconcile(cli)[0] == 1
     settings = load_settings(home, environ={})
