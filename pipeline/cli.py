@@ -137,6 +137,61 @@ def run(ctx: click.Context, as_of: str | None, full_refresh: bool, as_json: bool
 
 
 @main.command()
+@click.option("--repair", is_flag=True,
+              help="Republish what drifted (rebuild the warehouse from the lake first when it drifted).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reconcile(ctx: click.Context, repair: bool, as_json: bool) -> None:
+    """Compare lake, warehouse and online store row for row; exit 1 on drift (0 once --repair fixed it)."""
+    from pipeline.reconcile import reconcile as run_reconcile
+
+    settings = _settings(ctx)
+    _ensure_home(settings)
+    report = run_reconcile(settings, repair=repair)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def backup(ctx: click.Context, directory: Path, as_json: bool) -> None:
+    """Write a consistent, restorable copy of the home into DIRECTORY (a new or empty folder)."""
+    from pipeline.backup import backup as run_backup
+
+    settings = _settings(ctx)
+    _ensure_home(settings)
+    manifest = run_backup(settings, directory)
+    if as_json:
+        _print_json(manifest.summary())
+    else:
+        click.echo(manifest.summary_text())
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def restore(ctx: click.Context, directory: Path, as_json: bool) -> None:
+    """Restore the backup in DIRECTORY into this (empty) home and its (empty) online store."""
+    from pipeline.backup import restore as run_restore
+
+    settings = _settings(ctx)
+    _ensure_home(settings)
+    result = run_restore(settings, directory)
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(f"restored {result['files']} files ({result['bytes']} bytes) and the online store from "
+                   f"{directory} (backup of {result['created_at']}, published version {result['version']})")
+
+
+@main.command()
 @click.option("--limit", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context

@@ -130,12 +130,19 @@ class Settings(BaseSettings):
     home: Path
     # online store: SQLite under home by default; postgresql+psycopg://... for several API nodes
     online_store_url: str = ""
+    # API nodes read from this one when set (a PostgreSQL streaming replica); writes go to online_store_url
+    online_store_read_url: str = ""
+    # how long an API request waits for a locked or unreachable store before its 503 (Retry-After)
+    api_store_timeout: Duration = "1s"
     # pipeline
     schedule_every: Interval = "5m"  # 0s: continuous, a cycle as soon as a batch lands (docs/pipeline.md)
     recommendations_refresh_every: Duration = "1h"
     lake_overlap_seconds: float = 300.0
     # the dbt project a cycle builds: the repository's by default (an analyst's copy, a branch)
     project_dir: str = ""
+    # consistency (docs/recovery.md): the scheduler reconciles lake, warehouse and store this often
+    reconcile_every: Duration = "1h"
+    reconcile_repair: bool = False  # the scheduler's reconcile republishes what drifted
     # serving
     cache_max_age: int = 300
     rate_limit_per_second: float = 10_000.0
@@ -229,6 +236,19 @@ class Settings(BaseSettings):
         return self.online_store_url or f"sqlite:///{(self.home / 'online.sqlite').resolve()}"
 
     @property
+    def store_read_url(self) -> str:
+        """Where the API reads: the replica when one is set, else the store itself."""
+        return self.online_store_read_url or self.store_url
+
+    @property
+    def api_store_timeout_seconds(self) -> float:
+        return parse_duration(self.api_store_timeout)
+
+    @property
+    def reconcile_seconds(self) -> float:
+        return parse_duration(self.reconcile_every)
+
+    @property
     def schedule_seconds(self) -> float:
         return parse_duration(self.schedule_every, allow_zero=True)
 
@@ -252,6 +272,8 @@ class Settings(BaseSettings):
             out["SENDTIME_ONLINE_STORE_URL"] = self.online_store_url
         if self.encryption_key_file is not None:
             out["SENDTIME_ENCRYPTION_KEY_FILE"] = str(self.encryption_key_file)
+        if self.online_store_read_url:
+            out["SENDTIME_ONLINE_STORE_READ_URL"] = self.online_store_read_url
         return out
 
     def replace(self, **changes: Any) -> Settings:

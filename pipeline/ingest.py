@@ -101,6 +101,7 @@ class RecordsReport:
     lake_file: str | None
     results: list[dict[str, Any]]
     seconds: float
+    ingested_at: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -599,44 +600,47 @@ def _where(exc: OSError, path: Path, batch: _Batch) -> str:
 
 
 def ingest_records(settings: Settings, source: str, records: list[Any], *, source_file: str = "collector",
-                   claim: Callable[[list[str]], Iterable[str]] | None = None,
-                   release: Callable[[list[str]], None] | None = None) -> RecordsReport:
+                   known: Callable[[list[str]], Iterable[str]] | None = None,
+                   id_max_length: int | None = None) -> RecordsReport:
     """The collector's path: validate parsed records like a file; per-record results in input order.
 
-    `claim(ids)` (events only) gets the accepted event_ids (first occurrence within the request, in
-    order) and returns those that are new; the others are duplicates and are not written. When the
-    lake write then fails, `release(new_ids)` undoes the claim before the error propagates.
+    Events only: within a request the first accepted record of an event_id wins (the others are
+    `duplicate`); `known(ids)` gets the accepted ids (first occurrence, in order) and returns those
+    already landed by an earlier request: duplicates too, and not written again. An event_id
+    longer than `id_max_length` characters is rejected (the collector's index cannot hold it).
+    Nothing is claimed here: the caller records the landed ids after this returns, when the lake
+    file is durable (serving/api/events.py), so an id is never recorded for an event the lake
+    does not hold.
     """
     started = time.perf_counter()
     batch = _open_batch(settings, source, quarantine_always=False)
     validator = Validator(source, batch.ingested_at, settings=settings)
-    claimed: list[str] = []
     try:
         accepted, rejected = validator.run(_records_chunk(list(records)))
         results: list[dict[str, Any]] = [{"index": i, "event_id": None, "status": "accepted"} for i in range(len(records))]
         for r in rejected:
-            i = r["line"] - 1
-            results[i]["status"] = "rejected"
-            results[i]["reason"] = r["reason"]
             r["source_file"] = source_file
         if source == "events":
             for i, rec in enumerate(records):
                 if isinstance(rec, dict) and isinstance(rec.get("event_id"), str):
                     results[i]["event_id"] = rec["event_id"].strip(WHITESPACE) or None
-            accepted = _drop_duplicates(accepted, results, claim, claimed)
+            if id_max_length is not None:
+                accepted, too_long = _reject_long_ids(accepted, id_max_length, source_file)
+                rejected += too_long
+            accepted = _drop_duplicates(accepted, results, known)
+        for r in rejected:
+            i = r["line"] - 1
+            results[i]["status"] = "rejected"
+            results[i]["reason"] = r["reason"]
         batch.lake.write(_lake_table(accepted, source, batch.batch_id, batch.ingested_at, source_file))
-        batch.quarantine.write(rejected)
+        batch.quarantine.write(sorted(rejected, key=lambda r: r["line"]))
         quarantine_path = batch.quarantine.commit()
         lake_file = batch.lake.commit()
     except OSError as exc:
         batch.abort()
-        if claimed and release is not None:
-            release(claimed)
         raise IngestError(f"cannot write the lake: {exc.strerror or exc}") from None
     except BaseException:
         batch.abort()
-        if claimed and release is not None:
-            release(claimed)
         raise
     finally:
         validator.close()
@@ -646,13 +650,26 @@ def ingest_records(settings: Settings, source: str, records: list[Any], *, sourc
         duplicates=counts["duplicate"], rejected=counts["rejected"],
         quarantine_path=str(quarantine_path) if quarantine_path else None,
         lake_file=str(lake_file) if lake_file else None, results=results,
-        seconds=round(time.perf_counter() - started, 3),
+        seconds=round(time.perf_counter() - started, 3), ingested_at=batch.ingested_at.isoformat() + "Z",
     )
 
 
+def _reject_long_ids(accepted: pa.Table, limit: int, source_file: str) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Accepted events whose event_id is longer than `limit` characters, moved to the rejected."""
+    lengths = pc.utf8_length(accepted.column("event_id"))
+    too_long = pc.fill_null(pc.greater(lengths, limit), False)
+    if not pc.any(too_long).as_py():
+        return accepted, []
+    out = accepted.filter(too_long)
+    reason = f"event_id: longer than {limit} characters"
+    rows = [{"line": line, "reason": reason, "raw": raw, "source_file": source_file}
+            for line, raw in zip(out.column("line").to_pylist(), out.column("raw").to_pylist())]
+    return accepted.filter(pc.invert(too_long)), rows
+
+
 def _drop_duplicates(accepted: pa.Table, results: list[dict[str, Any]],
-                     claim: Callable[[list[str]], Iterable[str]] | None, claimed: list[str]) -> pa.Table:
-    """Within a request the first accepted event_id wins; `claim` decides which ids are new at all."""
+                     known: Callable[[list[str]], Iterable[str]] | None) -> pa.Table:
+    """Within a request the first accepted event_id wins; `known` says which ids landed before."""
     ids = accepted.column("event_id").to_pylist()
     lines = accepted.column("line").to_pylist()
     first: dict[str, int] = {}
@@ -663,11 +680,9 @@ def _drop_duplicates(accepted: pa.Table, results: list[dict[str, Any]],
         else:
             first[event_id] = pos
             keep[pos] = True
-    if claim is not None and first:
-        new = set(claim(list(first)))
-        claimed.extend(i for i in first if i in new)
-        for event_id, pos in first.items():
-            if event_id not in new:
-                keep[pos] = False
-                results[lines[pos] - 1]["status"] = "duplicate"
+    if known is not None and first:
+        for event_id in set(known(list(first))) & set(first):
+            pos = first[event_id]
+            keep[pos] = False
+            results[lines[pos] - 1]["status"] = "duplicate"
     return accepted.filter(pa.array(keep, pa.bool_()))

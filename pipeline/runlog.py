@@ -426,26 +426,27 @@ _histories_lock = threading.Lock()
 
 
 def store_engine(settings: Settings) -> Engine:
-    """One small engine per process and store URL, made after fork (never shared across workers)."""
-    key = (os.getpid(), settings.store_url)
+    """One small engine per process and store URL, made after fork (never shared across workers).
+    The API's: it reads the read replica when one is set, and waits at most api_store_timeout."""
+    key = (os.getpid(), settings.store_read_url)
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = _engines[key] = store.engine_for(settings, pool_size=2, max_overflow=2) \
-                if not settings.store_url.startswith("sqlite") else store.engine_for(settings)
+            pool = {} if settings.store_read_url.startswith("sqlite") else {"pool_size": 2, "max_overflow": 2}
+            engine = _engines[key] = store.api_engine(settings, read=True, **pool)
         return engine
 
 
 def snapshot_for(settings: Settings, **kwargs: Any) -> PipelineSnapshot:
     """`read_snapshot` of the settings' store with this process's folded history; never creates
     an empty SQLite file (StoreMissing instead)."""
-    if settings.store_url.startswith("sqlite"):
+    if settings.store_read_url.startswith("sqlite"):
         from sqlalchemy.engine import make_url
 
-        database = make_url(settings.store_url).database
+        database = make_url(settings.store_read_url).database
         if not database or not os.path.exists(database):
             raise StoreMissing("the online store does not exist yet")
-    key = (os.getpid(), settings.store_url)
+    key = (os.getpid(), settings.store_read_url)
     with _histories_lock:
         history = _histories.setdefault(key, RunHistory())
         # one snapshot at a time per process folds into the shared history

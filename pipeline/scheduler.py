@@ -76,6 +76,7 @@ class CycleRunner:
     cycles: int = 0
     stopping: threading.Event = field(default_factory=threading.Event)
     idle: threading.Event = field(default_factory=threading.Event)
+    reconcile_at: float = 0.0  # monotonic time of the next reconcile in continuous mode (0: not yet set)
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -139,9 +140,24 @@ class CycleRunner:
             finally:
                 self.idle.set()
                 gc.collect()
+            self._reconcile_if_due()
             if self.stopping.is_set() or self.failures:
                 continue
-            watch.wait(1.0 if status == "busy" else self.idle_timeout())
+            wait = 1.0 if status == "busy" else self.idle_timeout()
+            watch.wait(min(wait, max(self.reconcile_at - time.monotonic(), 0.0)))
+            self._reconcile_if_due()
+
+    def _reconcile_if_due(self) -> None:
+        """Continuous mode's reconcile job: between two cycles, in the cycles' thread, every
+        `reconcile_every` (the interval mode gives the same job to APScheduler)."""
+        if self.reconcile_at == 0.0:
+            self.reconcile_at = time.monotonic() + self.settings.reconcile_seconds
+        if time.monotonic() < self.reconcile_at or self.stopping.is_set():
+            return
+        from pipeline.reconcile import ReconcileRunner
+
+        ReconcileRunner(self.settings).tick()
+        self.reconcile_at = time.monotonic() + self.settings.reconcile_seconds
 
     def idle_timeout(self) -> float:
         """How long a continuous scheduler may wait for a batch: until the next lifecycle stage
@@ -164,6 +180,18 @@ def _skip_notices(record: logging.LogRecord) -> bool:
     """Drop APScheduler's warning for a tick that fell inside a running cycle: expected, and
     CycleRunner.tick runs the next cycle at once instead."""
     return "maximum number of running instances reached" not in record.getMessage()
+
+
+def _add_reconcile_job(scheduler: Any, settings: Settings) -> None:
+    """`sendtime reconcile` every `reconcile_every` (first after one interval), in the same single
+    worker thread as the cycles, so it always runs between two cycles (docs/recovery.md)."""
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from pipeline.reconcile import ReconcileRunner
+
+    every = settings.reconcile_seconds
+    scheduler.add_job(ReconcileRunner(settings).tick, IntervalTrigger(seconds=every, timezone=timezone.utc),
+                      id="reconcile", name="reconcile", max_instances=1, coalesce=True, misfire_grace_time=None)
 
 
 def scheduler_lock(settings: Settings) -> FileLock:
@@ -246,6 +274,7 @@ def _run_on_interval(runner: CycleRunner, interval: float, stop_hooks: list[Any]
 
     scheduler.add_job(job, IntervalTrigger(seconds=interval, timezone=timezone.utc), id="cycle",
                       name="pipeline cycle", next_run_time=datetime.now(timezone.utc))
+    _add_reconcile_job(scheduler, runner.settings)
     stop_hooks.append(lambda: scheduler.shutdown(wait=False) if scheduler.running else None)
     logging.getLogger("apscheduler.scheduler").addFilter(_skip_notices)
     if not runner.stopping.is_set():

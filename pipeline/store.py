@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -119,6 +120,11 @@ ingest_batches = Table(
     Column("ingested_at", String(40), nullable=False),
 )
 
+# a PostgreSQL streaming replica's lag in seconds: 0 when it replayed all it received, else the age of
+# the last replayed transaction; (false, ...) on a primary (online_store_read_url, docs/recovery.md)
+REPLICA_LAG_SQL = ("SELECT pg_is_in_recovery(), CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
+                   "THEN 0 ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END")
+
 # the served marts' contract (pipeline/mart_contract.py) of the published state: one row, written by
 # the publish that changes it, so every API node serves the fields of the data it reads
 mart_contracts = Table(
@@ -156,27 +162,47 @@ oauth_tokens = Table(
 )
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API types
-    cursor = dbapi_connection.cursor()
-    # WAL: readers never block the writer; NORMAL is durable across app crashes in WAL mode
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(busy_ms: int):  # noqa: ANN202 - a connect listener
+    def pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API types
+        cursor = dbapi_connection.cursor()
+        # WAL: readers never block the writer; NORMAL is durable across app crashes in WAL mode
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+    return pragmas
 
 
-def make_engine(url: str, **kwargs) -> Engine:
+# the pipeline's default wait for a locked SQLite store (a publish holds the write lock)
+DEFAULT_WAIT_SECONDS = 10.0
+# libpq (and psycopg) never wait less than this for a connection
+PG_MIN_CONNECT_SECONDS = 2
+
+
+def make_engine(url: str, *, wait_seconds: float | None = None, **kwargs) -> Engine:
     """An engine for the online store; SQLite gets WAL and a busy timeout on every connection.
 
+    `wait_seconds` bounds how long a statement waits for a lock: SQLite's busy timeout; on
+    PostgreSQL `lock_timeout` and `statement_timeout`, and the connection attempt (at least 2 s,
+    libpq's minimum). The API passes its `api_store_timeout` so that a locked or unreachable store
+    is a quick 503, never a request that hangs; the pipeline keeps the default (no statement bound
+    on PostgreSQL, 10 s on SQLite).
     `hide_parameters`: a failed statement's message must never carry a profile body (emails,
     names) into a log or the run log.
     """
     kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False}, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        wait = DEFAULT_WAIT_SECONDS if wait_seconds is None else wait_seconds
+        engine = create_engine(url, connect_args={"timeout": wait, "check_same_thread": False}, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas(int(wait * 1000)))
         return engine
+    if wait_seconds is not None:
+        ms = max(int(wait_seconds * 1000), 1)
+        kwargs.setdefault("connect_args", {}).update({
+            "connect_timeout": max(PG_MIN_CONNECT_SECONDS, math.ceil(wait_seconds)),
+            "options": f"-c lock_timeout={ms} -c statement_timeout={ms}",
+        })
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
@@ -184,6 +210,14 @@ def engine_for(settings: Settings, **kwargs) -> Engine:
     if not settings.online_store_url:
         settings.home.mkdir(parents=True, exist_ok=True)
     return make_engine(settings.store_url, **kwargs)
+
+
+def api_engine(settings: Settings, *, read: bool, **kwargs) -> Engine:
+    """An engine for an API process: every wait bounded by `api_store_timeout` (a locked or
+    unreachable store is a quick 503); `read`: the read replica when `online_store_read_url` is
+    set, else the store. Never creates the SQLite file (a read of a missing store fails)."""
+    url = settings.store_read_url if read else settings.store_url
+    return make_engine(url, wait_seconds=settings.api_store_timeout_seconds, **kwargs)
 
 
 def migrate(engine: Engine) -> int:
@@ -291,10 +325,17 @@ def record_ingest_batch(engine: Engine, report: Mapping[str, Any]) -> int:
     `source_file` or a `files` list), or a report with a `batches` list of such objects.
     Returns the number of batches recorded.
     """
-    rows = _batch_rows(report)
-    if not rows:
+    if not _batch_rows(report):
         return 0
     with engine.begin() as conn:
+        return write_ingest_batches(conn, report)
+
+
+def write_ingest_batches(conn: Connection, report: Mapping[str, Any]) -> int:
+    """record_ingest_batch inside the caller's transaction (the collector writes its claims and
+    its batch in one)."""
+    rows = _batch_rows(report)
+    if rows:
         conn.execute(upsert_statement(conn, ingest_batches, ["batch_id"]), rows)
     return len(rows)
 

@@ -14,8 +14,10 @@ from typing import Any, Iterable, Iterator
 
 from pipeline.config import Settings
 from pipeline.logs import get_logger
-from pipeline.runlog import CYCLE_BUCKETS, Buckets, PipelineSnapshot, RunTotals, epoch, snapshot_for
-from pipeline.store import RUN_STATUSES
+from pipeline.runlog import (CYCLE_BUCKETS, Buckets, PipelineSnapshot, RunTotals, StoreMissing, epoch,
+                             parse_store_time, snapshot_for)
+from pipeline.store import REPLICA_LAG_SQL, RUN_STATUSES
+from serving.reader import StoreUnavailable, mark_unavailable, recently_unavailable
 
 log = get_logger(__name__)
 
@@ -35,9 +37,13 @@ class PipelineCollector:
         started = time.perf_counter()
         up = GaugeMetricFamily("sendtime_store_up", "1 when the online store could be read at this scrape.")
         try:
+            if recently_unavailable():  # a read just failed: say so at once (serving/reader.py)
+                raise StoreUnavailable("the store failed a moment ago")
             # the gauges need the current version and the latest finished / validated cycles only
             snap = snapshot_for(self.settings, runs_limit=20, versions_limit=1)
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the store is down
+            if not isinstance(exc, (StoreUnavailable, StoreMissing)):
+                mark_unavailable()
             log.warning("metrics: online store unreadable", extra={"error_type": type(exc).__name__})
             up.add_metric([], 0)
             yield up
@@ -45,6 +51,7 @@ class PipelineCollector:
         up.add_metric([], 1)
         yield up
         yield from _pipeline_families(snap, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily)
+        yield from _recovery_families(self.settings, CounterMetricFamily, GaugeMetricFamily)
         took = GaugeMetricFamily("sendtime_metrics_store_read_seconds",
                                  "Time this scrape spent reading the online store.")
         took.add_metric([], time.perf_counter() - started)
@@ -140,6 +147,47 @@ def _pipeline_families(snap: PipelineSnapshot, counter: Any, gauge: Any, histogr
         validations.add_metric([suite], history.suite_runs[suite])
     yield failures
     yield validations
+
+
+def _recovery_families(settings: Settings, counter: Any, gauge: Any) -> Iterator[Any]:
+    """The latest reconcile (pipeline/reconcile_log.py) and the read replica's lag (docs/recovery.md)."""
+    from pipeline.reconcile_log import CHECKS, STATUSES, latest
+    from pipeline.runlog import store_engine
+
+    engine = store_engine(settings)
+    try:
+        last, counts = latest(engine)
+        lag = _replica_lag(engine) if settings.online_store_read_url else None
+    except Exception as exc:  # noqa: BLE001 - the rest of the scrape stands
+        log.warning("metrics: reconcile log unreadable", extra={"error_type": type(exc).__name__})
+        return
+    runs = counter("sendtime_reconcile_runs", "Reconciles of lake, warehouse and online store, by outcome.",
+                   labels=["status"])
+    for status in sorted(set(STATUSES) | set(counts)):
+        runs.add_metric([status], counts.get(status, 0))
+    yield runs
+    drift = gauge("sendtime_reconcile_drift_rows", "Rows the latest reconcile found drifted, by check "
+                  "(0 for every check until a reconcile finds drift).", labels=["check"])
+    found = last.drift if last is not None else {}
+    for check in sorted(set(CHECKS) | set(found)):
+        drift.add_metric([check], found.get(check, 0))
+    if last is not None:
+        yield _gauge(gauge, "sendtime_reconcile_last_timestamp_seconds", "End of the latest reconcile (unix time).",
+                     epoch(parse_store_time(last.ended_at)))
+    yield drift
+    if lag is not None:
+        yield _gauge(gauge, "sendtime_replica_lag_seconds",
+                     "How far the read replica is behind its primary (0: it replayed all it received).", lag)
+
+
+def _replica_lag(engine: Any) -> float | None:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        row = conn.execute(text(REPLICA_LAG_SQL)).first()
+    if row is None or not row[0]:
+        return None
+    return float(row[1] or 0.0)
 
 
 def _buckets(buckets: Buckets) -> list[tuple[str, float]]:

@@ -8,12 +8,20 @@ Hot-path design (docs/api.md, "Performance"):
   anything that blocks a publish or a WAL checkpoint;
 - SQLite connections are `query_only`: the API cannot write the store through the reader.
 Reads see the latest committed publish, so new publishes are served without a restart.
+
+Availability (docs/recovery.md): reads go to `online_store_read_url` (a PostgreSQL streaming
+replica) when it is set. Every wait is bounded by `api_store_timeout` (SQLite's busy timeout;
+PostgreSQL's lock, statement and connect timeouts), and once a read failed, reads fail at once
+for `RECHECK_SECONDS` before one tries the store again: a locked or unreachable store costs one
+request the timeout, and every other request (and the rest of that one: the fast path handing
+over to Flask, the version header) a 503 at once, never a queue of requests that each wait.
 """
 from __future__ import annotations
 
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -21,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from pipeline.config import Settings
 from pipeline.mart_contract import Contracts, from_json
-from pipeline.store import CONTRACTS_ROW, make_engine
+from pipeline.store import CONTRACTS_ROW, REPLICA_LAG_SQL, make_engine
 
 # the current published version as a one-row derived table, so a data read and the version it
 # was read from come from the same statement (the same snapshot)
@@ -48,21 +56,46 @@ SQL = {
                       "ORDER BY version DESC LIMIT 1",
     "recommendations": "SELECT body FROM recommendations WHERE customer_id = ?",
     "contracts": "SELECT checksum, body FROM mart_contracts WHERE name = ?",
+    "replica_lag": REPLICA_LAG_SQL,
 }
+# after a failed read, reads fail at once for this long before one tries the store again
+RECHECK_SECONDS = 1.0
+# monotonic time until which this process's store reads fail at once; shared by every reader of
+# the process (the store reader, the metrics and status page snapshots), so that one request
+# never waits for the same dead store twice
+_down_until = 0.0
+
+
+def mark_unavailable() -> None:
+    """A read of the store failed: fail fast for RECHECK_SECONDS."""
+    global _down_until
+    _down_until = time.monotonic() + RECHECK_SECONDS
+
+
+def recently_unavailable() -> bool:
+    return _down_until > 0.0 and time.monotonic() < _down_until
+_ID_CHUNK = 500  # ids per IN (...) list
 
 
 class StoreUnavailable(Exception):
     """The store could not be read (missing schema, database down); answered with a 503."""
 
 
+class StoreNotCreated(StoreUnavailable):
+    """A fresh home: no SQLite store yet (nothing published)."""
+
+
 class StoreReader:
     def __init__(self, settings: Settings) -> None:
-        self.url = settings.store_url
+        self.url = settings.store_read_url
+        self.is_replica = bool(settings.online_store_read_url) and settings.online_store_read_url != settings.store_url
         self.is_sqlite = self.url.startswith("sqlite")
+        self.wait = settings.api_store_timeout_seconds
         self._local = threading.local()
         # the published contract, read again when the published version moves
         self._contracts: tuple[int, str | None, Contracts] = (-1, None, {})
-        self._engine = None if self.is_sqlite else make_engine(self.url, pool_size=4, max_overflow=4)
+        self._engine = None if self.is_sqlite else make_engine(self.url, wait_seconds=self.wait, pool_size=4,
+                                                               max_overflow=4)
         if self.is_sqlite:
             self._sqlite_path = make_url(self.url).database
             self._errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
@@ -75,9 +108,10 @@ class StoreReader:
     def _connect(self) -> Any:
         if self.is_sqlite:
             if not self._sqlite_path or not os.path.exists(self._sqlite_path):
-                raise StoreUnavailable("the online store does not exist yet")
-            conn = sqlite3.connect(self._sqlite_path, timeout=10, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=10000")
+                raise StoreNotCreated("the online store does not exist yet")
+            conn = sqlite3.connect(self._sqlite_path, timeout=self.wait, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={int(self.wait * 1000)}")
             conn.execute("PRAGMA query_only=1")
             # read pages through a memory map (no read() syscall per page) of up to 1 GiB, shared
             # with the OS page cache; the WAL and a publish's writes are unaffected
@@ -95,6 +129,16 @@ class StoreReader:
             local.pid = os.getpid()
         return local.conn
 
+    def _failed(self, exc: BaseException) -> StoreUnavailable:
+        """Forget the connection, fail fast for a while, and say what failed (the type only)."""
+        self._drop()
+        mark_unavailable()
+        return StoreUnavailable(type(exc).__name__)
+
+    def _check_up(self) -> None:
+        if recently_unavailable():
+            raise StoreUnavailable("the store failed a moment ago")
+
     def _drop(self) -> None:
         handle = getattr(self._local, "handle", None)
         self._local.pid = None
@@ -109,12 +153,12 @@ class StoreReader:
 
     # -- primitives -----------------------------------------------------------------------------
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        self._check_up()
         try:
             # fetched to the end: the statement's read snapshot ends here
             return self._conn().execute(self._sql(sql), params).fetchall()
         except self._errors as exc:
-            self._drop()
-            raise StoreUnavailable(type(exc).__name__) from None
+            raise self._failed(exc) from None
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         rows = self.all(sql, params)
@@ -124,11 +168,11 @@ class StoreReader:
     def snapshot(self) -> Iterator[None]:
         """Several statements that must see one publish (old or new, never a mix)."""
         begin = "BEGIN" if self.is_sqlite else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        self._check_up()
         try:
             self._conn().execute(begin)
         except self._errors as exc:
-            self._drop()
-            raise StoreUnavailable(type(exc).__name__) from None
+            raise self._failed(exc) from None
         try:
             yield
         finally:
@@ -198,8 +242,14 @@ class StoreReader:
     def contracts(self, version: int | None = None) -> Contracts:
         """The served marts' contract of the published state ({} before the first publish): read
         once per published version (`version`: the one the caller's data was read from)."""
-        version = self.version() if version is None else version
         seen, checksum, contracts = self._contracts
+        if version is None:
+            try:
+                version = self.version()
+            except StoreUnavailable:
+                if seen >= 0:
+                    return contracts  # the store is down: the last contract this worker read
+                raise
         if version == seen:
             return contracts
         try:
@@ -217,3 +267,25 @@ class StoreReader:
 
     def latest_version(self) -> tuple | None:
         return self.one(SQL["latest_version"])
+
+    def known_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """The ids the collector's index already holds (each landed in the lake before it was
+        recorded). A replica may lag: an id it does not show yet is landed again and then found
+        by the claim on the primary, which is harmless (serving/api/events.py)."""
+        found: set[str] = set()
+        for start in range(0, len(event_ids), _ID_CHUNK):
+            chunk = event_ids[start:start + _ID_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.all(f"SELECT event_id FROM collector_event_ids WHERE event_id IN ({marks})",
+                                                chunk))
+        return found
+
+    def replica_lag(self) -> float | None:
+        """Seconds the read replica is behind (0: it replayed all it received); None when the API
+        reads the store itself."""
+        if not self.is_replica or self.is_sqlite:
+            return None
+        row = self.one(SQL["replica_lag"])
+        if row is None or not row[0]:
+            return None  # the read URL is not (or no longer) a standby: it is a primary
+        return float(row[1]) if row[1] is not None else 0.0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.config import ConfigError, Settings
 from pipeline.logs import get_logger
@@ -89,6 +90,10 @@ def serve(settings: Settings, host: str, port: int, workers: int,
     engine = engine_for(settings)
     try:
         migrate(engine)
+    except SQLAlchemyError as exc:
+        # the store is down (a PostgreSQL primary being restarted): serve anyway, from the read
+        # replica when there is one, else 503 until it is back (docs/recovery.md)
+        log.warning("cannot migrate the online store; serving without", extra={"error_type": type(exc).__name__})
     finally:
         engine.dispose()
     options = gunicorn_options(host, port, settings.workers)

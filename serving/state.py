@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from pipeline.config import Settings, load_settings
-from pipeline.store import engine_for
+from pipeline.store import api_engine
 from serving.ratelimit import TokenBucketLimiter
 from serving.reader import StoreReader
 
@@ -31,10 +31,11 @@ def state() -> ApiState:
 
 def writer_engine() -> Any:
     """The current app's SQLAlchemy engine for the few writes the API makes (the collector's claims,
-    OAuth tokens): made once per worker, on first use (the reader itself never writes)."""
+    OAuth tokens): made once per worker, on first use (the reader itself never writes). The
+    primary, never the read replica, every wait bounded by api_store_timeout (a 503, not a hang)."""
     engine = current_app.extensions.get("sendtime.writer")
     if engine is None:
-        engine = current_app.extensions["sendtime.writer"] = engine_for(state().settings)
+        engine = current_app.extensions["sendtime.writer"] = api_engine(state().settings, read=False)
     return engine
 
 

@@ -27,6 +27,7 @@ from pipeline.redact import redact as redact_text
 from pipeline.runlog import PipelineSnapshot, RunInfo, StoreMissing, failed_expectations, snapshot_for
 from serving.access import requires
 from serving.auth import ADMIN
+from serving.reader import StoreUnavailable, mark_unavailable, recently_unavailable
 from serving.state import app_settings
 
 bp = Blueprint("status", __name__, template_folder="templates")
@@ -237,12 +238,19 @@ def status_page() -> Response:
     settings = app_settings()
     snap, problem = None, None
     try:
+        if recently_unavailable():  # a read just failed: say so at once (serving/reader.py)
+            raise StoreUnavailable("the store failed a moment ago")
         snap = snapshot_for(settings, runs_limit=CHART_POINTS, versions_limit=CHART_POINTS)
     except StoreMissing:
         problem = "No online store yet: nothing has been published in this home."
     except Exception as exc:  # noqa: BLE001 - the page must say the store is down, not fail
+        if not isinstance(exc, StoreUnavailable):
+            mark_unavailable()
         problem = f"The online store cannot be read ({type(exc).__name__})."
     html = render_template("status.html", **_context(settings, snap, problem))
-    return Response(html, status=200, mimetype="text/html",
-                    headers={"Cache-Control": "no-store", "Content-Security-Policy":
-                             "default-src 'none'; style-src 'unsafe-inline'; img-src data:"})
+    headers = {"Cache-Control": "no-store", "Content-Security-Policy":
+               "default-src 'none'; style-src 'unsafe-inline'; img-src data:"}
+    down = snap is None and problem is not None and not problem.startswith("No online store")
+    if down:  # the page says why, and the status says "retry" (docs/recovery.md)
+        headers["Retry-After"] = "5"
+    return Response(html, status=503 if down else 200, mimetype="text/html", headers=headers)

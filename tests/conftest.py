@@ -98,3 +98,12 @@ def pg_url(pg_server: str) -> str:
     yield f"postgresql+psycopg://{name}:{password}@127.0.0.1:5432/{name}"
     psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     psql(f"DROP ROLE IF EXISTS {name}")
+
+
+@pytest.fixture(scope="session")
+def published_sample(tmp_path_factory) -> tuple[Path, Path]:
+    """(home, generated files) of a sample home after one successful cycle, built once per session;
+    tests copy it (tests/homes.py `copy_home`) instead of paying for a first cycle each."""
+    from tests.homes import build_published_sample
+
+    return build_published_sample(tmp_path_factory.mktemp("published-sample"))

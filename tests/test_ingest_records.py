@@ -24,28 +24,26 @@ def _ev(event_id, **extra) -> dict:
             "customer_id": "c1", **extra}
 
 
-class SqliteClaims:
-    """A real idempotency index (SQLite), like the collector's `collector_event_ids` table."""
+class SqliteIndex:
+    """A real idempotency index (SQLite), like the collector's `collector_event_ids` table: ids are
+    recorded after their lake file is written (serving/api/events.py)."""
 
     def __init__(self, path: Path) -> None:
         self.db = sqlite3.connect(path)
         self.db.execute("CREATE TABLE ids (event_id TEXT PRIMARY KEY)")
-        self.released: list[list[str]] = []
+        self.asked: list[list[str]] = []
 
-    def claim(self, ids: list[str]) -> set[str]:
-        new = set()
-        for event_id in ids:
-            if self.db.execute("INSERT OR IGNORE INTO ids VALUES (?)", (event_id,)).rowcount:
-                new.add(event_id)
-        self.db.commit()
-        return new
+    def known(self, ids: list[str]) -> set[str]:
+        self.asked.append(list(ids))
+        marks = ",".join("?" * len(ids))
+        return {r[0] for r in self.db.execute(f"SELECT event_id FROM ids WHERE event_id IN ({marks})", ids)}
 
-    def release(self, ids: list[str]) -> None:
-        self.released.append(list(ids))
-        self.db.executemany("DELETE FROM ids WHERE event_id = ?", [(i,) for i in ids])
+    def record(self, report) -> None:
+        ids = [r["event_id"] for r in report.results if r["status"] == "accepted"]
+        self.db.executemany("INSERT OR IGNORE INTO ids VALUES (?)", [(i,) for i in ids])
         self.db.commit()
 
-    def known(self) -> set[str]:
+    def all(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT event_id FROM ids")}
 
 
@@ -79,38 +77,47 @@ def test_lake_file_matches_ingest_files_format(settings, tmp_path: Path) -> None
     assert from_collector.drop_columns(drop).to_pylist() == from_file.drop_columns(drop).to_pylist()
 
 
-def test_claim_marks_known_ids_as_duplicates(settings, tmp_path: Path) -> None:
-    claims = SqliteClaims(tmp_path / "claims.sqlite")
-    first = ingest_records(settings, "events", [_ev("a"), _ev("b")], claim=claims.claim, release=claims.release)
+def test_known_ids_are_duplicates_and_not_landed_again(settings, tmp_path: Path) -> None:
+    index = SqliteIndex(tmp_path / "index.sqlite")
+    first = ingest_records(settings, "events", [_ev("a"), _ev("b")], known=index.known)
     assert [r["status"] for r in first.results] == ["accepted", "accepted"]
-    again = ingest_records(settings, "events", [_ev("b"), _ev("c"), _ev("bad", occurred_at="x")],
-                           claim=claims.claim, release=claims.release)
+    index.record(first)
+    again = ingest_records(settings, "events", [_ev("b"), _ev("c"), _ev("bad", occurred_at="x")], known=index.known)
     assert [r["status"] for r in again.results] == ["duplicate", "accepted", "rejected"]
     assert [r["event_id"] for r in pq.read_table(again.lake_file).to_pylist()] == ["c"]
-    assert claims.known() == {"a", "b", "c"}  # a rejected record claims nothing
+    index.record(again)
+    assert index.all() == {"a", "b", "c"}  # a rejected record is never recorded
+    assert index.asked[-1] == ["b", "c"]  # only accepted ids are looked up
 
-    repeat = ingest_records(settings, "events", [_ev("a")], claim=claims.claim, release=claims.release)
+    repeat = ingest_records(settings, "events", [_ev("a")], known=index.known)
     assert (repeat.accepted, repeat.duplicates, repeat.lake_file, repeat.quarantine_path) == (0, 1, None, None)
 
 
-def test_failed_lake_write_releases_the_claimed_ids(settings, tmp_path: Path) -> None:
-    claims = SqliteClaims(tmp_path / "claims.sqlite")
-    claims.claim(["old"])
+def test_failed_lake_write_leaves_nothing(settings, tmp_path: Path) -> None:
+    index = SqliteIndex(tmp_path / "index.sqlite")
 
-    def claim_then_break_the_lake(ids: list[str]) -> set[str]:
-        new = claims.claim(ids)
+    def known_then_break_the_lake(ids: list[str]) -> set[str]:
         # the batch folder exists by now; replacing it with a file makes the Parquet write really fail
         for folder in (settings.lake_dir / "events").iterdir():
             shutil.rmtree(folder)
             folder.write_text("in the way")
-        return new
+        return index.known(ids)
 
     with pytest.raises(IngestError, match="cannot write"):
-        ingest_records(settings, "events", [_ev("old"), _ev("n1"), _ev("n2")],
-                       claim=claim_then_break_the_lake, release=claims.release)
-    assert claims.released == [["n1", "n2"]]
-    assert claims.known() == {"old"}
+        ingest_records(settings, "events", [_ev("n1"), _ev("n2")], known=known_then_break_the_lake)
+    assert index.all() == set()  # nothing was recorded: the caller records only after a landed file
     assert not list(settings.lake_dir.rglob("*.parquet")) and not list(settings.lake_dir.rglob(".*.tmp"))
+
+
+def test_an_event_id_longer_than_the_index_allows_is_rejected_alone(settings) -> None:
+    records = [_ev("x" * 256), _ev("y" * 255), _ev(" " + "z" * 255 + " ")]  # trimmed: 255 characters
+    report = ingest_records(settings, "events", records, id_max_length=255)
+    assert [r["status"] for r in report.results] == ["rejected", "accepted", "accepted"]
+    assert report.results[0]["reason"] == "event_id: longer than 255 characters"
+    assert (report.received, report.accepted, report.rejected) == (3, 2, 1)
+    quarantined = [json.loads(line) for line in Path(report.quarantine_path).read_text().splitlines()]
+    assert [(q["line"], q["reason"]) for q in quarantined] == [(1, "event_id: longer than 255 characters")]
+    assert json.loads(quarantined[0]["raw"])["event_id"] == "x" * 256
 
 
 def test_cdc_records_from_the_collector_path(settings) -> None:

@@ -77,6 +77,11 @@ def build() -> dict:
     p.append(_panel(14, "Ingest batches (per hour)", "timeseries", (12, 37, 12, 6),
                     [("sum by (source) (increase(sendtime_ingest_batches_total[1h]))", "{{source}}"),
                      ("sum by (source) (increase(sendtime_rows_received_total[1h]))", "{{source}} records")]))
+    p.append(_panel(15, "Reconcile: drifted rows by check", "timeseries", (0, 43, 12, 6),
+                    [("max by (check) (sendtime_reconcile_drift_rows) > 0", "{{check}}"),
+                     ("max by (status) (increase(sendtime_reconcile_runs_total[6h]))", "reconciles {{status}} / 6h")],
+                    description="Rows the latest `sendtime reconcile` found different between lake, warehouse and "
+                                "online store (docs/recovery.md); nothing drawn while everything agrees."))
     return {
         "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource",
                       "pluginId": "prometheus", "pluginName": "Prometheus"}],
