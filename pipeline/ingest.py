@@ -189,9 +189,11 @@ def _json_text(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def _records_chunk(records: list[Any], first_line: int = 1) -> Chunk:
+def _records_chunk(records: list[Any], first_line: int = 1, lines: list[int] | None = None) -> Chunk:
     raws = [_json_text(r) for r in records]
-    return Chunk(pa.array(np.arange(first_line, first_line + len(raws), dtype=np.int64)), pa.array(raws, pa.string()))
+    numbers = np.asarray(lines, dtype=np.int64) if lines is not None else \
+        np.arange(first_line, first_line + len(raws), dtype=np.int64)
+    return Chunk(pa.array(numbers), pa.array(raws, pa.string()))
 
 
 def _read_json(path: Path, name: str) -> Iterator[Chunk]:
@@ -557,30 +559,44 @@ def _where(exc: OSError, path: Path, batch: _Batch) -> str:
 
 def ingest_records(settings: Settings, source: str, records: list[Any], *, source_file: str = "collector",
                    claim: Callable[[list[str]], Iterable[str]] | None = None,
-                   release: Callable[[list[str]], None] | None = None) -> RecordsReport:
+                   release: Callable[[list[str]], None] | None = None,
+                   lines: list[int] | None = None,
+                   pre_rejected: list[dict[str, Any]] | None = None) -> RecordsReport:
     """The collector's path: validate parsed records like a file; per-record results in input order.
 
     `claim(ids)` (events only) gets the accepted event_ids (first occurrence within the request, in
     order) and returns those that are new; the others are duplicates and are not written. When the
     lake write then fails, `release(new_ids)` undoes the claim before the error propagates.
+
+    `lines`: each record's 1-based position in what the caller received (default 1..n), the lake's
+    `_source_line` and the quarantine's `line`. `pre_rejected`: records the caller rejected before
+    the contract (a webhook's unknown event: `{"line", "reason", "raw"}`), quarantined in this batch
+    and counted in `received` and `rejected` (not in `results`).
     """
     started = time.perf_counter()
     batch = _open_batch(settings, source, quarantine_always=False)
     validator = Validator(source, batch.ingested_at)
     claimed: list[str] = []
+    records = list(records)
+    if lines is not None and len(lines) != len(records):
+        raise ValueError("lines: one line number per record")
+    position = {line: i for i, line in enumerate(lines)} if lines is not None else None
     try:
-        accepted, rejected = validator.run(_records_chunk(list(records)))
+        accepted, rejected = validator.run(_records_chunk(records, lines=lines))
         results: list[dict[str, Any]] = [{"index": i, "event_id": None, "status": "accepted"} for i in range(len(records))]
         for r in rejected:
-            i = r["line"] - 1
+            i = position[r["line"]] if position is not None else r["line"] - 1
             results[i]["status"] = "rejected"
             results[i]["reason"] = r["reason"]
             r["source_file"] = source_file
+        if pre_rejected:
+            rejected = sorted([*rejected, *({**r, "source_file": source_file} for r in pre_rejected)],
+                              key=lambda r: r["line"])
         if source == "events":
             for i, rec in enumerate(records):
                 if isinstance(rec, dict) and isinstance(rec.get("event_id"), str):
                     results[i]["event_id"] = rec["event_id"].strip(WHITESPACE) or None
-            accepted = _drop_duplicates(accepted, results, claim, claimed)
+            accepted = _drop_duplicates(accepted, results, claim, claimed, position)
         batch.lake.write(_lake_table(accepted, source, batch.batch_id, batch.ingested_at, source_file))
         batch.quarantine.write(rejected)
         quarantine_path = batch.quarantine.commit()
@@ -598,9 +614,10 @@ def ingest_records(settings: Settings, source: str, records: list[Any], *, sourc
     finally:
         validator.close()
     counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
+    extra = len(pre_rejected or ())
     return RecordsReport(
-        source=source, batch_id=batch.batch_id, received=len(records), accepted=counts["accepted"],
-        duplicates=counts["duplicate"], rejected=counts["rejected"],
+        source=source, batch_id=batch.batch_id, received=len(records) + extra, accepted=counts["accepted"],
+        duplicates=counts["duplicate"], rejected=counts["rejected"] + extra,
         quarantine_path=str(quarantine_path) if quarantine_path else None,
         lake_file=str(lake_file) if lake_file else None, results=results,
         seconds=round(time.perf_counter() - started, 3),
@@ -608,10 +625,13 @@ def ingest_records(settings: Settings, source: str, records: list[Any], *, sourc
 
 
 def _drop_duplicates(accepted: pa.Table, results: list[dict[str, Any]],
-                     claim: Callable[[list[str]], Iterable[str]] | None, claimed: list[str]) -> pa.Table:
-    """Within a request the first accepted event_id wins; `claim` decides which ids are new at all."""
+                     claim: Callable[[list[str]], Iterable[str]] | None, claimed: list[str],
+                     position: dict[int, int] | None = None) -> pa.Table:
+    """Within a request the first accepted event_id wins; `claim` decides which ids are new at all.
+    `position`: line -> index into `results`, when lines are not 1..n."""
     ids = accepted.column("event_id").to_pylist()
-    lines = accepted.column("line").to_pylist()
+    lines = [position[line] + 1 for line in accepted.column("line").to_pylist()] if position is not None \
+        else accepted.column("line").to_pylist()
     first: dict[str, int] = {}
     keep = [False] * len(ids)
     for pos, (event_id, line) in enumerate(zip(ids, lines)):

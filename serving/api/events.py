@@ -23,7 +23,7 @@ from serving.state import state
 bp = Blueprint("events", __name__)
 
 
-def _writer():  # noqa: ANN202 - a SQLAlchemy engine, created once per worker on first use
+def writer():  # noqa: ANN201 - a SQLAlchemy engine, created once per worker on first use
     engine = current_app.extensions.get("sendtime.writer")
     if engine is None:
         engine = current_app.extensions["sendtime.writer"] = engine_for(state().settings)
@@ -51,7 +51,7 @@ def post_events() -> Response:
     if len(records) > settings.collector_max_events:
         raise Problem("too-many-items", f"{len(records)} events: at most {settings.collector_max_events} per request")
     set_version(state().reader.version())
-    report = collect(settings, _writer(), records)
+    report = collect(settings, writer(), records)
     results = [{"index": r["index"], "event_id": r.get("event_id"), "status": r["status"],
                 **({"reason": r["reason"]} if r.get("reason") else {})} for r in report.get("results", [])]
     return json_response(orjson.dumps({
@@ -60,14 +60,17 @@ def post_events() -> Response:
     }))
 
 
-def collect(settings: Settings, engine: Engine, records: list[Any]) -> dict[str, Any]:
-    """Ingest one request's events exactly as `sendtime ingest events` would, idempotently."""
+def collect(settings: Settings, engine: Engine, records: list[Any], *, source_file: str = "collector",
+            lines: list[int] | None = None, pre_rejected: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Ingest one request's events exactly as `sendtime ingest events` would, idempotently.
+    The webhooks (serving/api/webhooks.py) land their events here too, under their own
+    `source_file`, with the records they rejected before the contract (`pre_rejected`)."""
     from pipeline.ingest import ingest_records  # imported on first use: pyarrow/duckdb are heavy
 
     index = EventIndex(engine)
-    report = ingest_records(settings, "events", records, source_file="collector",
-                            claim=index.claim, release=index.release)
+    report = ingest_records(settings, "events", records, source_file=source_file,
+                            claim=index.claim, release=index.release, lines=lines, pre_rejected=pre_rejected)
     data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
     index.settle(str(data["batch_id"]))
-    record_ingest_batch(engine, {"source": "events", "source_file": "collector", **data})
+    record_ingest_batch(engine, {"source": "events", "source_file": source_file, **data})
     return data
