@@ -11,9 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pyarrow.parquet as pq
 import pytest
@@ -343,3 +346,19 @@ def test_a_key_that_is_not_a_public_key_stops_the_api_at_start(tmp_path: Path) -
     settings = load_settings(tmp_path, environ={"SENDTIME_SENDGRID_WEBHOOK_PUBLIC_KEY": "bm90IGEga2V5"})
     with pytest.raises(ConfigError, match="sendgrid_webhook_public_key"):
         create_app(settings)
+
+
+def test_the_sendgrid_example_schedules_each_recipient_by_send_at(landed) -> None:
+    """docs/examples/sendgrid_send_at.py (the README's SendGrid example) against the live API, dry run."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "docs/examples/sendgrid_send_at.py"), "--url", landed["api"].url,
+                          "--key", landed["keys"]["profiles:read"], "C-sg", "C-mc"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    request = json.loads(out.stdout)
+    sg, mc = request["personalizations"]
+    assert sg["custom_args"] == {"customer_id": "C-sg"} and sg["to"] == [{"email": "example@test.com"}]
+    now = datetime.now(timezone.utc).timestamp()
+    for item, hour, zone in ((sg, 19, "America/New_York"), (mc, 21, "Europe/Paris")):
+        assert now < item["send_at"] <= now + 25 * 3600
+        local = datetime.fromtimestamp(item["send_at"], timezone.utc).astimezone(ZoneInfo(zone))
+        assert (local.hour, local.minute) == (hour, 0)
