@@ -166,8 +166,11 @@ SCHEMAS: dict[str, Any] = {
     },
     "MailchimpEvents": {
         "type": "object", "required": ["mandrill_events"],
-        "properties": {"mandrill_events": {"type": "string",
-                                           "description": "A JSON array of Mailchimp Transactional events"}},
+        "properties": {"mandrill_events": {
+            "type": "string", "format": "json-array", "contentMediaType": "application/json",
+            "contentSchema": {"type": "array", "items": {"description": "A Mailchimp Transactional event"}},
+            "description": "The JSON text of an array of Mailchimp Transactional events (format json-array: "
+                           "text that is not a JSON array is a 400)"}},
     },
     "WebhookResponse": {
         "type": "object",
@@ -252,7 +255,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "send_time.send_time": _get_cached(
         "When to send: the next instant at the customer's best local hour", "SendTime",
         [_ID, {"name": "after", "in": "query", "required": False,
-               "schema": {"type": "string"},
+               "schema": {"type": "string", "format": "sendtime-timestamp"},
                "description": "ISO-8601 timestamp (with an offset or Z; naive is UTC; encode '+' as %2B) or epoch "
                               "milliseconds; send_at is the first start of the hour after it. Default: now."}],
         (400,)),
