@@ -147,6 +147,35 @@ def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
         _print_json([cycle.to_dict() for cycle in cycles])
     else:
         click.echo(format_runs(cycles))
+        _print_kafka_totals(_settings(ctx))
+
+
+def _print_kafka_totals(settings: Settings) -> None:
+    """Per Kafka topic: received = accepted + rejected + skipped (only once `consume` has run)."""
+    from pipeline.consume_log import format_topic_totals, topic_totals
+    from pipeline.store import engine_for
+
+    engine = engine_for(settings)
+    try:
+        totals = topic_totals(engine)
+    finally:
+        engine.dispose()
+    if totals:
+        click.echo("\n" + format_topic_totals(totals))
+
+
+@main.command()
+@click.option("--bootstrap-servers", default=None, help="Kafka brokers host:port,... (default: kafka_bootstrap_servers).")
+@click.option("--topics", default=None, help="SOURCE=TOPIC,... replacing the kafka_topics map.")
+@click.pass_context
+def consume(ctx: click.Context, bootstrap_servers: str | None, topics: str | None) -> None:
+    """Read Kafka topics into the lake until SIGTERM or Ctrl-C (exactly once; one per home)."""
+    from pipeline.consume import run_consume
+
+    settings = _settings(ctx)
+    _ensure_home(settings)
+    summary = run_consume(settings, bootstrap_servers=bootstrap_servers, topics=topics)
+    click.echo(summary.text())
 
 
 @main.command()

@@ -33,12 +33,25 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from pipeline.errors import SendtimeError
 
+# the dbt project sits at the repository root (the package is installed editable)
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = ".sendtime"
 ENV_PREFIX = "SENDTIME_"
 TOML_NAME = "sendtime.toml"
 
 # merge-field fallbacks come from the marts' YAML (`merge_fallback`); this setting overrides them
 DEFAULT_MERGE_FALLBACKS: dict[str, str] = {}
+
+# DESIGN.md "Streaming sources": source -> topic (the CDC names are Debezium's <prefix>.<schema>.<table>)
+DEFAULT_KAFKA_TOPICS: dict[str, str] = {
+    "events": "sendtime.events",
+    "customers": "shop.public.customers",
+    "orders": "shop.public.orders",
+    "order_items": "shop.public.order_items",
+    "products": "sendtime.products",
+}
+# SENDTIME_KAFKA_CLIENT__<librdkafka property>=value passes one client option (TLS, SASL) through
+KAFKA_CLIENT_ENV_PREFIX = "SENDTIME_KAFKA_CLIENT__"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -106,6 +119,8 @@ class Settings(BaseSettings):
     schedule_every: Duration = "5m"
     recommendations_refresh_every: Duration = "1h"
     lake_overlap_seconds: float = 300.0
+    # the dbt project a cycle builds: the repository's by default (an analyst's copy, a branch)
+    project_dir: str = ""
     # serving
     cache_max_age: int = 300
     rate_limit_per_second: float = 10_000.0
@@ -125,6 +140,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    # kafka (`sendtime consume`, docs/kafka.md)
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_topics: KeyValues = Field(default_factory=lambda: dict(DEFAULT_KAFKA_TOPICS))  # source -> topic
+    kafka_group_id: str = "sendtime"
+    kafka_flush_seconds: float = Field(1.0, gt=0)
+    kafka_flush_records: int = Field(50_000, ge=1)
+    # librdkafka options passed through (TLS, SASL); also SENDTIME_KAFKA_CLIENT__<option>=value
+    kafka_client: KeyValues = Field(default_factory=dict)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -170,6 +193,10 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def dbt_project_dir(self) -> Path:
+        return Path(self.project_dir).absolute() if self.project_dir else PROJECT_DIR
 
     @property
     def run_dir(self) -> Path:
@@ -225,6 +252,9 @@ class _Environment(PydanticBaseSettingsSource):
         prefix = self.config.get("env_prefix") or ""
         self.values = {name: environ[prefix + name.upper()] for name in _setting_names(settings_cls)
                        if prefix + name.upper() in environ}
+        client = _kafka_client_env(environ)
+        if client:  # one variable per client option, merged over SENDTIME_KAFKA_CLIENT's map form
+            self.values["kafka_client"] = {**_key_values(self.values.get("kafka_client", {})), **client}
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self.values.get(field_name), field_name, False
@@ -292,6 +322,18 @@ def load_settings(home: str | Path | None = None, environ: Mapping[str, str] | N
         raise _config_error(exc, environ) from None
     finally:
         _environ.reset(token)
+
+
+def _kafka_client_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """`SENDTIME_KAFKA_CLIENT__security.protocol=SASL_SSL` -> {"security.protocol": "SASL_SSL"}.
+    Shells cannot export names with dots, so `..._SECURITY_PROTOCOL` works too (librdkafka's
+    property names use dots, never underscores)."""
+    out = {}
+    for name, value in environ.items():
+        if name.startswith(KAFKA_CLIENT_ENV_PREFIX) and len(name) > len(KAFKA_CLIENT_ENV_PREFIX):
+            key = name[len(KAFKA_CLIENT_ENV_PREFIX):]
+            out[key if "." in key else key.lower().replace("_", ".")] = value
+    return out
 
 
 def ensure_home(settings: Settings) -> None:

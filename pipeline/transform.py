@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Settings
+from pipeline.config import PROJECT_DIR, Settings
 from pipeline.errors import TransformError
 from pipeline.logs import get_logger
 from pipeline.mart_contract import ContractError, Contracts, from_manifest
@@ -25,13 +25,7 @@ from pipeline.warehouse import warehouse_for
 
 log = get_logger(__name__)
 
-# the dbt project sits at the repository root (the package is installed editable); the setting
-# project_dir points the pipeline at another copy (an analyst's branch, a test's modified project)
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 
-
-def project_dir() -> Path:
-    return Path(os.environ.get("SENDTIME_PROJECT_DIR") or PROJECT_DIR)
 _PROJECT_PARTS = ("models", "macros", "seeds", "tests/dbt", "analyses")
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml")
 _EMAIL = re.compile(r"[^\s'\"@]+@[^\s'\"@]+")
@@ -62,22 +56,22 @@ class TransformResult:
     contracts: Contracts | None = None
 
 
-def _signature(parts: tuple[str, ...], files: tuple[str, ...] = ()) -> str:
-    stamps: list[str] = []
+def _signature(project: Path, parts: tuple[str, ...], files: tuple[str, ...] = ()) -> str:
+    stamps: list[str] = [str(project)]
     for name in files:
-        path = project_dir() / name
+        path = project / name
         if path.exists():
             stamps.append(f"{name}:{path.stat().st_mtime_ns}")
     for part in parts:
-        for path in sorted((project_dir() / part).rglob("*")):
+        for path in sorted((project / part).rglob("*")):
             if path.suffix in {".sql", ".yml", ".yaml", ".csv"}:
                 stamps.append(f"{path}:{path.stat().st_mtime_ns}")
     return "|".join(stamps)
 
 
-def _project_signature() -> str:
+def _project_signature(settings: Settings) -> str:
     """Changes when an analyst edits the project, so a long-lived process re-parses it."""
-    return _signature(_PROJECT_PARTS, _PROJECT_FILES)
+    return _signature(settings.dbt_project_dir, _PROJECT_PARTS, _PROJECT_FILES)
 
 
 # per home, what the last successful build in this process saw: the seeds' files, and the project
@@ -93,7 +87,7 @@ _QUIET_CYCLE_MODELS = ("int_cycles_registered", "int_customers_touched", "custom
 
 def _views_signature(settings: Settings) -> str:
     tables = sorted(p.name for p in settings.lake_dir.glob("*") if any(p.glob("ingest_date=*/*.parquet")))
-    return _project_signature() + "|lake:" + ",".join(tables)
+    return _project_signature(settings) + "|lake:" + ",".join(tables)
 
 
 def _contract_changed(settings: Settings, contracts: Contracts) -> bool:
@@ -122,7 +116,7 @@ def _selection(settings: Settings, full_refresh: bool, refresh_associations: boo
                 "--indirect-selection", "empty"], False
     home = str(settings.home)
     state = warehouse_for(settings).cycle_state()
-    seeds_changed = state is None or _SEEDS_BUILT.get(home) != _signature(("seeds",))
+    seeds_changed = state is None or _SEEDS_BUILT.get(home) != _signature(settings.dbt_project_dir, ("seeds",))
     views_changed = state is None or _VIEWS_BUILT.get(home) != _views_signature(settings)
     if state is not None and not seeds_changed and not views_changed and refresh_associations is not True:
         committed, last_committed, refreshed_at = (state.committed_batches, state.last_cycle_committed,
@@ -149,8 +143,8 @@ def _flags(settings: Settings) -> list[str]:
     settings.dbt_log_dir.mkdir(parents=True, exist_ok=True)
     settings.dbt_target_dir.mkdir(parents=True, exist_ok=True)
     return [
-        "--project-dir", str(project_dir()),
-        "--profiles-dir", str(project_dir()),
+        "--project-dir", str(settings.dbt_project_dir),
+        "--profiles-dir", str(settings.dbt_project_dir),
         "--target-path", str(settings.dbt_target_dir),
         "--log-path", str(settings.dbt_log_dir),
         # nothing on the caller's terminal; a JSON log under SENDTIME_HOME
@@ -188,7 +182,7 @@ def _manifest(settings: Settings) -> Any:
     """The parsed project for this home, parsed again only when the project files changed."""
     from dbt.cli.main import dbtRunner
 
-    key = (str(settings.home.absolute()), str(project_dir()) + "|" + _project_signature())
+    key = (str(settings.home.absolute()), _project_signature(settings))
     manifest = _MANIFESTS.get(key)
     if manifest is None:
         result = dbtRunner().invoke(["parse", *_flags(settings)])
@@ -260,7 +254,7 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
             # a served mart gained or lost a column: every row must be rebuilt and republished
             log.info("the marts' contract changed: this cycle rebuilds everything")
             full_refresh = True
-        seeds, views = _signature(("seeds",)), _views_signature(settings)
+        seeds, views = _signature(settings.dbt_project_dir, ("seeds",)), _views_signature(settings)
         selection, quiet = _selection(settings, full_refresh, refresh_associations)
         variables["nothing_arrived"] = quiet
         args = ["build", *_flags(settings), "--vars", json.dumps(variables), *selection]

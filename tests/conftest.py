@@ -17,6 +17,9 @@ from pipeline.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# session fixtures of the Kafka stack (broker, Connect + Debezium, PostgreSQL shop): started on first use
+pytest_plugins = ["tests.helpers.kafka_stack"]
+
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
