@@ -26,7 +26,7 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -60,7 +60,7 @@ def within_an_hour(a: int, b: int) -> bool:
 
 def local_hour(at: datetime, zone_name: str | None) -> int:
     _, zone = zone_of(zone_name)
-    return at.replace(tzinfo=timezone.utc).astimezone(zone).hour
+    return at.replace(tzinfo=UTC).astimezone(zone).hour
 
 
 def hold_out(settings) -> tuple[dict[str, list[tuple[datetime, str]]], set[str]]:
@@ -129,8 +129,8 @@ def evaluate(settings, by_customer: dict[str, list[tuple[datetime, str]]], held:
 
 
 def table(scores: dict[str, Score]) -> str:
-    lines = ["| history (training opens + clicks) | customers | held-out engagements | best_send_hour | "
-             "global hour | recent hour | best / global | best / recent |",
+    lines = [("| history (training opens + clicks) | customers | held-out engagements | best_send_hour | "
+              "global hour | recent hour | best / global | best / recent |"),
              "|---|---|---|---|---|---|---|---|"]
     for name in (*[b[0] for b in BUCKETS], "all"):
         s = scores[name]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import sys
 import zoneinfo
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,7 +54,7 @@ def local_start(day: date, hour: int, zone: zoneinfo.ZoneInfo) -> datetime:
     in force before the jump: the instant the clocks jump, e.g. 02:00 on the US spring-forward day
     is 07:00 UTC (03:00 EDT). A time that happens twice (clocks go back) is its first occurrence.
     """
-    return datetime.combine(day, time(hour), tzinfo=zone).astimezone(timezone.utc)
+    return datetime.combine(day, time(hour), tzinfo=zone).astimezone(UTC)
 
 
 def next_send_at(after: datetime, local_hour: int, zone: zoneinfo.ZoneInfo) -> datetime:
@@ -62,7 +62,7 @@ def next_send_at(after: datetime, local_hour: int, zone: zoneinfo.ZoneInfo) -> d
     if not 0 <= local_hour <= 23:
         raise ValueError(f"local_hour must be 0-23, not {local_hour}")
     if after.tzinfo is None:
-        after = after.replace(tzinfo=timezone.utc)
+        after = after.replace(tzinfo=UTC)
     today = after.astimezone(zone).date()
     for offset in range(-1, 3):  # a day either side covers every offset and DST jump
         candidate = local_start(today + timedelta(days=offset), local_hour, zone)

@@ -21,8 +21,9 @@ What lands, and what never does (docs/api.md "Webhooks"):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson

@@ -17,8 +17,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
 from pipeline.config import ConfigError, Settings
 

@@ -8,7 +8,7 @@ generate the two string formats of the OpenAPI document that JSON Schema cannot 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import schemathesis
 from hypothesis import strategies as st
@@ -24,7 +24,7 @@ def _iso(moment: datetime, offset: timezone | None) -> str:
 _TIMESTAMPS = st.one_of(
     st.builds(_iso, _INSTANTS, st.none() | _OFFSETS),
     st.builds(lambda m: m.strftime("%Y-%m-%dT%H:%M:%SZ"), _INSTANTS),
-    st.builds(lambda m: str(int(m.replace(tzinfo=timezone.utc).timestamp() * 1000)),
+    st.builds(lambda m: str(int(m.replace(tzinfo=UTC).timestamp() * 1000)),
               st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1))),
 )
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),

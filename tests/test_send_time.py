@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import zoneinfo
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -15,13 +15,12 @@ from pipeline.send_time import NOT_ZONES, ZONE_SEED, known_zones, next_send_at, 
 from pipeline.store import email_hash
 from pipeline.webhook_events import from_mandrill, from_sendgrid
 
-UTC = timezone.utc
 NEW_YORK, PARIS, SYDNEY = (zoneinfo.ZoneInfo(z) for z in ("America/New_York", "Europe/Paris", "Australia/Sydney"))
 SAMPLES = Path(__file__).parent / "fixtures" / "webhooks"
 
 
 def _at(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text)
 
 
 @pytest.mark.parametrize(("after", "hour", "zone", "expected"), [

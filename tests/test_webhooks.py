@@ -13,7 +13,7 @@ import hashlib
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,7 +38,7 @@ SENDGRID_EXAMPLE = (SAMPLES / "sendgrid_event_webhook_example.json").read_bytes(
 MANDRILL_EXAMPLE = (SAMPLES / "mailchimp_transactional_test_events.json").read_text()
 REGISTERED_URL = "https://sendtime.example.com/api/v1/webhooks/mailchimp"
 MAILCHIMP_KEY = "a-webhook-key-Mailchimp-shows-once"
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 # the CRM: the sample payloads' recipients, one with an unknown timezone, one with no history
 CUSTOMERS = [
@@ -76,7 +76,7 @@ def _mailchimp(events: str, key: str = MAILCHIMP_KEY, url: str = REGISTERED_URL)
 
 
 # yesterday at 12:xx UTC: inside the 30-day window of the cycle's as_of (now), at a fixed hour
-YESTERDAY_NOON = datetime.combine(NOW.date() - timedelta(days=1), datetime.min.time(), timezone.utc) + timedelta(hours=12)
+YESTERDAY_NOON = datetime.combine(NOW.date() - timedelta(days=1), datetime.min.time(), UTC) + timedelta(hours=12)
 
 
 def _recent(event: str, minutes: int, **fields: Any) -> dict[str, Any]:
@@ -278,8 +278,8 @@ def test_send_time_is_the_next_start_of_the_local_hour_across_dst(landed) -> Non
     assert mars["timezone"] == "UTC" and mars["send_at"] == f"2026-01-01T{mars['local_hour']:02d}:00:00Z"
     # default `after`: now
     now_answer = get("C-new").json()
-    send_at = datetime.fromisoformat(now_answer["send_at"].replace("Z", "+00:00"))
-    assert datetime.now(timezone.utc) < send_at <= datetime.now(timezone.utc) + timedelta(hours=25)
+    send_at = datetime.fromisoformat(now_answer["send_at"])
+    assert datetime.now(UTC) < send_at <= datetime.now(UTC) + timedelta(hours=25)
 
 
 def test_send_time_problems_caching_and_auth(landed) -> None:
@@ -357,8 +357,8 @@ def test_the_sendgrid_example_schedules_each_recipient_by_send_at(landed) -> Non
     request = json.loads(out.stdout)
     sg, mc = request["personalizations"]
     assert sg["custom_args"] == {"customer_id": "C-sg"} and sg["to"] == [{"email": "example@test.com"}]
-    now = datetime.now(timezone.utc).timestamp()
+    now = datetime.now(UTC).timestamp()
     for item, hour, zone in ((sg, 19, "America/New_York"), (mc, 21, "Europe/Paris")):
         assert now < item["send_at"] <= now + 25 * 3600
-        local = datetime.fromtimestamp(item["send_at"], timezone.utc).astimezone(ZoneInfo(zone))
+        local = datetime.fromtimestamp(item["send_at"], UTC).astimezone(ZoneInfo(zone))
         assert (local.hour, local.minute) == (hour, 0)

@@ -10,7 +10,7 @@ for a given customer changes once a day (or with a publish), so caching it is sa
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -84,9 +84,9 @@ def send_time(customer_id: str) -> Response:
         raise Problem("not-ready", "the published profiles carry no send hour yet; retry after the next cycle",
                       {"Retry-After": "60"})
     zone_name, zone = zone_of(profile.get(fields["zone"]) if "zone" in fields else None)
-    send_at = next_send_at(after.replace(tzinfo=timezone.utc), hour, zone)
+    send_at = next_send_at(after.replace(tzinfo=UTC), hour, zone)
     payload = dumps({
-        "send_at": iso_z(send_at.astimezone(timezone.utc).replace(tzinfo=None)),
+        "send_at": iso_z(send_at.astimezone(UTC).replace(tzinfo=None)),
         "local_hour": hour,
         "timezone": zone_name,
         "confidence": profile.get(fields["confidence"]) if "confidence" in fields else None,

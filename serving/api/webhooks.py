@@ -32,8 +32,13 @@ from serving.http import JSON, json_response, raw_body, set_version
 from serving.problems import Problem
 from serving.requestlog import write_line
 from serving.state import state
-from serving.webhook_signatures import (MANDRILL_SIGNATURES, SENDGRID_SIGNATURE, SENDGRID_TIMESTAMP,
-                                        mandrill_signature_valid, sendgrid_signature_valid)
+from serving.webhook_signatures import (
+    MANDRILL_SIGNATURES,
+    SENDGRID_SIGNATURE,
+    SENDGRID_TIMESTAMP,
+    mandrill_signature_valid,
+    sendgrid_signature_valid,
+)
 
 bp = Blueprint("webhooks", __name__)
 
