@@ -78,13 +78,24 @@
 {%- endmacro %}
 
 {% macro next_stage_change_literal() -%}
-    {#- the earliest next_stage_change of the stored profiles as a literal: the end of time when no
-        profile changes stage again, null when there are no profiles to ask (a partial build) -#}
+    {#- the last instant up to which every stored profile holds as it is: the earliest
+        next_stage_change of a lifecycle stage, or the instant before the earliest end of a
+        30-day email count's validity (macros/engagement.sql), whichever comes first; the end of
+        time when nothing moves again, null when there are no profiles to ask (a partial build) -#}
     {%- set profiles = adapter.get_relation(target.database, target.schema, 'customer_profiles') -%}
     {%- if profiles is none -%}{{ return('null') }}{%- endif -%}
-    {%- set found = query_value(
+    {%- set stage = query_value(
         "select min(" ~ next_stage_change('last_order_at', as_of()) ~ ") from " ~ profiles
         ~ " where last_order_at is not null"
     ) -%}
-    {{ return(timestamp_literal((found.isoformat(sep=' ') if found is not none else '9999-12-31 23:59:59'))) }}
+    {%- set counts = query_value(
+        "select min(_email_counts_valid_until) from " ~ profiles ~ " where _email_counts_valid_until is not null"
+    ) -%}
+    {%- set found = [] -%}
+    {%- if stage is not none -%}{%- do found.append(stage) -%}{%- endif -%}
+    {%- if counts is not none -%}
+        {#- the counts move AT valid_until, the plan skips up to and including the literal -#}
+        {%- do found.append(counts - modules.datetime.timedelta(microseconds=1)) -%}
+    {%- endif -%}
+    {{ return(timestamp_literal((found | min).isoformat(sep=' ') if found else '9999-12-31 23:59:59')) }}
 {%- endmacro %}

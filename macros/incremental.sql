@@ -38,12 +38,14 @@
     {%- endif %}
 {%- endmacro %}
 
-{% macro profiles_to_rewrite(summaries, recommendations) -%}
+{% macro profiles_to_rewrite(summaries, recommendations, send_hours=none) -%}
     {#-
         The customer_profiles rows a cycle writes: customers whose summary changed, customers whose
         recommendations changed (the lists of `recommendations` recomputed in this cycle that differ
         from the stored profile's) and stored profiles whose lifecycle stage as_of moved, in either
-        direction. Everyone on a full rebuild. Reads the stored profiles (this model) once.
+        direction. With `send_hours` (int_customer_send_hours_scored), also customers whose send hour
+        was recomputed and differs from the stored one, and stored profiles whose 30-day email
+        counts as_of moved (macros/engagement.sql). Everyone on a full rebuild.
     -#}
     {#- parsing renders the full-rebuild branch: record the dependency of the incremental one -#}
     {%- set cycles = ref('int_cycles_registered') -%}
@@ -70,6 +72,26 @@
 
     select customer_id from {{ this }}
     where lifecycle_stage != {{ lifecycle_stage('last_order_at', as_of()) }}
+    {%- if send_hours %}
+
+    union
+
+    select new_hours.customer_id
+    from {{ send_hours }} as new_hours
+    inner join {{ this }} as stored_profiles
+        on new_hours.customer_id = stored_profiles.customer_id
+    where
+        {{ changed_in_this_cycle('new_hours._cycle_id') }}
+        and (
+            new_hours.best_send_hour != stored_profiles.best_send_hour
+            or new_hours.best_send_hour_confidence != stored_profiles.best_send_hour_confidence
+        )
+
+    union
+
+    select customer_id from {{ this }}
+    where {{ email_counts_moved(as_of()) }}
+    {%- endif %}
     {%- else %}
     select customer_id from {{ summaries }}
     {%- endif %}

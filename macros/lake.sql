@@ -60,6 +60,30 @@
     {%- endif -%}
 {%- endmacro %}
 
+{% macro duckdb__lake_source(relation, source_name, table_name) -%}
+    {#-
+        read_parquet's union_by_name knows the columns some file has: a column the source's YAML
+        added later (events.email_hash) is missing until a file that has it lands. Union with the
+        typed empty relation by name, so every YAML column exists (null in older files); the empty
+        branch is optimized away and partition filters still prune files.
+    -#}
+    {%- set node = (graph.get('sources') or {}).get('source.sendtime.' ~ source_name ~ '.' ~ table_name) if execute else none -%}
+    {%- if node is none -%}
+        {#- parsing, or a unit test (its fixture replaces the source) -#}
+        {{ relation }}
+    {%- elif lake_has_files(table_name) -%}
+        (select * from {{ relation }}
+        union all by name
+        select
+        {%- for column in node.columns.values() %}
+            cast(null as {{ column.data_type }}) as {{ column.name }}{{ "," if not loop.last }}
+        {%- endfor %}
+        where false)
+    {%- else -%}
+        {{ default__lake_source(relation, source_name, table_name) }}
+    {%- endif -%}
+{%- endmacro %}
+
 {% macro spark__lake_source(relation, source_name, table_name) -%}
     {%- if execute -%}
         {%- do register_lake_table(graph.sources['source.sendtime.' ~ source_name ~ '.' ~ table_name]) -%}

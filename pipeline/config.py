@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     ip_allowlist: CommaList = ()
     status_page_access: Literal["open", "key"] = "key"  # "key": an API key with the admin scope
     merge_field_fallbacks: KeyValues = Field(default_factory=lambda: dict(DEFAULT_MERGE_FALLBACKS))
+    # email platforms' webhooks (docs/api.md "Webhooks"): set, a platform's signature replaces the API key
+    sendgrid_webhook_public_key: str = ""  # SendGrid's verification key (base64 DER, or PEM)
+    mailchimp_webhook_key: str = ""  # the Mailchimp Transactional webhook's key (a secret)
+    mailchimp_webhook_url: str = ""  # the webhook URL exactly as registered; empty: the request's URL
     workers: int = 2
     host: str = "127.0.0.1"
     port: int = 8000

@@ -14,8 +14,12 @@ import pyarrow as pa
 
 from pipeline.timestamps import WHITESPACE, timestamp_after_sql, timestamp_valid_sql
 
+# email engagement (DESIGN.md "Engagement and send time"): from files, the collector, Kafka and the
+# platforms' webhooks (pipeline/webhook_events.py), which all land them through this contract
+ENGAGEMENT_EVENT_TYPES = ("email_delivered", "email_open", "email_click", "email_bounce", "email_unsubscribe",
+                          "email_spam_report")
 EVENT_TYPES = ("page_view", "product_view", "add_to_cart", "remove_from_cart", "purchase", "search",
-               "email_open", "email_click", "login", "signup")
+               "login", "signup", *ENGAGEMENT_EVENT_TYPES)
 PRODUCT_EVENT_TYPES = ("product_view", "add_to_cart", "remove_from_cart")
 ORDER_STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled", "refunded")
 CDC_OPS = ("c", "u", "d", "r")
@@ -31,8 +35,8 @@ EVENT_MAX_AHEAD = timedelta(days=2)
 @dataclass(frozen=True)
 class Field:
     """One field of a record. kind: string, id (string or integer), timestamp, number, integer,
-    bool, object, code2, code3 (letters), status, op. max_ahead (timestamps): reject a value more
-    than this after the batch's ingestion time."""
+    bool, object, code2, code3 (letters), status, op, sha256 (64 lower-case hex digits). max_ahead
+    (timestamps): reject a value more than this after the batch's ingestion time."""
 
     name: str
     kind: str = "string"
@@ -66,6 +70,10 @@ CONTRACTS: dict[str, Contract] = {
         Field("anonymous_id"),
         Field("product_id"),
         Field("properties", "object"),
+        # the sha256 of the trimmed, lower-cased email (pipeline.store.email_hash), never the email:
+        # an engagement event without a customer_id is the CRM customer with that email (resolved
+        # in the warehouse, int_email_addresses_resolved)
+        Field("email_hash", "sha256"),
     )),
     "customers": Contract("customers", (
         Field("customer_id", "id", required=True),
@@ -182,7 +190,7 @@ def _field_reason(f: Field, label: str, ingested_at: datetime) -> str:
     checks: list[tuple[str, str]] = []
     if f.required:
         checks.append((f"NOT {present}", f"'missing required field: ' || {label}"))
-    if f.kind in ("string", "code2", "code3", "status", "op"):
+    if f.kind in ("string", "code2", "code3", "status", "op", "sha256"):
         checks.append((f"{present} AND {y} <> 'VARCHAR'", f"{label} || ': expected string, got ' || st_jname({y})"))
     elif f.kind == "id":
         checks.append((f"{present} AND {y} NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT')",
@@ -216,6 +224,10 @@ def _field_reason(f: Field, label: str, ingested_at: datetime) -> str:
                        f"{label} || ': unknown status ' || st_show({t})"))
     elif f.kind == "op":
         checks.append((f"{present} AND {t} NOT IN {_in(CDC_OPS)}", f"{label} || ': unknown CDC op ' || st_show({t})"))
+    elif f.kind == "sha256":
+        checks.append((f"{present} AND NOT regexp_full_match({t}, '[0-9a-f]{{64}}')",
+                       f"{label} || ': expected 64 lower-case hex digits (the sha256 of the trimmed, lower-cased "
+                       f"email), got ' || st_show({t})"))
     return _first(checks)
 
 
@@ -261,8 +273,8 @@ def _flat_sql(c: Contract, csv: bool, forced: str | None, ingested_at: datetime)
     lists, items = _columns("raw", names, csv, {f.name for f in c.fields if f.kind == "object"})
     reasons = [_field_reason(f, _q(f.name), ingested_at) for f in c.fields]
     if c.source == "events":
-        reasons.append("CASE WHEN t_customer_id IS NULL AND t_anonymous_id IS NULL "
-                       "THEN 'needs customer_id or anonymous_id' END")
+        reasons.append("CASE WHEN t_customer_id IS NULL AND t_anonymous_id IS NULL AND t_email_hash IS NULL "
+                       "THEN 'needs customer_id, anonymous_id or email_hash' END")
         reasons.append(f"CASE WHEN lower(t_event_type) IN {_in(PRODUCT_EVENT_TYPES)} AND t_product_id IS NULL "
                        "THEN lower(t_event_type) || ' requires product_id' END")
     select = f"coalesce({', '.join(reasons)}) AS reason, {', '.join(_out(f) for f in c.fields)}"

@@ -143,7 +143,8 @@ def _count(batches: list[LakeBatch]) -> dict[str, int]:
 
 
 def stages_hold(state: CycleState, as_of: datetime) -> bool:
-    """No stored profile changes lifecycle stage between the last committed cycle's as_of and this one."""
+    """No stored profile changes lifecycle stage or 30-day email counts between the last committed
+    cycle's as_of and this one (next_stage_change_at: macros/cycle.sql)."""
     if state.last_as_of is None or state.next_stage_change_at is None:
         return False  # not recorded (a warehouse from before the value): ask dbt
     return state.last_as_of <= as_of <= state.next_stage_change_at
@@ -192,8 +193,12 @@ def plan_cycle(graph: ProjectGraph, state: CycleState | None, batches: Iterable[
         return Plan("restage", "nothing arrived; lifecycle stages move",
                     ("--select", *RESTAGE_MODELS, "--indirect-selection", "empty"), False, nothing_arrived=True,
                     facts=_facts(state, False))
+    nodes = _changed_nodes(graph, arrived, refresh)
+    if not stages_hold(state, as_of):
+        # a stored profile's stage or 30-day counts move with as_of alone, whatever arrived
+        nodes |= set(RESTAGE_MODELS)
     return Plan("cycle", "batches arrived" if arrived else "association refresh",
-                ("--select", *sorted(_changed_nodes(graph, arrived, refresh)), "--indirect-selection", "empty"),
+                ("--select", *sorted(nodes), "--indirect-selection", "empty"),
                 refresh, arrived=arrived, facts=_facts(state, refresh, listed))
 
 

@@ -13,8 +13,10 @@ Sources also use lower-case ids (`p00042`, `sku-40`), which the canonical rule u
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
-from datetime import datetime, timedelta
+import zoneinfo
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 
@@ -77,8 +79,25 @@ LAST_NAMES = ("Smith", "Garcia", "Muller", "Martin", "Brown", "Rossi", "Dubois",
               "Schmidt", "Wilson", "Moreau", "Bakker", "Clark", "Fischer", "Silva", "Young", "King", "Weber")
 
 EVENT_TYPES = ("page_view", "product_view", "add_to_cart", "remove_from_cart", "search", "email_open",
-               "email_click", "purchase", "signup", "wishlist_add")
-EVENT_WEIGHTS = (0.28, 0.36, 0.1, 0.025, 0.08, 0.07, 0.03, 0.03, 0.005, 0.02)
+               "email_click", "purchase", "signup", "wishlist_add", "email_delivered", "email_bounce",
+               "email_unsubscribe", "email_spam_report")
+EVENT_WEIGHTS = (0.2, 0.36, 0.1, 0.025, 0.08, 0.07, 0.03, 0.03, 0.005, 0.02, 0.075, 0.002, 0.002, 0.001)
+EMAIL_TYPES = np.array([EVENT_TYPES.index(t) for t in EVENT_TYPES if t.startswith("email_")])
+OPEN_OR_CLICK = np.array([EVENT_TYPES.index("email_open"), EVENT_TYPES.index("email_click")])
+DELIVERED = EVENT_TYPES.index("email_delivered")
+
+# send time (DESIGN.md "Engagement and send time"): each customer has a planted local hour and a
+# habit. Strong habits open and click within an hour of it 80% of the time, weak ones 40%, the
+# unhabitual at random daytime hours; 15% have no email history at all. Site activity follows the
+# hour more loosely. Preferred hours lean toward a country's habit (the peers' signal).
+HABITS = ("strong", "weak", "none", "no_email")
+HABIT_SHARES = (0.35, 0.35, 0.15, 0.15)
+HABIT_NEAR = np.array([0.8, 0.4, 0.0, 0.0])  # email opens and clicks within an hour of the preferred one
+HABIT_SITE_NEAR = np.array([0.5, 0.3, 0.0, 0.45])  # site activity within an hour of it
+COUNTRY_HOUR = {"US": 20, "GB": 19, "DE": 7, "FR": 21, "CA": 20, "AU": 8, "NL": 7, "ES": 22}
+SHARE_COUNTRY_HOUR = 0.45  # preferred hours drawn near the country's habit; the rest from the day's mixture
+SHARE_EMAIL_BY_HASH = 0.3  # engagement events that carry the recipient's email hash, not the customer_id
+CAMPAIGN_UTC_HOUR = 14  # when the brand sends: deliveries land then, whatever the recipient's habit
 SEARCH_TERMS = ("running shoes", "rain jacket", "yoga mat", "gps watch", "backpack", "protein", "tent",
                 "bike light", "goggles", "hoodie")
 ORDER_STATUS_FLOW = ("placed", "paid", "shipped", "delivered")
@@ -171,6 +190,66 @@ class _People:
             self.anon[shared[1:]] = self.anon[shared[:-1]]
         self.in_crm = rng.random(n) < 0.98  # the rest only appear in events and orders
         self.created_ms = self.active_from - rng.integers(0, 400, n) * 86_400_000
+        # send time: a preferred local hour and a habit (see HABITS)
+        self.habit = rng.choice(len(HABITS), n, p=HABIT_SHARES)
+        country_hour = np.array([COUNTRY_HOUR.get(COUNTRIES[c][0], 12) for c in self.country])
+        near_country = (country_hour + np.rint(rng.normal(0, 1.2, n)).astype(int)) % 24
+        mixture = rng.choice(24, n, p=_HOUR_MIXTURE)
+        self.pref_hour = np.where(rng.random(n) < SHARE_COUNTRY_HOUR, near_country, mixture)
+        # the hash of the email the CRM holds (the generator's _customer_row), as webhooks send it
+        self.email_hash = np.array([_email_digest(_email(i)) for i in range(n)], dtype=object)
+
+
+def _hour_mixture() -> np.ndarray:
+    """When people read email, over the day: mornings, lunch and (most) evenings, little at night."""
+    weights = np.full(24, 0.3)
+    weights[0:6] = 0.05
+    weights[[7, 8, 9]] = [2.0, 2.5, 1.5]
+    weights[[12, 13]] = [1.5, 1.2]
+    weights[[18, 19, 20, 21, 22]] = [1.5, 2.5, 3.0, 2.5, 1.2]
+    return weights / weights.sum()
+
+
+_HOUR_MIXTURE = _hour_mixture()
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+
+def _email(i: int) -> str:
+    """Customer i's email as normalized downstream (the CRM row may add case and spaces)."""
+    return f"{FIRST_NAMES[i % len(FIRST_NAMES)]}.{LAST_NAMES[(i * 7) % len(LAST_NAMES)]}{i + 1}@example.com".lower()
+
+
+def _email_digest(email: str) -> str:
+    """pipeline.store.email_hash's digest (the generator imports nothing of the pipeline)."""
+    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+
+
+class _Offsets:
+    """UTC offsets (ms) of the generator's timezones by the hour, daylight saving included (zoneinfo),
+    so a planted local hour is the local hour the warehouse computes."""
+
+    def __init__(self, start_ms: int, end_ms: int) -> None:
+        self.base = start_ms - 3 * DAY_MS - (start_ms % HOUR_MS)
+        hours = np.arange(self.base, end_ms + 3 * DAY_MS, HOUR_MS)
+        epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+        self.table = np.zeros((len(COUNTRIES), len(hours)), dtype=np.int64)
+        for c, (_, _, zone, _, _) in enumerate(COUNTRIES):
+            tz = zoneinfo.ZoneInfo(zone)
+            # offsets change at whole UTC hours in these zones: one lookup per hour is exact
+            self.table[c] = [int((epoch + timedelta(milliseconds=int(h))).astimezone(tz).utcoffset().total_seconds())
+                             * 1000 for h in hours]
+
+    def at(self, country: np.ndarray, ms: np.ndarray) -> np.ndarray:
+        index = np.clip((ms - self.base) // HOUR_MS, 0, self.table.shape[1] - 1)
+        return self.table[country, index]
+
+    def at_local_hour(self, country: np.ndarray, ms: np.ndarray, hour: np.ndarray, minute_ms: np.ndarray) -> np.ndarray:
+        """The instant of `hour`:minute local on the local day of `ms`."""
+        offset = self.at(country, ms)
+        local = ms + offset
+        target = local - local % DAY_MS + hour * HOUR_MS + minute_ms
+        return target - self.at(country, target - offset)
 
 
 def _s(values: np.ndarray | list) -> pa.Array:
@@ -248,8 +327,36 @@ class _Orders:
         self.rows: list[tuple[str, str, int, str, list[tuple[int, int, int]]]] = []
 
 
+def _planted_times(rng: np.random.Generator, ms: np.ndarray, who: np.ndarray, known: np.ndarray, etype: np.ndarray,
+                   people: _People, offsets: _Offsets, window: tuple[int, int]) -> np.ndarray:
+    """Event times moved, within their local day, to the customer's habits (see HABITS): opens and
+    clicks near the preferred hour with the habit's probability, else at a random daytime hour;
+    site activity likewise, more loosely; deliveries at the campaign hour. Anonymous visitors keep
+    their times. An instant pushed out of the data's window moves a day back in."""
+    n = len(ms)
+    if not people.n or not n:
+        return ms
+    w = np.where(known, who, 0)
+    habit, pref, country = people.habit[w], people.pref_hour[w], people.country[w]
+    engagement = known & np.isin(etype, OPEN_OR_CLICK)
+    site = known & ~np.isin(etype, EMAIL_TYPES)
+    draw = rng.random(n)
+    near = np.where(engagement, draw < HABIT_NEAR[habit], draw < HABIT_SITE_NEAR[habit])
+    jitter = rng.choice(np.array([-1, 0, 0, 0, 1]), n)
+    hour = np.where(near, (pref + jitter) % 24, rng.integers(7, 24, n))
+    minute_ms = rng.integers(0, HOUR_MS, n)
+    moved = offsets.at_local_hour(country, ms, hour, minute_ms)
+    campaign = ms - ms % DAY_MS + CAMPAIGN_UTC_HOUR * HOUR_MS + minute_ms // 3
+    out = np.where(engagement | site, moved, ms)
+    out = np.where(known & (etype == DELIVERED), campaign, out)
+    start, end = window
+    out = np.where(out >= end, out - DAY_MS, out)
+    return np.where(out < start, out + DAY_MS, out)
+
+
 def _events_file(rng: np.random.Generator, lo: int, hi: int, count: int, catalog: _Catalog, people: _People,
-                 late_from: int, orders: _Orders, next_id: int) -> tuple[dict[str, pa.Array], int]:
+                 late_from: int, orders: _Orders, next_id: int, offsets: _Offsets | None = None,
+                 window: tuple[int, int] = (0, 0)) -> tuple[dict[str, pa.Array], int]:
     """Columns of events in the time slice [lo, hi), plus late events from [late_from, lo)."""
     ms = rng.integers(lo, hi, count)
     late = (rng.random(count) < SHARE_LATE) & (late_from < lo)
@@ -269,7 +376,15 @@ def _events_file(rng: np.random.Generator, lo: int, hi: int, count: int, catalog
     w = np.where(known, who, 0)
 
     etype = rng.choice(len(EVENT_TYPES), count, p=EVENT_WEIGHTS)
-    etype[~known & np.isin(etype, [EVENT_TYPES.index(t) for t in ("purchase", "signup", "email_open", "email_click", "add_to_cart", "remove_from_cart")])] = 0
+    etype[~known & np.isin(etype, [EVENT_TYPES.index(t) for t in ("purchase", "signup", "add_to_cart", "remove_from_cart")])] = 0
+    # email goes to known customers only, and never to those planted without an email history
+    no_email = ~known | (people.habit[w] == HABITS.index("no_email") if people.n else True)
+    etype[no_email & np.isin(etype, EMAIL_TYPES)] = 0
+    if offsets is not None:
+        ms = _planted_times(rng, ms, who, known, etype, people, offsets, window)
+        order = np.argsort(ms, kind="stable")
+        ms, who, visitor, known, w, etype = ms[order], who[order], visitor[order], known[order], w[order], etype[order]
+    is_email = known & np.isin(etype, EMAIL_TYPES)
 
     # product: mostly from the customer's preferred categories
     pref = np.where(rng.random(count) < 0.5, people.pref1[w] if people.n else 0, people.pref2[w] if people.n else 0)
@@ -286,8 +401,10 @@ def _events_file(rng: np.random.Generator, lo: int, hi: int, count: int, catalog
     visitor_anon = pool[rng.integers(0, len(pool), count)]
     customer_text = people.ids_arrow.take(pa.array(w))
     anon_text = pc.if_else(pa.array(known), pa.array(people.anon, pa.large_string()).take(pa.array(w)), _s(visitor_anon))
-    show_customer = known & ~anon_only
-    show_anon = ~known | anon_only | both
+    # the email platform knows the recipient: a customer_id in its custom args, or only the address
+    by_hash = is_email & (rng.random(count) < SHARE_EMAIL_BY_HASH) & (people.in_crm[w] if people.n else False)
+    show_customer = known & (~anon_only | is_email) & ~by_hash
+    show_anon = (~known | anon_only | both) & ~is_email
 
     offsets = np.array([COUNTRIES[c][4] for c in (people.country[w] if people.n else np.zeros(count, int))])
     ts, _ = _format_ts(rng, ms, offsets)
@@ -313,7 +430,7 @@ def _events_file(rng: np.random.Generator, lo: int, hi: int, count: int, catalog
     price_cents = np.rint(catalog.price_usd[product] * 100).astype(np.int64)
     props = pc.case_when(
         pa.StructArray.from_arrays([pa.array(etype == 7), pa.array(has_product), pa.array(etype == 4),
-                                    pa.array(np.isin(etype, [5, 6]))], ["buy", "prod", "search", "email"]),
+                                    pa.array(np.isin(etype, EMAIL_TYPES))], ["buy", "prod", "search", "email"]),
         _join('{"order_id":"', _s(order_ids), '","value":', _cents_text(price_cents), ',"currency":"USD"}'),
         _join('{"price":', _cents_text(price_cents), ',"currency":"USD","url":"https://shop.example.com/p/',
               _s(catalog.ids[product]), '"}'),
@@ -330,6 +447,8 @@ def _events_file(rng: np.random.Generator, lo: int, hi: int, count: int, catalog
         "anonymous_id": pc.if_else(pa.array(show_anon), anon_text, pa.scalar(None, pa.large_string())),
         "product_id": pc.if_else(pa.array(has_product), _product_text(rng, catalog, product), pa.scalar(None, pa.large_string())),
         "properties": props,
+        "email_hash": pc.if_else(pa.array(by_hash), pa.array(people.email_hash if people.n else [""], pa.large_string())
+                                 .take(pa.array(w)), pa.scalar(None, pa.large_string())),
     }
     # the login that links an anonymous id: one per linked customer, in the slice of its time
     if people.n:
@@ -342,6 +461,7 @@ def _events_file(rng: np.random.Generator, lo: int, hi: int, count: int, catalog
                 "event_id": _join("ev-", pc.utf8_lpad(lid, 10, "0")), "event_type": _s(["login"] * n), "occurred_at": lts,
                 "customer_id": _s(people.ids[link]), "anonymous_id": _s(people.anon[link]),
                 "product_id": pa.nulls(n, pa.large_string()), "properties": _s(['{"method":"password"}'] * n),
+                "email_hash": pa.nulls(n, pa.large_string()),
             }
             columns = {k: pa.concat_arrays([columns[k], login[k]]) for k in columns}
             count += n
@@ -356,7 +476,7 @@ def _event_lines(columns: dict[str, pa.Array]) -> pa.Array:
 
     return _join('{"event_id":"', columns["event_id"], '","event_type":"', columns["event_type"],
                  '","occurred_at":', columns["occurred_at"], opt("customer_id"), opt("anonymous_id"),
-                 opt("product_id"), ',"properties":', columns["properties"], "}")
+                 opt("product_id"), opt("email_hash"), ',"properties":', columns["properties"], "}")
 
 
 _INVALID_EVENT_LINES = (
@@ -398,7 +518,8 @@ def _write_lines(fh: BinaryIO, lines: pa.Array) -> None:
         fh.write(memoryview(text.buffers()[2])[offsets[0]:offsets[-1]])
 
 
-CSV_COLUMNS = ("event_id", "event_type", "occurred_at", "customer_id", "anonymous_id", "product_id", "properties")
+CSV_COLUMNS = ("event_id", "event_type", "occurred_at", "customer_id", "anonymous_id", "product_id", "properties",
+               "email_hash")
 
 
 def _events_csv_table(columns: dict[str, pa.Array], rng: np.random.Generator) -> pa.Table:
@@ -412,7 +533,7 @@ def _events_csv_table(columns: dict[str, pa.Array], rng: np.random.Generator) ->
     customer = pc.if_else(pa.array(bad & (kind == 2)), pa.scalar(None, pa.large_string()), columns["customer_id"])
     anon = pc.if_else(pa.array(bad & (kind == 2)), pa.scalar(None, pa.large_string()), columns["anonymous_id"])
     table = pa.table([event_id, columns["event_type"], ts_text, customer, anon, columns["product_id"],
-                      columns["properties"]], names=list(CSV_COLUMNS))
+                      columns["properties"], columns["email_hash"]], names=list(CSV_COLUMNS))
     dup = np.sort(rng.choice(n, int(n * SHARE_DUPLICATE), replace=False)) if n else np.array([], int)
     table = pa.concat_tables([table, table.take(pa.array(dup, pa.int64()))])
     order = np.argsort(np.concatenate([np.arange(n), rng.integers(0, max(n, 1), len(dup))]), kind="stable")
@@ -446,7 +567,7 @@ class _Sink:
 def _customer_row(people: _People, rng: np.random.Generator, i: int, updated_ms: int) -> dict:
     country, locale, tz, _, _ = COUNTRIES[people.country[i]]
     first, last = FIRST_NAMES[i % len(FIRST_NAMES)], LAST_NAMES[(i * 7) % len(LAST_NAMES)]
-    email = f"{first}.{last}{i + 1}@example.com"
+    email = f"{first}.{last}{i + 1}@example.com"  # _email(i), normalized
     if rng.random() < 0.1:  # mixed case and stray spaces: normalized downstream
         email = f"  {email.upper()} "
     return {
@@ -504,6 +625,12 @@ def _customers_cdc(rng: np.random.Generator, people: _People, start_ms: int, end
             ts = int(rng.integers(end_ms - 20 * 86_400_000, end_ms))
             lsn += 1
             second.add({"op": "d", "ts_ms": ts, "before": states[i], "after": None, "source": {"lsn": lsn}})
+        elif r < 0.26:  # a new email: engagement sent to the old address no longer finds the customer
+            ts = int(rng.integers(start_ms, end_ms))
+            new = dict(states[i], email=states[i]["email"].strip().replace("@", ".new@"), updated_at=_iso(ts))
+            lsn += 1
+            second.add({"op": "u", "ts_ms": ts, "before": states[i], "after": new, "source": {"lsn": lsn}})
+            states[i] = new
 
 
 def _orders_cdc(rng: np.random.Generator, orders: _Orders, catalog: _Catalog, end_ms: int,
@@ -628,6 +755,7 @@ def generate(out_dir: Path, *, customers: int, events: int, products: int, seed:
     catalog = _Catalog(rng, products)
     people = _People(rng, customers, start_ms, end_ms)
     orders = _Orders()
+    offsets = _Offsets(start_ms, end_ms)
 
     files = max(3, math.ceil(events / EVENTS_PER_FILE)) if events else 0
     event_paths: list[Path] = []
@@ -645,7 +773,7 @@ def generate(out_dir: Path, *, customers: int, events: int, products: int, seed:
                 n = count // parts + (1 if j < count % parts else 0)
                 a, b = lo + int(j * span / parts), lo + int((j + 1) * span / parts)
                 columns, next_id = _events_file(rng, a, b, n, catalog, people, start_ms if f else a,
-                                                orders, next_id)
+                                                orders, next_id, offsets, (start_ms, end_ms))
                 if events_format == "csv":
                     table = _events_csv_table(columns, rng)
                     if writer is None:

@@ -196,9 +196,11 @@ def _json_text(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def _records_chunk(records: list[Any], first_line: int = 1) -> Chunk:
+def _records_chunk(records: list[Any], first_line: int = 1, lines: list[int] | None = None) -> Chunk:
     raws = [_json_text(r) for r in records]
-    return Chunk(pa.array(np.arange(first_line, first_line + len(raws), dtype=np.int64)), pa.array(raws, pa.string()))
+    numbers = np.asarray(lines, dtype=np.int64) if lines is not None else \
+        np.arange(first_line, first_line + len(raws), dtype=np.int64)
+    return Chunk(pa.array(numbers), pa.array(raws, pa.string()))
 
 
 def _read_json(path: Path, name: str) -> Iterator[Chunk]:
@@ -601,7 +603,8 @@ def _where(exc: OSError, path: Path, batch: _Batch) -> str:
 
 def ingest_records(settings: Settings, source: str, records: list[Any], *, source_file: str = "collector",
                    known: Callable[[list[str]], Iterable[str]] | None = None,
-                   id_max_length: int | None = None) -> RecordsReport:
+                   id_max_length: int | None = None, lines: list[int] | None = None,
+                   pre_rejected: list[dict[str, Any]] | None = None) -> RecordsReport:
     """The collector's path: validate parsed records like a file; per-record results in input order.
 
     Events only: within a request the first accepted record of an event_id wins (the others are
@@ -611,12 +614,21 @@ def ingest_records(settings: Settings, source: str, records: list[Any], *, sourc
     Nothing is claimed here: the caller records the landed ids after this returns, when the lake
     file is durable (serving/api/events.py), so an id is never recorded for an event the lake
     does not hold.
+
+    `lines`: each record's 1-based position in what the caller received (default 1..n), the lake's
+    `_source_line` and the quarantine's `line`. `pre_rejected`: records the caller rejected before
+    the contract (a webhook's unknown event: `{"line", "reason", "raw"}`), quarantined in this batch
+    and counted in `received` and `rejected` (not in `results`).
     """
     started = time.perf_counter()
     batch = _open_batch(settings, source, quarantine_always=False)
     validator = Validator(source, batch.ingested_at, settings=settings)
+    records = list(records)
+    if lines is not None and len(lines) != len(records):
+        raise ValueError("lines: one line number per record")
+    position = {line: i for i, line in enumerate(lines)} if lines is not None else None
     try:
-        accepted, rejected = validator.run(_records_chunk(list(records)))
+        accepted, rejected = validator.run(_records_chunk(records, lines=lines))
         results: list[dict[str, Any]] = [{"index": i, "event_id": None, "status": "accepted"} for i in range(len(records))]
         for r in rejected:
             r["source_file"] = source_file
@@ -627,11 +639,13 @@ def ingest_records(settings: Settings, source: str, records: list[Any], *, sourc
             if id_max_length is not None:
                 accepted, too_long = _reject_long_ids(accepted, id_max_length, source_file)
                 rejected += too_long
-            accepted = _drop_duplicates(accepted, results, known)
+            accepted = _drop_duplicates(accepted, results, known, position)
         for r in rejected:
-            i = r["line"] - 1
+            i = position[r["line"]] if position is not None else r["line"] - 1
             results[i]["status"] = "rejected"
             results[i]["reason"] = r["reason"]
+        if pre_rejected:
+            rejected = [*rejected, *({**r, "source_file": source_file} for r in pre_rejected)]
         batch.lake.write(_lake_table(accepted, source, batch.batch_id, batch.ingested_at, source_file))
         batch.quarantine.write(sorted(rejected, key=lambda r: r["line"]))
         quarantine_path = batch.quarantine.commit()
@@ -645,9 +659,10 @@ def ingest_records(settings: Settings, source: str, records: list[Any], *, sourc
     finally:
         validator.close()
     counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
+    extra = len(pre_rejected or ())
     return RecordsReport(
-        source=source, batch_id=batch.batch_id, received=len(records), accepted=counts["accepted"],
-        duplicates=counts["duplicate"], rejected=counts["rejected"],
+        source=source, batch_id=batch.batch_id, received=len(records) + extra, accepted=counts["accepted"],
+        duplicates=counts["duplicate"], rejected=counts["rejected"] + extra,
         quarantine_path=str(quarantine_path) if quarantine_path else None,
         lake_file=str(lake_file) if lake_file else None, results=results,
         seconds=round(time.perf_counter() - started, 3), ingested_at=batch.ingested_at.isoformat() + "Z",
@@ -668,10 +683,13 @@ def _reject_long_ids(accepted: pa.Table, limit: int, source_file: str) -> tuple[
 
 
 def _drop_duplicates(accepted: pa.Table, results: list[dict[str, Any]],
-                     known: Callable[[list[str]], Iterable[str]] | None) -> pa.Table:
-    """Within a request the first accepted event_id wins; `known` says which ids landed before."""
+                     known: Callable[[list[str]], Iterable[str]] | None,
+                     position: dict[int, int] | None = None) -> pa.Table:
+    """Within a request the first accepted event_id wins; `known` says which ids landed before.
+    `position`: line -> index into `results`, when lines are not 1..n."""
     ids = accepted.column("event_id").to_pylist()
-    lines = accepted.column("line").to_pylist()
+    lines = [position[line] + 1 for line in accepted.column("line").to_pylist()] if position is not None \
+        else accepted.column("line").to_pylist()
     first: dict[str, int] = {}
     keep = [False] * len(ids)
     for pos, (event_id, line) in enumerate(zip(ids, lines)):

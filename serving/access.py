@@ -54,6 +54,16 @@ OPEN: dict[str, Open] = {
     "status.status_page": Open("the operator's page, when status_page_access = 'open' (else its "
                                "declared scope, admin, applies)",
                                lambda settings: settings.status_page_access == "open"),
+    # the email platforms sign their webhooks; with the signing key set, the view checks the
+    # signature instead of a key (401 when it is missing or wrong); else events:write applies
+    "webhooks.sendgrid": Open("SendGrid signs its Event Webhook (ECDSA): verified with "
+                              "sendgrid_webhook_public_key, when it is set",
+                              lambda settings: bool(settings.sendgrid_webhook_public_key)),
+    "webhooks.mailchimp": Open("Mailchimp Transactional signs its webhook (HMAC-SHA1): verified with "
+                               "mailchimp_webhook_key, when it is set",
+                               lambda settings: bool(settings.mailchimp_webhook_key)),
+    "webhooks.mailchimp_check": Open("Mailchimp checks the webhook URL with a HEAD request when it is "
+                                     "added (before its key exists); it answers nothing"),
 }
 
 # probes stay reachable from a load balancer outside the IP allowlist

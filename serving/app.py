@@ -19,8 +19,8 @@ from werkzeug.routing import BaseConverter
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import SendtimeError
-from serving import access, metrics, oauth, status
-from serving.api import events, health, profiles
+from serving import access, metrics, oauth, status, webhook_signatures
+from serving.api import events, health, profiles, send_time, webhooks
 from serving.auth import authenticate_prefetching, require_scope
 from serving.fastpath import ProfileFastPath
 from serving.metrics import route_template
@@ -59,6 +59,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(profiles.bp, url_prefix=API_PREFIX)
     app.register_blueprint(events.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(send_time.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(webhooks.bp, url_prefix=API_PREFIX)
+    webhook_signatures.check_settings(settings)  # a bad signing key stops the start, with its reason
     app.register_blueprint(health.bp)
     app.register_blueprint(health.bp, url_prefix=API_PREFIX, name="health_v1")
     oauth.init_app(app)  # POST /oauth/token (client credentials)

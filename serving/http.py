@@ -26,6 +26,11 @@ def json_body() -> Any:
         raise Problem("invalid-json", f"the body is not valid JSON: {exc.msg} at position {exc.pos}") from None
 
 
+def raw_body() -> bytes:
+    """The body exactly as sent (what a webhook signature covers), with json_body's size limit."""
+    return _body_bytes()
+
+
 def _body_bytes() -> bytes:
     """The body, at most MAX_CONTENT_LENGTH bytes: a larger one is a 413, with or without a
     Content-Length (Werkzeug would silently cut a chunked body at the limit)."""

@@ -145,6 +145,42 @@ SCHEMAS: dict[str, Any] = {
             }},
         },
     },
+    "SendTime": {
+        "type": "object", "required": ["send_at", "local_hour", "timezone", "confidence"], "additionalProperties": False,
+        "properties": {
+            "send_at": {"type": "string", "format": "date-time",
+                        "description": "The next start of local_hour in timezone after `after`, UTC with Z."},
+            "local_hour": {"type": "integer", "minimum": 0, "maximum": 23,
+                           "description": "The customer's best_send_hour."},
+            "timezone": {"type": "string",
+                         "description": "The IANA zone local_hour is read in: the profile's timezone, UTC when "
+                                        "it is missing or not an IANA name."},
+            "confidence": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                           "description": "best_send_hour_confidence (0: the hour is the customer's peers')."},
+        },
+    },
+    "SendGridEvents": {
+        "type": "array", "description": "The SendGrid Event Webhook's JSON array of event objects; each one "
+                                        "lands, is skipped or is quarantined on its own.",
+        "items": {"description": "A SendGrid event (event, email, timestamp, sg_event_id, custom args, ...)"},
+    },
+    "MailchimpEvents": {
+        "type": "object", "required": ["mandrill_events"],
+        "properties": {"mandrill_events": {
+            "type": "string", "format": "json-array", "contentMediaType": "application/json",
+            "contentSchema": {"type": "array", "items": {"description": "A Mailchimp Transactional event"}},
+            "description": "The JSON text of an array of Mailchimp Transactional events (format json-array: "
+                           "text that is not a JSON array is a 400)"}},
+    },
+    "WebhookResponse": {
+        "type": "object",
+        "required": ["batch_id", "received", "accepted", "duplicates", "rejected", "skipped", "skipped_by_reason"],
+        "properties": {
+            "batch_id": _nullable("string"), "received": {"type": "integer"}, "accepted": {"type": "integer"},
+            "duplicates": {"type": "integer"}, "rejected": {"type": "integer"}, "skipped": {"type": "integer"},
+            "skipped_by_reason": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    },
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
     "Ready": {
         "type": "object", "required": ["status", "version", "published_at", "age_seconds"],
@@ -186,6 +222,7 @@ def _problems(*codes: int) -> dict[str, Any]:
 
 
 _SECURED = (401, 403, 405, 429, 503)
+_WEBHOOK_401 = _problem("No valid platform signature (when its signing key is set), else no, bad or revoked API key")
 _ID = {"name": "customer_id", "in": "path", "required": True,
        "schema": {"type": "string", "minLength": 1},
        "description": "Any id without '/' except 'batch' and 'lookup' (fetch such ids with POST /customers/batch)."}
@@ -225,6 +262,30 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         [_ID, {"name": "limit", "in": "query", "required": False,
                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}}], (400,)),
     "profiles.merge": _get_cached("Flat merge-tag strings with fallbacks", "MergeFields", [_ID], ()),
+    "send_time.send_time": _get_cached(
+        "When to send: the next instant at the customer's best local hour", "SendTime",
+        [_ID, {"name": "after", "in": "query", "required": False,
+               "schema": {"type": "string", "format": "sendtime-timestamp"},
+               "description": "ISO-8601 timestamp (with an offset or Z; naive is UTC; encode '+' as %2B) or epoch "
+                              "milliseconds; send_at is the first start of the hour after it. Default: now."}],
+        (400,)),
+    "webhooks.sendgrid": {"post": {
+        "summary": "SendGrid Event Webhook: engagement events (signed with sendgrid_webhook_public_key, else an "
+                   "events:write key)",
+        "security": [{"bearerAuth": []}, {}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SendGridEvents")}}},
+        "responses": {"200": _json(_ref("WebhookResponse"), "Landed, skipped and quarantined counts"),
+                      **_problems(400, 403, 405, 413, 415, 429, 503), "401": _WEBHOOK_401},
+    }},
+    "webhooks.mailchimp": {"post": {
+        "summary": "Mailchimp Transactional webhook: engagement events (signed with mailchimp_webhook_key, else an "
+                   "events:write key)",
+        "security": [{"bearerAuth": []}, {}],
+        "requestBody": {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": _ref("MailchimpEvents")}}},
+        "responses": {"200": _json(_ref("WebhookResponse"), "Landed, skipped and quarantined counts"),
+                      **_problems(400, 403, 405, 413, 415, 429, 503), "401": _WEBHOOK_401},
+    }},
     "profiles.batch": {"post": {
         "summary": "Up to 1,000 profiles by id (N ids cost N tokens of the rate limit)", "security": _secured(READ),
         "requestBody": _body("BatchRequest"),

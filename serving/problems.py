@@ -21,6 +21,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "unknown-field": (400, "Unknown profile field"),
     "too-many-items": (400, "Too many items in one request"),
     "unauthorized": (401, "Missing or invalid API key"),
+    "invalid-signature": (401, "Missing or invalid webhook signature"),
     "forbidden": (403, "API key lacks the required scope"),
     "ip-not-allowed": (403, "Client address is not in the allowlist"),
     "not-found": (404, "Not found"),

@@ -44,8 +44,8 @@ def _default(column: Column) -> Any:
         return []
     if column.not_null and column.accepted_values:
         return column.accepted_values[0]
-    if column.not_null and column.kind in ("integer", "money"):
-        return Decimal("0") if column.kind == "money" else 0
+    if column.not_null and column.kind in ("integer", "money", "number"):
+        return {"money": Decimal("0"), "number": 0.0}.get(column.kind, 0)
     return None
 
 

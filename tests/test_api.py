@@ -48,7 +48,8 @@ def test_full_profile_is_the_published_body(api):
     assert list(body) == ["customer_id", "email", "first_name", "last_name", "country", "locale", "timezone",
                           "marketing_consent", "first_seen_at", "last_seen_at", "orders_count", "lifetime_value",
                           "last_order_at", "lifecycle_stage", "recently_viewed", "cart", "top_categories",
-                          "recommendations"]
+                          "recommendations", "email_status", "last_email_open_at", "last_email_click_at",
+                          "email_opens_30d", "email_clicks_30d", "best_send_hour", "best_send_hour_confidence"]
     assert body["first_seen_at"] == "2026-01-02T03:04:05Z" and body["last_seen_at"] == "2026-11-01T12:00:00.250000Z"
     assert body["recently_viewed"] == ["P1", "P2"] and body["orders_count"] == 3
     empty = server.get("/api/v1/customers/c3", key)

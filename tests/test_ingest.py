@@ -15,7 +15,8 @@ from pipeline.contracts import CONTRACTS, METADATA_SCHEMA
 from pipeline.ingest import ingest_files
 
 GOOD = {"event_id": "e1", "event_type": "page_view", "occurred_at": "2026-11-28T10:00:00Z", "customer_id": "c1"}
-EVENT_COLUMNS = ["event_id", "event_type", "occurred_at", "customer_id", "anonymous_id", "product_id", "properties"]
+EVENT_COLUMNS = ["event_id", "event_type", "occurred_at", "customer_id", "anonymous_id", "product_id", "properties",
+                 "email_hash"]
 METADATA = [name for name, _ in METADATA_SCHEMA]
 
 
@@ -57,7 +58,7 @@ BAD_RECORDS = [
     ("properties not an object", _event(properties="cheap"), "properties: expected object, got string"),
     ("unparseable timestamp", _event(occurred_at="2026-02-30T10:00:00Z"), "occurred_at: unparseable timestamp"),
     ("float timestamp", _event(occurred_at=1732780800000.5), "occurred_at: unparseable timestamp"),
-    ("neither customer_id nor anonymous_id", _event(customer_id=None), "needs customer_id or anonymous_id"),
+    ("neither customer_id nor anonymous_id", _event(customer_id=None), "needs customer_id, anonymous_id or email_hash"),
     ("product_view without product_id", _event(event_type="product_view"), "product_view requires product_id"),
     ("add_to_cart blank product_id", _event(event_type="Add_To_Cart", product_id=" "), "add_to_cart requires product_id"),
     ("not an object", "[1, 2, 3]", "not a JSON object"),

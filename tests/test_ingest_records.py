@@ -55,7 +55,7 @@ def test_per_record_results_in_input_order(settings) -> None:
         (1, "b", "rejected", "occurred_at: unparseable timestamp"),
         (2, None, "rejected", "not a JSON object"),
         (3, "a", "duplicate", None),  # same id after trimming: the first accepted one wins
-        (4, "c", "rejected", "needs customer_id or anonymous_id"),
+        (4, "c", "rejected", "needs customer_id, anonymous_id or email_hash"),
         (5, "d", "accepted", None),
     ]
     assert (report.received, report.accepted, report.duplicates, report.rejected) == (6, 2, 1, 3)

@@ -56,7 +56,7 @@ def test_a_field_added_in_sql_and_yaml_is_served_everywhere(tmp_path, home):
 
     with ApiServer(home) as api:
         profile = api.get("/api/v1/customers/C1", key).json()
-        assert list(profile)[-2:] == ["recommendations", "average_order_value"]
+        assert list(profile)[-1] == "average_order_value"  # the YAML's order: appended last
         assert '"average_order_value":12.51' in api.get("/api/v1/customers/C1", key).text
         assert api.get("/api/v1/customers/C2", key).json()["average_order_value"] is None
         projected = api.get("/api/v1/customers/C1?fields=average_order_value", key).json()
@@ -82,7 +82,8 @@ def test_a_field_added_in_sql_and_yaml_is_served_everywhere(tmp_path, home):
 def test_the_contract_lists_every_served_column_once_and_round_trips():
     contracts = project_contracts()
     profiles = contracts[PROFILES]
-    assert len(profiles.served_names) == len(set(profiles.served_names)) == 18
+    # DESIGN.md's 18 and the 6 of "Engagement and send time", and best_send_hour_confidence
+    assert len(profiles.served_names) == len(set(profiles.served_names)) == 25
     assert profiles.column("lifetime_value").kind == "money" and profiles.column("lifetime_value").scale == 2
     assert profiles.column("cart").kind == "list" and profiles.column("last_seen_at").kind == "timestamp"
     assert profiles.column("recently_viewed").max_items == 5

@@ -57,7 +57,8 @@ def test_every_response_has_a_schema_and_errors_are_problems(tmp_path):
 def test_profile_schema_lists_every_design_field(tmp_path):
     _, doc = _app_and_doc(tmp_path)
     profile = doc["components"]["schemas"]["Profile"]["properties"]
-    assert "lifetime_value" in profile and "recommendations" in profile and len(profile) == 18
+    # DESIGN.md's 18, the 6 engagement fields and best_send_hour_confidence
+    assert "lifetime_value" in profile and "recommendations" in profile and len(profile) == 25
     assert profile["lifecycle_stage"]["enum"] == ["prospect", "active", "at_risk", "lapsed"]
     assert profile["recently_viewed"]["maxItems"] == 5 and profile["orders_count"]["minimum"] == 0
     assert profile["last_seen_at"]["format"] == "date-time" and profile["email"]["type"] == ["string", "null"]

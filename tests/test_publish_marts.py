@@ -69,6 +69,10 @@ def profile(i: int, **overrides: Any) -> dict[str, Any]:
         "lifecycle_stage": "active" if buyer else "prospect",
         "recently_viewed": [f"P{i % 50}", f"P{(i + 1) % 50}"], "cart": [f"P{(i + 2) % 50}"] if buyer else [],
         "top_categories": ["shoes", "bags"], "recommendations": ["P10", "P11"],
+        # engagement and send time (DESIGN.md "Engagement and send time")
+        "email_status": "subscribed" if i % 2 == 0 else "unsubscribed",
+        "last_email_open_at": AS_OF - timedelta(days=2, seconds=i % 100), "last_email_click_at": None,
+        "email_opens_30d": 3, "email_clicks_30d": 0, "best_send_hour": i % 24, "best_send_hour_confidence": 0.5,
     }
     row.update(overrides)
     return row

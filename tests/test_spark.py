@@ -463,7 +463,12 @@ select
     {{ bind('41', 'x', 'x + 1') }} as bound,
     {{ dbt.safe_cast("'2.5'", 'bigint') }} as rounded,
     {{ dbt.safe_cast("'12.345'", 'decimal(18, 2)') }} as money,
-    {{ current_timestamp_utc() }} is not null as has_now
+    {{ current_timestamp_utc() }} is not null as has_now,
+    cast({{ local_timestamp(timestamp_literal('2026-03-08 06:30:00'), "'America/New_York'") }} as string) as ny_before_jump,
+    cast({{ local_timestamp(timestamp_literal('2026-03-08 07:30:00'), "'America/New_York'") }} as string) as ny_after_jump,
+    cast({{ local_timestamp(timestamp_literal('2026-10-25 00:30:00.000001'), "'Europe/Paris'") }} as string) as paris_first,
+    cast({{ local_timestamp(timestamp_literal('2026-10-25 01:30:00'), "'Europe/Paris'") }} as string) as paris_again,
+    {{ sha256_hex("'x@example.com'") }} as sha256
 """
 
 PORTABLE_EXPECTED = {
@@ -474,6 +479,10 @@ PORTABLE_EXPECTED = {
     "group_two": "12", "replaced": "abc", "tuple_less": True, "tuple_not_less": False, "log_two": 3.0,
     "power": 1024.0, "md5": "900150983cd24fb0d6963f7d28e17f72", "bound": 42, "rounded": 3,
     "money": Decimal("12.35"), "has_now": True,
+    # engagement (macros/portable/timezones.sql, hashing.sql): DST by the zone, both ways
+    "ny_before_jump": datetime(2026, 3, 8, 1, 30), "ny_after_jump": datetime(2026, 3, 8, 3, 30),
+    "paris_first": datetime(2026, 10, 25, 2, 30, 0, 1), "paris_again": datetime(2026, 10, 25, 2, 30),
+    "sha256": "106ab2de3ae32f0e429961a20307e3a5e05d7b4dd6f25e8c2e5282de58208f00",
 }
 
 
@@ -481,7 +490,8 @@ PORTABLE_EXPECTED = {
 def test_portable_macros_give_the_same_answers(engine: str, spark_home: Path) -> None:
     row = Dbt(spark_home).show(engine, PORTABLE_SQL)[0]
     got = dict(zip(PORTABLE_EXPECTED, row))
-    for name in ("from_ms", "plus_seconds", "minus_hours"):
+    for name in ("from_ms", "plus_seconds", "minus_hours", "ny_before_jump", "ny_after_jump", "paris_first",
+                 "paris_again"):
         got[name] = datetime.fromisoformat(got[name])
     for name in ("ms", "bound", "rounded"):
         got[name] = int(got[name])

@@ -37,6 +37,12 @@ customers as (
 
 ),
 
+email_addresses as (
+
+    select * from {{ ref('int_email_addresses_resolved') }}
+
+),
+
 orders as (
 
     select * from {{ ref('int_orders_cdc_applied') }}
@@ -80,6 +86,25 @@ of_new_links as (
         previous_customer_id,
         'identity_link' as reason
     from identity_links
+    where {{ changed_in_this_cycle() }}
+
+),
+
+of_new_address_owners as (
+
+    {#- an address that changed customer moves its engagement events: both customers change -#}
+    select
+        customer_id,
+        'email_address' as reason
+    from email_addresses
+    where {{ changed_in_this_cycle() }}
+
+    union all
+
+    select
+        previous_customer_id,
+        'email_address' as reason
+    from email_addresses
     where {{ changed_in_this_cycle() }}
 
 ),
@@ -167,6 +192,8 @@ all_reasons as (
     select * from of_new_events
     union all
     select * from of_new_links
+    union all
+    select * from of_new_address_owners
     union all
     select * from of_crm_changes
     union all

@@ -5,9 +5,11 @@
 
 {#-
     What a profile says about a customer whatever the date: their current CRM state, when they were
-    seen, their counted orders, and the lists of what they did (DESIGN.md "Mart contract"). One row
-    per customer who has a profile: a current, undeleted CRM row, or events or orders and no CRM
-    delete. customer_profiles adds what depends on as_of (lifecycle_stage) and the recommendations.
+    seen, their counted orders, the lists of what they did (DESIGN.md "Mart contract") and their
+    email engagement (DESIGN.md "Engagement and send time"). One row per customer who has a
+    profile: a current, undeleted CRM row, or events or orders and no CRM delete. customer_profiles
+    adds what depends on as_of (lifecycle_stage, the 30-day email counts), the send hour and the
+    recommendations.
 -#}
 
 with
@@ -180,6 +182,37 @@ carts as (
 
 ),
 
+email_engagement as (
+
+    select
+        customer_id,
+        max(case when event_type = 'email_open' then occurred_at end) as last_email_open_at,
+        max(case when event_type = 'email_click' then occurred_at end) as last_email_click_at
+    from events
+    where event_type in ('email_open', 'email_click')
+    group by customer_id
+
+),
+
+email_status_events as (
+
+    {#- at the same instant a complaint outranks an unsubscribe, which outranks a bounce -#}
+    select
+        customer_id,
+        event_type,
+        occurred_at,
+        case event_type when 'email_spam_report' then 1 when 'email_unsubscribe' then 2 else 3 end as status_rank
+    from events
+    where event_type in ('email_unsubscribe', 'email_bounce', 'email_spam_report')
+
+),
+
+latest_email_status_events as (
+
+    {{ deduplicate('email_status_events', partition_by='customer_id', order_by='occurred_at desc, status_rank') }}
+
+),
+
 top_categories as (
 
     select
@@ -218,6 +251,11 @@ final as (
         coalesce(carts.cart, {{ empty_list() }}) as cart,
         coalesce(top_categories.top_categories, {{ empty_list() }}) as top_categories,
 
+        ---------- email engagement
+        {{ email_status('latest_email_status_events.event_type', 'customers.marketing_consent') }} as email_status,
+        email_engagement.last_email_open_at,
+        email_engagement.last_email_click_at,
+
         ---------- lake metadata
         '{{ cycle_id() }}' as _cycle_id
 
@@ -234,6 +272,10 @@ final as (
         on profile_customers.customer_id = carts.customer_id
     left join top_categories
         on profile_customers.customer_id = top_categories.customer_id
+    left join email_engagement
+        on profile_customers.customer_id = email_engagement.customer_id
+    left join latest_email_status_events
+        on profile_customers.customer_id = latest_email_status_events.customer_id
 
 )
 

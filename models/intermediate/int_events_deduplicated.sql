@@ -45,6 +45,7 @@ canonicalized as (
         arrived.customer_id,
         arrived.anonymous_id,
         {{ canonical_product_id('arrived.product_id', 'product_id_aliases.product_id') }} as product_id,
+        arrived.email_hash,
         arrived.properties,
         arrived.occurred_at,
         arrived._batch_id,
@@ -73,6 +74,7 @@ candidates as (
         customer_id,
         anonymous_id,
         product_id,
+        email_hash,
         properties,
         occurred_at,
         _batch_id,
@@ -112,6 +114,7 @@ final as (
         customer_id,
         anonymous_id,
         product_id,
+        email_hash,
 
         ---------- strings
         event_type,

@@ -14,6 +14,8 @@ final as (
         {{ clean_string('customer_id') }} as customer_id,
         {{ clean_string('anonymous_id') }} as anonymous_id,
         {{ normalize_product_id('product_id') }} as product_id,
+        {#- ingest checked 64 lower-case hex digits -#}
+        {{ clean_string('email_hash') }} as email_hash,
 
         ---------- strings
         lower({{ clean_string('event_type') }}) as event_type,

@@ -1,1 +1,2 @@
-"""Blueprints, one per resource: profiles, events (the collector), health (+ OpenAPI)."""
+"""Blueprints, one per resource: profiles, send_time, events (the collector), webhooks (the email platforms),
+health (+ OpenAPI)."""

@@ -41,9 +41,9 @@ bp = Blueprint("events", __name__)
 log = get_logger("sendtime.collector")
 
 
-def _writer() -> Engine:
+def writer() -> Engine:
     """The store's engine for the collector's writes (serving/state.py): the primary, never the
-    read replica, every wait bounded by api_store_timeout."""
+    read replica, every wait bounded by api_store_timeout. The webhooks write through it too."""
     return writer_engine()
 
 
@@ -68,7 +68,7 @@ def post_events() -> Response:
     if len(records) > settings.collector_max_events:
         raise Problem("too-many-items", f"{len(records)} events: at most {settings.collector_max_events} per request")
     set_version(state().reader.version())
-    report = collect(settings, _writer(), records, state().reader)
+    report = collect(settings, writer(), records, state().reader)
     results = [{"index": r["index"], "event_id": r.get("event_id"), "status": r["status"],
                 **({"reason": r["reason"]} if r.get("reason") else {})} for r in report.get("results", [])]
     return json_response(orjson.dumps({
@@ -77,15 +77,20 @@ def post_events() -> Response:
     }))
 
 
-def collect(settings: Settings, engine: Engine, records: list[Any], reader: StoreReader) -> dict[str, Any]:
-    """Land one request's events, then record their ids and the batch (see the module's docstring)."""
+def collect(settings: Settings, engine: Engine, records: list[Any], reader: StoreReader, *,
+            source_file: str = "collector", lines: list[int] | None = None,
+            pre_rejected: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Land one request's events, then record their ids and the batch (see the module's docstring).
+    The webhooks (serving/api/webhooks.py) land their events here too, under their own
+    `source_file`, with the records they rejected before the contract (`pre_rejected`)."""
     from pipeline.ingest import (
         ingest_records,  # imported on first use: pyarrow/duckdb are heavy
     )
 
     test_hook("collector_landing")
-    report = ingest_records(settings, "events", records, source_file="collector",
-                            known=reader.known_event_ids, id_max_length=MAX_EVENT_ID_CHARS)
+    report = ingest_records(settings, "events", records, source_file=source_file,
+                            known=reader.known_event_ids, id_max_length=MAX_EVENT_ID_CHARS,
+                            lines=lines, pre_rejected=pre_rejected)
     data = report.to_dict()
     test_hook("collector_landed")
     landed = [r["event_id"] for r in data["results"] if r["status"] == "accepted"]
@@ -97,7 +102,7 @@ def collect(settings: Settings, engine: Engine, records: list[Any], reader: Stor
                     result["status"] = "duplicate"  # another request landed and recorded it first
             data["accepted"] = sum(1 for r in data["results"] if r["status"] == "accepted")
             data["duplicates"] = sum(1 for r in data["results"] if r["status"] == "duplicate")
-            write_ingest_batches(conn, {"source": "events", "source_file": "collector", **data})
+            write_ingest_batches(conn, {"source": "events", "source_file": source_file, **data})
     except SQLAlchemyError as exc:
         log.warning("collector: landed events not recorded; the client retries",
                     extra={"batch_id": data["batch_id"], "landed": len(landed), "error_type": type(exc).__name__})
