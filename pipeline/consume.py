@@ -54,6 +54,9 @@ def run_consume(settings: Settings, *, bootstrap_servers: str | None = None,
         log.info("consumer stopped", extra={"seconds": summary.seconds,
                                             "topics": {t: vars(x) for t, x in summary.topics.items()}})
         return summary
+    except ConsumeError as exc:
+        consumer.failure = str(exc)  # its state says why it stopped (status page, metrics)
+        raise
     finally:
         try:
             consumer.close()

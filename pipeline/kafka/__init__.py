@@ -9,6 +9,8 @@ One module per job (pipeline/consume.py is the command: one per home, signals, t
   caches it, and the recovery of what a killed consumer left;
 * `batches`: one topic's buffered messages -> one validated lake batch (+ quarantine), durable;
 * `consumer`: the poll -> buffer -> flush -> commit loop and the rebalance callbacks;
+* `state`: what the consumer reports for `/metrics` and `/status` (lag, rate, client errors),
+  kept in the online store;
 * `failpoints`: the crash tests' kill points.
 
 Exactly once into the lake (docs/kafka.md has the whole design):

@@ -17,9 +17,10 @@ from typing import Any
 from pipeline.config import Settings
 from pipeline.ids import iso_z, new_batch_id, utcnow
 from pipeline.kafka.batches import BatchResult, BatchWriter, TopicBuffer
-from pipeline.kafka.config import ConsumeConfig, ConsumeError
+from pipeline.kafka.config import ConsumeConfig, ConsumeError, default_instance_id
 from pipeline.kafka.failpoints import failpoint
 from pipeline.kafka.offsets import OffsetLedger, recover
+from pipeline.kafka.state import STATS_INTERVAL_MS, StateReporter, partition_lags
 from pipeline.logs import get_logger
 
 log = get_logger(__name__)
@@ -30,6 +31,7 @@ POLL_SECONDS = 0.2  # bounds how long a signal waits
 CONNECT_TIMEOUT_SECONDS = 10.0  # the brokers must answer within this at start
 JOIN_GRACE_SECONDS = 10.0  # a stop during the first group join waits this long for the join to finish
 CLOSE_TIMEOUT_SECONDS = 20.0  # the client's close (leave the group, callbacks) may take this long
+COMMIT_RETRY_SECONDS = (1.0, 60.0)  # a failed offset commit is retried after 1 s, doubling up to 60 s
 
 _IS_NOT_NONE = functools.partial(operator.is_not, None)
 
@@ -78,6 +80,12 @@ class StreamConsumer:
         self.subscribed = False
         self.failed = False  # a lake write failed: the callbacks of the closing client write nothing more
         self.assigned = False  # the first assignment arrived (the group join completed)
+        self.failure: str | None = None  # why the consumer stops with an error (kept in its state)
+        self.last_flush_at: datetime | None = None  # wall time of the last flush that wrote a batch
+        self.commit_retry_at = 0.0  # monotonic: no commit retry before this (backoff after failures)
+        self.commit_backoff = COMMIT_RETRY_SECONDS[0]
+        self.reporter = StateReporter(config.instance_id or default_instance_id(settings), config.group_id,
+                                      {topic: source for source, topic in config.topics.items()})
 
     # -- setup --
     def open(self) -> None:
@@ -92,6 +100,9 @@ class StreamConsumer:
                                              "partitions": sum(len(p) for p in self.ledger.next.values())})
         conf = self.config.client_config()
         conf["error_cb"] = self._on_client_error
+        conf["on_commit"] = self._on_commit
+        conf["stats_cb"] = self.reporter.on_stats
+        conf.setdefault("statistics.interval.ms", STATS_INTERVAL_MS)
         try:
             self.consumer = Consumer(conf)
         except Exception as exc:  # noqa: BLE001 - librdkafka's KafkaException for a bad option
@@ -107,6 +118,8 @@ class StreamConsumer:
             log.warning("topics not found yet; they are consumed once they exist", extra={"topics": missing})
         self._open_store()
         self._log_found_batches()
+        self.reporter.resume(self.engine)
+        self.report()  # "running" on the status page before the group join completes
         if self.stopping:  # stopped while starting: joining the group now would only delay the exit
             return
         self.consumer.subscribe(list(self.buffers), on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -119,12 +132,14 @@ class StreamConsumer:
         from sqlalchemy.exc import SQLAlchemyError
 
         from pipeline.consume_log import ensure_table
+        from pipeline.kafka import state
         from pipeline.store import engine_for, migrate
 
         self.engine = engine_for(self.settings)
         try:
             migrate(self.engine)
             ensure_table(self.engine)
+            state.ensure_table(self.engine)
         except SQLAlchemyError as exc:
             log.warning("ingest log unavailable; batches are still written to the lake",
                         extra={"error": type(exc).__name__})
@@ -168,6 +183,7 @@ class StreamConsumer:
     def _on_client_error(self, err: Any) -> None:
         """librdkafka retries by itself with backoff; one log line per kind of error a minute."""
         name = err.name()
+        self.reporter.count_error(name)
         now = time.monotonic()
         if now - self._warned.get(name, -1e9) >= 60:
             self._warned[name] = now
@@ -191,10 +207,17 @@ class StreamConsumer:
                 if self.oldest is None:
                     self.oldest = time.monotonic()
                 self._buffer(messages, buffers)
+            flushed = False
             if self.buffered and (self.buffered >= limit or self.buffered_bytes >= FLUSH_BYTES
                                   or time.monotonic() - (self.oldest or 0) >= self.config.flush_seconds):
                 self.flush()
                 self.commit(asynchronous=True)
+                flushed = True
+            now = time.monotonic()
+            if self.to_commit and now >= self.commit_retry_at:  # a commit that failed, after its backoff
+                self.commit(asynchronous=True)
+            if self.reporter.due(now, flushed):
+                self.report()
         self.flush()
         # asynchronous at the stop: with the brokers down a synchronous commit would block the exit,
         # and the lake already holds the offsets (Kafka's copy is for lag and new partitions)
@@ -267,6 +290,7 @@ class StreamConsumer:
             if result is None:
                 continue
             wrote = True
+            self.last_flush_at = utcnow()
             self.ledger.advance(batch_id, topic, result.ranges)
             for p, (_, last) in result.ranges.items():
                 self.to_commit[(topic, p)] = last + 1
@@ -302,7 +326,7 @@ class StreamConsumer:
                         extra={"batch_id": r.batch_id, "error": type(exc).__name__})
 
     def commit(self, *, asynchronous: bool) -> None:
-        """Offsets of batches already durable in the lake; a failure is retried at the next flush."""
+        """Offsets of batches already durable in the lake; a failure is retried with backoff."""
         if not self.to_commit:
             return
         from confluent_kafka import KafkaException, TopicPartition
@@ -311,11 +335,52 @@ class StreamConsumer:
         failpoint("before-commit")
         try:
             self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
-            self.to_commit.clear()
+            self.to_commit.clear()  # an asynchronous commit that fails puts them back (_on_commit)
         except KafkaException as exc:
             # not fatal: the lake holds the offsets; Kafka's copy is for lag and for new partitions
-            log.warning("offset commit failed; retried after the next batch", extra={"reason": _reason(exc)})
+            self._commit_failed(_reason(exc))
         failpoint("after-commit")
+
+    def _on_commit(self, err: Any, partitions: list[Any]) -> None:
+        """The result of a commit (served inside consume()). Failed offsets go back into `to_commit`
+        unless a newer offset of their partition is already waiting, and are retried with backoff."""
+        failed = [tp for tp in partitions if err is not None or tp.error is not None]
+        if not failed:
+            self.commit_backoff = COMMIT_RETRY_SECONDS[0]
+            return
+        for tp in failed:
+            key = (tp.topic, tp.partition)
+            if tp.offset >= 0 and self.to_commit.get(key, -1) < tp.offset:
+                self.to_commit[key] = tp.offset
+        reason = err if err is not None else next(tp.error for tp in failed)
+        self._commit_failed(reason.str() if hasattr(reason, "str") else str(reason))
+
+    def _commit_failed(self, reason: str) -> None:
+        self.reporter.commit_failures += 1
+        now = time.monotonic()
+        self.commit_retry_at = now + self.commit_backoff
+        if now - self._warned.get("commit", -1e9) >= 60:
+            self._warned["commit"] = now
+            log.warning("offset commit failed; retried with backoff (the lake holds the offsets)",
+                        extra={"reason": reason, "retry_seconds": self.commit_backoff})
+        self.commit_backoff = min(self.commit_backoff * 2, COMMIT_RETRY_SECONDS[1])
+
+    def report(self, status: str = "running") -> None:
+        """Write this consumer's state (lag, rate, brokers, errors) to the online store."""
+        partitions = []
+        if status == "running" and self.consumer is not None and self.subscribed:
+            buffered: dict[tuple[str, int], int] = {}
+            if self.buffered:  # rare: a heartbeat between flushes (long kafka_flush_seconds)
+                for buf in self.buffers.values():
+                    for p in buf.partitions:
+                        buffered[(buf.topic, p)] = buffered.get((buf.topic, p), 0) + 1
+            try:
+                partitions = partition_lags(self.consumer, buffered, self.ledger.next)
+            except Exception as exc:  # noqa: BLE001 - KafkaException (closing client): no lag this time
+                log.debug("lag not measured", extra={"error": type(exc).__name__})
+        self.reporter.write(self.engine, received={t: x.received for t, x in self.totals.items()},
+                            partitions=partitions, last_flush_at=self.last_flush_at, status=status,
+                            error=self.failure)
 
     def close(self) -> None:
         """Close the client with a time limit: everything read is in the lake by now, so a close
@@ -331,6 +396,7 @@ class StreamConsumer:
         finally:
             self.writer.close()
             if self.engine is not None:
+                self.report("failed" if self.failure else "stopped")
                 self.engine.dispose()
 
 
