@@ -153,7 +153,7 @@ def main() -> None:
                 proc.wait(120)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        runs = json.loads(sendtime(home, "runs", "--limit", "1000", "--json").stdout)
+        runs = json.loads(sendtime(home, "runs", "--limit", "1000", "--json").stdout)["runs"]
 
     latencies = [seen[p] - sent[p] for p in seen]
     cycles = [r for r in runs if r["status"] == "success" and r.get("phases")]
