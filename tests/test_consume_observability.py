@@ -115,3 +115,26 @@ def test_lag_is_what_the_lake_lacks(kafka_broker) -> None:
         assert lags[full].end == 30 and lags[full].lag == 30 - len(read) + 5
     finally:
         client.close()
+
+
+def test_a_failed_commit_is_put_back_retried_with_backoff_and_counted(tmp_path) -> None:
+    """`_on_commit` with the client's own error and partition types (no broker needed): the failed
+    offsets go back unless a newer one waits, the retry backs off 1, 2, 4 ... 60 s, a success resets it."""
+    from confluent_kafka import KafkaError
+
+    from pipeline.kafka.config import ConsumeConfig
+    from pipeline.kafka.consumer import StreamConsumer
+
+    settings = load_settings(tmp_path, environ={})
+    consumer = StreamConsumer(settings, ConsumeConfig.from_settings(settings, topics="events=t"))
+    down = KafkaError(KafkaError._TRANSPORT)
+    consumer.to_commit[("t", 1)] = 90  # a newer batch of partition 1 is waiting already
+    started = time.monotonic()
+    consumer._on_commit(down, [TopicPartition("t", 0, 40), TopicPartition("t", 1, 50)])
+    assert consumer.to_commit == {("t", 0): 40, ("t", 1): 90}
+    assert consumer.reporter.commit_failures == 1 and 0.9 <= consumer.commit_retry_at - started <= 1.5
+    for _ in range(8):
+        consumer._on_commit(down, [TopicPartition("t", 0, 40)])
+    assert consumer.commit_backoff == 60 and consumer.reporter.commit_failures == 9
+    consumer._on_commit(None, [TopicPartition("t", 0, 40)])
+    assert consumer.commit_backoff == 1
