@@ -358,9 +358,12 @@ def test_kafka_totals_fold_old_batches_once(settings: Settings) -> None:
 def test_snapshot_on_postgresql(home, pg_url: str) -> None:
     settings = load_settings(home, environ={"SENDTIME_ONLINE_STORE_URL": pg_url})
     seeded = seed_store(settings, cycles=6, lag_seconds=30)
+    seed_kafka(settings)  # the consumer's tables on PostgreSQL: same writers, same read model
     m = _families(settings)
     assert m["sendtime_store_up"][()] == 1
     assert sum(m["sendtime_cycles_total"].values()) == 6
+    assert m["sendtime_kafka_records_received_total"][(("source", "customers"), ("topic", KAFKA_TOPIC))] == 170
+    assert sum(m["sendtime_kafka_consumer_lag"].values()) == 7
     assert m["sendtime_published_version"][()] == seeded["versions"]
     assert 25 <= m["sendtime_freshness_lag_seconds"][()] <= 90
 
