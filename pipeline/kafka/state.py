@@ -174,8 +174,8 @@ def read_states(conn: Any) -> list[ConsumerState]:
     """Every consumer's latest report, newest first ([] when no consumer ever ran on this store)."""
     if not inspect(conn).has_table("kafka_consumers"):
         return []
-    rows = conn.execute(select(kafka_consumers).order_by(kafka_consumers.c.updated_at.desc()))
-    return [s for s in map(ConsumerState.from_row, rows) if s is not None]
+    states = [s for s in map(ConsumerState.from_row, conn.execute(select(kafka_consumers))) if s is not None]
+    return sorted(states, key=lambda s: s.updated_at, reverse=True)  # parsed: ISO text sorts `.5Z` before `Z`
 
 
 def partition_lags(client: Any, buffered: Mapping[tuple[str, int], int],
