@@ -2,6 +2,8 @@
 of the same records from JSONL files, side by side; then the consumer's RSS over a longer run.
 
     .venv/bin/python -m bench.consume [--events 1000000] [--repeat 2] [--rss-seconds 60] [--rss-rate 5000]
+    .venv/bin/python -m bench.consume --rss-only --rss-seconds 1800 --rss-rate 5000   # RSS over 30 minutes
+    .venv/bin/python -m bench.consume --rss-only --rss-seconds 1800 --rss-tree before=/tmp/sendtime-0d4b66d
 
 1. Starts a Kafka broker of its own (tests/helpers/kafka_stack.py: KRaft, free ports, temp dir).
 2. Generates `--events` events with `pipeline.generate` (the generator's mess included) and
@@ -15,7 +17,12 @@ of the same records from JSONL files, side by side; then the consumer's RSS over
    joining the group); it is measured on empty input (an empty file, an empty topic) and the
    net rate, records / (CPU - fixed), is printed beside the gross one.
 4. RSS over time: a consumer runs for `--rss-seconds` while the parent produces `--rss-rate`
-   events a second; its RSS (/proc/PID/status VmRSS) is sampled every second.
+   events a second; its RSS (/proc/PID/status VmRSS) is sampled every second, and summarised per
+   window of `--rss-window` seconds (min, median, max) with the slope of a least-squares line
+   through the samples after the first window (MB per hour: flat is ~0). `--rss-only` skips the
+   throughput runs (and generates only the events the RSS run cycles through). `--rss-tree
+   LABEL=DIR` runs the consumer of another source tree (e.g. `git archive` of a baseline commit)
+   beside this checkout's, on the same topic, each with its own home and group.
 Prints Markdown tables and the load average (uptime) before and after.
 """
 from __future__ import annotations
@@ -161,18 +168,24 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def rss_over_time(broker, workdir: Path, seconds: float, rate: float, lines: list[bytes]) -> list[tuple[float, float]]:
+def rss_over_time(broker, workdir: Path, seconds: float, rate: float, lines: list[bytes],
+                  trees: list[tuple[str, Path]]) -> dict[str, list[tuple[float, float]]]:
+    """One consumer per source tree, side by side on the same topic (each its own home and group),
+    so that a baseline and a change see the same input and the same machine noise."""
     from confluent_kafka import Producer
 
     topic = "bench.rss"
     broker.create_topic(topic, partitions=3)
-    home = workdir / "rss-home"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "consume", "--bootstrap-servers", broker.bootstrap,
-                             "--topics", f"events={topic}"], cwd=ROOT,
-                            env=child_env(home, SENDTIME_KAFKA_GROUP_ID="bench-rss"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    procs = {}
+    for i, (label, tree) in enumerate(trees):
+        home = workdir / f"rss-home-{i}"
+        procs[label] = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "consume", "--bootstrap-servers", broker.bootstrap,
+             "--topics", f"events={topic}"], cwd=tree,
+            env=child_env(home, SENDTIME_KAFKA_GROUP_ID=f"bench-rss-{i}", PYTHONPATH=str(tree)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
-    samples: list[tuple[float, float]] = []
+    samples: dict[str, list[tuple[float, float]]] = {label: [] for label in procs}
     started = time.monotonic()
     sent, next_sample = 0, 0.0
     try:
@@ -184,14 +197,36 @@ def rss_over_time(broker, workdir: Path, seconds: float, rate: float, lines: lis
                 sent += 1
             producer.poll(0)
             if elapsed >= next_sample:
-                samples.append((round(elapsed, 1), rss_mb(proc.pid)))
+                for label, proc in procs.items():
+                    samples[label].append((round(elapsed, 1), rss_mb(proc.pid)))
                 next_sample += 1.0
             time.sleep(0.01)
         producer.flush(60)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            proc.wait(timeout=60)
     return samples
+
+
+def rss_report(samples: list[tuple[float, float]], window: float) -> str:
+    """Per window: min / median / max MB; and the slope (MB per hour) after the first window."""
+    import statistics
+
+    lines = ["| window (s) | min MB | median MB | max MB |", "|---|---|---|---|"]
+    start = 0.0
+    while start < samples[-1][0]:
+        mb = [m for t, m in samples if start <= t < start + window]
+        if mb:
+            lines.append(f"| {start:.0f}-{start + window:.0f} | {min(mb):.0f} | {statistics.median(mb):.0f} "
+                         f"| {max(mb):.0f} |")
+        start += window
+    steady = [(t, m) for t, m in samples if t >= window]
+    if len(steady) > 2:
+        slope = statistics.linear_regression([t for t, _ in steady], [m for _, m in steady]).slope
+        lines.append(f"\nslope after {window:.0f} s: {slope * 3600:+.1f} MB per hour")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -200,8 +235,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="alternating runs of each kind")
     parser.add_argument("--rss-seconds", type=float, default=60.0)
     parser.add_argument("--rss-rate", type=float, default=5000.0, help="events a second during the RSS run")
+    parser.add_argument("--rss-window", type=float, default=300.0, help="seconds per row of the RSS table")
+    parser.add_argument("--rss-only", action="store_true", help="skip the throughput runs")
+    parser.add_argument("--rss-tree", action="append", default=[],
+                        help="LABEL=DIR: a source tree whose consumer runs beside this checkout's in the RSS run")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    if args.rss_only:
+        args.events, args.repeat = 20_000, 0
 
     from pipeline.generate import generate
     from tests.helpers.kafka_stack import KafkaBroker, ensure_jars
@@ -221,14 +262,16 @@ def main() -> None:
         produced = produce_lines(broker.bootstrap, TOPIC, files)
         ends = broker.end_offsets(TOPIC)
         assert sum(ends.values()) == produced
-        empty = workdir / "empty.jsonl"
-        empty.write_bytes(b"")
-        broker.create_topic("bench.empty", partitions=3)
-        fixed = {"file": run_ingest(workdir / "fixed-ingest", [empty]).cpu,
-                 "consume": run_consume(workdir / "fixed-consume", broker.bootstrap, {}, group="bench-fixed",
-                                        topic="bench.empty", linger=3.0).cpu}
-        print(f"  fixed start-up CPU: ingest {fixed['file']:.2f}s, consume {fixed['consume']:.2f}s", flush=True)
         runs: list[Run] = []
+        fixed = {"file": 0.0, "consume": 0.0}
+        if args.repeat:
+            empty = workdir / "empty.jsonl"
+            empty.write_bytes(b"")
+            broker.create_topic("bench.empty", partitions=3)
+            fixed = {"file": run_ingest(workdir / "fixed-ingest", [empty]).cpu,
+                     "consume": run_consume(workdir / "fixed-consume", broker.bootstrap, {}, group="bench-fixed",
+                                            topic="bench.empty", linger=3.0).cpu}
+            print(f"  fixed start-up CPU: ingest {fixed['file']:.2f}s, consume {fixed['consume']:.2f}s", flush=True)
         for i in range(args.repeat):
             for kind in ("ingest", "consume"):
                 home = workdir / f"{kind}-{i}"
@@ -239,11 +282,26 @@ def main() -> None:
                 print(f"  {run.kind}: {run.records} records, wall {run.wall:.2f}s, CPU {run.cpu:.2f}s, "
                       f"{run.per_cpu_second:,.0f}/CPU-s, peak RSS {run.max_rss_mb:.0f} MB", flush=True)
         lines = [line for f in files for line in f.read_bytes().splitlines()[:20_000] if line.strip()]
-        samples = rss_over_time(broker, workdir, args.rss_seconds, args.rss_rate, lines) if args.rss_seconds else []
+        trees = [("this checkout", ROOT)] + [(t.split("=", 1)[0], Path(t.split("=", 1)[1])) for t in args.rss_tree]
+        samples = rss_over_time(broker, workdir, args.rss_seconds, args.rss_rate, lines, trees) if args.rss_seconds else {}
     finally:
         broker.stop(hard=True)
     print(f"load after: {uptime()}\n")
     print(f"broker start-up (format + start + ready): {startup:.1f}s\n")
+    if runs:
+        throughput_table(runs, fixed)
+    for label, series in samples.items():
+        rss = [mb for _, mb in series]
+        print(f"\n{label}: consumer RSS over {args.rss_seconds:.0f}s at {args.rss_rate:,.0f} events/s: first "
+              f"{rss[0]:.0f} MB, after 10 s {rss[min(10, len(rss) - 1)]:.0f} MB, max {max(rss):.0f} MB, "
+              f"last {rss[-1]:.0f} MB")
+        print("samples (s, MB): " + ", ".join(f"{t:.0f}:{mb:.0f}" for t, mb in series[:: max(1, len(series) // 12)]))
+        print(rss_report(series, args.rss_window))
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def throughput_table(runs: list[Run], fixed: dict[str, float]) -> None:
     print("| run | records | wall s | CPU s | records per CPU-s | net of start-up | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     net = {}
@@ -258,13 +316,6 @@ def main() -> None:
     print(f"\nbest consume {best['consume']:,.0f} vs file ingest {best['file']:,.0f} records per CPU-s: "
           f"ratio {ratio:.2f}; net of start-up {net['consume']:,.0f} vs {net['file']:,.0f}: "
           f"ratio {net['consume'] / net['file']:.2f} (targets: >= 0.7 and >= 70,000)")
-    if samples:
-        rss = [mb for _, mb in samples]
-        print(f"\nconsumer RSS over {args.rss_seconds:.0f}s at {args.rss_rate:,.0f} events/s: first {rss[0]:.0f} MB, "
-              f"after 10 s {rss[min(10, len(rss) - 1)]:.0f} MB, max {max(rss):.0f} MB, last {rss[-1]:.0f} MB")
-        print("samples (s, MB): " + ", ".join(f"{t:.0f}:{mb:.0f}" for t, mb in samples[:: max(1, len(samples) // 12)]))
-    if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

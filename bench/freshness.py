@@ -260,7 +260,7 @@ def main() -> None:
                 proc.wait(120)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        runs = json.loads(sendtime(home, "runs", "--limit", "100000", "--json").stdout)
+        runs = json.loads(sendtime(home, "runs", "--limit", "100000", "--json").stdout)["runs"]
 
     latencies = [seen[p] - sent[p] for p in seen]
     window = [r for r in runs if (r.get("started_at") or "") >= window_start and r["status"] != "busy"]

@@ -196,29 +196,31 @@ def restore(ctx: click.Context, directory: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
-    """List the latest pipeline cycles from the run log."""
+    """List the latest pipeline cycles from the run log (and the Kafka topics' totals)."""
+    from pipeline.consume_log import format_topic_totals
     from pipeline.runlog import format_runs, read_runs
 
     cycles = read_runs(_settings(ctx), limit=limit)
+    topics = _kafka_totals(_settings(ctx))
     if as_json:
-        _print_json([cycle.to_dict() for cycle in cycles])
+        # an object, so that the Kafka totals sit beside the cycles (`kafka_topics` is [] without Kafka)
+        _print_json({"runs": [cycle.to_dict() for cycle in cycles], "kafka_topics": topics})
     else:
         click.echo(format_runs(cycles))
-        _print_kafka_totals(_settings(ctx))
+        if topics:
+            click.echo("\n" + format_topic_totals(topics))
 
 
-def _print_kafka_totals(settings: Settings) -> None:
-    """Per Kafka topic: received = accepted + rejected + skipped (only once `consume` has run)."""
-    from pipeline.consume_log import format_topic_totals, topic_totals
+def _kafka_totals(settings: Settings) -> list[dict[str, Any]]:
+    """Per Kafka topic: received = accepted + rejected + skipped ([] until `consume` has run)."""
+    from pipeline.consume_log import topic_totals
     from pipeline.store import engine_for
 
     engine = engine_for(settings)
     try:
-        totals = topic_totals(engine)
+        return topic_totals(engine)
     finally:
         engine.dispose()
-    if totals:
-        click.echo("\n" + format_topic_totals(totals))
 
 
 @main.command()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Engine,
     MetaData,
     String,
@@ -83,17 +84,55 @@ def record_batch(engine: Engine, batch: BatchRecord) -> None:
         conn.execute(upsert_statement(conn, kafka_batches, ["batch_id"]), [row])
 
 
+@dataclass
+class KafkaTopicTotals:
+    """Sums of `kafka_batches` for one topic (and the source it feeds): received = accepted +
+    rejected + skipped."""
+
+    topic: str
+    source: str
+    batches: int = 0
+    received: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    last_batch_at: str | None = None  # ISO-8601 with Z
+
+    def add(self, other: KafkaTopicTotals) -> None:
+        self.batches += other.batches
+        self.received += other.received
+        self.accepted += other.accepted
+        self.rejected += other.rejected
+        self.skipped += other.skipped
+        self.last_batch_at = max(filter(None, (self.last_batch_at, other.last_batch_at)), default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def topic_totals_between(conn: Connection, after: str | None = None,
+                         upto: str | None = None) -> dict[tuple[str, str], KafkaTopicTotals]:
+    """Per (topic, source) sums of the batches with after < batch_id <= upto (a primary-key range;
+    batch ids sort by time, so the run log's read model folds old batches once: pipeline/runlog.py)."""
+    t = kafka_batches.c
+    query = (select(t.topic, t.source, func.count(), func.sum(t.received), func.sum(t.accepted),
+                    func.sum(t.rejected), func.sum(t.skipped), func.max(t.ingested_at))
+             .group_by(t.topic, t.source))
+    if after:
+        query = query.where(t.batch_id > after)
+    if upto:
+        query = query.where(t.batch_id <= upto)
+    return {(r[0], r[1]): KafkaTopicTotals(r[0], r[1], *(int(x or 0) for x in r[2:7]), r[7])
+            for r in conn.execute(query)}
+
+
 def topic_totals(engine: Engine) -> list[dict[str, Any]]:
-    """Per topic: batches, received, accepted, rejected, skipped, last batch time."""
+    """Per topic: batches, received, accepted, rejected, skipped, last batch time (`sendtime runs`)."""
     if not inspect(engine).has_table("kafka_batches"):
         return []
-    t = kafka_batches.c
-    query = (select(t.topic, t.source, func.count().label("batches"), func.sum(t.received).label("received"),
-                    func.sum(t.accepted).label("accepted"), func.sum(t.rejected).label("rejected"),
-                    func.sum(t.skipped).label("skipped"), func.max(t.ingested_at).label("last_batch_at"))
-             .group_by(t.topic, t.source).order_by(t.topic))
     with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+        totals = topic_totals_between(conn)
+    return [totals[k].to_dict() for k in sorted(totals)]
 
 
 def format_topic_totals(rows: list[dict[str, Any]]) -> str:

@@ -498,7 +498,7 @@ def _rewrite_lake(data: DataFile, key: AtRest | None, plan: Plan, lookup: PlainL
             yield table.filter(pc.invert(drop))
 
     schema = lake_schema(data.source)
-    if key is None:  # a Kafka batch's offsets live in its footer metadata: kept (pipeline/consume.py)
+    if key is None:  # a Kafka batch's offsets live in its footer metadata: kept (pipeline/kafka/offsets.py)
         kafka = {k: v for k, v in (pq.read_schema(data.path).metadata or {}).items() if k == b"sendtime.kafka"}
         if kafka:
             schema = schema.with_metadata(kafka)

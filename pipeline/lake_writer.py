@@ -291,7 +291,7 @@ def write_parquet_file(final: Path, batches: Iterable[pa.RecordBatch | pa.Table]
     """Write (or atomically replace) one lake or quarantine Parquet file from `batches`: a new file
     under a temporary name, fsynced, renamed over `final`. A reader sees the old file or the new one;
     a crash leaves the old one and a `.tmp` file nobody reads. No rows: `final` is removed, unless
-    the schema carries key-value metadata (a Kafka batch's offsets, pipeline/consume.py: the file must
+    the schema carries key-value metadata (a Kafka batch's offsets, pipeline/kafka/offsets.py: the file must
     stay, empty). Returns the path written, or None when the file was removed."""
     tmp = final.with_name(f".{final.name}.tmp")
     writer: Any = None

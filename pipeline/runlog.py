@@ -1,5 +1,6 @@
 """The run log, read: the one parser of the online store's `runs`, `published_versions` and
-`ingest_batches` tables.
+`ingest_batches` tables (and, when `sendtime consume` runs, of `kafka_batches` and
+`kafka_consumers` through their modules: pipeline/consume_log.py, pipeline/kafka/state.py).
 
 Cycles, publishes and ingests write those rows (pipeline/store.py's writers); this module is the
 one place that reads them back and says what they mean. Three users, one model:
@@ -26,11 +27,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine, func, inspect, or_, select
 
 from pipeline import store
 from pipeline.clock import iso_z, utcnow
 from pipeline.config import Settings
+from pipeline.consume_log import KafkaTopicTotals, topic_totals_between
+from pipeline.kafka.state import ConsumerState, PartitionLag, read_states
 
 RECENT_RUNS = 100  # latest runs and versions a snapshot reads for its details (status page, gauges)
 PHASES = ("transform", "read", "validate", "publish")  # the columns of `sendtime runs`
@@ -263,6 +266,9 @@ class RunHistory:
     last_success_at: datetime | None = None
     ingest_upto: str = ""  # batches with batch_id <= ingest_upto are summed in `ingest`
     ingest: dict[str, SourceTotals] = field(default_factory=dict)
+    kafka_upto: str = ""  # the same for `kafka_batches`
+    kafka: dict[tuple[str, str], KafkaTopicTotals] = field(default_factory=dict)
+    tables: set[str] = field(default_factory=set)  # optional tables seen to exist (they are never dropped)
 
     def fold(self, run: RunInfo) -> None:
         totals = self.by_status.setdefault(run.status, RunTotals())
@@ -358,6 +364,32 @@ def update_ingest_totals(conn: Any, history: RunHistory, now: datetime) -> list[
     return [totals[k] for k in sorted(totals)]
 
 
+def _has_table(conn: Any, history: RunHistory, name: str) -> bool:
+    if name not in history.tables and inspect(conn).has_table(name):
+        history.tables.add(name)
+    return name in history.tables
+
+
+def update_kafka_totals(conn: Any, history: RunHistory, now: datetime) -> list[KafkaTopicTotals]:
+    """Per-topic totals of `kafka_batches`, folded like `ingest_batches` (same cut-off and the same
+    caveat); [] before the first `sendtime consume`."""
+    if not _has_table(conn, history, "kafka_batches"):
+        return []
+    cutoff = (now - INGEST_FOLD_AFTER).strftime("%Y%m%dT%H%M%S%fZ") + "-~"
+    if cutoff > history.kafka_upto:
+        for key, t in topic_totals_between(conn, history.kafka_upto, cutoff).items():
+            history.kafka.setdefault(key, KafkaTopicTotals(*key)).add(t)
+        history.kafka_upto = cutoff
+    totals = copy.deepcopy(history.kafka)
+    for key, t in topic_totals_between(conn, history.kafka_upto, None).items():
+        totals.setdefault(key, KafkaTopicTotals(*key)).add(t)
+    return [totals[k] for k in sorted(totals)]
+
+
+def read_consumers(conn: Any, history: RunHistory) -> list[ConsumerState]:
+    return read_states(conn) if _has_table(conn, history, "kafka_consumers") else []
+
+
 # --------------------------------------------------------------------------- the snapshot
 
 @dataclass
@@ -369,6 +401,8 @@ class PipelineSnapshot:
     runs: list[RunInfo] = field(default_factory=list)  # newest first, at most `limit`
     history: RunHistory = field(default_factory=RunHistory)  # totals over every run
     sources: list[SourceTotals] = field(default_factory=list)
+    kafka_topics: list[KafkaTopicTotals] = field(default_factory=list)  # totals per topic over every batch
+    consumers: list[ConsumerState] = field(default_factory=list)  # `sendtime consume` reports, newest first
 
     @property
     def run_totals(self) -> dict[str, RunTotals]:
@@ -394,6 +428,25 @@ class PipelineSnapshot:
     def last_validated(self) -> RunInfo | None:
         return next((r for r in self.runs if r.validation), None)
 
+    def kafka_lag(self) -> list[PartitionLag]:
+        """Lag per (topic, partition) from the consumers running now; a partition that moved between
+        consumers counts once, from the newest report (consumers are newest first)."""
+        seen: dict[tuple[str, int], PartitionLag] = {}
+        for consumer in self.consumers:
+            if consumer.up(self.now):
+                for p in consumer.partitions:
+                    seen.setdefault((p.topic, p.partition), p)
+        return [seen[k] for k in sorted(seen)]
+
+    def kafka_rates(self) -> dict[str, float]:
+        """Records per second per topic, over the running consumers' last report interval."""
+        out: dict[str, float] = {}
+        for consumer in self.consumers:
+            if consumer.up(self.now):
+                for topic, rate in consumer.records_per_second.items():
+                    out[topic] = out.get(topic, 0.0) + rate
+        return out
+
 
 def _latest_runs(conn: Any, limit: int) -> list[RunInfo]:
     runs = store.runs
@@ -403,15 +456,19 @@ def _latest_runs(conn: Any, limit: int) -> list[RunInfo]:
 def read_snapshot(engine: Engine, *, runs_limit: int = RECENT_RUNS, versions_limit: int = RECENT_RUNS,
                   now: datetime | None = None, history: RunHistory | None = None) -> PipelineSnapshot:
     """A few cheap queries: the latest rows for details, the run log since the last fold for
-    totals (`history`, kept per process by `snapshot_for`), one aggregate of `ingest_batches`."""
+    totals (`history`, kept per process by `snapshot_for`), one aggregate of `ingest_batches` (and
+    of `kafka_batches`, with the consumers' reports, once `sendtime consume` has run)."""
     versions = store.published_versions
     snap = PipelineSnapshot(now=now or utcnow())
+    history = history if history is not None else RunHistory()
     with engine.connect() as conn:
         snap.versions = [VersionInfo.from_row(r) for r in conn.execute(
             select(versions).order_by(versions.c.version.desc()).limit(versions_limit))]
         snap.runs = _latest_runs(conn, runs_limit)
-        snap.history = update_history(conn, history if history is not None else RunHistory(), snap.now)
-        snap.sources = update_ingest_totals(conn, history if history is not None else RunHistory(), snap.now)
+        snap.history = update_history(conn, history, snap.now)
+        snap.sources = update_ingest_totals(conn, history, snap.now)
+        snap.kafka_topics = update_kafka_totals(conn, history, snap.now)
+        snap.consumers = read_consumers(conn, history)
     return snap
 
 

@@ -2,9 +2,10 @@
 
 Nothing here is counted by the API: at scrape time `PipelineCollector` takes a snapshot of the
 online store (`pipeline.runlog.snapshot_for`: `runs`, `published_versions`, `ingest_batches`,
-totals folded incrementally per process) and turns it into metric families. Every worker, and
-every API node on a shared PostgreSQL store, therefore reports the same numbers, and they
-survive API restarts. The metrics are listed in docs/operations.md.
+totals folded incrementally per process; `kafka_batches` and the Kafka consumers' own reports once
+`sendtime consume` has run) and turns it into metric families. Every worker, and every API node
+on a shared PostgreSQL store, therefore reports the same numbers, and they survive API restarts.
+The API never talks to Kafka. The metrics are listed in docs/operations.md.
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ class PipelineCollector:
         yield up
         yield from _pipeline_families(snap, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily)
         yield from _recovery_families(self.settings, CounterMetricFamily, GaugeMetricFamily)
+        if snap.kafka_topics or snap.consumers:  # a home that never consumed Kafka gets no empty families
+            yield from _kafka_families(snap, CounterMetricFamily, GaugeMetricFamily)
         took = GaugeMetricFamily("sendtime_metrics_store_read_seconds",
                                  "Time this scrape spent reading the online store.")
         took.add_metric([], time.perf_counter() - started)
@@ -192,3 +195,65 @@ def _replica_lag(engine: Any) -> float | None:
 
 def _buckets(buckets: Buckets) -> list[tuple[str, float]]:
     return [("+Inf" if math.isinf(bound) else f"{bound:g}", count) for bound, count in zip(CYCLE_BUCKETS, buckets.counts)]
+
+
+def _kafka_families(snap: PipelineSnapshot, counter: Any, gauge: Any) -> Iterator[Any]:
+    """`sendtime consume`: per-topic totals of the lake batches (received = accepted + quarantined +
+    skipped), and what the consumers report (docs/kafka.md, "Observability")."""
+    per_topic = {
+        "sendtime_kafka_batches": ("Lake batches written by sendtime consume, by topic.", "batches"),
+        "sendtime_kafka_records_received": ("Kafka messages consumed into lake batches, by topic.", "received"),
+        "sendtime_kafka_records_accepted": ("Kafka messages accepted into the lake, by topic.", "accepted"),
+        "sendtime_kafka_records_quarantined": ("Kafka messages rejected into quarantine, by topic.", "rejected"),
+        "sendtime_kafka_records_skipped": ("Kafka tombstones skipped (and counted), by topic.", "skipped"),
+    }
+    for name, (doc, attr) in per_topic.items():
+        family = counter(name, doc, labels=["topic", "source"])
+        for t in snap.kafka_topics:
+            family.add_metric([t.topic, t.source], getattr(t, attr))
+        yield family
+
+    lag = gauge("sendtime_kafka_consumer_lag",
+                "Offsets of a partition not in the lake yet, as the running consumer last measured them.",
+                labels=["topic", "partition"])
+    end = gauge("sendtime_kafka_partition_end_offset", "End offset of a partition, as the running consumer saw it.",
+                labels=["topic", "partition"])
+    for p in snap.kafka_lag():
+        lag.add_metric([p.topic, str(p.partition)], p.lag)
+        end.add_metric([p.topic, str(p.partition)], p.end)
+    yield lag
+    yield end
+    rate = gauge("sendtime_kafka_records_per_second",
+                 "Messages a second consumed into the lake, over the running consumer's last report interval.",
+                 labels=["topic"])
+    for topic, value in sorted(snap.kafka_rates().items()):
+        rate.add_metric([topic], value)
+    yield rate
+
+    up = gauge("sendtime_kafka_consumer_up", "1 while the consumer runs and reports (0: stopped, failed or silent).",
+               labels=["consumer", "group"])
+    reported = gauge("sendtime_kafka_consumer_last_report_timestamp_seconds",
+                     "When the consumer last wrote its state (unix time).", labels=["consumer", "group"])
+    flushed = gauge("sendtime_kafka_consumer_last_flush_timestamp_seconds",
+                    "When the consumer last wrote a lake batch (unix time).", labels=["consumer", "group"])
+    brokers = gauge("sendtime_kafka_brokers_up", "Brokers the running consumer is connected to.",
+                    labels=["consumer", "group"])
+    errors = counter("sendtime_kafka_client_errors",
+                     "Kafka client errors by librdkafka code (retried with backoff), over the consumer's life.",
+                     labels=["consumer", "group", "code"])
+    commits = counter("sendtime_kafka_commit_failures",
+                      "Offset commits to Kafka that failed (retried with backoff; the lake holds the offsets).",
+                      labels=["consumer", "group"])
+    for c in snap.consumers:
+        labels = [c.consumer_id, c.group_id]
+        running = c.up(snap.now)
+        up.add_metric(labels, 1 if running else 0)
+        reported.add_metric(labels, epoch(c.updated_at))
+        if c.last_flush_at is not None:
+            flushed.add_metric(labels, epoch(c.last_flush_at))
+        if running and c.brokers_up is not None:
+            brokers.add_metric(labels, c.brokers_up)
+        for code, count in sorted(c.client_errors.items()):
+            errors.add_metric([*labels, code], count)
+        commits.add_metric(labels, c.commit_failures)
+    yield from (up, reported, flushed, brokers, errors, commits)

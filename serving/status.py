@@ -1,5 +1,7 @@
 """`GET /status`: the operator's page. Published version and freshness, latest cycles, validation,
-quarantine counts, and two charts (cycle duration by phase, freshness per published version).
+quarantine counts, two charts (cycle duration by phase, freshness per published version), and,
+once `sendtime consume` has run, the Kafka consumer's state (running or not, last flush, lag,
+per-topic counts).
 
 Everything is rendered on the server: the charts are inline SVG, the CSS is inlined, there is no
 JavaScript and no external request, so the page works offline, from a saved file, and behind any
@@ -24,7 +26,14 @@ from markupsafe import Markup, escape
 
 from pipeline.config import Settings
 from pipeline.redact import redact as redact_text
-from pipeline.runlog import PipelineSnapshot, RunInfo, StoreMissing, failed_expectations, snapshot_for
+from pipeline.runlog import (
+    PipelineSnapshot,
+    RunInfo,
+    StoreMissing,
+    failed_expectations,
+    parse_store_time,
+    snapshot_for,
+)
 from serving.access import requires
 from serving.auth import ADMIN
 from serving.reader import StoreUnavailable, mark_unavailable, recently_unavailable
@@ -39,6 +48,7 @@ PHASE_COLORS = {"transform": "#4e79a7", "read": "#f28e2b", "validate": "#59a14f"
 EXTRA_COLORS = ("#76b7b2", "#edc948", "#ff9da7", "#9c755f", "#bab0ac")
 OTHER_COLOR = "#9c9c9c"
 STATUS_COLORS = {"success": "#2e7d32", "failed": "#c62828", "validation_failed": "#ef6c00", "running": "#1565c0"}
+CONSUMER_COLORS = {"running": "#2e7d32", "stopped": "#9c9c9c", "failed": "#c62828", "not responding": "#ef6c00"}
 _STATIC = Path(__file__).resolve().parent / "static"
 
 
@@ -201,6 +211,37 @@ def freshness_chart(snap: PipelineSnapshot, threshold: float) -> Markup:
     return _svg("chart-freshness", title, body)
 
 
+# --------------------------------------------------------------------------- Kafka
+
+@dataclass
+class TopicRow:
+    topic: str
+    source: str
+    batches: int
+    received: int
+    accepted: int
+    rejected: int
+    skipped: int
+    rate: float | None  # records a second (running consumers only)
+    lag: int | None  # summed over the topic's partitions (running consumers only)
+    last_batch_at: datetime | None
+
+
+def kafka_topics(snap: PipelineSnapshot) -> list[TopicRow]:
+    """One row per topic: the lake totals, with the running consumers' rate and lag beside them."""
+    lag: dict[str, int] = {}
+    for p in snap.kafka_lag():
+        lag[p.topic] = lag.get(p.topic, 0) + p.lag
+    rates = snap.kafka_rates()
+    rows = {t.topic: TopicRow(t.topic, t.source, t.batches, t.received, t.accepted, t.rejected, t.skipped,
+                              rates.get(t.topic), lag.get(t.topic), parse_store_time(t.last_batch_at))
+            for t in snap.kafka_topics}
+    for consumer in snap.consumers:  # a topic consumed but without a batch yet (nothing written to it)
+        for topic, source in consumer.sources.items():
+            rows.setdefault(topic, TopicRow(topic, source, 0, 0, 0, 0, 0, rates.get(topic), lag.get(topic), None))
+    return [rows[k] for k in sorted(rows)]
+
+
 # --------------------------------------------------------------------------- the page
 
 @lru_cache(maxsize=1)
@@ -227,6 +268,11 @@ def _context(settings: Settings, snap: PipelineSnapshot | None, problem: str | N
         duration_chart=duration_chart(snap.runs),
         freshness_chart=freshness_chart(snap, settings.ready_max_age_seconds),
         totals=sorted(snap.run_totals.items()),
+        consumers=snap.consumers,
+        consumer_colors=CONSUMER_COLORS,
+        kafka_topics=kafka_topics(snap),
+        kafka_lag=snap.kafka_lag(),
+        ago=lambda at: (snap.now - at).total_seconds() if at is not None else None,
         phases=list(phase_colors(snap.runs[:PAGE_RUNS])) or list(PHASE_COLORS),
     )
     return ctx

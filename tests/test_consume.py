@@ -16,11 +16,13 @@ from confluent_kafka import Producer
 from tests.conftest import Cli, free_port
 from tests.helpers.consumer import (
     ConsumerProcess,
+    consumer_states,
     covered_offsets,
     lake_batches,
     lake_message_counts,
     quarantine_entries,
     wait_for_offsets,
+    wait_for_state,
 )
 
 
@@ -265,9 +267,13 @@ def test_broker_outage_while_running_is_retried_not_fatal(tmp_path, kafka_broker
     home = tmp_path / "home"
     consumer = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic}").start()
     wait_for_offsets(home, "events", topic, kafka_broker.end_offsets(topic), consumer=consumer)
+    wait_for_state(home, lambda s: s.brokers_up == 1, "the report of a connected broker")
     try:
         kafka_broker.stop(hard=True)
-        time.sleep(8)
+        # the metric: the consumer reports no broker up and counts the client's errors, and runs on
+        down = wait_for_state(home, lambda s: s.brokers_up == 0 and s.client_errors, "the outage in the report")
+        assert down.status == "running" and set(down.client_errors) & {"_TRANSPORT", "_ALL_BROKERS_DOWN"}
+        time.sleep(2)
         assert consumer.proc.poll() is None, consumer.logs()[-2000:]
         warnings = consumer.logs().count("kafka client error; retrying with backoff")
         assert 1 <= warnings <= 4, warnings  # one line per kind of error a minute, not a flood
@@ -275,6 +281,7 @@ def test_broker_outage_while_running_is_retried_not_fatal(tmp_path, kafka_broker
         kafka_broker.start()
     produce(kafka_broker.bootstrap, topic, [event(i) for i in range(50, 120)])
     wait_for_offsets(home, "events", topic, kafka_broker.end_offsets(topic), consumer=consumer)
+    wait_for_state(home, lambda s: s.brokers_up == 1, "the broker back in the report")
     try:
         kafka_broker.stop(hard=True)
         time.sleep(1)
@@ -317,6 +324,8 @@ def test_unwritable_lake_stops_with_one_line_and_loses_nothing(tmp_path, kafka_b
     assert consumer.wait_exit(timeout=60) == 2
     last = consumer.logs().strip().splitlines()[-1]
     assert last.startswith(f"sendtime: error: cannot write the lake for topic {topic}: "), last
+    [state] = consumer_states(home)  # the status page says why it stopped
+    assert state.status == "failed" and state.error.startswith(f"cannot write the lake for topic {topic}: ")
     (home / "lake" / "events").unlink()
     again = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic}").start()
     wait_for_offsets(home, "events", topic, kafka_broker.end_offsets(topic), consumer=again)

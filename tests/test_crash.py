@@ -95,7 +95,7 @@ def test_kill_9_at_every_phase_loses_and_doubles_nothing(home, tmp_path, cli):
     # nothing blocks the next cycle; the killed ones show as interrupted in the run log
     final = run(cli)
     assert final["status"] == "success", final
-    runs = json.loads(cli("runs", "--json").stdout)
+    runs = json.loads(cli("runs", "--json").stdout)["runs"]
     interrupted = [r for r in runs if r["status"] == "failed" and "interrupted" in (r["error"] or "")]
     assert len(interrupted) == 3
     crashed = store_state(settings)

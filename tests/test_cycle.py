@@ -123,7 +123,7 @@ def test_a_cycle_publishes_validated_profiles_and_logs_itself(cli, home, tmp_pat
     assert list(body)[:3] == ["customer_id", "email", "first_name"] and isinstance(body["recently_viewed"], list)
     assert result["rows_published"] >= len(profiles)
 
-    runs = json.loads(cli("runs", "--json").stdout)
+    runs = json.loads(cli("runs", "--json").stdout)["runs"]
     assert runs[0]["cycle_id"] == result["cycle_id"] and runs[0]["status"] == "success"
     assert runs[0]["validation"]["customer_profiles"]["success"] is True
     assert runs[0]["rows_changed"] == result["rows_changed"] > 0
@@ -165,7 +165,7 @@ def test_failed_validation_keeps_the_last_state_until_a_good_cycle(home, tmp_pat
     failures = failed["validation"]["customer_profiles"]["failed"]
     assert {"expectation": "expect_column_values_to_match_regex", "column": "email", "unexpected_count": 1} in failures
     assert store_state(settings) == before  # still serving the last good state
-    runs = json.loads(cli("runs", "--json").stdout)
+    runs = json.loads(cli("runs", "--json").stdout)["runs"]
     assert runs[0]["status"] == "validation_failed" and runs[0]["validation"]["customer_profiles"]["failed"] == failures
     assert "customer_profiles.email: expect_column_values_to_match_regex (1 rows)" in cli("runs").stdout
     assert cli("run", "--as-of", AS_OF_ARG, check=False).returncode == 1

@@ -8,7 +8,9 @@ import re
 import pytest
 
 from conftest import ROOT
-from test_metrics_store import SendtimeServer, seeded_home
+from test_metrics_store import SendtimeServer, seed_kafka, seeded_home
+
+from pipeline.config import load_settings
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "sendtime.json"
 # a PromQL identifier followed by a label matcher, a range, an operator, a paren or the end;
@@ -38,7 +40,9 @@ def test_metric_name_extraction() -> None:
 
 @pytest.fixture(scope="module")
 def live_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    with SendtimeServer(seeded_home(tmp_path_factory, "grafana", cycles=8), workers=2) as srv:
+    home = seeded_home(tmp_path_factory, "grafana", cycles=8)
+    seed_kafka(load_settings(home, environ={}))  # the Kafka panels' metrics exist once consume has run
+    with SendtimeServer(home, workers=2) as srv:
         srv.get("/health")
         srv.get("/api/v1/customers/c1")  # a 401: request metrics exist for several statuses
         return set(srv.metrics())

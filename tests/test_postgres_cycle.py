@@ -32,7 +32,7 @@ def test_cycle_publishes_to_postgres_and_survives_a_kill_inside_the_transaction(
     second = run(cli)
     assert second["status"] == "success" and second["version"] == 2
     assert json.loads(store_state(settings)[1]["C0000001"])["first_name"] == "Pg"
-    runs = json.loads(cli("runs", "--json").stdout)
+    runs = json.loads(cli("runs", "--json").stdout)["runs"]
     assert [r["status"] for r in runs[:3]] == ["success", "failed", "success"]
 
 

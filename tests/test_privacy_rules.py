@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WRITERS = {"pipeline/lake_writer.py",
            # plaintext homes only: it refuses an encrypted home at start (its offsets live in the
            # Parquet footer, which DuckDB cannot read back from an encrypted file; docs/privacy.md)
-           "pipeline/consume.py"}
+           "pipeline/kafka/batches.py"}
 # writes the generator's *input* files (what a user ingests), never the lake
 NOT_THE_LAKE = {"pipeline/generate.py"}
 

@@ -1,11 +1,13 @@
 """deploy/prometheus: promtool validates the config and the rules and runs the rules' unit tests;
 then a real Prometheus server scrapes a real `sendtime serve`, loads the alert rules, evaluates them
-(health ok) and raises the freshness alerts for a stale published state. The Grafana dashboard's
-queries are run through that Prometheus too (they must parse and evaluate)."""
+(health ok) and raises the freshness alerts for a stale published state, and the Kafka lag alert for
+a consumer whose reported lag keeps growing. The Grafana dashboard's queries are run through that
+Prometheus too (they must parse and evaluate)."""
 from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,12 @@ import requests
 import yaml
 
 from conftest import ROOT, free_port
-from test_metrics_store import SendtimeServer, seeded_home, stop_process
+from test_metrics_store import KAFKA_TOPIC, SendtimeServer, seed_kafka, seeded_home, stop_process
+
+from pipeline.clock import utcnow
+from pipeline.config import load_settings
+from pipeline.kafka import state
+from pipeline.store import engine_for
 
 DEPLOY = ROOT / "deploy" / "prometheus"
 PROMETHEUS = "/usr/bin/prometheus"
@@ -129,3 +136,40 @@ def test_dashboard_queries_evaluate_in_prometheus(stack) -> None:
     assert exprs
     for expr in exprs:
         prom.api("query", query=expr)  # asserts status success: the query parses and evaluates
+
+
+def test_kafka_lag_growing_alert(stack) -> None:
+    """A running consumer reports a lag that grows by 300 offsets a second: the alert goes active
+    (pending: it fires after 15 minutes of growth), the consumer-down one stays quiet."""
+    srv, prom = stack
+    settings = load_settings(srv.home, environ={})
+    report = seed_kafka(settings)
+    stop = threading.Event()
+
+    def grow() -> None:
+        engine = engine_for(settings)
+        started = time.monotonic()
+        try:
+            while not stop.is_set():
+                lag = 2000 + int(300 * (time.monotonic() - started))
+                report.updated_at = utcnow()
+                report.partitions = [state.PartitionLag(KAFKA_TOPIC, 0, 10_000 + lag, lag)]
+                state.write_state(engine, report)
+                stop.wait(0.5)
+        finally:
+            engine.dispose()
+
+    writer = threading.Thread(target=grow, daemon=True)
+    writer.start()
+    try:
+        def active() -> dict[str, dict]:
+            alerts = {a["labels"]["alertname"]: a for a in prom.api("alerts")["alerts"]}
+            return alerts if "SendtimeKafkaLagGrowing" in alerts else {}
+
+        alerts = prom.wait("the Kafka lag alert to be active", active)
+        lag_alert = alerts["SendtimeKafkaLagGrowing"]
+        assert lag_alert["state"] in {"pending", "firing"} and lag_alert["labels"]["topic"] == KAFKA_TOPIC
+        assert "SendtimeKafkaConsumerDown" not in alerts and "SendtimeKafkaBrokersUnreachable" not in alerts
+    finally:
+        stop.set()
+        writer.join(10)

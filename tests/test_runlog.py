@@ -11,7 +11,7 @@ from pipeline.runlog import format_runs, list_runs, read_runs
 def test_runs_before_any_cycle(cli, settings):
     assert list_runs(settings) == []
     assert "no cycles yet" in cli("runs").stdout
-    assert json.loads(cli("runs", "--json").stdout) == []
+    assert json.loads(cli("runs", "--json").stdout) == {"runs": [], "kafka_topics": []}
 
 
 def test_runs_lists_latest_first_with_phases_counts_and_failures(cli, settings):
@@ -45,6 +45,6 @@ def test_runs_lists_latest_first_with_phases_counts_and_failures(cli, settings):
 
     out = cli("runs", "--limit", "1").stdout
     assert "validation_failed" in out and "20261128T120000000000Z-00000001" not in out
-    as_json = json.loads(cli("runs", "--json").stdout)
+    as_json = json.loads(cli("runs", "--json").stdout)["runs"]
     assert as_json[1]["phases"]["transform"] == 1.25
     assert as_json[0]["validation"]["customer_profiles"]["failed"][0]["unexpected_count"] == 2

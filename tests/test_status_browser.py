@@ -14,7 +14,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from pipeline.config import load_settings
-from test_metrics_store import SendtimeServer, seed_store
+from test_metrics_store import SendtimeServer, seed_kafka, seed_store
 
 pytestmark = pytest.mark.browser
 
@@ -60,6 +60,7 @@ def test_status_page_renders_charts_without_console_errors(browser, tmp_path: Pa
     home = tmp_path / "home"
     home.mkdir()
     seed_store(load_settings(home, environ={}), cycles=25, lag_seconds=300)
+    seed_kafka(load_settings(home, environ={}))
     with SendtimeServer(home, workers=1, env={"SENDTIME_STATUS_PAGE_ACCESS": "open"}) as srv:
         browser.get(srv.url + "/status")
         assert browser.title == "sendtime status"
@@ -85,4 +86,8 @@ def test_status_page_renders_charts_without_console_errors(browser, tmp_path: Pa
         # the header and the tables are there too
         assert re.search(r"\bv\d+\b", browser.find_element(By.ID, "card-version").text)
         assert len(browser.find_elements(By.CSS_SELECTOR, "#cycles tbody tr")) == 20
+        # the Kafka consumer: its state, the topics and the partitions' lag
+        assert browser.find_element(By.CSS_SELECTOR, "#kafka-consumers .pill").text == "running"
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#kafka-topics tbody tr")) == 2
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#kafka-partitions tbody tr")) == 2
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.config import load_settings
 from serving.keys import create_key
-from test_metrics_store import SendtimeServer, seed_store
+from test_metrics_store import KAFKA_TOPIC, SendtimeServer, seed_kafka, seed_store
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +18,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory):
     home.mkdir()
     settings = load_settings(home, environ={})
     seed_store(settings, cycles=10)
+    seed_kafka(settings)
     keys = {
         "admin": create_key(settings, "ops", ["admin"])[0],
         "reader": create_key(settings, "reader", ["profiles:read", "events:write"])[0],
@@ -68,6 +69,21 @@ def test_page_content(keyed) -> None:
     assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
+def test_kafka_consumer_section(keyed) -> None:
+    srv, keys = keyed
+    html = srv.get("/status", headers={"Authorization": f"Bearer {keys['admin']}"}).text
+    consumer = re.search(r'<table id="kafka-consumers">.*?</table>', html, re.S).group(0)
+    assert ">running<" in consumer and "sendtime-host-0123456789ab" in consumer and ">3 of 3<" in consumer
+    assert "<code>_TRANSPORT</code> 4" in consumer and "ago" in consumer
+    topics = re.search(r'<table id="kafka-topics">.*?</table>', html, re.S).group(0)
+    # received 170 = accepted 159 + quarantined 3 + skipped 8; 4.0 records/s; lag 7 over two partitions
+    row = re.search(rf"<code>{re.escape(KAFKA_TOPIC)}</code>.*?</tr>", topics, re.S).group(0)
+    assert [int(n) for n in re.findall(r'class="num[^"]*">(\d+)<', row)][:5] == [3, 170, 159, 3, 8]
+    assert ">4.0<" in row and ">7<" in row
+    assert "<code>sendtime.events</code>" in topics  # consumed, no batch yet: listed with zeros
+    assert 'id="kafka-partitions"' in html
+
+
 def test_no_pii_on_the_page(keyed) -> None:
     srv, keys = keyed
     html = srv.get("/status", headers={"Authorization": f"Bearer {keys['admin']}"}).text
@@ -88,6 +104,7 @@ def test_open_mode_and_an_empty_home(tmp_path: Path) -> None:
         seed_store(load_settings(home, environ={}), cycles=3, fail_every=0, validation_fail_every=0)
         response = srv.get("/status")  # the next request sees the new state: no restart, no cache
         assert response.status_code == 200 and 'id="chart-duration"' in response.text
+        assert 'id="kafka"' not in response.text  # no Kafka section on a home that never consumed
         # three cycles, each a stack of four phases plus the untimed rest of the cycle ("other")
         for phase in ("transform", "read", "validate", "publish", "other"):
             assert response.text.count(f"<title>{phase}: ") == 3, phase

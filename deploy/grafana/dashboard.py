@@ -77,7 +77,24 @@ def build() -> dict:
     p.append(_panel(14, "Ingest batches (per hour)", "timeseries", (12, 37, 12, 6),
                     [("sum by (source) (increase(sendtime_ingest_batches_total[1h]))", "{{source}}"),
                      ("sum by (source) (increase(sendtime_rows_received_total[1h]))", "{{source}} records")]))
-    p.append(_panel(15, "Reconcile: drifted rows by check", "timeseries", (0, 43, 12, 6),
+    # `sendtime consume` (no series on a home that does not consume Kafka)
+    p.append(_panel(15, "Kafka consumer lag by topic", "timeseries", (0, 43, 12, 8),
+                    [("sum by (topic) (max by (topic, partition) (sendtime_kafka_consumer_lag))", "{{topic}}")],
+                    description="Offsets not in the lake yet, summed over each topic's partitions, as the running "
+                                "consumer measures them (alert: SendtimeKafkaLagGrowing)."))
+    p.append(_panel(16, "Kafka records per second by topic", "timeseries", (12, 43, 12, 8),
+                    [("max by (topic) (sendtime_kafka_records_per_second)", "{{topic}} consumed"),
+                     ("max by (topic) (rate(sendtime_kafka_records_quarantined_total[5m]))", "{{topic}} quarantined"),
+                     ("max by (topic) (rate(sendtime_kafka_records_skipped_total[5m]))", "{{topic}} skipped")]))
+    p.append(_panel(17, "Kafka consumer up", "stat", (0, 51, 6, 5),
+                    [("max by (group) (sendtime_kafka_consumer_up)", "{{group}}")],
+                    description="1 while a consumer of the group runs and reports."))
+    p.append(_panel(18, "Kafka brokers connected", "stat", (6, 51, 6, 5),
+                    [("max by (group) (sendtime_kafka_brokers_up)", "{{group}}")]))
+    p.append(_panel(19, "Kafka client errors and failed commits (per hour)", "timeseries", (12, 51, 12, 5),
+                    [("max by (code) (increase(sendtime_kafka_client_errors_total[1h]))", "{{code}}"),
+                     ("max(increase(sendtime_kafka_commit_failures_total[1h]))", "failed commits")]))
+    p.append(_panel(20, "Reconcile: drifted rows by check", "timeseries", (0, 56, 12, 6),
                     [("max by (check) (sendtime_reconcile_drift_rows) > 0", "{{check}}"),
                      ("max by (status) (increase(sendtime_reconcile_runs_total[6h]))", "reconciles {{status}} / 6h")],
                     description="Rows the latest `sendtime reconcile` found different between lake, warehouse and "

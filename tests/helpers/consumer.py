@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -117,6 +118,35 @@ def lake_batches(home: Path, source: str) -> list[dict[str, Any]]:
     from pipeline.consume import lake_offsets
 
     return lake_offsets(load_settings(home, environ={}), [source])
+
+
+def consumer_states(home: Path) -> list[Any]:
+    """The consumers' reports in the home's online store (pipeline/kafka/state.py), newest first."""
+    from pipeline.config import load_settings
+    from pipeline.kafka.state import read_states
+    from pipeline.store import engine_for
+
+    engine = engine_for(load_settings(home, environ={}))
+    try:
+        with engine.connect() as conn:
+            return read_states(conn)
+    finally:
+        engine.dispose()
+
+
+def wait_for_state(home: Path, check: Callable[[Any], bool], what: str, timeout: float = 30) -> Any:
+    """Until the newest consumer report satisfies `check`; returns it."""
+    deadline = time.monotonic() + timeout
+    states: list[Any] = []
+    while time.monotonic() < deadline:
+        try:
+            states = consumer_states(home)
+        except Exception:  # noqa: BLE001 - the store or its table is not there yet
+            states = []
+        if states and check(states[0]):
+            return states[0]
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; last report: {states[:1]}")
 
 
 def lake_message_counts(home: Path, source: str, topic: str) -> Counter:
