@@ -458,7 +458,7 @@ def _pass(settings: Settings, engine: Engine, warehouse: Warehouse, contracts: C
     if not warehouse.exists():
         report.drift.append(Drift("warehouse.missing", 1, [str(settings.warehouse_path.name)]))
         return None
-    state = warehouse.cycle_state()
+    state = warehouse.cycle_state(settings.lake_overlap_seconds)
     with warehouse.marts() as con:
         clock = time.perf_counter()
         if state is not None and state.last_cycle_committed:

@@ -83,7 +83,7 @@ def test_forget_erases_every_trace_and_keeps_it_erased(world):
     assert cli.json("forget", "--status", FORGET) == {"customer_id": FORGET, "status": "complete"}
     assert server.get(f"/api/v1/customers/{FORGET}", key).status_code == 404
     assert server.get(f"/api/v1/customers/{FORGET}/merge-fields", key).status_code == 404
-    assert server.get(f"/api/v1/customers/{KEEP}", key).json() == kept_before
+    assert _own(server.get(f"/api/v1/customers/{KEEP}", key).json()) == _own(kept_before)
     assert scan(home) == []
 
     # the original files again, and the collector event again: nothing comes back
@@ -108,7 +108,7 @@ def test_forget_erases_every_trace_and_keeps_it_erased(world):
     assert restored["erasure"]["requests"] == 1
     assert server.get(f"/api/v1/customers/{FORGET}", key).status_code == 404
     assert scan(home) == []
-    assert server.get(f"/api/v1/customers/{KEEP}", key).json() == kept_before
+    assert _own(server.get(f"/api/v1/customers/{KEEP}", key).json()) == _own(kept_before)
 
     # a later signup with the same id is a new customer: served
     _ingest_all(cli, later_signup(world["root"] / "later"))
@@ -161,8 +161,17 @@ def test_a_crash_inside_the_erasure_loses_nothing(tmp_path):
     assert cycle["erasure"]["requests"] == 1
     assert cli("forget", "--status", FORGET).stdout.strip() == "complete"
     after = _profiles(home)
-    assert FORGET not in after and after[KEEP] == before[KEEP]
+    assert FORGET not in after and _own(after[KEEP]) == _own(before[KEEP])
     assert scan(home) == []
+
+
+# best_send_hour shrinks toward customers like them (macros/engagement.sql): the erased customer's
+# activity leaves that prior too, so these two may move for everyone else; the rest is their own
+PEER_FIELDS = ("best_send_hour", "best_send_hour_confidence")
+
+
+def _own(profile: dict) -> dict:
+    return {k: v for k, v in profile.items() if k not in PEER_FIELDS}
 
 
 def _profiles(home: Path) -> dict[str, dict]:
