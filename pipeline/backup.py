@@ -45,6 +45,8 @@ from sqlalchemy.engine import make_url
 from pipeline import store
 from pipeline.clock import iso_z, utcnow
 from pipeline.config import TOML_NAME, Settings
+from pipeline.erasure_copies import remember_backup
+from pipeline.erasure_register import hasher_for
 from pipeline.errors import SendtimeError
 from pipeline.logs import get_logger
 
@@ -67,10 +69,10 @@ STORE_FILES = frozenset({SQLITE_FILE, SQLITE_FILE + "-wal", SQLITE_FILE + "-shm"
 LOCK_WAIT_SECONDS = 600.0
 _BLOCK = 1 << 20
 
-# Steps run after a restore, in order, as "module:function" taking (settings, manifest dict): the
-# place for state that must be re-applied after the data is back (the privacy branch's erasure
-# register adds its step here: docs/recovery.md "Erasures and restores").
-AFTER_RESTORE: tuple[str, ...] = ()
+# Steps run after a restore, in order, as "module:function" taking (settings, manifest dict with the
+# backup's "directory"): state that must be re-applied after the data is back (erasures requested
+# after the backup: docs/recovery.md "Erasures and restores").
+AFTER_RESTORE: tuple[str, ...] = ("pipeline.erasure:after_restore",)
 
 
 class BackupError(SendtimeError):
@@ -284,6 +286,10 @@ def backup(settings: Settings, directory: Path, *, lock_wait: float = LOCK_WAIT_
     home = settings.home.absolute()
     out = Path(directory).absolute()
     _empty_target(out, home)
+    # the register's key exists before it is copied, and every erasure requested from now on is
+    # also written beside this backup (pipeline/erasure_copies.py): a restore applies it again
+    hasher_for(settings)
+    remember_backup(settings, out)
     manifest = Manifest(format=FORMAT, created_at=iso_z(utcnow()), home=str(home), store={})
     lock = cycle_lock(settings)
     if not lock.wait(lock_wait):
@@ -369,12 +375,12 @@ def _restore_store(settings: Settings, manifest: Manifest, folder: Path) -> None
         raise BackupError(f"pg_restore failed: {_last_line(proc)}")
 
 
-def _after_restore(settings: Settings, manifest: Manifest) -> list[str]:
+def _after_restore(settings: Settings, manifest: Manifest, folder: Path) -> list[str]:
     done = []
     for target in AFTER_RESTORE:
         module, _, name = target.partition(":")
         step: Callable[[Settings, dict[str, Any]], None] = getattr(importlib.import_module(module), name)
-        step(settings, {**asdict(manifest), "files": None})
+        step(settings, {**asdict(manifest), "files": None, "directory": str(folder)})
         done.append(target)
     return done
 
@@ -404,7 +410,7 @@ def restore(settings: Settings, directory: Path) -> dict[str, Any]:
         _place(folder / entry.path, target, link=top in APPEND_ONLY)
         restored += 1
     _restore_store(settings, manifest, folder)
-    steps = _after_restore(settings, manifest)
+    steps = _after_restore(settings, manifest, folder)
     log.info("backup restored", extra={"directory": str(folder), "files": restored, "steps": steps})
     return {"created_at": manifest.created_at, "version": manifest.store.get("published_version"),
             "files": restored, "bytes": manifest.bytes, "store": manifest.store["kind"], "after_restore": steps}

@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "INFO"
     # privacy and access (docs/privacy.md): encryption at rest, retention, TLS, OAuth, metrics
+    # a directory outside the home (other storage) that keeps a copy of the erasure register and its
+    # key: erasures made after a backup apply again after a restore even when the backup was moved
+    erasure_register_mirror: OptionalPath = None
     encryption_key_file: OptionalPath = None  # a random 256-bit key: lake, quarantine, warehouse encrypted
     quarantine_retention_days: float = Field(default=30.0, gt=0)
     tls_certfile: OptionalPath = None

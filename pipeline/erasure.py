@@ -43,12 +43,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import retention, store
+from pipeline import erasure_copies, retention, store
 from pipeline.clock import iso_z, utcnow
 from pipeline.config import Settings
 from pipeline.contracts import lake_schema
 from pipeline.encryption import AtRest, at_rest
 from pipeline.erasure_register import (
+    KEY,
     Register,
     Snapshot,
     check_id,
@@ -648,3 +649,31 @@ def run_pending(settings: Settings, engine: Any, cycle_id: str) -> ErasureReport
     report.seconds = round(time.perf_counter() - started, 3)
     log.info("erasure", extra={"cycle_id": cycle_id, **report.to_dict()})
     return report
+
+
+# --------------------------------------------------------------------------- after a restore
+
+def after_restore(settings: Settings, manifest: dict[str, Any]) -> None:
+    """`sendtime restore`'s step (pipeline/backup.py AFTER_RESTORE): the erasure requests made after
+    the backup (its `erasure-after-backup.jsonl`, and the mirror when set) join the restored
+    register, and the erasure runs now, before anything serves the restored data: their profiles
+    answer 404 at once and the next cycles never read their records again."""
+    register = register_for(settings)
+    key = settings.erasure_dir / KEY
+    mirrored = erasure_copies.mirror_key(settings)
+    if not key.exists() and mirrored is not None and mirrored.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(mirrored.read_bytes())
+        os.chmod(key, 0o600)
+    restored = register.path.read_bytes() if register.path.exists() else b""
+    missing = erasure_copies.lines_to_merge(settings, Path(manifest["directory"]), restored)
+    if not missing:
+        return
+    register.append(missing)
+    engine = store.engine_for(settings)
+    try:
+        report = run_pending(settings, engine, f"restore-{new_batch_id()}")
+    finally:
+        engine.dispose()
+    log.info("erasures made after the backup applied again",
+             extra={"lines": len(missing), "requests": report.requests, "profiles_deleted": report.profiles_deleted})

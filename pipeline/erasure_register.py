@@ -37,6 +37,7 @@ import orjson
 
 from pipeline.clock import iso_z, utcnow
 from pipeline.config import Settings
+from pipeline.erasure_copies import append_copies
 from pipeline.errors import SendtimeError
 
 REGISTER = "register.jsonl"
@@ -194,6 +195,8 @@ class Register:
             os.fsync(fd)
         finally:
             os.close(fd)  # releases the flock
+        # outside the home too, before the request is acknowledged (pipeline/erasure_copies.py)
+        append_copies(self.settings, lines, _key_path(self.settings))
 
     # -- the requests ------------------------------------------------------------------------------
     def request(self, customer_ids: Iterable[str], *, reason: str, at: datetime | int | None = None) -> list[str]:

@@ -110,7 +110,9 @@ def read_file(path: Path) -> str:
     if name.endswith(".duckdb"):
         with duckdb.connect(str(path), read_only=True) as con:
             tables = [r[0] for r in con.execute(
-                "select table_name from information_schema.tables where table_schema = 'main'").fetchall()]
+                "select table_name from information_schema.tables where table_schema = 'main'"
+                # views hold no rows: they read the lake, whose files are scanned one by one
+                " and table_type = 'BASE TABLE'").fetchall()]
             return "\n".join(_text_values(con.execute(f'select * from "{t}"').fetchall()) for t in tables)
     if name.endswith(".sqlite"):
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

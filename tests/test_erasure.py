@@ -276,3 +276,35 @@ def test_a_crm_delete_stays_in_force_after_its_erasure(tmp_path):
     cycle()
     assert "cust-crm" in served()
     assert ms("2026-11-21T00:00:00Z") > ms("2026-11-10T00:00:00Z")
+
+
+@pytest.mark.parametrize("copy", ["beside the backup", "in the mirror"])
+def test_an_erasure_requested_after_a_backup_applies_again_after_a_restore(tmp_path, copy):
+    """DESIGN.md "Consistency and recovery": backup, forget, the home is lost, restore. The request
+    survives beside the backup (its erasure-after-backup.jsonl), or in `erasure_register_mirror`
+    when the backup was moved away before the request; the restore erases at once."""
+    mirror = tmp_path / "mirror"
+    env = {"SENDTIME_ERASURE_REGISTER_MIRROR": str(mirror)} if copy == "in the mirror" else {}
+    home = tmp_path / "home"
+    cli = Cli(home, env)
+    _ingest_all(cli, write_sources(tmp_path / "in"))
+    _run(cli)
+    backup = tmp_path / "backup"
+    cli("backup", str(backup))
+    if copy == "in the mirror":  # to other storage: nothing is written beside it any more
+        backup = Path(shutil.move(backup, tmp_path / "moved"))
+    assert cli.json("forget", FORGET)
+    _run(cli)
+    assert scan(home) == []
+    shutil.rmtree(home)  # the home is lost
+
+    restored = tmp_path / "restored"
+    again = Cli(restored, env)
+    again("restore", str(backup))
+    # before any cycle: the profile is gone and the restored files no longer hold the customer
+    profiles = _profiles(restored)
+    assert FORGET not in profiles and KEEP in profiles
+    assert again("forget", "--status", FORGET).stdout.strip() == "complete"
+    assert scan(restored) == []
+    _run(again)
+    assert FORGET not in _profiles(restored) and scan(restored) == []
