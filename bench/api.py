@@ -14,6 +14,7 @@ Steps (one run, side by side, so the machine's noise hits both):
    happen; throughput, p99 and failed requests (socket errors + non-2xx).
 Prints one JSON object; docs/benchmarks.md "API" has the numbers of a run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,13 +61,18 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
 end
 """
-LUA_GET = LUA_COMMON + r"""
+LUA_GET = (
+    LUA_COMMON
+    + r"""
 function init_more() end
 function request()
   return wrk.format("GET", PREFIX .. string.format("c%06d", math.random(0, N - 1)))
 end
 """
-LUA_BATCH = LUA_COMMON + r"""
+)
+LUA_BATCH = (
+    LUA_COMMON
+    + r"""
 local bodies = {}
 function init_more()
   wrk.headers["Content-Type"] = "application/json"
@@ -80,6 +86,7 @@ function request()
   return wrk.format("POST", PREFIX, nil, bodies[math.random(1, #bodies)])
 end
 """
+)
 
 BARE_APP = r"""
 import sys
@@ -105,7 +112,9 @@ def make_state(home: Path, n: int) -> str:
     rng = random.Random(7)
     products = [product_row(f"P{i:04d}", price=Decimal(rng.randint(100, 20000)) / 100) for i in range(200)]
     rows = [_profile(i, rng) for i in range(n)]
-    recs = {f"c{i:06d}": [(f"P{rng.randrange(200):04d}", 0.5, "association") for _ in range(3)] for i in range(0, n, 10)}
+    recs = {
+        f"c{i:06d}": [(f"P{rng.randrange(200):04d}", 0.5, "association") for _ in range(3)] for i in range(0, n, 10)
+    }
     publish_rows(settings, rows, products, recs)
     key, _ = create_key(settings, "bench", ["profiles:read"])
     return key
@@ -116,24 +125,41 @@ def _profile(i: int, rng: random.Random, suffix: str = "") -> tuple:
 
     viewed = [f"P{rng.randrange(200):04d}" for _ in range(rng.randint(0, 5))]
     return profile_row(
-        f"c{i:06d}", email=f"user{i}@example.com", first_name=f"First{i}{suffix}", last_name=f"Last{i}",
-        country="US", locale="en-US", timezone="America/New_York", marketing_consent=bool(i % 2),
-        first_seen_at=datetime(2026, 1, 1), last_seen_at=datetime(2026, 11, 1, 12, 30), orders_count=i % 7,
-        lifetime_value=Decimal(rng.randint(0, 500000)) / 100, last_order_at=datetime(2026, 10, 1),
-        lifecycle_stage="active", recently_viewed=viewed, cart=viewed[:1], top_categories=["misc"],
-        recommendations=[f"P{rng.randrange(200):04d}" for _ in range(3)])
+        f"c{i:06d}",
+        email=f"user{i}@example.com",
+        first_name=f"First{i}{suffix}",
+        last_name=f"Last{i}",
+        country="US",
+        locale="en-US",
+        timezone="America/New_York",
+        marketing_consent=bool(i % 2),
+        first_seen_at=datetime(2026, 1, 1),
+        last_seen_at=datetime(2026, 11, 1, 12, 30),
+        orders_count=i % 7,
+        lifetime_value=Decimal(rng.randint(0, 500000)) / 100,
+        last_order_at=datetime(2026, 10, 1),
+        lifecycle_stage="active",
+        recently_viewed=viewed,
+        cart=viewed[:1],
+        top_categories=["misc"],
+        recommendations=[f"P{rng.randrange(200):04d}" for _ in range(3)],
+    )
 
 
 def wrk(url: str, script: str, seconds: int, connections: int, env: dict[str, str]) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
-    proc = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s",
-                           "-s", handle.name, url], capture_output=True, text=True, env={**os.environ, **env})
+    proc = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s", "-s", handle.name, url],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
     os.unlink(handle.name)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed: {proc.stdout}\n{proc.stderr}")
-    out = json.loads(line[len("RESULT "):])
+    out = json.loads(line[len("RESULT ") :])
     out["rps"] = round(out["requests"] / (out["duration_us"] / 1e6), 1)
     out["failed"] = out["connect"] + out["read"] + out["write"] + out["status"] + out["timeout"]
     return out
@@ -154,11 +180,21 @@ def main() -> None:
     env = {"BENCH_N": str(args.profiles)}
 
     bare_port = free_port()
-    bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(bare_port), str(args.workers)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    bare = subprocess.Popen(
+        [sys.executable, "-c", BARE_APP, str(bare_port), str(args.workers)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     server = ApiServer(home, workers=args.workers).start()
-    result: dict = {"profiles": args.profiles, "workers": args.workers, "seconds_per_run": args.seconds,
-                    "connections": 16, "publish_seconds": round(publish_seconds, 1)}
+    result: dict = {
+        "profiles": args.profiles,
+        "workers": args.workers,
+        "seconds_per_run": args.seconds,
+        "connections": 16,
+        "publish_seconds": round(publish_seconds, 1),
+    }
     try:
         _wait(f"http://127.0.0.1:{bare_port}/bare/x")
         bare_url, api_url = f"http://127.0.0.1:{bare_port}", server.url
@@ -166,32 +202,57 @@ def main() -> None:
         runs = {"bare": [], "api": []}
         for _ in range(args.pairs):  # alternating pairs: a load change hits both sides of a pair
             runs["bare"].append(wrk(bare_url, LUA_GET, args.seconds, 16, {**env, "BENCH_PREFIX": "/bare/"}))
-            runs["api"].append(wrk(api_url, LUA_GET, args.seconds, 16,
-                                   {**env, "BENCH_KEY": key, "BENCH_PREFIX": "/api/v1/customers/"}))
+            runs["api"].append(
+                wrk(api_url, LUA_GET, args.seconds, 16, {**env, "BENCH_KEY": key, "BENCH_PREFIX": "/api/v1/customers/"})
+            )
         bare_rps = statistics.median(r["rps"] for r in runs["bare"])
         api_rps = statistics.median(r["rps"] for r in runs["api"])
         pair_ratios = [a["rps"] / b["rps"] for a, b in zip(runs["api"], runs["bare"])]
-        result["get"] = {"bare_rps": round(bare_rps), "api_rps": round(api_rps),
-                         "ratio": round(statistics.median(pair_ratios), 3),
-                         "pair_ratios": [round(r, 3) for r in pair_ratios],
-                         "api_p99_ms": max(r["p99_us"] for r in runs["api"]) / 1000,
-                         "api_p50_ms": max(r["p50_us"] for r in runs["api"]) / 1000,
-                         "bare_p99_ms": max(r["p99_us"] for r in runs["bare"]) / 1000,
-                         "failed": sum(r["failed"] for r in runs["api"]), "runs": runs}
+        result["get"] = {
+            "bare_rps": round(bare_rps),
+            "api_rps": round(api_rps),
+            "ratio": round(statistics.median(pair_ratios), 3),
+            "pair_ratios": [round(r, 3) for r in pair_ratios],
+            "api_p99_ms": max(r["p99_us"] for r in runs["api"]) / 1000,
+            "api_p50_ms": max(r["p50_us"] for r in runs["api"]) / 1000,
+            "bare_p99_ms": max(r["p99_us"] for r in runs["bare"]) / 1000,
+            "failed": sum(r["failed"] for r in runs["api"]),
+            "runs": runs,
+        }
         # service latency without queueing: one request in flight per worker
         calm_bare = wrk(bare_url, LUA_GET, args.seconds, args.workers, {**env, "BENCH_PREFIX": "/bare/"})
-        calm_api = wrk(api_url, LUA_GET, args.seconds, args.workers,
-                       {**env, "BENCH_KEY": key, "BENCH_PREFIX": "/api/v1/customers/"})
+        calm_api = wrk(
+            api_url,
+            LUA_GET,
+            args.seconds,
+            args.workers,
+            {**env, "BENCH_KEY": key, "BENCH_PREFIX": "/api/v1/customers/"},
+        )
         result["get_one_in_flight_per_worker"] = {
-            "connections": args.workers, "bare_rps": calm_bare["rps"], "api_rps": calm_api["rps"],
-            "bare_p50_ms": calm_bare["p50_us"] / 1000, "bare_p99_ms": calm_bare["p99_us"] / 1000,
-            "api_p50_ms": calm_api["p50_us"] / 1000, "api_p99_ms": calm_api["p99_us"] / 1000,
-            "failed": calm_api["failed"]}
-        batch = wrk(api_url, LUA_BATCH, args.seconds, args.workers,
-                    {**env, "BENCH_KEY": key, "BENCH_PREFIX": "/api/v1/customers/batch"})
-        result["batch_1000"] = {"connections": args.workers, "rps": batch["rps"], "p50_ms": batch["p50_us"] / 1000,
-                                "p95_ms": batch["p95_us"] / 1000, "p99_ms": batch["p99_us"] / 1000,
-                                "failed": batch["failed"]}
+            "connections": args.workers,
+            "bare_rps": calm_bare["rps"],
+            "api_rps": calm_api["rps"],
+            "bare_p50_ms": calm_bare["p50_us"] / 1000,
+            "bare_p99_ms": calm_bare["p99_us"] / 1000,
+            "api_p50_ms": calm_api["p50_us"] / 1000,
+            "api_p99_ms": calm_api["p99_us"] / 1000,
+            "failed": calm_api["failed"],
+        }
+        batch = wrk(
+            api_url,
+            LUA_BATCH,
+            args.seconds,
+            args.workers,
+            {**env, "BENCH_KEY": key, "BENCH_PREFIX": "/api/v1/customers/batch"},
+        )
+        result["batch_1000"] = {
+            "connections": args.workers,
+            "rps": batch["rps"],
+            "p50_ms": batch["p50_us"] / 1000,
+            "p95_ms": batch["p95_us"] / 1000,
+            "p99_ms": batch["p99_us"] / 1000,
+            "failed": batch["failed"],
+        }
         result["during_publishes"] = _under_publishes(home, api_url, key, env, args)
     finally:
         server.stop()
@@ -224,9 +285,16 @@ def _under_publishes(home: Path, api_url: str, key: str, env: dict[str, str], ar
     thread.start()
     run = wrk(api_url, LUA_GET, seconds, 16, {**env, "BENCH_KEY": key, "BENCH_PREFIX": "/api/v1/customers/"})
     thread.join()
-    return {"publishes": len(versions), "profiles_per_publish": 10_000, "rps": run["rps"],
-            "p99_ms": run["p99_us"] / 1000, "failed": run["failed"], "requests": run["requests"],
-            "publish_seconds_max": round(max(publish_durations), 2), "seconds": seconds}
+    return {
+        "publishes": len(versions),
+        "profiles_per_publish": 10_000,
+        "rps": run["rps"],
+        "p99_ms": run["p99_us"] / 1000,
+        "failed": run["failed"],
+        "requests": run["requests"],
+        "publish_seconds_max": round(max(publish_durations), 2),
+        "seconds": seconds,
+    }
 
 
 def cpu_per_request(home: Path, key: str, n: int, requests: int = 5000) -> dict:
@@ -241,8 +309,9 @@ def cpu_per_request(home: Path, key: str, n: int, requests: int = 5000) -> dict:
 
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-prom-"))
     bare = Flask("bare")
-    bare.add_url_rule("/bare/<customer_id>", "bare", lambda customer_id: jsonify(
-        {"customer_id": customer_id, "status": "ok"}))
+    bare.add_url_rule(
+        "/bare/<customer_id>", "bare", lambda customer_id: jsonify({"customer_id": customer_id, "status": "ok"})
+    )
     api = create_app(load_settings(home, environ={}))
     rng = random.Random(3)
     ids = [f"c{rng.randrange(n):06d}" for _ in range(1000)]

@@ -12,6 +12,7 @@ the cycle lock included (a cycle that finds the backup holding the lock retries 
 scheduler would skip the tick instead). Reports p95 of both per phase, and each backup's time,
 bytes (linked and copied) and how long it held the cycle lock.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ import threading
 import time
 from pathlib import Path
 
-from bench.large_home import WORKDIR, published_home
 from bench.pipeline import AS_OF, _customers_for, _products_for, fresh_events
+
+from bench.large_home import WORKDIR, published_home
 from pipeline.cycle import run_cycle
 from pipeline.ingest import ingest_files
 
@@ -54,9 +56,14 @@ class Backups:
         while not self.stop.is_set():
             target = self.folder / f"b{n}"
             started = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "backup", str(target), "--json"], cwd=ROOT,
-                                  env={**os.environ, "SENDTIME_HOME": str(self.home)}, capture_output=True, text=True,
-                                  check=False)
+            proc = subprocess.run(
+                [sys.executable, "-m", "pipeline.cli", "backup", str(target), "--json"],
+                cwd=ROOT,
+                env={**os.environ, "SENDTIME_HOME": str(self.home)},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr[-2000:])
             self.made.append({**json.loads(proc.stdout), "wall": time.perf_counter() - started})
@@ -91,8 +98,10 @@ def main() -> None:
     args = parser.parse_args()
     settings = published_home()
     tag = f"bk{int(time.time())}-"
-    files = [fresh_events(WORKDIR, args.new, _customers_for(100_000), _products_for(100_000), f"{tag}{i}")
-             for i in range(4 * args.cycles + 1)]
+    files = [
+        fresh_events(WORKDIR, args.new, _customers_for(100_000), _products_for(100_000), f"{tag}{i}")
+        for i in range(4 * args.cycles + 1)
+    ]
     cycle(settings, files.pop())  # warm-up: dbt parses the project once per process
     own: dict[str, list[float]] = {"alone": [], "backup": []}
     latency: dict[str, list[float]] = {"alone": [], "backup": []}
@@ -107,8 +116,9 @@ def main() -> None:
                 seconds, waited = cycle(settings, files.pop())
                 own[phase].append(seconds)
                 latency[phase].append(waited)
-                print(f"[{phase}] cycle {seconds:.2f}s, latency {waited:.2f}s, load {os.getloadavg()[0]:.1f}",
-                      flush=True)
+                print(
+                    f"[{phase}] cycle {seconds:.2f}s, latency {waited:.2f}s, load {os.getloadavg()[0]:.1f}", flush=True
+                )
         finally:
             if backups is not None:
                 backups.halt()
@@ -120,13 +130,19 @@ def main() -> None:
     med = statistics.median
     print("\n| measure | without backup | during backups | ratio |")
     print("|---|---|---|---|")
-    print(f"| cycle time p95 (run log, {len(own['alone'])} cycles each) | {p95(own['alone']):.2f} s | "
-          f"{p95(own['backup']):.2f} s | {p95(own['backup']) / p95(own['alone']):.2f} |")
-    print(f"| cycle latency p95 (lock waits included) | {p95(latency['alone']):.2f} s | "
-          f"{p95(latency['backup']):.2f} s | {p95(latency['backup']) / p95(latency['alone']):.2f} |")
+    print(
+        f"| cycle time p95 (run log, {len(own['alone'])} cycles each) | {p95(own['alone']):.2f} s | "
+        f"{p95(own['backup']):.2f} s | {p95(own['backup']) / p95(own['alone']):.2f} |"
+    )
+    print(
+        f"| cycle latency p95 (lock waits included) | {p95(latency['alone']):.2f} s | "
+        f"{p95(latency['backup']):.2f} s | {p95(latency['backup']) / p95(latency['alone']):.2f} |"
+    )
     print(f"| backup time (median of {len(made)}) | - | {med(m['seconds'] for m in made):.2f} s | - |")
-    print(f"| cycle lock held per backup (median, max) | - | {med(m['lock_seconds'] for m in made):.2f} s, "
-          f"{max(m['lock_seconds'] for m in made):.2f} s | - |")
+    print(
+        f"| cycle lock held per backup (median, max) | - | {med(m['lock_seconds'] for m in made):.2f} s, "
+        f"{max(m['lock_seconds'] for m in made):.2f} s | - |"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ one more cycle runs, and the warehouse is checked: every id the collector answer
 duplicate) is in `int_events_deduplicated` exactly once, every id was answered `accepted` exactly
 once, and nothing else is there. Prints a Markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,16 @@ class Load:
             fresh = [f"ev-{self.counter + i}" for i in range(self.args.batch - repeat)]
             self.counter += len(fresh)
             self.sent.extend(fresh)
-        return [{"event_id": i, "event_type": "product_view", "occurred_at": self.when,
-                 "customer_id": f"C{hash(i) % 2000:07d}", "product_id": f"P{hash(i) % 100 + 1:05d}"}
-                for i in ids + fresh]
+        return [
+            {
+                "event_id": i,
+                "event_type": "product_view",
+                "occurred_at": self.when,
+                "customer_id": f"C{hash(i) % 2000:07d}",
+                "product_id": f"P{hash(i) % 100 + 1:05d}",
+            }
+            for i in ids + fresh
+        ]
 
     def phase(self, name: str, duplicates: float, seconds: float) -> tuple[float, int]:
         """Runs the clients for `seconds`; returns (events per second answered, events)."""
@@ -72,8 +80,12 @@ class Load:
                 body = self._batch(duplicates)
                 started = time.monotonic()
                 try:
-                    r = requests.post(self.server.url + "/api/v1/events", json=body, timeout=30,
-                                      headers={"Authorization": f"Bearer {self.key}"})
+                    r = requests.post(
+                        self.server.url + "/api/v1/events",
+                        json=body,
+                        timeout=30,
+                        headers={"Authorization": f"Bearer {self.key}"},
+                    )
                     ok = r.status_code == 200
                 except requests.RequestException:
                     ok = False
@@ -114,8 +126,14 @@ def main() -> None:
     settings = load_settings(home, environ={})
     key, _ = create_key(settings, "bench", ["events:write"])
     env = {**os.environ, "SENDTIME_HOME": str(home)}
-    scheduler = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "schedule", "--every", "5s"], cwd=ROOT,
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "schedule", "--every", "5s"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     rates: dict[str, list[float]] = {"baseline": [], "duplicates": []}
     try:
         with ApiServer(home, workers=2) as server:
@@ -139,8 +157,10 @@ def main() -> None:
     doubled = [i for i, n in stored.items() if n > 1]
     unexpected = set(stored) - answered
     duplicates = sum(1 for _, s in load.answers if s == "duplicate")
-    print(f"\nload average {os.getloadavg()}; {len(load.answers):,} answers, {duplicates:,} duplicates, "
-          f"{load.errors} failed requests")
+    print(
+        f"\nload average {os.getloadavg()}; {len(load.answers):,} answers, {duplicates:,} duplicates, "
+        f"{load.errors} failed requests"
+    )
     print("\n| measure | without duplicates (baseline) | with duplicates | ratio |")
     print("|---|---|---|---|")
     base, dup = statistics.mean(rates["baseline"]), statistics.mean(rates["duplicates"])
@@ -148,9 +168,11 @@ def main() -> None:
     for p in (0.5, 0.95, 0.99):
         b, d = _pct(load.latencies["baseline"], p), _pct(load.latencies["duplicates"], p)
         print(f"| request latency p{int(p * 100)} ({args.batch} events) | {b:.1f} ms | {d:.1f} ms | {d / b:.2f} |")
-    print(f"\nids answered {len(answered):,}; in the warehouse {len(stored):,}; lost {len(lost)}; "
-          f"doubled {len(doubled)}; accepted more than once {sum(1 for n in accepted.values() if n > 1)}; "
-          f"never accepted {len(answered - set(accepted))}; in the warehouse but never answered {len(unexpected)}")
+    print(
+        f"\nids answered {len(answered):,}; in the warehouse {len(stored):,}; lost {len(lost)}; "
+        f"doubled {len(doubled)}; accepted more than once {sum(1 for n in accepted.values() if n > 1)}; "
+        f"never accepted {len(answered - set(accepted))}; in the warehouse but never answered {len(unexpected)}"
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ of the same records from JSONL files, side by side; then the consumer's RSS over
    beside this checkout's, on the same topic, each with its own home and group.
 Prints Markdown tables and the load average (uptime) before and after.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,8 +100,14 @@ def wait_rusage(proc: subprocess.Popen, peak: PeakRss) -> tuple[int, float, floa
 def produce_lines(bootstrap: str, topic: str, files: list[Path]) -> int:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000,
-                         "queue.buffering.max.messages": 500_000})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
     count = 0
     for path in files:
         for line in path.read_bytes().splitlines():
@@ -120,8 +127,13 @@ def produce_lines(bootstrap: str, topic: str, files: list[Path]) -> int:
 
 def run_ingest(home: Path, files: list[Path]) -> Run:
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ingest", "events", *map(str, files), "--json"],
-                            cwd=ROOT, env=child_env(home), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "ingest", "events", *map(str, files), "--json"],
+        cwd=ROOT,
+        env=child_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     peak = PeakRss(proc.pid)
     out = proc.stdout.read() if proc.stdout else b""
     code, cpu, rss = wait_rusage(proc, peak)
@@ -141,13 +153,27 @@ def covered(home: Path, ends: dict[int, int]) -> bool:
     return all(nxt.get(p, 0) >= end for p, end in ends.items())
 
 
-def run_consume(home: Path, bootstrap: str, ends: dict[int, int], group: str, topic: str = TOPIC,
-                linger: float = 0.0) -> Run:
+def run_consume(
+    home: Path, bootstrap: str, ends: dict[int, int], group: str, topic: str = TOPIC, linger: float = 0.0
+) -> Run:
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "consume", "--bootstrap-servers", bootstrap,
-                             "--topics", f"events={topic}"], cwd=ROOT,
-                            env=child_env(home, SENDTIME_KAFKA_GROUP_ID=group),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "consume",
+            "--bootstrap-servers",
+            bootstrap,
+            "--topics",
+            f"events={topic}",
+        ],
+        cwd=ROOT,
+        env=child_env(home, SENDTIME_KAFKA_GROUP_ID=group),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     peak = PeakRss(proc.pid)
     while not covered(home, ends):
         if proc.poll() is not None:
@@ -168,8 +194,9 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def rss_over_time(broker, workdir: Path, seconds: float, rate: float, lines: list[bytes],
-                  trees: list[tuple[str, Path]]) -> dict[str, list[tuple[float, float]]]:
+def rss_over_time(
+    broker, workdir: Path, seconds: float, rate: float, lines: list[bytes], trees: list[tuple[str, Path]]
+) -> dict[str, list[tuple[float, float]]]:
     """One consumer per source tree, side by side on the same topic (each its own home and group),
     so that a baseline and a change see the same input and the same machine noise."""
     from confluent_kafka import Producer
@@ -180,10 +207,22 @@ def rss_over_time(broker, workdir: Path, seconds: float, rate: float, lines: lis
     for i, (label, tree) in enumerate(trees):
         home = workdir / f"rss-home-{i}"
         procs[label] = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "consume", "--bootstrap-servers", broker.bootstrap,
-             "--topics", f"events={topic}"], cwd=tree,
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "consume",
+                "--bootstrap-servers",
+                broker.bootstrap,
+                "--topics",
+                f"events={topic}",
+            ],
+            cwd=tree,
             env=child_env(home, SENDTIME_KAFKA_GROUP_ID=f"bench-rss-{i}", PYTHONPATH=str(tree)),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
     samples: dict[str, list[tuple[float, float]]] = {label: [] for label in procs}
     started = time.monotonic()
@@ -219,8 +258,9 @@ def rss_report(samples: list[tuple[float, float]], window: float) -> str:
     while start < samples[-1][0]:
         mb = [m for t, m in samples if start <= t < start + window]
         if mb:
-            lines.append(f"| {start:.0f}-{start + window:.0f} | {min(mb):.0f} | {statistics.median(mb):.0f} "
-                         f"| {max(mb):.0f} |")
+            lines.append(
+                f"| {start:.0f}-{start + window:.0f} | {min(mb):.0f} | {statistics.median(mb):.0f} | {max(mb):.0f} |"
+            )
         start += window
     steady = [(t, m) for t, m in samples if t >= window]
     if len(steady) > 2:
@@ -237,8 +277,12 @@ def main() -> None:
     parser.add_argument("--rss-rate", type=float, default=5000.0, help="events a second during the RSS run")
     parser.add_argument("--rss-window", type=float, default=300.0, help="seconds per row of the RSS table")
     parser.add_argument("--rss-only", action="store_true", help="skip the throughput runs")
-    parser.add_argument("--rss-tree", action="append", default=[],
-                        help="LABEL=DIR: a source tree whose consumer runs beside this checkout's in the RSS run")
+    parser.add_argument(
+        "--rss-tree",
+        action="append",
+        default=[],
+        help="LABEL=DIR: a source tree whose consumer runs beside this checkout's in the RSS run",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     if args.rss_only:
@@ -250,8 +294,9 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sendtime-bench-consume-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"load before: {uptime()}", flush=True)
-    files = generate(workdir / "data", customers=max(2000, args.events // 50), events=args.events, products=300,
-                     seed=11)["events"]
+    files = generate(
+        workdir / "data", customers=max(2000, args.events // 50), events=args.events, products=300, seed=11
+    )["events"]
     classpath, _ = ensure_jars()
     broker = KafkaBroker(workdir / "kafka", classpath)
     t0 = time.monotonic()
@@ -268,22 +313,38 @@ def main() -> None:
             empty = workdir / "empty.jsonl"
             empty.write_bytes(b"")
             broker.create_topic("bench.empty", partitions=3)
-            fixed = {"file": run_ingest(workdir / "fixed-ingest", [empty]).cpu,
-                     "consume": run_consume(workdir / "fixed-consume", broker.bootstrap, {}, group="bench-fixed",
-                                            topic="bench.empty", linger=3.0).cpu}
+            fixed = {
+                "file": run_ingest(workdir / "fixed-ingest", [empty]).cpu,
+                "consume": run_consume(
+                    workdir / "fixed-consume",
+                    broker.bootstrap,
+                    {},
+                    group="bench-fixed",
+                    topic="bench.empty",
+                    linger=3.0,
+                ).cpu,
+            }
             print(f"  fixed start-up CPU: ingest {fixed['file']:.2f}s, consume {fixed['consume']:.2f}s", flush=True)
         for i in range(args.repeat):
             for kind in ("ingest", "consume"):
                 home = workdir / f"{kind}-{i}"
                 shutil.rmtree(home, ignore_errors=True)
-                run = (run_ingest(home, files) if kind == "ingest"
-                       else run_consume(home, broker.bootstrap, ends, group=f"bench-{i}"))
+                run = (
+                    run_ingest(home, files)
+                    if kind == "ingest"
+                    else run_consume(home, broker.bootstrap, ends, group=f"bench-{i}")
+                )
                 runs.append(run)
-                print(f"  {run.kind}: {run.records} records, wall {run.wall:.2f}s, CPU {run.cpu:.2f}s, "
-                      f"{run.per_cpu_second:,.0f}/CPU-s, peak RSS {run.max_rss_mb:.0f} MB", flush=True)
+                print(
+                    f"  {run.kind}: {run.records} records, wall {run.wall:.2f}s, CPU {run.cpu:.2f}s, "
+                    f"{run.per_cpu_second:,.0f}/CPU-s, peak RSS {run.max_rss_mb:.0f} MB",
+                    flush=True,
+                )
         lines = [line for f in files for line in f.read_bytes().splitlines()[:20_000] if line.strip()]
         trees = [("this checkout", ROOT)] + [(t.split("=", 1)[0], Path(t.split("=", 1)[1])) for t in args.rss_tree]
-        samples = rss_over_time(broker, workdir, args.rss_seconds, args.rss_rate, lines, trees) if args.rss_seconds else {}
+        samples = (
+            rss_over_time(broker, workdir, args.rss_seconds, args.rss_rate, lines, trees) if args.rss_seconds else {}
+        )
     finally:
         broker.stop(hard=True)
     print(f"load after: {uptime()}\n")
@@ -292,9 +353,11 @@ def main() -> None:
         throughput_table(runs, fixed)
     for label, series in samples.items():
         rss = [mb for _, mb in series]
-        print(f"\n{label}: consumer RSS over {args.rss_seconds:.0f}s at {args.rss_rate:,.0f} events/s: first "
-              f"{rss[0]:.0f} MB, after 10 s {rss[min(10, len(rss) - 1)]:.0f} MB, max {max(rss):.0f} MB, "
-              f"last {rss[-1]:.0f} MB")
+        print(
+            f"\n{label}: consumer RSS over {args.rss_seconds:.0f}s at {args.rss_rate:,.0f} events/s: first "
+            f"{rss[0]:.0f} MB, after 10 s {rss[min(10, len(rss) - 1)]:.0f} MB, max {max(rss):.0f} MB, "
+            f"last {rss[-1]:.0f} MB"
+        )
         print("samples (s, MB): " + ", ".join(f"{t:.0f}:{mb:.0f}" for t, mb in series[:: max(1, len(series) // 12)]))
         print(rss_report(series, args.rss_window))
     if not args.workdir:
@@ -309,13 +372,17 @@ def throughput_table(runs: list[Run], fixed: dict[str, float]) -> None:
         key = "file" if r.kind.startswith("file") else "consume"
         rate = r.records / max(r.cpu - fixed[key], 1e-9)
         net[key] = max(net.get(key, 0.0), rate)
-        print(f"| {r.kind} | {r.records:,} | {r.wall:.2f} | {r.cpu:.2f} | {r.per_cpu_second:,.0f} | {rate:,.0f} "
-              f"| {r.max_rss_mb:.0f} |")
+        print(
+            f"| {r.kind} | {r.records:,} | {r.wall:.2f} | {r.cpu:.2f} | {r.per_cpu_second:,.0f} | {rate:,.0f} "
+            f"| {r.max_rss_mb:.0f} |"
+        )
     best = {k: max(r.per_cpu_second for r in runs if r.kind.startswith(k)) for k in ("file", "consume")}
     ratio = best["consume"] / best["file"] if best["file"] else 0.0
-    print(f"\nbest consume {best['consume']:,.0f} vs file ingest {best['file']:,.0f} records per CPU-s: "
-          f"ratio {ratio:.2f}; net of start-up {net['consume']:,.0f} vs {net['file']:,.0f}: "
-          f"ratio {net['consume'] / net['file']:.2f} (targets: >= 0.7 and >= 70,000)")
+    print(
+        f"\nbest consume {best['consume']:,.0f} vs file ingest {best['file']:,.0f} records per CPU-s: "
+        f"ratio {ratio:.2f}; net of start-up {net['consume']:,.0f} vs {net['file']:,.0f}: "
+        f"ratio {net['consume'] / net['file']:.2f} (targets: >= 0.7 and >= 70,000)"
+    )
 
 
 if __name__ == "__main__":

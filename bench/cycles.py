@@ -18,6 +18,7 @@
 Prints the JSON (phases, the transform's split, the slowest nodes, CPU seconds, the load average
 before and after) and a Markdown table for docs/benchmarks.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,13 @@ def prepare(workdir: Path, events: int, label: str, reuse: bool) -> Settings:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     started = time.perf_counter()
-    files = generate(workdir / f"data-{label}", customers=_customers_for(events), events=events,
-                     products=_products_for(events), seed=42)
+    files = generate(
+        workdir / f"data-{label}",
+        customers=_customers_for(events),
+        events=events,
+        products=_products_for(events),
+        seed=42,
+    )
     for source in SOURCES:
         for path in files[source]:
             ingest_files(settings, source, [path])
@@ -81,8 +87,10 @@ def prepare(workdir: Path, events: int, label: str, reuse: bool) -> Settings:
     started = time.perf_counter()
     first = run_cycle(settings)
     assert first.ok, first.error
-    print(f"[{label}] {events:,} events: generate + ingest {ingested:.1f}s, first cycle {time.perf_counter() - started:.1f}s",
-          flush=True)
+    print(
+        f"[{label}] {events:,} events: generate + ingest {ingested:.1f}s, first cycle {time.perf_counter() - started:.1f}s",
+        flush=True,
+    )
     return settings
 
 
@@ -128,11 +136,20 @@ def _cycle(settings: Settings) -> dict[str, Any]:
     assert result.ok, result.error
     built = captured["built"]
     nodes = {name: n.seconds for name, n in built.nodes.items()}
-    return {"seconds": seconds, "cpu": cpu, "phases": dict(result.phases), "plan": built.plan.kind if built.plan else None,
-            "plan_seconds": built.plan_seconds, "dbt_seconds": built.dbt_seconds, "nodes": nodes,
-            "node_count": len([n for n in nodes if not n.startswith("sendtime-on-run")]),
-            "node_seconds": sum(nodes.values()), "rows_changed": result.rows_changed,
-            "events_changed": built.rows.get("events_changed"), "customers_touched": built.rows.get("customers_touched")}
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "phases": dict(result.phases),
+        "plan": built.plan.kind if built.plan else None,
+        "plan_seconds": built.plan_seconds,
+        "dbt_seconds": built.dbt_seconds,
+        "nodes": nodes,
+        "node_count": len([n for n in nodes if not n.startswith("sendtime-on-run")]),
+        "node_seconds": sum(nodes.values()),
+        "rows_changed": result.rows_changed,
+        "events_changed": built.rows.get("events_changed"),
+        "customers_touched": built.rows.get("customers_touched"),
+    }
 
 
 def _floor(settings: Settings) -> dict[str, float]:
@@ -152,11 +169,14 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     node_names = sorted({n for r in runs for n in r["nodes"]})
     nodes = {n: _median([r["nodes"].get(n, 0.0) for r in runs]) for n in node_names}
     return {
-        "seconds": _median([r["seconds"] for r in runs]), "cpu": _median([r["cpu"] for r in runs]),
+        "seconds": _median([r["seconds"] for r in runs]),
+        "cpu": _median([r["cpu"] for r in runs]),
         "all_seconds": [round(r["seconds"], 3) for r in runs],
         "phases": {p: _median([r["phases"].get(p, 0.0) for r in runs]) for p in phases},
-        "plan_seconds": _median([r["plan_seconds"] for r in runs]), "dbt_seconds": _median([r["dbt_seconds"] for r in runs]),
-        "node_seconds": _median([r["node_seconds"] for r in runs]), "node_count": _median([r["node_count"] for r in runs]),
+        "plan_seconds": _median([r["plan_seconds"] for r in runs]),
+        "dbt_seconds": _median([r["dbt_seconds"] for r in runs]),
+        "node_seconds": _median([r["node_seconds"] for r in runs]),
+        "node_count": _median([r["node_count"] for r in runs]),
         "plans": sorted({str(r["plan"]) for r in runs}),
         "slowest_nodes": dict(sorted(nodes.items(), key=lambda kv: -kv[1])[:8]),
         "events_changed": _median([r["events_changed"] or 0 for r in runs]),
@@ -179,8 +199,11 @@ def full_rebuild_vs_reference(settings: Settings) -> dict[str, Any]:
         con.execute("set TimeZone = 'UTC'")
         con.execute(script)
     reference_seconds = time.perf_counter() - started
-    return {"dbt_seconds": round(dbt_seconds, 1), "reference_seconds": round(reference_seconds, 1),
-            "ratio": round(dbt_seconds / reference_seconds, 2)}
+    return {
+        "dbt_seconds": round(dbt_seconds, 1),
+        "reference_seconds": round(reference_seconds, 1),
+        "ratio": round(dbt_seconds / reference_seconds, 2),
+    }
 
 
 def main() -> None:
@@ -197,8 +220,10 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     load_before = _load()
 
-    homes = {"small": prepare(args.workdir, args.small, "small", args.reuse_lakes),
-             "large": prepare(args.workdir, args.large, "large", args.reuse_lakes)}
+    homes = {
+        "small": prepare(args.workdir, args.small, "small", args.reuse_lakes),
+        "large": prepare(args.workdir, args.large, "large", args.reuse_lakes),
+    }
     tag = f"r{int(time.time())}-"
     files = [fresh_events(args.workdir, args.new, f"{tag}{i}") for i in range(args.rounds + 1)]
     # warm-up: this process parses the project, loads the seeds and views once per home
@@ -214,13 +239,24 @@ def main() -> None:
             cycles[label].append(_cycle(settings))
             floors[label].append(_floor(settings))
         loads.append(_load())
-        print(f"round {i + 1}: " + ", ".join(f"{label} cycle {cycles[label][-1]['seconds']:.2f}s "
-                                             f"floor {floors[label][-1]['seconds']:.2f}s" for label in homes), flush=True)
+        print(
+            f"round {i + 1}: "
+            + ", ".join(
+                f"{label} cycle {cycles[label][-1]['seconds']:.2f}s floor {floors[label][-1]['seconds']:.2f}s"
+                for label in homes
+            ),
+            flush=True,
+        )
     _cycle(homes["large"])  # after the floor's build: the cycle that reads and publishes what is left
     quiet = [_cycle(homes["large"]) for _ in range(args.rounds)]
 
-    out: dict[str, Any] = {"new_events": args.new, "small_events": args.small, "large_events": args.large,
-                           "load_before": load_before, "load_per_round": loads}
+    out: dict[str, Any] = {
+        "new_events": args.new,
+        "small_events": args.small,
+        "large_events": args.large,
+        "load_before": load_before,
+        "load_per_round": loads,
+    }
     for label in homes:
         out[label] = _summary(cycles[label])
         out[label]["floor_seconds"] = _median([f["seconds"] for f in floors[label]])
@@ -242,10 +278,14 @@ def main() -> None:
     print()
     print("| measure | result | baseline | ratio | target |")
     print("|---|---|---|---|---|")
-    print(f"| cycle with {args.new:,} new events, lake of {args.small:,} (wall / CPU) | {small['seconds']:.2f} s / "
-          f"{small['cpu']:.2f} s | one-model dbt build {small['floor_seconds']:.2f} s | {small['ratio_to_floor']:.2f} | <= 1.5 s |")
-    print(f"| the same, lake of {args.large:,} | {large['seconds']:.2f} s / {large['cpu']:.2f} s | lake of "
-          f"{args.small:,}: {small['seconds']:.2f} s | {out['large_vs_small']:.2f} | <= 2 |")
+    print(
+        f"| cycle with {args.new:,} new events, lake of {args.small:,} (wall / CPU) | {small['seconds']:.2f} s / "
+        f"{small['cpu']:.2f} s | one-model dbt build {small['floor_seconds']:.2f} s | {small['ratio_to_floor']:.2f} | <= 1.5 s |"
+    )
+    print(
+        f"| the same, lake of {args.large:,} | {large['seconds']:.2f} s / {large['cpu']:.2f} s | lake of "
+        f"{args.small:,}: {small['seconds']:.2f} s | {out['large_vs_small']:.2f} | <= 2 |"
+    )
     print(f"| cycle with no new data, lake of {args.large:,} | {q['seconds']:.3f} s | - | - | <= 0.3 s |")
     print(f"\nload average before {load_before}, per round {loads}, after {out['load_after']}")
 

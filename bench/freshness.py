@@ -17,6 +17,7 @@ Reports p50/p95/max of the probes' latencies, the reads' p50/p99 and errors, the
 plans, phase medians of those that ran dbt), the load average sampled every 10 s, and the
 scheduler's CPU while idle after the load stops (continuous mode must not poll).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,14 +48,25 @@ def free_port() -> int:
 
 
 def sendtime(home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "SENDTIME_HOME": str(home)}, check=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SENDTIME_HOME": str(home)},
+        check=True,
+    )
 
 
 def start(home: Path, *args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT,
-                            env={**os.environ, "SENDTIME_HOME": str(home)}, stdout=subprocess.DEVNULL,
-                            stderr=open(log, "wb"), start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "SENDTIME_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb"),
+        start_new_session=True,
+    )
 
 
 def load_home(home: Path, out: Path, customers: int, events: int) -> None:
@@ -83,9 +95,13 @@ def cpu_seconds(pid: int) -> float:
 def _stats(values: list[float], digits: int = 2) -> dict[str, Any]:
     if not values:
         return {"n": 0}
-    return {"n": len(values), "p50": round(statistics.median(values), digits),
-            "p95": round(percentile(values, 0.95), digits), "p99": round(percentile(values, 0.99), digits),
-            "max": round(max(values), digits)}
+    return {
+        "n": len(values),
+        "p50": round(statistics.median(values), digits),
+        "p95": round(percentile(values, 0.95), digits),
+        "p99": round(percentile(values, 0.99), digits),
+        "max": round(max(values), digits),
+    }
 
 
 def main() -> None:
@@ -106,8 +122,11 @@ def main() -> None:
         home.mkdir()
         load_home(home, Path(tmp) / "gen", args.customers, args.events)
         sendtime(home, "run")
-        key = json.loads(sendtime(home, "keys", "create", "--name", "bench", "--scopes", "profiles:read,events:write",
-                                  "--json").stdout)["key"]
+        key = json.loads(
+            sendtime(
+                home, "keys", "create", "--name", "bench", "--scopes", "profiles:read,events:write", "--json"
+            ).stdout
+        )["key"]
         port = free_port()
         server = start(home, "serve", "--port", str(port), "--workers", "2", log=Path(tmp) / "serve.log")
         scheduler = start(home, "schedule", "--every", args.every, log=Path(tmp) / "schedule.log")
@@ -160,10 +179,15 @@ def main() -> None:
                 events = []
                 for _ in range(batch):
                     n += 1
-                    events.append({"event_id": f"fresh-{run_tag}-{index}-{n}", "event_type": "product_view",
-                                   "occurred_at": int(time.time() * 1000) - 1000,
-                                   "customer_id": f"C{rng.randint(1, args.customers):07d}",
-                                   "product_id": f"P{rng.randint(1, 300):05d}"})
+                    events.append(
+                        {
+                            "event_id": f"fresh-{run_tag}-{index}-{n}",
+                            "event_type": "product_view",
+                            "occurred_at": int(time.time() * 1000) - 1000,
+                            "customer_id": f"C{rng.randint(1, args.customers):07d}",
+                            "product_id": f"P{rng.randint(1, 300):05d}",
+                        }
+                    )
                 probe = None
                 if index == 0 and n // batch % 5 == 0:  # every 0.5 s one probe replaces a background event
                     probe = f"PROBE-{run_tag}-{probes:05d}"
@@ -214,8 +238,10 @@ def main() -> None:
         loaders = list(threads)
         threads.append(threading.Thread(target=sampler, daemon=True))
         reader_threads = 4 if args.reads else 0
-        threads += [threading.Thread(target=reader, args=(args.reads / reader_threads,), daemon=True)
-                    for _ in range(reader_threads)]
+        threads += [
+            threading.Thread(target=reader, args=(args.reads / reader_threads,), daemon=True)
+            for _ in range(reader_threads)
+        ]
         for thread in threads:
             thread.start()
         give_up = load_end = None
@@ -224,9 +250,12 @@ def main() -> None:
                 pending = [p for p in sent if p not in seen]
             if pending:
                 try:
-                    resp = session.post(f"{base}/customers/batch",
-                                        json={"customer_ids": pending, "fields": ["customer_id"]},
-                                        headers=headers, timeout=30)
+                    resp = session.post(
+                        f"{base}/customers/batch",
+                        json={"customer_ids": pending, "fields": ["customer_id"]},
+                        headers=headers,
+                        timeout=30,
+                    )
                     now = time.monotonic()
                     if resp.status_code == 200:
                         for item in resp.json().get("found", []):
@@ -266,22 +295,34 @@ def main() -> None:
     window = [r for r in runs if (r.get("started_at") or "") >= window_start and r["status"] != "busy"]
     built = [r for r in window if r["status"] == "success" and "read" in (r.get("phases") or {})]
     out = {
-        "every": args.every, "rate_events_per_s": args.rate, "duration_s": args.duration,
+        "every": args.every,
+        "rate_events_per_s": args.rate,
+        "duration_s": args.duration,
         "lake": {"customers": args.customers, "events": args.events},
-        "events_posted": posted["events"], "events_per_s_achieved": round(posted["events"] / offered_seconds, 1),
-        "probes_sent": len(sent), "probes_seen": len(seen),
+        "events_posted": posted["events"],
+        "events_per_s_achieved": round(posted["events"] / offered_seconds, 1),
+        "probes_sent": len(sent),
+        "probes_seen": len(seen),
         "freshness_s": _stats(latencies),
-        "collector_post_s": _stats(posts, 3), "reads_per_s_target": args.reads, "read_s": _stats(reads, 4),
+        "collector_post_s": _stats(posts, 3),
+        "reads_per_s_target": args.reads,
+        "read_s": _stats(reads, 4),
         "errors": errors,
-        "cycles": len(window), "cycles_failed": sum(r["status"] not in ("success",) for r in window),
+        "cycles": len(window),
+        "cycles_failed": sum(r["status"] not in ("success",) for r in window),
         "failures": [f"{r['status']}: {(r.get('error') or '')[:300]}" for r in window if r["status"] != "success"][:5],
         "cycles_with_dbt": len(built),
         "cycle_seconds_p50": round(statistics.median(sum(r["phases"].values()) for r in built), 2) if built else None,
-        "phase_seconds_p50": {name: round(statistics.median(r["phases"].get(name, 0.0) for r in built), 3)
-                              for name in ("ingest_watermark", "transform", "read", "validate", "publish")}
-        if built else None,
+        "phase_seconds_p50": {
+            name: round(statistics.median(r["phases"].get(name, 0.0) for r in built), 3)
+            for name in ("ingest_watermark", "transform", "read", "validate", "publish")
+        }
+        if built
+        else None,
         "scheduler_idle_cpu_percent": round(100 * idle_cpu, 2),
-        "load_before": load_before, "load_during": loads, "load_after": load_after,
+        "load_before": load_before,
+        "load_during": loads,
+        "load_after": load_after,
     }
     text = json.dumps(out, indent=2)
     print(text)

@@ -28,6 +28,7 @@ schedule --every <every>` and `sendtime serve` (gunicorn, 2 workers).
 
 The scheduler interval is passed through as given: `--every 0s` once continuous scheduling lands.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,17 @@ sys.path.insert(0, str(ROOT / "tests"))
 EVENTS_TOPIC = "bench.fresh.events"
 CDC_CUSTOMERS = 50  # CRM customers whose first_name the CDC probes update, round robin
 POLL_SECONDS = 0.1
-SEGMENTS = ("to_debezium", "to_lake", "wait_for_cycle", "transform", "read", "validate", "publish",
-            "cycle_other", "to_seen")
+SEGMENTS = (
+    "to_debezium",
+    "to_lake",
+    "wait_for_cycle",
+    "transform",
+    "read",
+    "validate",
+    "publish",
+    "cycle_other",
+    "to_seen",
+)
 
 
 def uptime() -> str:
@@ -72,8 +82,12 @@ def percentile(values: list[float], q: float) -> float:
 def summary(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"n": 0, "p50": None, "p95": None, "max": None}
-    return {"n": len(values), "p50": round(statistics.median(values), 3), "p95": round(percentile(values, 0.95), 3),
-            "max": round(max(values), 3)}
+    return {
+        "n": len(values),
+        "p50": round(statistics.median(values), 3),
+        "p95": round(percentile(values, 0.95), 3),
+        "max": round(max(values), 3),
+    }
 
 
 def epoch(text: str | None) -> float | None:
@@ -101,10 +115,15 @@ class Processes:
         self.home, self.logs, self.procs = home, logs, {}
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - open while the process runs
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=log, start_new_session=True,
-                                env={**os.environ, "SENDTIME_HOME": str(self.home), **(env or {})})
+        log = open(self.logs / f"{name}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+            env={**os.environ, "SENDTIME_HOME": str(self.home), **(env or {})},
+        )
         self.procs[name] = proc
         return proc
 
@@ -121,8 +140,14 @@ class Processes:
 
 
 def sendtime(home: Path, *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "SENDTIME_HOME": str(home)}, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SENDTIME_HOME": str(home)},
+        check=True,
+    ).stdout
 
 
 def wait_api(base: str, timeout: float = 90) -> None:
@@ -152,8 +177,9 @@ class EventLoad(threading.Thread):
     def run(self) -> None:
         from confluent_kafka import Producer
 
-        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
-                             "queue.buffering.max.messages": 1_000_000})
+        producer = Producer(
+            {"bootstrap.servers": self.bootstrap, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000}
+        )
 
         def delivered(err: Any, _msg: Any) -> None:
             if err is not None:
@@ -167,9 +193,13 @@ class EventLoad(threading.Thread):
             due = int(elapsed * self.rate)
             while n < due:
                 n += 1
-                event = {"event_id": f"kf-{self.tag}-{n}", "event_type": rng.choice(("product_view", "page_view")),
-                         "occurred_at": int(time.time() * 1000) - 500,
-                         "customer_id": f"C{rng.randint(1, 500):07d}", "product_id": f"P{rng.randint(1, 40):05d}"}
+                event = {
+                    "event_id": f"kf-{self.tag}-{n}",
+                    "event_type": rng.choice(("product_view", "page_view")),
+                    "occurred_at": int(time.time() * 1000) - 500,
+                    "customer_id": f"C{rng.randint(1, 500):07d}",
+                    "product_id": f"P{rng.randint(1, 40):05d}",
+                }
                 probe = None
                 if elapsed >= next_probe:
                     probe = Probe("event", f"PROBE-{self.tag}-{len(self.probes):05d}", None, 0.0)
@@ -205,15 +235,17 @@ class CdcLoad(threading.Thread):
     def run(self) -> None:
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=self.pg.port, user="postgres", dbname="shop",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=self.pg.port, user="postgres", dbname="shop", autocommit=True
+        ) as conn:
             started = time.monotonic()
             i = 0
             while time.monotonic() - started < self.seconds:
                 key = f"KCDC{i % CDC_CUSTOMERS:04d}"
                 name = f"v{i:05d}"
-                conn.execute("UPDATE customers SET first_name = %s, updated_at = now() WHERE customer_id = %s",
-                             (name, key))
+                conn.execute(
+                    "UPDATE customers SET first_name = %s, updated_at = now() WHERE customer_id = %s", (name, key)
+                )
                 with self.lock:
                     self.probes.append(Probe("cdc", key, name, time.time()))
                 i += 1
@@ -234,9 +266,13 @@ def poll_visible(base: str, headers: dict[str, str], loads: list[Any], stop: thr
             if p.kind == "cdc":
                 newest[p.key] = p
         events = [p for p in pending if p.kind == "event"]
-        for chunk in (events[i:i + 1000] for i in range(0, len(events), 1000)):
-            resp = session.post(f"{base}/customers/batch", headers=headers, timeout=10,
-                                json={"customer_ids": [p.key for p in chunk], "fields": ["customer_id"]})
+        for chunk in (events[i : i + 1000] for i in range(0, len(events), 1000)):
+            resp = session.post(
+                f"{base}/customers/batch",
+                headers=headers,
+                timeout=10,
+                json={"customer_ids": [p.key for p in chunk], "fields": ["customer_id"]},
+            )
             now = time.time()
             if resp.status_code == 200:
                 found = {f.get("customer_id") for f in resp.json().get("found", [])}
@@ -244,8 +280,12 @@ def poll_visible(base: str, headers: dict[str, str], loads: list[Any], stop: thr
                     if p.key in found:
                         p.seen = now
         if newest:
-            resp = session.post(f"{base}/customers/batch", headers=headers, timeout=10,
-                                json={"customer_ids": list(newest), "fields": ["first_name"]})
+            resp = session.post(
+                f"{base}/customers/batch",
+                headers=headers,
+                timeout=10,
+                json={"customer_ids": list(newest), "fields": ["first_name"]},
+            )
             now = time.time()
             if resp.status_code == 200:
                 for f in resp.json().get("found", []):
@@ -262,13 +302,16 @@ def lake_batches(home: Path, probes: list[Probe]) -> dict[tuple[str, str | None]
     out: dict[tuple[str, str | None], dict[str, Any]] = {}
     con = duckdb.connect()
     try:
-        for source, where, cols in (("events", "customer_id like 'PROBE-%'", "customer_id, null, null"),
-                                    ("customers", "customer_id like 'KCDC%'", "customer_id, first_name, ts_ms")):
+        for source, where, cols in (
+            ("events", "customer_id like 'PROBE-%'", "customer_id, null, null"),
+            ("customers", "customer_id like 'KCDC%'", "customer_id, first_name, ts_ms"),
+        ):
             files = [str(f) for f in (home / "lake" / source).glob("ingest_date=*/*.parquet")]
             if not files:
                 continue
-            rows = con.execute(f"select {cols}, _batch_id from read_parquet($f, union_by_name = true) where {where}",
-                               {"f": files}).fetchall()
+            rows = con.execute(
+                f"select {cols}, _batch_id from read_parquet($f, union_by_name = true) where {where}", {"f": files}
+            ).fetchall()
             paths = {Path(f).stem: f for f in files}
             for key, name, ts_ms, batch_id in rows:
                 landed = os.stat(paths[batch_id]).st_mtime if batch_id in paths else None
@@ -284,10 +327,14 @@ def attribute(probes: list[Probe], home: Path) -> None:
     """Each seen probe's segments (see the module docstring)."""
     con = sqlite3.connect(home / "online.sqlite")
     try:
-        versions = [(epoch(p), c) for p, c in con.execute(
-            "select published_at, cycle_id from published_versions order by version")]
-        runs = {r[0]: (epoch(r[1]), json.loads(r[2] or "{}"))
-                for r in con.execute("select cycle_id, started_at, phases from runs")}
+        versions = [
+            (epoch(p), c)
+            for p, c in con.execute("select published_at, cycle_id from published_versions order by version")
+        ]
+        runs = {
+            r[0]: (epoch(r[1]), json.loads(r[2] or "{}"))
+            for r in con.execute("select cycle_id, started_at, phases from runs")
+        }
     finally:
         con.close()
     landed = lake_batches(home, probes)
@@ -311,8 +358,9 @@ def attribute(probes: list[Probe], home: Path) -> None:
         seg["wait_for_cycle"] = cycle_start - lake["landed"]
         for phase in ("transform", "read", "validate", "publish"):
             seg[phase] = float(phases.get(phase, 0.0))
-        seg["cycle_other"] = published_at - cycle_start - sum(seg[ph] for ph in ("transform", "read", "validate",
-                                                                                 "publish"))
+        seg["cycle_other"] = (
+            published_at - cycle_start - sum(seg[ph] for ph in ("transform", "read", "validate", "publish"))
+        )
         seg["to_seen"] = p.seen - published_at
 
 
@@ -362,21 +410,31 @@ def main() -> None:
         topics = f"events={EVENTS_TOPIC}"
         if not args.no_cdc:
             pg = Postgres(work / "postgres").start()
-            values = ",".join(f"('KCDC{i:04d}', 'kcdc{i}@example.com', 'v-init', 'GB', true)"
-                              for i in range(CDC_CUSTOMERS))
-            pg.psql("INSERT INTO customers (customer_id, email, first_name, country, marketing_consent) "
-                    f"VALUES {values};", database="shop")
+            values = ",".join(
+                f"('KCDC{i:04d}', 'kcdc{i}@example.com', 'v-init', 'GB', true)" for i in range(CDC_CUSTOMERS)
+            )
+            pg.psql(
+                f"INSERT INTO customers (customer_id, email, first_name, country, marketing_consent) VALUES {values};",
+                database="shop",
+            )
             connect = KafkaConnect(work / "connect", classpath, plugins, broker.bootstrap).start()
             config = json.loads((ROOT / "deploy" / "kafka" / "debezium-postgres-shop.json").read_text())["config"]
-            config.update({"database.hostname": "127.0.0.1", "database.port": str(pg.port),
-                           "database.password": "cdc-password", "database.sslmode": "disable",
-                           "topic.creation.default.replication.factor": "1"})
+            config.update(
+                {
+                    "database.hostname": "127.0.0.1",
+                    "database.port": str(pg.port),
+                    "database.password": "cdc-password",
+                    "database.sslmode": "disable",
+                    "topic.creation.default.replication.factor": "1",
+                }
+            )
             connect.create_connector("shop-postgres", config)
             topics += ",customers=shop.public.customers,orders=shop.public.orders,order_items=shop.public.order_items"
         load_sample(home, work / "gen", customers=args.customers, events=20_000)
         sendtime(home, "run")
-        key = json.loads(sendtime(home, "keys", "create", "--name", "bench", "--scopes", "profiles:read",
-                                  "--json"))["key"]
+        key = json.loads(sendtime(home, "keys", "create", "--name", "bench", "--scopes", "profiles:read", "--json"))[
+            "key"
+        ]
         port = free_port()
         procs.start("consume", "consume", "--bootstrap-servers", broker.bootstrap, "--topics", topics)
         procs.start("schedule", "schedule", "--every", args.every)
@@ -387,8 +445,12 @@ def main() -> None:
         if not args.no_cdc:  # the CRM snapshot must be served before the CDC probes start
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                found = requests.post(f"{base}/customers/batch", headers=headers, timeout=10, json={
-                    "customer_ids": [f"KCDC{i:04d}" for i in range(CDC_CUSTOMERS)], "fields": ["first_name"]})
+                found = requests.post(
+                    f"{base}/customers/batch",
+                    headers=headers,
+                    timeout=10,
+                    json={"customer_ids": [f"KCDC{i:04d}" for i in range(CDC_CUSTOMERS)], "fields": ["first_name"]},
+                )
                 if found.status_code == 200 and len(found.json()["found"]) == CDC_CUSTOMERS:
                     break
                 time.sleep(1)
@@ -431,11 +493,17 @@ def main() -> None:
     runs = report["runs"]
     done = [r for r in runs if r["status"] == "success" and r.get("phases")]
     out: dict[str, Any] = {
-        "load_before": load_before, "load_at_end_of_load": load_end, "every": args.every,
-        "rate_target": args.rate, "rate_achieved": round(events.produced / events.elapsed, 1) if events.elapsed else 0,
-        "seconds": args.seconds, "produce_errors": events.errors,
-        "consumer_lag_max": lag_max, "consumer_lag_p50": statistics.median(lag_samples) if lag_samples else None,
-        "cycles": len(runs), "cycles_failed": sum(r["status"] != "success" for r in runs),
+        "load_before": load_before,
+        "load_at_end_of_load": load_end,
+        "every": args.every,
+        "rate_target": args.rate,
+        "rate_achieved": round(events.produced / events.elapsed, 1) if events.elapsed else 0,
+        "seconds": args.seconds,
+        "produce_errors": events.errors,
+        "consumer_lag_max": lag_max,
+        "consumer_lag_p50": statistics.median(lag_samples) if lag_samples else None,
+        "cycles": len(runs),
+        "cycles_failed": sum(r["status"] != "success" for r in runs),
         "cycle_seconds": summary([sum(r["phases"].values()) for r in done]),
         "kafka_topics": report["kafka_topics"],
     }
@@ -444,9 +512,16 @@ def main() -> None:
         if not mine:
             continue
         seen = [p for p in mine if p.seen is not None]
-        out[kind] = {"probes": len(mine), "seen": len(seen), "latency": summary([p.seen - p.sent for p in seen]),
-                     "segments": {s: summary([p.segments[s] for p in seen if s in p.segments]) for s in SEGMENTS
-                                  if any(s in p.segments for p in seen)}}
+        out[kind] = {
+            "probes": len(mine),
+            "seen": len(seen),
+            "latency": summary([p.seen - p.sent for p in seen]),
+            "segments": {
+                s: summary([p.segments[s] for p in seen if s in p.segments])
+                for s in SEGMENTS
+                if any(s in p.segments for p in seen)
+            },
+        }
     text = json.dumps(out, indent=2)
     print(text)
     print(markdown(out))
@@ -466,10 +541,14 @@ def markdown(out: dict[str, Any]) -> str:
     for kind, label in (("event", "event produced -> API"), ("cdc", "CDC commit -> API")):
         if kind in out:
             lat = out[kind]["latency"]
-            lines.append(f"| {label} | {out[kind]['seen']}/{out[kind]['probes']} | {lat['p50']} | {lat['p95']} "
-                         f"| {lat['max']} |")
-    lines += ["", "| segment | " + " | ".join(f"{k} p50 / p95 / max" for k in ("event", "cdc") if k in out) + " |",
-              "|---|" + "---|" * sum(k in out for k in ("event", "cdc"))]
+            lines.append(
+                f"| {label} | {out[kind]['seen']}/{out[kind]['probes']} | {lat['p50']} | {lat['p95']} | {lat['max']} |"
+            )
+    lines += [
+        "",
+        "| segment | " + " | ".join(f"{k} p50 / p95 / max" for k in ("event", "cdc") if k in out) + " |",
+        "|---|" + "---|" * sum(k in out for k in ("event", "cdc")),
+    ]
     for seg in SEGMENTS:
         cells = []
         for kind in ("event", "cdc"):

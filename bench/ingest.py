@@ -14,6 +14,7 @@
    on it (target < 500 MB).
 Prints a Markdown table for docs/benchmarks.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,11 @@ def child(kind: str, source_format: str, paths: list[str], home: str) -> None:
 
         con = duckdb.connect(config={"threads": 1, "memory_limit": "256MB"})
         files = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-        reader = (f"read_json({files}, format='newline_delimited', ignore_errors=true)" if source_format == "jsonl"
-                  else f"read_csv({files}, all_varchar=true, ignore_errors=true)")
+        reader = (
+            f"read_json({files}, format='newline_delimited', ignore_errors=true)"
+            if source_format == "jsonl"
+            else f"read_csv({files}, all_varchar=true, ignore_errors=true)"
+        )
         target = Path(home) / "baseline.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
         con.execute(f"COPY (SELECT * FROM {reader}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
@@ -63,22 +67,41 @@ def gen_child(out: str, events: int, fmt: str) -> None:
 
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    files = generate(Path(out), customers=max(2000, events // 50), events=events, products=2000, seed=42, events_format=fmt)
+    files = generate(
+        Path(out), customers=max(2000, events // 50), events=events, products=2000, seed=42, events_format=fmt
+    )
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"paths": [str(p) for p in files["events"]], "seconds": time.perf_counter() - started,
-                      "peak_rss_mb": usage.ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "paths": [str(p) for p in files["events"]],
+                "seconds": time.perf_counter() - started,
+                "peak_rss_mb": usage.ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def run_child(kind: str, source_format: str, paths: list[Path], home: Path) -> dict:
     shutil.rmtree(home, ignore_errors=True)
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, source_format, str(home), *map(str, paths)],
-                          cwd=ROOT, capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", kind, source_format, str(home), *map(str, paths)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def gen(out: Path, events: int, fmt: str) -> tuple[list[Path], dict]:
-    proc = subprocess.run([sys.executable, __file__, "--gen", str(out), str(events), fmt],
-                          cwd=ROOT, capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--gen", str(out), str(events), fmt],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     return [Path(p) for p in result["paths"]], result
 
@@ -98,8 +121,11 @@ def main() -> None:
         ours = run_child("ingest", fmt, paths, work / "home")
         base = run_child("baseline", fmt, paths, work / "home-baseline")
         rows.append((fmt, size_mb, gen_seconds, ours, base))
-        print(f"{fmt}: generated {args.events:,} events ({size_mb:.0f} MB) in {gen_seconds:.1f}s; "
-              f"ingest {ours}; baseline {base}", file=sys.stderr)
+        print(
+            f"{fmt}: generated {args.events:,} events ({size_mb:.0f} MB) in {gen_seconds:.1f}s; "
+            f"ingest {ours}; baseline {base}",
+            file=sys.stderr,
+        )
 
     # ~1 GB JSONL: generated files concatenated into one
     per_event = rows[0][1] * 1e6 / rows[0][3]["received"]
@@ -115,21 +141,31 @@ def main() -> None:
     big_mb = big.stat().st_size / 1e6
     big_ours = run_child("ingest", "jsonl", [big], work / "home")
     big_base = run_child("baseline", "jsonl", [big], work / "home-baseline")
-    print(f"big: {big_events:,} events generated in {big_gen_seconds:.1f}s, {big_mb:.0f} MB; ingest {big_ours}; "
-          f"baseline {big_base}", file=sys.stderr)
+    print(
+        f"big: {big_events:,} events generated in {big_gen_seconds:.1f}s, {big_mb:.0f} MB; ingest {big_ours}; "
+        f"baseline {big_base}",
+        file=sys.stderr,
+    )
 
-    print("| input | records | MB | ingest wall s | ingest CPU s | records per CPU-s | ingest peak RSS MB "
-          "| baseline wall s | baseline CPU s | baseline peak RSS MB | CPU ratio ingest/baseline |")
+    print(
+        "| input | records | MB | ingest wall s | ingest CPU s | records per CPU-s | ingest peak RSS MB "
+        "| baseline wall s | baseline CPU s | baseline peak RSS MB | CPU ratio ingest/baseline |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, mb, ours, base in [(f"{args.events:,} events, {fmt}", size, o, b) for fmt, size, _, o, b in rows] + [
-            (f"{big_mb / 1000:.2f} GB JSONL, one file", big_mb, big_ours, big_base)]:
-        print(f"| {label} | {ours['received']:,} | {mb:.0f} | {ours['seconds']:.1f} | {ours['cpu_seconds']:.1f} "
-              f"| {ours['received'] / ours['cpu_seconds']:,.0f} | {ours['peak_rss_mb']:.0f} | {base['seconds']:.1f} "
-              f"| {base['cpu_seconds']:.1f} | {base['peak_rss_mb']:.0f} | {ours['cpu_seconds'] / base['cpu_seconds']:.1f} |")
+        (f"{big_mb / 1000:.2f} GB JSONL, one file", big_mb, big_ours, big_base)
+    ]:
+        print(
+            f"| {label} | {ours['received']:,} | {mb:.0f} | {ours['seconds']:.1f} | {ours['cpu_seconds']:.1f} "
+            f"| {ours['received'] / ours['cpu_seconds']:,.0f} | {ours['peak_rss_mb']:.0f} | {base['seconds']:.1f} "
+            f"| {base['cpu_seconds']:.1f} | {base['peak_rss_mb']:.0f} | {ours['cpu_seconds'] / base['cpu_seconds']:.1f} |"
+        )
     print()
-    print(f"Generator: {args.events:,} events (JSONL, plus CDC and catalog) in {rows[0][2]:.1f}s, CSV in {rows[1][2]:.1f}s; "
-          f"{big_events:,} events in {big_gen_seconds:.1f}s ({big_events / big_gen_seconds:,.0f} events/s, "
-          f"peak RSS {big_gen['peak_rss_mb']:.0f} MB).")
+    print(
+        f"Generator: {args.events:,} events (JSONL, plus CDC and catalog) in {rows[0][2]:.1f}s, CSV in {rows[1][2]:.1f}s; "
+        f"{big_events:,} events in {big_gen_seconds:.1f}s ({big_events / big_gen_seconds:,.0f} events/s, "
+        f"peak RSS {big_gen['peak_rss_mb']:.0f} MB)."
+    )
 
 
 if __name__ == "__main__":

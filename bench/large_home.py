@@ -6,6 +6,7 @@ publishes every profile to the home's SQLite store. Reused when an earlier run l
 
     .venv/bin/python -m bench.large_home [--events 10000000] [--workdir /tmp/sendtime-bench-recovery]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,11 @@ def published_home(workdir: Path = WORKDIR, events: int = EVENTS) -> Settings:
     started = time.perf_counter()
     result = run_cycle(settings, as_of=AS_OF)
     assert result.ok, result.error
-    print(f"[{label}] first publish: {result.rows_published:,} rows in {time.perf_counter() - started:.1f}s "
-          f"(phases {result.phases})", flush=True)
+    print(
+        f"[{label}] first publish: {result.rows_published:,} rows in {time.perf_counter() - started:.1f}s "
+        f"(phases {result.phases})",
+        flush=True,
+    )
     return settings
 
 

@@ -11,19 +11,21 @@ Tolerant by design: a missing file is skipped, an unknown layout still gets the 
   against the others; every list of numbers -> a line chart by position.
 The API and publish results also get their own side-by-side charts. Prints what it wrote.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_COLOR, OURS_COLOR = "#9c9c9c", "#4e79a7"
@@ -84,8 +86,11 @@ def ratio_plot(name: str, data: dict, out: Path) -> Path | None:
 def duration_plots(name: str, data: dict, out: Path) -> list[Path]:
     written = []
     for unit, suffixes in (("s", ("_s", "_seconds")), ("ms", ("_ms",))):
-        items = [(k, float(v)) for k, v in leaves(data)
-                 if k.rsplit(".", 1)[-1].endswith(suffixes) and _number(v) is not None and "ratio" not in k]
+        items = [
+            (k, float(v))
+            for k, v in leaves(data)
+            if k.rsplit(".", 1)[-1].endswith(suffixes) and _number(v) is not None and "ratio" not in k
+        ]
         if not items:
             continue
         fig, ax = _figure(len(items))
@@ -131,19 +136,27 @@ def api_plot(data: dict, out: Path) -> Path | None:
     if not get or _number(get.get("bare_rps")) is None or _number(get.get("api_rps")) is None:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    left.bar(["bare Flask\n(baseline)", "sendtime\nGET profile"], [get["bare_rps"], get["api_rps"]],
-             color=[BASELINE_COLOR, OURS_COLOR])
+    left.bar(
+        ["bare Flask\n(baseline)", "sendtime\nGET profile"],
+        [get["bare_rps"], get["api_rps"]],
+        color=[BASELINE_COLOR, OURS_COLOR],
+    )
     left.set_ylabel("requests / s")
     left.set_title(f"throughput, ratio {get.get('ratio', get['api_rps'] / get['bare_rps']):.2f}")
-    lat = [(label, get.get(key)) for label, key in (("GET p50", "api_p50_ms"), ("GET p99", "api_p99_ms"),
-                                                     ("bare p99", "bare_p99_ms"))]
+    lat = [
+        (label, get.get(key))
+        for label, key in (("GET p50", "api_p50_ms"), ("GET p99", "api_p99_ms"), ("bare p99", "bare_p99_ms"))
+    ]
     batch = data.get("batch_1000") if isinstance(data.get("batch_1000"), dict) else {}
     lat += [("batch 1000\np95", batch.get("p95_ms"))]
     during = data.get("during_publishes") if isinstance(data.get("during_publishes"), dict) else {}
     lat += [("GET p99\nduring\npublishes", during.get("p99_ms"))]
     lat = [(label, float(v)) for label, v in lat if _number(v) is not None]
-    right.bar([label for label, _ in lat], [v for _, v in lat],
-              color=[BASELINE_COLOR if label.startswith("bare") else OURS_COLOR for label, _ in lat])
+    right.bar(
+        [label for label, _ in lat],
+        [v for _, v in lat],
+        color=[BASELINE_COLOR if label.startswith("bare") else OURS_COLOR for label, _ in lat],
+    )
     right.set_ylabel("ms")
     right.set_title("latency")
     right.tick_params(axis="x", labelsize=7)
@@ -157,14 +170,22 @@ def publish_plot(data: dict, out: Path) -> Path | None:
     stores = {k: v for k, v in data.items() if isinstance(v, dict) and "baseline_bare_executemany_s" in v}
     if not stores:
         return None
-    measures = [("baseline_bare_executemany_s", "baseline: bare executemany"), ("publish_new_s", "publish (insert)"),
-                ("publish_update_s", "publish (update)")]
+    measures = [
+        ("baseline_bare_executemany_s", "baseline: bare executemany"),
+        ("publish_new_s", "publish (insert)"),
+        ("publish_update_s", "publish (update)"),
+    ]
     fig, ax = plt.subplots(figsize=(8, 3.6))
     width = 0.8 / len(measures)
     for i, (key, label) in enumerate(measures):
         values = [float(s.get(key) or 0) for s in stores.values()]
-        ax.bar([j + i * width for j in range(len(stores))], values, width, label=label,
-               color=BASELINE_COLOR if key.startswith("baseline") else None)
+        ax.bar(
+            [j + i * width for j in range(len(stores))],
+            values,
+            width,
+            label=label,
+            color=BASELINE_COLOR if key.startswith("baseline") else None,
+        )
     ax.set_xticks([j + width for j in range(len(stores))], list(stores))
     ax.set_ylabel("seconds")
     ax.legend(fontsize=8)
@@ -184,8 +205,10 @@ def scheduler_rss_plot(data: dict, out: Path) -> Path | None:
     ax.set_ylabel("scheduler RSS (MB)")
     ax.grid(alpha=0.3)
     growth = data.get("growth_last_vs_10th")
-    ax.set_title(f"bench/scheduler_rss.py: {len(series)} cycles every {data.get('every', '?')}"
-                 + (f", last / 10th = {growth}" if _number(growth) is not None else ""))
+    ax.set_title(
+        f"bench/scheduler_rss.py: {len(series)} cycles every {data.get('every', '?')}"
+        + (f", last / 10th = {growth}" if _number(growth) is not None else "")
+    )
     return _save(fig, out / "bench-scheduler-rss.png")
 
 
@@ -209,8 +232,10 @@ def freshness_plot(data: dict, out: Path) -> Path | None:
         right.legend(fontsize=7)
     for ax in (left, right):
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"bench/freshness.py: a cycle every {data.get('every', '?')}, "
-                 f"{data.get('rate_events_per_s', '?')} events/s, {data.get('probes_seen', '?')} probes")
+    fig.suptitle(
+        f"bench/freshness.py: a cycle every {data.get('every', '?')}, "
+        f"{data.get('rate_events_per_s', '?')} events/s, {data.get('probes_seen', '?')} probes"
+    )
     return _save(fig, out / "bench-freshness.png")
 
 

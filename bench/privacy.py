@@ -14,6 +14,7 @@
    --new events files in both (alternating, median of 3). Ratios encrypted / plaintext.
 Prints Markdown rows for docs/benchmarks.md, with the machine's load (`uptime`) before and after.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 from bench.pipeline import AS_OF, _customers_for, _products_for, fresh_events, prepare
+
 from pipeline import erasure
 from pipeline.config import load_settings
 from pipeline.cycle import run_cycle
@@ -42,16 +44,22 @@ def uptime() -> str:
 def cycle(settings) -> dict:
     result = run_cycle(settings, as_of=AS_OF)
     assert result.ok, result.error
-    return {"seconds": result.seconds, "erase": result.phases.get("erase", 0.0), "erasure": result.erasure or {},
-            "transform": result.phases.get("transform", 0.0)}
+    return {
+        "seconds": result.seconds,
+        "erase": result.phases.get("erase", 0.0),
+        "erasure": result.erasure or {},
+        "transform": result.phases.get("transform", 0.0),
+    }
 
 
 def heavy_customer(settings) -> str:
     import duckdb
 
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        return con.execute("select customer_id from int_events_attributed where customer_id is not null "
-                           "group by 1 order by count(*) desc limit 1").fetchall()[0][0]
+        return con.execute(
+            "select customer_id from int_events_attributed where customer_id is not null "
+            "group by 1 order by count(*) desc limit 1"
+        ).fetchall()[0][0]
 
 
 def light_file(workdir: Path, tag: str) -> tuple[Path, str]:
@@ -59,9 +67,20 @@ def light_file(workdir: Path, tag: str) -> tuple[Path, str]:
     customer = f"light-{tag}"
     path = workdir / f"light-{tag}.jsonl"
     with open(path, "w") as fh:
-        fh.writelines(json.dumps({"event_id": f"{tag}-light-{i}", "event_type": "product_view",
-                                 "occurred_at": f"2026-11-2{i % 5}T10:00:{i % 60:02d}Z", "customer_id": customer,
-                                 "anonymous_id": f"{customer}-device", "product_id": "P00001"}) + "\n" for i in range(50))
+        fh.writelines(
+            json.dumps(
+                {
+                    "event_id": f"{tag}-light-{i}",
+                    "event_type": "product_view",
+                    "occurred_at": f"2026-11-2{i % 5}T10:00:{i % 60:02d}Z",
+                    "customer_id": customer,
+                    "anonymous_id": f"{customer}-device",
+                    "product_id": "P00001",
+                }
+            )
+            + "\n"
+            for i in range(50)
+        )
     return path, customer
 
 
@@ -69,8 +88,11 @@ def erasure_bench(args) -> list[str]:
     settings, _ = prepare(args.workdir, args.events, "large", args.reuse)
     started = time.perf_counter()
     first = cycle(settings)
-    print(f"first cycle after the build (indexes the whole lake): {first['erase']:.1f}s of {first['seconds']:.1f}s "
-          f"({first['erasure'].get('indexed_files', 'n/a')} files)", flush=True)
+    print(
+        f"first cycle after the build (indexes the whole lake): {first['erase']:.1f}s of {first['seconds']:.1f}s "
+        f"({first['erasure'].get('indexed_files', 'n/a')} files)",
+        flush=True,
+    )
     first_total = time.perf_counter() - started
     stamp = str(int(time.time()))
     rows = []
@@ -96,14 +118,20 @@ def erasure_bench(args) -> list[str]:
         seconds = statistics.median(r["seconds"] for r in runs)
         erase = statistics.median(r["erase"] for r in runs)
         info = runs[len(runs) // 2]["erasure"]
-        print(f"{label}: {[round(r['seconds'], 2) for r in runs]} erase {[round(r['erase'], 2) for r in runs]} {info}",
-              flush=True)
-        rows.append(f"| cycle with {args.new:,} new events + erasing one {label} customer, lake of {args.events:,} "
-                    f"| {seconds:.2f} s (erase phase {erase:.2f} s; {info.get('files_read')} files read, "
-                    f"{info.get('files_rewritten')} rewritten, {info.get('records_erased')} records erased, "
-                    f"{info.get('records_moved')} moved) | {median:.2f} s | {seconds / median:.2f} |")
-    rows.append(f"| first cycle of an existing lake of {args.events:,} (indexes every file once) "
-                f"| {first['erase']:.1f} s index of {first_total:.1f} s | - | - |")
+        print(
+            f"{label}: {[round(r['seconds'], 2) for r in runs]} erase {[round(r['erase'], 2) for r in runs]} {info}",
+            flush=True,
+        )
+        rows.append(
+            f"| cycle with {args.new:,} new events + erasing one {label} customer, lake of {args.events:,} "
+            f"| {seconds:.2f} s (erase phase {erase:.2f} s; {info.get('files_read')} files read, "
+            f"{info.get('files_rewritten')} rewritten, {info.get('records_erased')} records erased, "
+            f"{info.get('records_moved')} moved) | {median:.2f} s | {seconds / median:.2f} |"
+        )
+    rows.append(
+        f"| first cycle of an existing lake of {args.events:,} (indexes every file once) "
+        f"| {first['erase']:.1f} s index of {first_total:.1f} s | - | - |"
+    )
     return rows
 
 
@@ -118,10 +146,17 @@ def encryption_bench(args) -> list[str]:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     key = _key(root / "sendtime.key")
-    homes = {"plain": load_settings(root / "plain", environ={}),
-             "encrypted": load_settings(root / "encrypted", environ={"SENDTIME_ENCRYPTION_KEY_FILE": str(key)})}
-    files = generate(root / "data", customers=_customers_for(args.enc_events), events=args.enc_events,
-                     products=_products_for(args.enc_events), seed=3)
+    homes = {
+        "plain": load_settings(root / "plain", environ={}),
+        "encrypted": load_settings(root / "encrypted", environ={"SENDTIME_ENCRYPTION_KEY_FILE": str(key)}),
+    }
+    files = generate(
+        root / "data",
+        customers=_customers_for(args.enc_events),
+        events=args.enc_events,
+        products=_products_for(args.enc_events),
+        seed=3,
+    )
     for settings in homes.values():
         for source in ("products", "customers", "orders", "order_items"):
             for path in files[source]:
@@ -141,7 +176,9 @@ def encryption_bench(args) -> list[str]:
     cycle_times: dict[str, list[float]] = {label: [] for label in homes}
     stamp = str(int(time.time()))
     for i in range(3):
-        new = fresh_events(root, args.new, _customers_for(args.enc_events), _products_for(args.enc_events), f"e{stamp}-{i}")
+        new = fresh_events(
+            root, args.new, _customers_for(args.enc_events), _products_for(args.enc_events), f"e{stamp}-{i}"
+        )
         for label, settings in homes.items():
             ingest_files(settings, "events", [new])
             cycle_times[label].append(cycle(settings)["seconds"])

@@ -9,6 +9,7 @@ driver executemany of the same already-serialized profile and recommendation row
 tables (plain INSERT: no upsert, no serialization, no version row). Also: a second publish where every row conflicts (the update path), and the
 cost of reading the changes (bodies built by DuckDB) and of validating them (GX), for context.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from pipeline import publish, store  # noqa: E402
 from test_publish_marts import DDL  # noqa: E402
+
+from pipeline import publish, store  # noqa: E402
 
 AS_OF = datetime(2026, 11, 1, 12, 0, 0)
 
@@ -73,12 +75,23 @@ def baseline(engine, profile_rows: list[dict], rec_rows: list[dict]) -> float:
     tables through the driver's executemany, one transaction (no upsert, no serialization)."""
     meta = MetaData()
     suffix = secrets.token_hex(3)
-    profiles = Table("bench_profiles_" + suffix, meta,
-                     Column("customer_id", String(255), primary_key=True), Column("email_hash", String(64)),
-                     Column("body", Text), Column("etag", String(64)), Column("cycle_id", String(64)),
-                     Column("version", Integer))
-    recs = Table("bench_recs_" + suffix, meta, Column("customer_id", String(255), primary_key=True),
-                 Column("body", Text), Column("cycle_id", String(64)))
+    profiles = Table(
+        "bench_profiles_" + suffix,
+        meta,
+        Column("customer_id", String(255), primary_key=True),
+        Column("email_hash", String(64)),
+        Column("body", Text),
+        Column("etag", String(64)),
+        Column("cycle_id", String(64)),
+        Column("version", Integer),
+    )
+    recs = Table(
+        "bench_recs_" + suffix,
+        meta,
+        Column("customer_id", String(255), primary_key=True),
+        Column("body", Text),
+        Column("cycle_id", String(64)),
+    )
     meta.create_all(engine)
     started = time.perf_counter()
     with engine.begin() as conn:
@@ -158,7 +171,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profiles", type=int, default=100_000)
     parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here (bench/plots.py reads bench/out/)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the JSON here (bench/plots.py reads bench/out/)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = Path(tmp) / "warehouse.duckdb"

@@ -11,6 +11,7 @@ popularity baseline (docs/benchmarks.md, "Recommendations quality").
    10 most popular in-stock products they never ordered (the same popularity the fallback uses).
 Prints a Markdown table for docs/benchmarks.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -127,8 +128,9 @@ def main() -> None:
     train.home.mkdir(parents=True)
 
     started = time.perf_counter()
-    files = generate(args.workdir / "data", customers=args.customers, events=args.events,
-                     products=args.products, seed=21)
+    files = generate(
+        args.workdir / "data", customers=args.customers, events=args.events, products=args.products, seed=21
+    )
     for source in ("products", "customers", "orders", "order_items", "events"):
         for path in files[source]:
             ingest_files(full, source, [path])
@@ -141,9 +143,11 @@ def main() -> None:
     scores = evaluate(con, train)
     seconds = time.perf_counter() - started
 
-    print(f"\n{args.customers:,} customers, {args.events:,} events, {args.products:,} products "
-          f"({seconds:.0f} s); {scores['customers']:,} customers with a held-out purchase, "
-          f"{scores['avg_recommended']:.1f} recommendations each on average\n")
+    print(
+        f"\n{args.customers:,} customers, {args.events:,} events, {args.products:,} products "
+        f"({seconds:.0f} s); {scores['customers']:,} customers with a held-out purchase, "
+        f"{scores['avg_recommended']:.1f} recommendations each on average\n"
+    )
     print("| recommender | hit rate@10 on the held-out last purchase |")
     print("|---|---|")
     print(f"| sendtime (associations + category fallback) | {scores['model']:.3f} |")

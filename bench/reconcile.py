@@ -11,6 +11,7 @@ recommendation rows, 5,000 products), alternating, `--rounds` times:
 The store comparison (every published row, field for field by checksum) against the baseline is
 the ratio of issue 14 (target: <= 2, and reconcile of 200k profiles <= 10 s). Prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,18 +58,25 @@ def main() -> None:
         lakes.append(report.timings.get("lake", 0.0))
         seconds, rows = read_both_once(settings)
         bases.append(seconds)
-        print(f"reconcile {report.seconds:.2f}s {report.timings}; read once {seconds:.2f}s ({rows:,} rows); "
-              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"reconcile {report.seconds:.2f}s {report.timings}; read once {seconds:.2f}s ({rows:,} rows); "
+            f"load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
     med = statistics.median
     checked = first.checked
-    print(f"\nload average {os.getloadavg()}; profiles compared {checked['store.profiles']:,}, recommendation lists "
-          f"{checked['store.recommendations']:,}, products {checked['store.products']:,}, "
-          f"lake events {checked.get('lake.events', 0):,}")
+    print(
+        f"\nload average {os.getloadavg()}; profiles compared {checked['store.profiles']:,}, recommendation lists "
+        f"{checked['store.recommendations']:,}, products {checked['store.products']:,}, "
+        f"lake events {checked.get('lake.events', 0):,}"
+    )
     print("\n| measure | reconcile | baseline: read both once | ratio | target |")
     print("|---|---|---|---|---|")
-    print(f"| warehouse vs store, every published row (median of {args.rounds}) | {med(stores):.2f} s "
-          f"({min(stores):.2f}-{max(stores):.2f}) | {med(bases):.2f} s ({min(bases):.2f}-{max(bases):.2f}) "
-          f"| {med(stores) / med(bases):.2f} | <= 2, <= 10 s |")
+    print(
+        f"| warehouse vs store, every published row (median of {args.rounds}) | {med(stores):.2f} s "
+        f"({min(stores):.2f}-{max(stores):.2f}) | {med(bases):.2f} s ({min(bases):.2f}-{max(bases):.2f}) "
+        f"| {med(stores) / med(bases):.2f} | <= 2, <= 10 s |"
+    )
     print(f"| whole reconcile (lake of 10M events, warehouse, store) | {med(totals):.2f} s | - | - | - |")
     print(f"| of which lake vs warehouse | {med(lakes):.2f} s | - | - | - |")
 

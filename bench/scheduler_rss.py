@@ -8,6 +8,7 @@ publish real changes, not only no-ops) and samples the scheduler's VmRSS from /p
 finished cycle. Baseline for "flat": the RSS after the 10th cycle (GX, dbt and DuckDB are all
 imported and warm by then) against the RSS after the last one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from test_cycle import load_sample  # noqa: E402
+
 from pipeline import store  # noqa: E402
 from pipeline.config import load_settings  # noqa: E402
 from pipeline.ingest import ingest_files  # noqa: E402
-from test_cycle import load_sample  # noqa: E402
 
 
 def status_kb(pid: int, field: str) -> int:
@@ -40,7 +42,11 @@ def status_kb(pid: int, field: str) -> int:
 def finished_runs(settings) -> list[dict]:
     engine = store.engine_for(settings)
     try:
-        return [r for r in store.recent_runs(engine, 100_000) if r["status"] != "running"] if store.has_schema(engine) else []
+        return (
+            [r for r in store.recent_runs(engine, 100_000) if r["status"] != "running"]
+            if store.has_schema(engine)
+            else []
+        )
     finally:
         engine.dispose()
 
@@ -56,9 +62,14 @@ def main() -> None:
         home.mkdir()
         settings = load_settings(home, environ={})
         load_sample(home, Path(tmp) / "gen", customers=300, events=5000)
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "schedule", "--every", args.every], cwd=ROOT,
-                                env={**os.environ, "SENDTIME_HOME": str(home)}, stdout=subprocess.DEVNULL,
-                                stderr=open(Path(tmp) / "schedule.log", "wb"), start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "schedule", "--every", args.every],
+            cwd=ROOT,
+            env={**os.environ, "SENDTIME_HOME": str(home)},
+            stdout=subprocess.DEVNULL,
+            stderr=open(Path(tmp) / "schedule.log", "wb"),
+            start_new_session=True,
+        )
         samples: list[dict] = []
         seen = 0
         n = 0
@@ -70,17 +81,33 @@ def main() -> None:
                 if time.monotonic() - last_ingest > 2:
                     n += 1
                     path = Path(tmp) / f"more-{n}.jsonl"
-                    path.write_text("".join(json.dumps({
-                        "event_id": f"rss-{n}-{i}", "event_type": "product_view", "occurred_at": "2026-11-24T10:00:00Z",
-                        "customer_id": f"C{(n * 7 + i) % 300 + 1:07d}", "product_id": f"P{i % 40 + 1:05d}"}) + "\n"
-                        for i in range(50)))
+                    path.write_text(
+                        "".join(
+                            json.dumps(
+                                {
+                                    "event_id": f"rss-{n}-{i}",
+                                    "event_type": "product_view",
+                                    "occurred_at": "2026-11-24T10:00:00Z",
+                                    "customer_id": f"C{(n * 7 + i) % 300 + 1:07d}",
+                                    "product_id": f"P{i % 40 + 1:05d}",
+                                }
+                            )
+                            + "\n"
+                            for i in range(50)
+                        )
+                    )
                     ingest_files(settings, "events", [path])
                     last_ingest = time.monotonic()
                 runs = finished_runs(settings)
                 if len(runs) > seen:
                     seen = len(runs)
-                    samples.append({"cycle": seen, "rss_mb": round(status_kb(proc.pid, "VmRSS") / 1024, 1),
-                                    "hwm_mb": round(status_kb(proc.pid, "VmHWM") / 1024, 1)})
+                    samples.append(
+                        {
+                            "cycle": seen,
+                            "rss_mb": round(status_kb(proc.pid, "VmRSS") / 1024, 1),
+                            "hwm_mb": round(status_kb(proc.pid, "VmHWM") / 1024, 1),
+                        }
+                    )
                 time.sleep(0.2)
             runs = finished_runs(settings)
         finally:
@@ -89,10 +116,14 @@ def main() -> None:
     by_cycle = {s["cycle"]: s for s in samples}
     tenth = next(s for s in samples if s["cycle"] >= 10)
     out = {
-        "cycles": seen, "every": args.every, "wall_s": round(time.monotonic() - started, 1),
+        "cycles": seen,
+        "every": args.every,
+        "wall_s": round(time.monotonic() - started, 1),
         "cycles_success": sum(r["status"] == "success" for r in runs),
         "cycles_with_new_version": sum(1 for r in runs if (r.get("rows_published") or 0) > 0),
-        "rss_first_mb": samples[0]["rss_mb"], "rss_after_10_mb": tenth["rss_mb"], "rss_last_mb": samples[-1]["rss_mb"],
+        "rss_first_mb": samples[0]["rss_mb"],
+        "rss_after_10_mb": tenth["rss_mb"],
+        "rss_last_mb": samples[-1]["rss_mb"],
         "peak_rss_mb": samples[-1]["hwm_mb"],
         "growth_last_vs_10th": round(samples[-1]["rss_mb"] / tenth["rss_mb"], 3),
         "exit_code_after_sigterm": code,

@@ -17,6 +17,7 @@
    by the customer's training history size (0, 1-5, 6+ opens and clicks). Target: >= 1.5x the
    global hour and above the recent hour.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,7 +79,7 @@ def hold_out(settings) -> tuple[dict[str, list[tuple[datetime, str]]], set[str]]
     held: set[str] = set()
     for events in by_customer.values():
         count = math.ceil(HELD_OUT_SHARE * len(events))
-        held.update(event_id for _, event_id in events[len(events) - count:])
+        held.update(event_id for _, event_id in events[len(events) - count :])
     return by_customer, held
 
 
@@ -90,16 +91,23 @@ def write_training_lake(source, target, held: set[str]) -> None:
     for path in sorted(source.lake_dir.glob("*/ingest_date=*/*.parquet")):
         out = target.lake_dir / path.relative_to(source.lake_dir)
         out.parent.mkdir(parents=True, exist_ok=True)
-        where = f"{CLEAN_ID} is null or {CLEAN_ID} not in (select event_id from held)" \
-            if path.parent.parent.name == "events" else "true"
+        where = (
+            f"{CLEAN_ID} is null or {CLEAN_ID} not in (select event_id from held)"
+            if path.parent.parent.name == "events"
+            else "true"
+        )
         con.execute(f"copy (select * from read_parquet('{path}') where {where}) to '{out}' (format parquet)")
     con.close()
 
 
 def evaluate(settings, by_customer: dict[str, list[tuple[datetime, str]]], held: set[str]) -> dict[str, Score]:
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        profiles = {cid: (tz, hour) for cid, tz, hour in con.execute(
-            "select customer_id, timezone, best_send_hour from customer_profiles").fetchall()}
+        profiles = {
+            cid: (tz, hour)
+            for cid, tz, hour in con.execute(
+                "select customer_id, timezone, best_send_hour from customer_profiles"
+            ).fetchall()
+        }
     training: dict[str, list[int]] = {}  # customer -> local hours of their training engagements, in time order
     testing: dict[str, list[int]] = {}
     for customer_id, events in by_customer.items():
@@ -115,8 +123,11 @@ def evaluate(settings, by_customer: dict[str, list[tuple[datetime, str]]], held:
         if not hours:
             continue
         history = len(training[customer_id])
-        predictions = {"best_send_hour": profiles[customer_id][1], "global_hour": global_hour,
-                       "recent_hour": training[customer_id][-1] if history else global_hour}
+        predictions = {
+            "best_send_hour": profiles[customer_id][1],
+            "global_hour": global_hour,
+            "recent_hour": training[customer_id][-1] if history else global_hour,
+        }
         bucket = next(name for name, low, high in BUCKETS if low <= history <= high)
         for name in ("all", bucket):
             score = scores[name]
@@ -129,14 +140,20 @@ def evaluate(settings, by_customer: dict[str, list[tuple[datetime, str]]], held:
 
 
 def table(scores: dict[str, Score]) -> str:
-    lines = [("| history (training opens + clicks) | customers | held-out engagements | best_send_hour | "
-              "global hour | recent hour | best / global | best / recent |"),
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| history (training opens + clicks) | customers | held-out engagements | best_send_hour | "
+            "global hour | recent hour | best / global | best / recent |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in (*[b[0] for b in BUCKETS], "all"):
         s = scores[name]
         best, glob, recent = (s.rate(k) for k in ("best_send_hour", "global_hour", "recent_hour"))
-        lines.append(f"| {name} | {s.customers:,} | {s.held_out:,} | {best:.3f} | {glob:.3f} | {recent:.3f} | "
-                     f"{best / glob:.2f}x | {best / recent:.2f}x |")
+        lines.append(
+            f"| {name} | {s.customers:,} | {s.held_out:,} | {best:.3f} | {glob:.3f} | {recent:.3f} | "
+            f"{best / glob:.2f}x | {best / recent:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -156,8 +173,9 @@ def main() -> None:
     train.home.mkdir(parents=True)
 
     started = time.perf_counter()
-    files = generate(args.workdir / "data", customers=args.customers, events=args.events,
-                     products=args.products, seed=args.seed)
+    files = generate(
+        args.workdir / "data", customers=args.customers, events=args.events, products=args.products, seed=args.seed
+    )
     for source in ("products", "customers", "orders", "order_items", "events"):
         ingest_files(full, source, files[source])
     result = build(full, as_of=GENERATOR_END, cycle_id=new_cycle_id())
@@ -173,8 +191,10 @@ def main() -> None:
         print(json.dumps({name: asdict(score) for name, score in scores.items()}, indent=2))
         return
     glob = scores["all"].hits["global_hour_value"]
-    print(f"\n{args.customers:,} customers, {args.events:,} events, seed {args.seed} ({seconds:.0f} s); "
-          f"{len(held):,} held-out opens and clicks; global hour {glob}:00 local\n")
+    print(
+        f"\n{args.customers:,} customers, {args.events:,} events, seed {args.seed} ({seconds:.0f} s); "
+        f"{len(held):,} held-out opens and clicks; global hour {glob}:00 local\n"
+    )
     print(table(scores))
 
 

@@ -14,6 +14,7 @@ side (docs/benchmarks.md, "Send-time cost").
    included, once per process; the medians count the builds after it).
 Prints the median seconds and the ratio engagement / base, with the machine's load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench.pipeline import fresh_events
+
 from pipeline.config import load_settings
 from pipeline.generate import GENERATOR_END, generate
 from pipeline.ingest import ingest_files
@@ -58,8 +60,14 @@ class Project:
     def __init__(self, name: str, tree: Path, home: Path) -> None:
         self.name, self.tree, self.home = name, tree, home
         env = {**os.environ, "PYTHONPATH": str(tree), "SENDTIME_PROJECT_DIR": str(tree)}
-        self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(home)], cwd=tree, env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(home)],
+            cwd=tree,
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
 
     def build(self, kind: str, as_of) -> float:
         self.proc.stdin.write(f"{kind} {as_of.isoformat()}\n")
@@ -88,8 +96,12 @@ def main() -> None:
     parser.add_argument("--base", default=None, help="git ref of the baseline project (default: merge base with main)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/sendtime-bench-send-time-cost"))
     args = parser.parse_args()
-    base_ref = args.base or subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, check=True,
-                                           capture_output=True, text=True).stdout.strip()
+    base_ref = (
+        args.base
+        or subprocess.run(
+            ["git", "merge-base", "HEAD", "main"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     base_tree = export(base_ref, args.workdir / "base-project")
@@ -128,13 +140,18 @@ def main() -> None:
         for project in projects:
             project.close()
     load = os.getloadavg()
-    print(f"\n{args.events:,} events, {customers:,} customers; {args.cycles} cycles of {args.new:,} new events, "
-          f"each followed by a cycle with nothing new (as_of +1 day); base {base_ref[:8]}; "
-          f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n")
+    print(
+        f"\n{args.events:,} events, {customers:,} customers; {args.cycles} cycles of {args.new:,} new events, "
+        f"each followed by a cycle with nothing new (as_of +1 day); base {base_ref[:8]}; "
+        f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n"
+    )
     print("| build | base (s) | engagement (s) | engagement / base |")
     print("|---|---|---|---|")
-    for kind, label in (("full", "full rebuild"), ("cycle", f"cycle after {args.new:,} new events (median)"),
-                        ("quiet", "cycle with nothing new (median)")):
+    for kind, label in (
+        ("full", "full rebuild"),
+        ("cycle", f"cycle after {args.new:,} new events (median)"),
+        ("quiet", "cycle with nothing new (median)"),
+    ):
         base, mine = statistics.median(timings["base"][kind]), statistics.median(timings["engagement"][kind])
         print(f"| {label} | {base:.2f} | {mine:.2f} | {mine / base:.2f}x |")
 

@@ -18,6 +18,7 @@ Medians over the rounds, in milliseconds of wall time, plus the CPU time (user +
 `process` and `sendtime runs` children, steadier than wall time on a shared machine; prints
 Markdown tables for docs/benchmarks.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,11 +94,13 @@ def main() -> None:
             got.setdefault("process", []).append(seconds)
             for key in ("import", "first_load"):
                 got.setdefault(key, []).append(child[key])
-            got.setdefault("load", []).append(json.loads(_wall([sys.executable, "-c", CHILD, str(home), "200"], env,
-                                                                 work)[1])["load"])
+            got.setdefault("load", []).append(
+                json.loads(_wall([sys.executable, "-c", CHILD, str(home), "200"], env, work)[1])["load"]
+            )
             runs_env = {**env, "SENDTIME_HOME": str(empty)}
             got.setdefault("sendtime runs", []).append(
-                _wall([sys.executable, "-m", "pipeline.cli", "runs"], runs_env, work, f"{label}|sendtime runs")[0])
+                _wall([sys.executable, "-m", "pipeline.cli", "runs"], runs_env, work, f"{label}|sendtime runs")[0]
+            )
     keys = ["python -c pass", "process", "import", "first_load", "load", "sendtime runs"]
     print("| tree | " + " | ".join(keys) + " |")
     print("|---|" + "---:|" * len(keys))

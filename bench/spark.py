@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/spark.py [--nodes 8] [--runs 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,11 +45,25 @@ def _run(home: Path, project: Path, target: str, materialized: str) -> list[floa
     from dbt.cli.main import dbtRunner
 
     os.environ.update({"SENDTIME_HOME": str(home), "SENDTIME_SPARK_SCHEMA": "bench", "DO_NOT_TRACK": "1"})
-    result = dbtRunner().invoke([
-        "run", "--project-dir", str(project), "--profiles-dir", str(ROOT), "--target", target,
-        "--target-path", str(home / f"target-{target}"), "--log-path", str(home / "logs"), "--log-level", "none",
-        "--vars", json.dumps({"materialized": materialized}),
-    ])
+    result = dbtRunner().invoke(
+        [
+            "run",
+            "--project-dir",
+            str(project),
+            "--profiles-dir",
+            str(ROOT),
+            "--target",
+            target,
+            "--target-path",
+            str(home / f"target-{target}"),
+            "--log-path",
+            str(home / "logs"),
+            "--log-level",
+            "none",
+            "--vars",
+            json.dumps({"materialized": materialized}),
+        ]
+    )
     assert result.success, result.exception
     return [float(r.execution_time) for r in result.result.results]
 
@@ -66,7 +81,8 @@ def main() -> None:
     (project / "dbt_project.yml").write_text(PROJECT)
     for i in range(args.nodes):
         (project / "models" / f"trivial_{i}.sql").write_text(
-            "{{ config(materialized=var('materialized')) }}\nselect " + str(i) + " as x\n")
+            "{{ config(materialized=var('materialized')) }}\nselect " + str(i) + " as x\n"
+        )
 
     from pipeline import spark_session
 

@@ -25,6 +25,7 @@ home or a PostgreSQL database that is not empty, copies the files back, loads th
 the AFTER_RESTORE steps (the extension point for state that must be re-applied after a restore,
 such as erasure requests made after the backup: docs/recovery.md).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -105,16 +106,24 @@ class Manifest:
         by_how: dict[str, list[int]] = {}
         for f in self.files:
             by_how.setdefault(f.how, []).append(f.size)
-        return {"created_at": self.created_at, "store": self.store, "lock_seconds": round(self.lock_seconds, 3),
-                "seconds": round(self.seconds, 3), "files": len(self.files), "bytes": self.bytes,
-                "by_how": {k: {"files": len(v), "bytes": sum(v)} for k, v in sorted(by_how.items())}}
+        return {
+            "created_at": self.created_at,
+            "store": self.store,
+            "lock_seconds": round(self.lock_seconds, 3),
+            "seconds": round(self.seconds, 3),
+            "files": len(self.files),
+            "bytes": self.bytes,
+            "by_how": {k: {"files": len(v), "bytes": sum(v)} for k, v in sorted(by_how.items())},
+        }
 
     def summary_text(self) -> str:
         s = self.summary()
         parts = ", ".join(f"{v['files']} {k} ({v['bytes']} bytes)" for k, v in s["by_how"].items())
-        return (f"backup of {self.home} at {self.created_at}: published version {self.store.get('published_version')}, "
-                f"{s['files']} files, {s['bytes']} bytes ({parts}); store {self.store['kind']}; cycle lock held "
-                f"{s['lock_seconds']:.2f}s, {s['seconds']:.2f}s in all")
+        return (
+            f"backup of {self.home} at {self.created_at}: published version {self.store.get('published_version')}, "
+            f"{s['files']} files, {s['bytes']} bytes ({parts}); store {self.store['kind']}; cycle lock held "
+            f"{s['lock_seconds']:.2f}s, {s['seconds']:.2f}s in all"
+        )
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "files": [asdict(f) for f in self.files]}, indent=1)
@@ -132,6 +141,7 @@ class Manifest:
 
 
 # ------------------------------------------------------------------------------ files
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -194,6 +204,7 @@ def _locked_names(settings: Settings) -> list[str]:
 
 # ------------------------------------------------------------------------------ stores
 
+
 def _is_sqlite(settings: Settings) -> bool:
     return settings.store_url.startswith("sqlite")
 
@@ -249,9 +260,21 @@ class _PgSnapshot:
 
 def _pg_dump(url: str, snapshot: str, target: Path) -> None:
     conninfo, env = _libpq(url)
-    proc = subprocess.run([_pg_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
-                           f"--snapshot={snapshot}", f"--file={target}", f"--dbname={conninfo}"],
-                          env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            _pg_tool("pg_dump"),
+            "--format=custom",
+            "--no-owner",
+            "--no-privileges",
+            f"--snapshot={snapshot}",
+            f"--file={target}",
+            f"--dbname={conninfo}",
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise BackupError(f"pg_dump failed: {_last_line(proc)}")
 
@@ -263,11 +286,14 @@ def _last_line(proc: subprocess.CompletedProcess) -> str:
 
 def _published(engine: Any) -> dict[str, Any]:
     version = store.current_version(engine) if store.has_schema(engine) else None
-    return {"published_version": version["version"] if version else None,
-            "published_cycle_id": version["cycle_id"] if version else None}
+    return {
+        "published_version": version["version"] if version else None,
+        "published_cycle_id": version["cycle_id"] if version else None,
+    }
 
 
 # ------------------------------------------------------------------------------ backup
+
 
 def _empty_target(out: Path, home: Path) -> None:
     out = out.absolute()
@@ -320,8 +346,9 @@ def backup(settings: Settings, directory: Path, *, lock_wait: float = LOCK_WAIT_
             snapshot.close()
     store_file = manifest.store.get("file")
     if store_file:
-        manifest.files.append(FileEntry(store_file, (out / store_file).stat().st_size, _sha256(out / store_file),
-                                        "store"))
+        manifest.files.append(
+            FileEntry(store_file, (out / store_file).stat().st_size, _sha256(out / store_file), "store")
+        )
     present = [name for name in sorted(APPEND_ONLY) if (home / name).is_dir()]
     manifest.files += _copy_tree(home, present, out, link=True)
     manifest.seconds = time.perf_counter() - started
@@ -336,6 +363,7 @@ def backup(settings: Settings, directory: Path, *, lock_wait: float = LOCK_WAIT_
 
 # ------------------------------------------------------------------------------ restore
 
+
 def _home_is_empty(settings: Settings) -> None:
     home = settings.home
     if not home.exists():
@@ -343,15 +371,18 @@ def _home_is_empty(settings: Settings) -> None:
     kept = {TOML_NAME} | SKIP
     found = [p for p in home.iterdir() if _visible(p) and p.name not in kept and (p.is_file() or _files_under(p, home))]
     if found:
-        raise BackupError(f"{home} is not empty ({', '.join(sorted(p.name for p in found))}): restore goes into an "
-                          "empty home")
+        raise BackupError(
+            f"{home} is not empty ({', '.join(sorted(p.name for p in found))}): restore goes into an empty home"
+        )
 
 
 def _restore_store(settings: Settings, manifest: Manifest, folder: Path) -> None:
     kind = manifest.store["kind"]
     if kind != ("sqlite" if _is_sqlite(settings) else "postgresql"):
-        raise BackupError(f"the backup holds a {kind} store; this home's online store is "
-                          f"{'SQLite' if _is_sqlite(settings) else 'PostgreSQL'}: set online_store_url to match")
+        raise BackupError(
+            f"the backup holds a {kind} store; this home's online store is "
+            f"{'SQLite' if _is_sqlite(settings) else 'PostgreSQL'}: set online_store_url to match"
+        )
     store_file = manifest.store.get("file")
     if store_file is None:
         return  # nothing had been published when the backup was taken
@@ -363,14 +394,27 @@ def _restore_store(settings: Settings, manifest: Manifest, folder: Path) -> None
     engine = store.engine_for(settings)
     try:
         if store.has_schema(engine):
-            raise BackupError("the PostgreSQL database of online_store_url already holds a sendtime store: "
-                              "restore goes into an empty database")
+            raise BackupError(
+                "the PostgreSQL database of online_store_url already holds a sendtime store: "
+                "restore goes into an empty database"
+            )
     finally:
         engine.dispose()
     conninfo, env = _libpq(settings.store_url)
-    proc = subprocess.run([_pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
-                           f"--dbname={conninfo}", str(folder / store_file)],
-                          env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            _pg_tool("pg_restore"),
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+            f"--dbname={conninfo}",
+            str(folder / store_file),
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise BackupError(f"pg_restore failed: {_last_line(proc)}")
 
@@ -412,5 +456,11 @@ def restore(settings: Settings, directory: Path) -> dict[str, Any]:
     _restore_store(settings, manifest, folder)
     steps = _after_restore(settings, manifest, folder)
     log.info("backup restored", extra={"directory": str(folder), "files": restored, "steps": steps})
-    return {"created_at": manifest.created_at, "version": manifest.store.get("published_version"),
-            "files": restored, "bytes": manifest.bytes, "store": manifest.store["kind"], "after_restore": steps}
+    return {
+        "created_at": manifest.created_at,
+        "version": manifest.store.get("published_version"),
+        "files": restored,
+        "bytes": manifest.bytes,
+        "store": manifest.store["kind"],
+        "after_restore": steps,
+    }

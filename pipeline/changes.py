@@ -52,7 +52,9 @@ def json_value_sql(expr: str, column: Column) -> str:
         return f"coalesce(cast(cast({expr} as decimal(18, {column.scale})) as varchar), 'null')"
     if kind == "timestamp":
         # iso_z: the fraction only when non-zero
-        return f"""coalesce('"' || replace(strftime({expr}, '%Y-%m-%dT%H:%M:%S.%fZ'), '.000000Z', 'Z') || '"', 'null')"""
+        return (
+            f"""coalesce('"' || replace(strftime({expr}, '%Y-%m-%dT%H:%M:%S.%fZ'), '.000000Z', 'Z') || '"', 'null')"""
+        )
     if kind == "list":
         return f"coalesce(to_json({expr})::varchar, '[]')"
     if kind == "number":
@@ -78,7 +80,9 @@ def check_columns_sql(contract: MartContract) -> dict[str, str]:
         if column.max_items is not None:
             checks[f"check_{column.name}_size"] = f"len({items})"
         if column.list_items_not_null:
-            checks[f"check_{column.name}_items_not_null"] = f"{column.name} is not null and list_count({items}) = len({items})"
+            checks[f"check_{column.name}_items_not_null"] = (
+                f"{column.name} is not null and list_count({items}) = len({items})"
+            )
         if column.meta.get("distinct_items"):
             checks[f"check_{column.name}_distinct"] = f"len(list_distinct({items})) = len({items})"
         if column.meta.get("item_pattern"):
@@ -98,7 +102,7 @@ def _select_checks(contract: MartContract) -> str:
 
 def etag(body: str) -> str:
     """md5 hex of the body's UTF-8 bytes: DuckDB's md5(body), the value stored with each profile."""
-    return hashlib.md5(body.encode("utf-8")).hexdigest()  # noqa: S324 - a cache validator, not security
+    return hashlib.md5(body.encode("utf-8")).hexdigest()
 
 
 # ------------------------------------------------------------------------------ reading
@@ -133,7 +137,9 @@ class Changes:
 
     @property
     def rows_changed(self) -> int:
-        return len(self.profile_bodies) + len(self.recommendation_bodies) + len(self.product_bodies) + len(self.erasures)
+        return (
+            len(self.profile_bodies) + len(self.recommendation_bodies) + len(self.product_bodies) + len(self.erasures)
+        )
 
     @property
     def erased_ids(self) -> list[str]:
@@ -192,8 +198,9 @@ relisted as (
 )"""
 
 
-def read_changes(warehouse: Warehouse, contracts: Contracts, since: str | None, as_of: datetime,
-                 *, all_keys: bool = False) -> Changes:
+def read_changes(
+    warehouse: Warehouse, contracts: Contracts, since: str | None, as_of: datetime, *, all_keys: bool = False
+) -> Changes:
     """The rows of the served marts written after cycle `since` (all rows when None), with their
     JSON bodies and the check columns validation needs (`as_of`: the cycle's reference time)."""
     profiles, recommendations = contracts[PROFILES], contracts[RECOMMENDATIONS]
@@ -204,18 +211,24 @@ def read_changes(warehouse: Warehouse, contracts: Contracts, since: str | None, 
         for contract in (profiles, recommendations, products, erasures):
             _require(con, contract)
 
-        frame = _run(con, f"""
+        frame = _run(
+            con,
+            f"""
             with changed as (select * from {PROFILES} where _cycle_id > $since),
             bodies as (select *, {json_object_sql(profiles.served, 'changed')} as body from changed)
             select {_scalars(profiles)}{_select_checks(profiles)}, body, md5(body) as etag
             from bodies order by customer_id
-        """, **params).df()
+        """,
+            **params,
+        ).df()
         key_columns = ["customer_id", LOOKUP_COLUMN] if LOOKUP_COLUMN in profiles.names else ["customer_id"]
         changes.frames[PROFILES], bodies = _split(frame, [*key_columns, "body", "etag"])
         changes.profile_bodies = bodies if len(key_columns) == 2 else [(c, None, b, t) for c, b, t in bodies]
 
         listed = [c for c in recommendations.served if c.name not in (LIST_KEY, LIST_ORDER)]
-        changes.frames[RECOMMENDATIONS] = _run(con, f"""
+        changes.frames[RECOMMENDATIONS] = _run(
+            con,
+            f"""
             with {_RELISTED}
             select {_scalars(recommendations)}{_select_checks(recommendations)}
             from (
@@ -223,29 +236,43 @@ def read_changes(warehouse: Warehouse, contracts: Contracts, since: str | None, 
                 inner join relisted on r.customer_id = relisted.customer_id
             )
             order by customer_id, {LIST_ORDER}
-        """, **params).df()
-        changes.recommendation_bodies = _run(con, f"""
+        """,
+            **params,
+        ).df()
+        changes.recommendation_bodies = _run(
+            con,
+            f"""
             with {_RELISTED}
             select relisted.customer_id,
                 '[' || coalesce(string_agg({json_object_sql(listed, 'r')}, ',' order by r.{LIST_ORDER})
                     filter (where r.customer_id is not null), '') || ']'
             from relisted left join {RECOMMENDATIONS} as r on relisted.customer_id = r.customer_id
             group by relisted.customer_id order by relisted.customer_id
-        """, **params).fetchall()
+        """,
+            **params,
+        ).fetchall()
 
-        frame = _run(con, f"""
+        frame = _run(
+            con,
+            f"""
             select {_scalars(products)}{_select_checks(products)},
                 {json_object_sql(products.served, PRODUCTS)} as body
             from {PRODUCTS} where _cycle_id > $since order by product_id
-        """, **params).df()
+        """,
+            **params,
+        ).df()
         changes.frames[PRODUCTS], changes.product_bodies = _split(frame, ["product_id", "body"])
 
-        changes.frames[ERASURES] = _run(con, f"""
+        changes.frames[ERASURES] = _run(
+            con,
+            f"""
             select {_scalars(erasures)}{_select_checks(erasures)} from {ERASURES} as e
             where e._cycle_id > $since
               and not exists (select 1 from {PROFILES} as p where p.customer_id = e.customer_id)
             order by e.customer_id
-        """, **params).df()
+        """,
+            **params,
+        ).df()
         if all_keys:
             changes.all_profile_ids = {r[0] for r in con.execute(f"select customer_id from {PROFILES}").fetchall()}
     return changes

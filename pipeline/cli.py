@@ -4,6 +4,7 @@ Heavy modules (dbt, Great Expectations, Flask) are imported inside each command 
 `sendtime --help` and `sendtime ingest` start fast; the settings (pydantic-settings, ~0.2 s of CPU to import) are
 loaded by the group's callback, which `sendtime --help` does not run.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,13 @@ class _Cli(click.Group):
 
 
 @click.group(cls=_Cli)
-@click.option("--home", envvar="SENDTIME_HOME", type=click.Path(path_type=Path), default=None,
-              help="State directory (default ./.sendtime, or $SENDTIME_HOME).")
+@click.option(
+    "--home",
+    envvar="SENDTIME_HOME",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="State directory (default ./.sendtime, or $SENDTIME_HOME).",
+)
 @click.pass_context
 def main(ctx: click.Context, home: Path | None) -> None:
     """sendtime: fresh customer profiles for email personalization."""
@@ -137,8 +143,9 @@ def run(ctx: click.Context, as_of: str | None, full_refresh: bool, as_json: bool
 
 
 @main.command()
-@click.option("--repair", is_flag=True,
-              help="Republish what drifted (rebuild the warehouse from the lake first when it drifted).")
+@click.option(
+    "--repair", is_flag=True, help="Republish what drifted (rebuild the warehouse from the lake first when it drifted)."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def reconcile(ctx: click.Context, repair: bool, as_json: bool) -> None:
@@ -187,8 +194,10 @@ def restore(ctx: click.Context, directory: Path, as_json: bool) -> None:
     if as_json:
         _print_json(result)
     else:
-        click.echo(f"restored {result['files']} files ({result['bytes']} bytes) and the online store from "
-                   f"{directory} (backup of {result['created_at']}, published version {result['version']})")
+        click.echo(
+            f"restored {result['files']} files ({result['bytes']} bytes) and the online store from "
+            f"{directory} (backup of {result['created_at']}, published version {result['version']})"
+        )
 
 
 @main.command()
@@ -224,7 +233,9 @@ def _kafka_totals(settings: Settings) -> list[dict[str, Any]]:
 
 
 @main.command()
-@click.option("--bootstrap-servers", default=None, help="Kafka brokers host:port,... (default: kafka_bootstrap_servers).")
+@click.option(
+    "--bootstrap-servers", default=None, help="Kafka brokers host:port,... (default: kafka_bootstrap_servers)."
+)
 @click.option("--topics", default=None, help="SOURCE=TOPIC,... replacing the kafka_topics map.")
 @click.pass_context
 def consume(ctx: click.Context, bootstrap_servers: str | None, topics: str | None) -> None:
@@ -238,8 +249,11 @@ def consume(ctx: click.Context, bootstrap_servers: str | None, topics: str | Non
 
 
 @main.command()
-@click.option("--every", default=None, help="Interval, e.g. 5m, 30s, 5s; 0s runs continuously: a cycle as soon as a "
-              "batch lands (default from settings).")
+@click.option(
+    "--every",
+    default=None,
+    help="Interval, e.g. 5m, 30s, 5s; 0s runs continuously: a cycle as soon as a batch lands (default from settings).",
+)
 @click.option("--as-of", "as_of", default=None, hidden=True)
 @click.pass_context
 def schedule(ctx: click.Context, every: str | None, as_of: str | None) -> None:
@@ -255,20 +269,40 @@ def schedule(ctx: click.Context, every: str | None, as_of: str | None) -> None:
 @click.option("--host", default=None)
 @click.option("--port", type=int, default=None)
 @click.option("--workers", type=int, default=None)
-@click.option("--certfile", type=click.Path(path_type=Path), default=None,
-              help="TLS certificate (PEM): serve HTTPS only, TLS 1.2+ (setting tls_certfile).")
-@click.option("--keyfile", type=click.Path(path_type=Path), default=None,
-              help="The certificate's private key (PEM) (setting tls_keyfile).")
+@click.option(
+    "--certfile",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TLS certificate (PEM): serve HTTPS only, TLS 1.2+ (setting tls_certfile).",
+)
+@click.option(
+    "--keyfile",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The certificate's private key (PEM) (setting tls_keyfile).",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
-          certfile: Path | None, keyfile: Path | None) -> None:
+def serve(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    certfile: Path | None,
+    keyfile: Path | None,
+) -> None:
     """Serve the API with gunicorn (production mode). Serves only: runs no cycles."""
     from serving.server import serve as serve_api
 
     settings = _settings(ctx)
     _ensure_home(settings)
-    serve_api(settings, host=host or settings.host, port=port or settings.port,
-              workers=workers or settings.workers, certfile=certfile, keyfile=keyfile)
+    serve_api(
+        settings,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        certfile=certfile,
+        keyfile=keyfile,
+    )
 
 
 @main.group()
@@ -278,8 +312,9 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--name", required=True)
-@click.option("--scopes", default="profiles:read", show_default=True,
-              help="Comma list of profiles:read, events:write, admin.")
+@click.option(
+    "--scopes", default="profiles:read", show_default=True, help="Comma list of profiles:read, events:write, admin."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def keys_create(ctx: click.Context, name: str, scopes: str, as_json: bool) -> None:
@@ -336,9 +371,11 @@ def rekey(ctx: click.Context, new_key_file: Path, as_json: bool) -> None:
     if as_json:
         _print_json(report.to_dict())
     else:
-        click.echo(f"re-encrypted {report.files} files ({report.skipped} already done) and "
-                   f"{'the warehouse' if report.warehouse else 'no warehouse'} with key id {report.key_id}: "
-                   f"now set encryption_key_file to {new_key_file}")
+        click.echo(
+            f"re-encrypted {report.files} files ({report.skipped} already done) and "
+            f"{'the warehouse' if report.warehouse else 'no warehouse'} with key id {report.key_id}: "
+            f"now set encryption_key_file to {new_key_file}"
+        )
 
 
 @main.group()
@@ -348,8 +385,9 @@ def clients() -> None:
 
 @clients.command("create")
 @click.option("--name", required=True)
-@click.option("--scopes", default="profiles:read", show_default=True,
-              help="Comma list of profiles:read, events:write, admin.")
+@click.option(
+    "--scopes", default="profiles:read", show_default=True, help="Comma list of profiles:read, events:write, admin."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def clients_create(ctx: click.Context, name: str, scopes: str, as_json: bool) -> None:
@@ -361,8 +399,10 @@ def clients_create(ctx: click.Context, name: str, scopes: str, as_json: bool) ->
     if as_json:
         _print_json({**record, "client_secret": secret})
     else:
-        click.echo(f"created client {name!r} with scopes {record['scopes']}; the secret is shown once:\n"
-                   f"client_id     {client_id}\nclient_secret {secret}")
+        click.echo(
+            f"created client {name!r} with scopes {record['scopes']}; the secret is shown once:\n"
+            f"client_id     {client_id}\nclient_secret {secret}"
+        )
 
 
 @clients.command("list")
@@ -421,18 +461,37 @@ def forget(ctx: click.Context, customer_ids: tuple[str, ...], show_status: bool,
 
 
 @main.command()
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Output folder (default $SENDTIME_HOME/generated).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output folder (default $SENDTIME_HOME/generated).",
+)
 @click.option("--customers", default=2_000, show_default=True)
 @click.option("--events", default=100_000, show_default=True)
 @click.option("--products", default=300, show_default=True)
 @click.option("--seed", default=42, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
-              help="File format of the events file.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="File format of the events file.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def generate(ctx: click.Context, out_dir: Path | None, customers: int, events: int, products: int,
-             seed: int, fmt: str, as_json: bool) -> None:
+def generate(
+    ctx: click.Context,
+    out_dir: Path | None,
+    customers: int,
+    events: int,
+    products: int,
+    seed: int,
+    fmt: str,
+    as_json: bool,
+) -> None:
     """Generate realistic synthetic source files (same seed, same data)."""
     from pipeline.generate import generate as generate_data
 

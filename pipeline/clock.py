@@ -2,14 +2,15 @@
 
 All timestamps are naive `datetime` values holding UTC; in JSON they are ISO-8601 with `Z`.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
     """Naive datetime holding UTC: the one representation of time inside sendtime."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def iso_z(value: datetime | None) -> str | None:
@@ -17,5 +18,5 @@ def iso_z(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat() + "Z"

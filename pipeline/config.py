@@ -18,14 +18,16 @@ A bad value, an unreadable file or a TOML key that is not a setting is a `Config
 one-line message (the CLI prints it and exits 2). `SENDTIME_*` variables that name no setting
 (`SENDTIME_HOME`, `SENDTIME_VENV`, ...) are not settings and are left alone.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
@@ -77,6 +79,7 @@ def parse_duration(text: str | int | float, *, allow_zero: bool = False) -> floa
 
 # --------------------------------------------------------------------------- setting types
 
+
 def _comma_list(value: Any) -> Any:
     """`a, b` (environment) or a TOML array -> a tuple of the trimmed, non-empty items."""
     if isinstance(value, str):
@@ -123,9 +126,11 @@ Interval = Annotated[str, AfterValidator(_interval)]
 
 # --------------------------------------------------------------------------- the settings
 
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_prefix=ENV_PREFIX,
-                                      coerce_numbers_to_str=True)  # `schedule_every = 30` means "30"
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", env_prefix=ENV_PREFIX, coerce_numbers_to_str=True
+    )  # `schedule_every = 30` means "30"
 
     home: Path
     # online store: SQLite under home by default; postgresql+psycopg://... for several API nodes
@@ -195,10 +200,14 @@ class Settings(BaseSettings):
         return value
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Highest first: `home` (given to load_settings), `SENDTIME_*` variables, sendtime.toml;
         then the defaults. pydantic-settings' own environment, dotenv and secrets-folder sources
         are not used: the environment is the one handed to load_settings (tests pass their own)."""
@@ -311,8 +320,11 @@ class _Environment(PydanticBaseSettingsSource):
         environ = _environ.get()
         environ = os.environ if environ is None else environ
         prefix = self.config.get("env_prefix") or ""
-        self.values = {name: environ[prefix + name.upper()] for name in _setting_names(settings_cls)
-                       if prefix + name.upper() in environ}
+        self.values = {
+            name: environ[prefix + name.upper()]
+            for name in _setting_names(settings_cls)
+            if prefix + name.upper() in environ
+        }
         client = _kafka_client_env(environ)
         if client:  # one variable per client option, merged over SENDTIME_KAFKA_CLIENT's map form
             self.values["kafka_client"] = {**_key_values(self.values.get("kafka_client", {})), **client}
@@ -353,6 +365,7 @@ class _TomlFile(PydanticBaseSettingsSource):
 
 # --------------------------------------------------------------------------- loading
 
+
 def _config_error(exc: ValidationError, environ: Mapping[str, str]) -> ConfigError:
     """pydantic's errors -> one line naming each setting, where its value came from, and why."""
     errors = exc.errors()
@@ -392,7 +405,7 @@ def _kafka_client_env(environ: Mapping[str, str]) -> dict[str, str]:
     out = {}
     for name, value in environ.items():
         if name.startswith(KAFKA_CLIENT_ENV_PREFIX) and len(name) > len(KAFKA_CLIENT_ENV_PREFIX):
-            key = name[len(KAFKA_CLIENT_ENV_PREFIX):]
+            key = name[len(KAFKA_CLIENT_ENV_PREFIX) :]
             out[key if "." in key else key.lower().replace("_", ".")] = value
     return out
 

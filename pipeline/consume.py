@@ -5,6 +5,7 @@ The consumer itself lives in `pipeline/kafka/` (one module per job; its `__init_
 exactly-once design in short, docs/kafka.md in full). The names below are re-exported for the
 CLI, the tests and the benchmarks.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,20 +28,25 @@ def consume_lock(settings: Settings) -> FileLock:
     return FileLock(settings.run_dir / "consume.lock")
 
 
-def run_consume(settings: Settings, *, bootstrap_servers: str | None = None,
-                topics: str | None = None) -> ConsumeSummary:
+def run_consume(
+    settings: Settings, *, bootstrap_servers: str | None = None, topics: str | None = None
+) -> ConsumeSummary:
     """Consume until SIGTERM or Ctrl-C, then flush and return (the CLI exits 0)."""
     config = ConsumeConfig.from_settings(settings, bootstrap_servers=bootstrap_servers, topics=topics)
     if at_rest(settings) is not None:
         # a batch's offsets live in its Parquet footer metadata, which DuckDB cannot read back from an
         # encrypted file: never a silent plaintext batch in an encrypted lake (docs/privacy.md)
-        raise ConsumeError("sendtime consume does not support encryption at rest (encryption_key_file) yet: "
-                           "load Kafka into an unencrypted home, or ingest files (docs/privacy.md)")
+        raise ConsumeError(
+            "sendtime consume does not support encryption at rest (encryption_key_file) yet: "
+            "load Kafka into an unencrypted home, or ingest files (docs/privacy.md)"
+        )
     lock = consume_lock(settings)
     if not lock.acquire():
         pid = lock.holder_pid()
-        raise ConsumeError(f"sendtime consume is already running on {settings.home} "
-                           f"({'pid ' + str(pid) if pid else 'another process'}); one per home")
+        raise ConsumeError(
+            f"sendtime consume is already running on {settings.home} "
+            f"({'pid ' + str(pid) if pid else 'another process'}); one per home"
+        )
     consumer = StreamConsumer(settings, config)
     signals = {"count": 0}
 
@@ -57,8 +63,10 @@ def run_consume(settings: Settings, *, bootstrap_servers: str | None = None,
     try:
         consumer.open()
         summary = consumer.run()
-        log.info("consumer stopped", extra={"seconds": summary.seconds,
-                                            "topics": {t: vars(x) for t, x in summary.topics.items()}})
+        log.info(
+            "consumer stopped",
+            extra={"seconds": summary.seconds, "topics": {t: vars(x) for t, x in summary.topics.items()}},
+        )
         return summary
     except ConsumeError as exc:
         consumer.failure = str(exc)  # its state says why it stopped (status page, metrics)
@@ -72,5 +80,16 @@ def run_consume(settings: Settings, *, bootstrap_servers: str | None = None,
             lock.release()
 
 
-__all__ = ["ConsumeConfig", "ConsumeError", "OffsetLedger", "StreamConsumer", "check_topic_map",
-           "consume_lock", "lake_offsets", "parse_topic_map", "prepare", "recover", "run_consume"]
+__all__ = [
+    "ConsumeConfig",
+    "ConsumeError",
+    "OffsetLedger",
+    "StreamConsumer",
+    "check_topic_map",
+    "consume_lock",
+    "lake_offsets",
+    "parse_topic_map",
+    "prepare",
+    "recover",
+    "run_consume",
+]

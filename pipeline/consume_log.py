@@ -6,6 +6,7 @@ tombstones skipped, so that per topic received = accepted + rejected + skipped.
 The table has its own MetaData and is created on first use (CREATE IF NOT EXISTS): no schema
 version bump of the shared store for a table only the consumer writes.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,8 @@ from pipeline.store import record_ingest_batch, upsert_statement
 metadata = MetaData()
 
 kafka_batches = Table(
-    "kafka_batches", metadata,
+    "kafka_batches",
+    metadata,
     Column("batch_id", String(64), primary_key=True),
     Column("source", String(32), nullable=False),
     Column("topic", String(255), nullable=False),
@@ -68,16 +70,30 @@ class BatchRecord:
 
 def record_batch(engine: Engine, batch: BatchRecord) -> None:
     """Both log rows of one batch; idempotent by batch id."""
-    record_ingest_batch(engine, {
-        "batch_id": batch.batch_id, "source": batch.source, "source_file": f"kafka:{batch.topic}",
-        "received": batch.accepted + batch.rejected, "accepted": batch.accepted, "rejected": batch.rejected,
-        "quarantine_path": batch.quarantine_path, "ingested_at": batch.ingested_at,
-    })
+    record_ingest_batch(
+        engine,
+        {
+            "batch_id": batch.batch_id,
+            "source": batch.source,
+            "source_file": f"kafka:{batch.topic}",
+            "received": batch.accepted + batch.rejected,
+            "accepted": batch.accepted,
+            "rejected": batch.rejected,
+            "quarantine_path": batch.quarantine_path,
+            "ingested_at": batch.ingested_at,
+        },
+    )
     row = {
-        "batch_id": batch.batch_id, "source": batch.source, "topic": batch.topic,
+        "batch_id": batch.batch_id,
+        "source": batch.source,
+        "topic": batch.topic,
         "ranges": json.dumps({str(p): list(r) for p, r in sorted(batch.ranges.items())}),
-        "received": batch.received, "accepted": batch.accepted, "rejected": batch.rejected,
-        "skipped": batch.skipped, "lake_file": batch.lake_file, "quarantine_path": batch.quarantine_path,
+        "received": batch.received,
+        "accepted": batch.accepted,
+        "rejected": batch.rejected,
+        "skipped": batch.skipped,
+        "lake_file": batch.lake_file,
+        "quarantine_path": batch.quarantine_path,
         "ingested_at": batch.ingested_at,
     }
     with engine.begin() as conn:
@@ -110,20 +126,29 @@ class KafkaTopicTotals:
         return asdict(self)
 
 
-def topic_totals_between(conn: Connection, after: str | None = None,
-                         upto: str | None = None) -> dict[tuple[str, str], KafkaTopicTotals]:
+def topic_totals_between(
+    conn: Connection, after: str | None = None, upto: str | None = None
+) -> dict[tuple[str, str], KafkaTopicTotals]:
     """Per (topic, source) sums of the batches with after < batch_id <= upto (a primary-key range;
     batch ids sort by time, so the run log's read model folds old batches once: pipeline/runlog.py)."""
     t = kafka_batches.c
-    query = (select(t.topic, t.source, func.count(), func.sum(t.received), func.sum(t.accepted),
-                    func.sum(t.rejected), func.sum(t.skipped), func.max(t.ingested_at))
-             .group_by(t.topic, t.source))
+    query = select(
+        t.topic,
+        t.source,
+        func.count(),
+        func.sum(t.received),
+        func.sum(t.accepted),
+        func.sum(t.rejected),
+        func.sum(t.skipped),
+        func.max(t.ingested_at),
+    ).group_by(t.topic, t.source)
     if after:
         query = query.where(t.batch_id > after)
     if upto:
         query = query.where(t.batch_id <= upto)
-    return {(r[0], r[1]): KafkaTopicTotals(r[0], r[1], *(int(x or 0) for x in r[2:7]), r[7])
-            for r in conn.execute(query)}
+    return {
+        (r[0], r[1]): KafkaTopicTotals(r[0], r[1], *(int(x or 0) for x in r[2:7]), r[7]) for r in conn.execute(query)
+    }
 
 
 def topic_totals(engine: Engine) -> list[dict[str, Any]]:
@@ -136,10 +161,14 @@ def topic_totals(engine: Engine) -> list[dict[str, Any]]:
 
 
 def format_topic_totals(rows: list[dict[str, Any]]) -> str:
-    header = (f"{'kafka topic':32} {'source':12} {'batches':>8} {'received':>10} {'accepted':>10} "
-              f"{'rejected':>9} {'skipped':>8}  last batch")
+    header = (
+        f"{'kafka topic':32} {'source':12} {'batches':>8} {'received':>10} {'accepted':>10} "
+        f"{'rejected':>9} {'skipped':>8}  last batch"
+    )
     lines = [header]
     for r in rows:
-        lines.append(f"{r['topic']:32} {r['source']:12} {r['batches']:>8} {r['received']:>10} {r['accepted']:>10} "
-                     f"{r['rejected']:>9} {r['skipped']:>8}  {r['last_batch_at']}")
+        lines.append(
+            f"{r['topic']:32} {r['source']:12} {r['batches']:>8} {r['received']:>10} {r['accepted']:>10} "
+            f"{r['rejected']:>9} {r['skipped']:>8}  {r['last_batch_at']}"
+        )
     return "\n".join(lines)

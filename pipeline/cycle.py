@@ -8,12 +8,13 @@ publishes nothing; the next good cycle publishes everything written since the la
 One cycle at a time per home: an flock on `run/cycle.lock`, released by the kernel when the
 process dies, so a killed cycle never blocks the next.
 """
+
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +86,18 @@ class CycleResult:
             return f"cycle skipped: {self.error}"
         phases = ", ".join(f"{k} {v:.2f}s" for k, v in self.phases.items())
         head = f"cycle {self.cycle_id}: {self.status} in {self.seconds:.2f}s ({phases})"
-        counts = (f"\n  rows read {self.rows_read}, changed {self.rows_changed}, published {self.rows_published}, "
-                  f"deleted {self.rows_deleted}; ")
+        counts = (
+            f"\n  rows read {self.rows_read}, changed {self.rows_changed}, published {self.rows_published}, "
+            f"deleted {self.rows_deleted}; "
+        )
         counts += f"published version {self.version}" if self.version else "no new version published"
         text = head + counts
         if self.status == "validation_failed" and self.validation:
             failed = [
                 f"  {suite}: {f['expectation']} on {f.get('column') or f.get('column_list') or (f.get('column_A'), f.get('column_B'))}"
                 f": {f.get('unexpected_count')} rows"
-                for suite, result in self.validation.items() for f in result.get("failed", [])
+                for suite, result in self.validation.items()
+                for f in result.get("failed", [])
             ]
             text += "\n  validation failed; still serving the last published state:\n" + "\n".join(failed)
         if self.error:
@@ -110,7 +114,7 @@ def _as_datetime(value: Any) -> datetime | None:
 
 def _naive_utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is not None:
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
@@ -122,8 +126,13 @@ def cycle_lock(settings: Settings) -> FileLock:
     return FileLock(settings.run_dir / "cycle.lock")
 
 
-def run_cycle(settings: Settings, *, as_of: datetime | None = None, full_refresh: bool = False,
-              refresh_associations: bool | None = None) -> CycleResult:
+def run_cycle(
+    settings: Settings,
+    *,
+    as_of: datetime | None = None,
+    full_refresh: bool = False,
+    refresh_associations: bool | None = None,
+) -> CycleResult:
     """Run one cycle and record it in the run log; never raises for a failing cycle."""
     started = utcnow()
     cycle_id = new_cycle_id(started)
@@ -131,16 +140,28 @@ def run_cycle(settings: Settings, *, as_of: datetime | None = None, full_refresh
     lock = cycle_lock(settings)
     if not lock.acquire():
         pid = lock.holder_pid()
-        return CycleResult(cycle_id, "busy", as_of=as_of, started_at=started, ended_at=utcnow(),
-                           error=f"another cycle is running on this home ({'pid ' + str(pid) if pid else 'unknown pid'})")
+        return CycleResult(
+            cycle_id,
+            "busy",
+            as_of=as_of,
+            started_at=started,
+            ended_at=utcnow(),
+            error=f"another cycle is running on this home ({'pid ' + str(pid) if pid else 'unknown pid'})",
+        )
     try:
         return _run_locked(settings, cycle_id, started, as_of, full_refresh, refresh_associations)
     finally:
         lock.release()
 
 
-def _run_locked(settings: Settings, cycle_id: str, started: datetime, as_of: datetime,
-                full_refresh: bool, refresh_associations: bool | None) -> CycleResult:
+def _run_locked(
+    settings: Settings,
+    cycle_id: str,
+    started: datetime,
+    as_of: datetime,
+    full_refresh: bool,
+    refresh_associations: bool | None,
+) -> CycleResult:
     result = CycleResult(cycle_id, "running", as_of=as_of, started_at=started)
     engine = None
     logged = False
@@ -153,35 +174,52 @@ def _run_locked(settings: Settings, cycle_id: str, started: datetime, as_of: dat
         store.start_run(engine, cycle_id, started, as_of)
         logged = True
         _phases(settings, engine, result, full_refresh, refresh_associations)
-    except Exception as exc:  # a failing cycle is recorded and reported, never raised
+    except Exception as exc:  # noqa: BLE001 - a failing cycle is recorded and reported, never raised
         result.status = "failed"
         result.error = result.error or _error_text(exc)
     result.ended_at = utcnow()
     if logged:
         try:
             store.finish_run(
-                engine, cycle_id, status=result.status, ended_at=result.ended_at, phases=result.phases,
-                rows_read=result.rows_read, rows_changed=result.rows_changed, rows_published=result.rows_published,
-                rows_deleted=result.rows_deleted, validation=result.validation, error=result.error,
+                engine,
+                cycle_id,
+                status=result.status,
+                ended_at=result.ended_at,
+                phases=result.phases,
+                rows_read=result.rows_read,
+                rows_changed=result.rows_changed,
+                rows_published=result.rows_published,
+                rows_deleted=result.rows_deleted,
+                validation=result.validation,
+                error=result.error,
             )
-        except Exception as exc:  # the store went away mid-cycle: the next cycle closes the row
+        except Exception as exc:  # noqa: BLE001 - the store went away mid-cycle: the next cycle closes the row
             result.error = (result.error + "; " if result.error else "") + "run log: " + _error_text(exc)
             if result.status == "success":
                 result.status = "failed"
     if engine is not None:
         engine.dispose()
     level = log.info if result.ok else log.warning
-    level("cycle finished", extra={
-        "cycle_id": cycle_id, "status": result.status, "seconds": round(result.seconds, 3),
-        "phases": {k: round(v, 3) for k, v in result.phases.items()}, "rows_changed": result.rows_changed,
-        "rows_published": result.rows_published, "rows_deleted": result.rows_deleted, "version": result.version,
-        "error": result.error,
-    })
+    level(
+        "cycle finished",
+        extra={
+            "cycle_id": cycle_id,
+            "status": result.status,
+            "seconds": round(result.seconds, 3),
+            "phases": {k: round(v, 3) for k, v in result.phases.items()},
+            "rows_changed": result.rows_changed,
+            "rows_published": result.rows_published,
+            "rows_deleted": result.rows_deleted,
+            "version": result.version,
+            "error": result.error,
+        },
+    )
     return result
 
 
-def _phases(settings: Settings, engine: Any, result: CycleResult, full_refresh: bool,
-            refresh_associations: bool | None) -> None:
+def _phases(
+    settings: Settings, engine: Any, result: CycleResult, full_refresh: bool, refresh_associations: bool | None
+) -> None:
     from pipeline import publish, transform
     from pipeline.changes import read_changes
     from pipeline.warehouse import warehouse_for
@@ -199,7 +237,9 @@ def _phases(settings: Settings, engine: Any, result: CycleResult, full_refresh: 
     from pipeline import erasure
 
     erased = erasure.run_pending(settings, engine, result.cycle_id)
-    result.erasure = erased.to_dict() if erased.requests or erased.tombstones or erased.quarantine_files_expired else None
+    result.erasure = (
+        erased.to_dict() if erased.requests or erased.tombstones or erased.quarantine_files_expired else None
+    )
     result.rows_deleted += erased.profiles_deleted
     lap("erase")
 
@@ -208,8 +248,13 @@ def _phases(settings: Settings, engine: Any, result: CycleResult, full_refresh: 
     lap("ingest_watermark")
 
     _hook("transform_started")
-    built = transform.build(settings, as_of=result.as_of, cycle_id=result.cycle_id, full_refresh=full_refresh,
-                            refresh_associations=refresh_associations)
+    built = transform.build(
+        settings,
+        as_of=result.as_of,
+        cycle_id=result.cycle_id,
+        full_refresh=full_refresh,
+        refresh_associations=refresh_associations,
+    )
     lap("transform")
     result.transform = _transform_summary(built)
     if not built.ok:
@@ -242,10 +287,15 @@ def _phases(settings: Settings, engine: Any, result: CycleResult, full_refresh: 
         return
 
     _hook("publish_started")
-    published = publish.publish(engine, changes, cycle_id=result.cycle_id, as_of=result.as_of,
-                                newest_ingested_at=newest_ingested,
-                                force_version=full_refresh or erased.profiles_deleted > 0,
-                                before_commit=lambda: _hook("publish_commit"))
+    published = publish.publish(
+        engine,
+        changes,
+        cycle_id=result.cycle_id,
+        as_of=result.as_of,
+        newest_ingested_at=newest_ingested,
+        force_version=full_refresh or erased.profiles_deleted > 0,
+        before_commit=lambda: _hook("publish_commit"),
+    )
     lap("publish")
     result.version = published.version
     result.rows_published = published.rows_published
@@ -254,8 +304,13 @@ def _phases(settings: Settings, engine: Any, result: CycleResult, full_refresh: 
     # a CRM delete published now (its profile answers 404) is an erasure request: the next cycle
     # removes the customer's every trace
     if len(changes.erasures):
-        erasure.request_crm_deletes(settings, zip(changes.erasures["customer_id"].tolist(),
-                                                  [_as_datetime(v) for v in changes.erasures["erased_at"].tolist()]))
+        erasure.request_crm_deletes(
+            settings,
+            zip(
+                changes.erasures["customer_id"].tolist(),
+                [_as_datetime(v) for v in changes.erasures["erased_at"].tolist()],
+            ),
+        )
     _SETTLED[str(settings.home)] = warehouse.fingerprint()
 
 

@@ -23,6 +23,7 @@ The association refresh is decided here (hourly by default) and handed to dbt as
 `refresh_associations`, so the models dbt runs and the refresh it records agree. A refresh with
 nothing new is not run: associations and popularity depend on the data only, not on as_of.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -69,8 +70,11 @@ class ProjectGraph:
                 continue
             config = node.config
             nodes[uid] = Node(
-                name=node.name, resource_type=kind, materialized=str(getattr(config, "materialized", "") or ""),
-                tags=frozenset(node.tags or ()), parents=tuple(getattr(node.depends_on, "nodes", ()) or ()),
+                name=node.name,
+                resource_type=kind,
+                materialized=str(getattr(config, "materialized", "") or ""),
+                tags=frozenset(node.tags or ()),
+                parents=tuple(getattr(node.depends_on, "nodes", ()) or ()),
             )
         lake_sources = {source.identifier or source.name: uid for uid, source in manifest.sources.items()}
         children: dict[str, list[str]] = {}
@@ -114,9 +118,13 @@ class Plan:
         return self.kind != "skip"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "reason": self.reason, "arrived": dict(self.arrived),
-                "refresh_associations": self.refresh_associations,
-                "nodes": len([s for s in self.select if not s.startswith("-")])}
+        return {
+            "kind": self.kind,
+            "reason": self.reason,
+            "arrived": dict(self.arrived),
+            "refresh_associations": self.refresh_associations,
+            "nodes": len([s for s in self.select if not s.startswith("-")]),
+        }
 
 
 def arrived_batches(state: CycleState, batches: Iterable[LakeBatch], overlap_seconds: float) -> list[LakeBatch]:
@@ -127,8 +135,11 @@ def arrived_batches(state: CycleState, batches: Iterable[LakeBatch], overlap_sec
     out: list[LakeBatch] = []
     for batch in batches:
         mark = state.watermarks.get(batch.table)
-        if mark is not None and batch.ingested_at is not None and batch.ingested_at < mark - timedelta(
-                seconds=overlap_seconds):
+        if (
+            mark is not None
+            and batch.ingested_at is not None
+            and batch.ingested_at < mark - timedelta(seconds=overlap_seconds)
+        ):
             continue
         if batch.batch_id not in state.recent_batches:
             out.append(batch)
@@ -167,44 +178,93 @@ def _everything(*, seeds: bool, views: bool, refresh: bool | None) -> tuple[str,
     return ("--select", *select, *(("--exclude", *exclude) if exclude else ()), "--indirect-selection", "empty")
 
 
-def plan_cycle(graph: ProjectGraph, state: CycleState | None, batches: Iterable[LakeBatch], *, as_of: datetime,
-               now: datetime, full_refresh: bool, refresh_associations: bool | None, seeds_changed: bool,
-               views_changed: bool, refresh_seconds: float, overlap_seconds: float) -> Plan:
+def plan_cycle(
+    graph: ProjectGraph,
+    state: CycleState | None,
+    batches: Iterable[LakeBatch],
+    *,
+    as_of: datetime,
+    now: datetime,
+    full_refresh: bool,
+    refresh_associations: bool | None,
+    seeds_changed: bool,
+    views_changed: bool,
+    refresh_seconds: float,
+    overlap_seconds: float,
+) -> Plan:
     """Decide what this cycle builds (see the module's docstring)."""
     if full_refresh:
-        return Plan("full", "full refresh", ("--select", "resource_type:model", "resource_type:seed",
-                                             "tag:every_cycle", "--indirect-selection", "empty"), None)
+        return Plan(
+            "full",
+            "full refresh",
+            (
+                "--select",
+                "resource_type:model",
+                "resource_type:seed",
+                "tag:every_cycle",
+                "--indirect-selection",
+                "empty",
+            ),
+            None,
+        )
     if state is None:
-        return Plan("everything", "no committed state yet",
-                    _everything(seeds=True, views=True, refresh=refresh_associations), refresh_associations)
+        return Plan(
+            "everything",
+            "no committed state yet",
+            _everything(seeds=True, views=True, refresh=refresh_associations),
+            refresh_associations,
+        )
     listed = arrived_batches(state, batches, overlap_seconds)
     arrived = _count(listed)
     due = refresh_due(state, now, refresh_seconds)
     if not state.last_cycle_committed or seeds_changed or views_changed:
-        reason = ("the last cycle did not commit" if not state.last_cycle_committed
-                  else "seeds changed" if seeds_changed else "the project or the lake tables changed")
+        reason = (
+            "the last cycle did not commit"
+            if not state.last_cycle_committed
+            else "seeds changed"
+            if seeds_changed
+            else "the project or the lake tables changed"
+        )
         refresh = due if refresh_associations is None else refresh_associations
-        return Plan("everything", reason, _everything(seeds=seeds_changed, views=views_changed, refresh=refresh),
-                    refresh, arrived=arrived, facts=_facts(state, refresh, listed))
+        return Plan(
+            "everything",
+            reason,
+            _everything(seeds=seeds_changed, views=views_changed, refresh=refresh),
+            refresh,
+            arrived=arrived,
+            facts=_facts(state, refresh, listed),
+        )
     refresh = (bool(arrived) and due) if refresh_associations is None else refresh_associations
     if not arrived and not refresh:
         if stages_hold(state, as_of):
             return Plan("skip", "nothing arrived and no lifecycle stage moves", refresh_associations=False)
-        return Plan("restage", "nothing arrived; lifecycle stages move",
-                    ("--select", *RESTAGE_MODELS, "--indirect-selection", "empty"), False, nothing_arrived=True,
-                    facts=_facts(state, False))
+        return Plan(
+            "restage",
+            "nothing arrived; lifecycle stages move",
+            ("--select", *RESTAGE_MODELS, "--indirect-selection", "empty"),
+            False,
+            nothing_arrived=True,
+            facts=_facts(state, False),
+        )
     nodes = _changed_nodes(graph, arrived, refresh)
     if not stages_hold(state, as_of):
         # a stored profile's stage or 30-day counts move with as_of alone, whatever arrived
         nodes |= set(RESTAGE_MODELS)
-    return Plan("cycle", "batches arrived" if arrived else "association refresh",
-                ("--select", *sorted(nodes), "--indirect-selection", "empty"),
-                refresh, arrived=arrived, facts=_facts(state, refresh, listed))
+    return Plan(
+        "cycle",
+        "batches arrived" if arrived else "association refresh",
+        ("--select", *sorted(nodes), "--indirect-selection", "empty"),
+        refresh,
+        arrived=arrived,
+        facts=_facts(state, refresh, listed),
+    )
 
 
 def _facts(state: CycleState, refresh: bool, listed: list[LakeBatch] | None = None) -> dict[str, Any]:
-    facts: dict[str, Any] = {"last_committed_cycle_id": state.last_committed_cycle_id or "",
-                             "refreshes_associations": refresh}
+    facts: dict[str, Any] = {
+        "last_committed_cycle_id": state.last_committed_cycle_id or "",
+        "refreshes_associations": refresh,
+    }
     # a file not named by a batch id (not written by the lake writer): dbt reads the lake itself
     if listed is not None and len(listed) <= LISTED_BATCHES_MAX and all(b.ingested_at for b in listed):
         tables: dict[str, list[list[str]]] = {}
@@ -234,12 +294,17 @@ def _changed_nodes(graph: ProjectGraph, arrived: dict[str, int], refresh: bool) 
     # deletes by int_customers_touched), so they are rebuilt whenever a reader runs
     changed = True
     while changed:
-        needed = {p for uid in selected for p in models[uid].parents
-                  if p in models and models[p].materialized == "table"} - selected
+        needed = {
+            p for uid in selected for p in models[uid].parents if p in models and models[p].materialized == "table"
+        } - selected
         changed = bool(needed)
         selected |= needed
     selected = (selected & buildable) | bookkeeping
-    tests = {uid for uid, n in graph.nodes.items()
-             if n.resource_type == "test" and EVERY_CYCLE_TAG in n.tags
-             and all(p in selected for p in n.parents if p in models)}
+    tests = {
+        uid
+        for uid, n in graph.nodes.items()
+        if n.resource_type == "test"
+        and EVERY_CYCLE_TAG in n.tags
+        and all(p in selected for p in n.parents if p in models)
+    }
     return {graph.nodes[uid].name for uid in selected | tests}

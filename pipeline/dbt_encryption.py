@@ -7,6 +7,7 @@ connection the lake's Parquet key, so `read_parquet(..., encryption_config = ...
 reads the encrypted lake. The key comes from the profile (`DBT_ENV_SECRET_SENDTIME_KEY`: dbt keeps
 `DBT_ENV_SECRET_*` values out of its logs and artifacts).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -15,6 +15,7 @@ generated again, and files already ingested (by name, per source) are not ingest
 interrupted demo resumes where it stopped. `fresh=True` (`sendtime demo --fresh`) first deletes
 the home's state (lake, quarantine, warehouse, SQLite online store, generated files, dbt target).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -33,10 +34,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -53,10 +55,20 @@ DEMO_SCOPES = ["profiles:read", "events:write"]
 HOST = "127.0.0.1"  # the demo never listens beyond this machine
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 15.0
-_STATE_PARTS = ("lake", "quarantine", "generated", "dbt", "warehouse.duckdb", "warehouse.duckdb.wal",
-                "online.sqlite", "online.sqlite-wal", "online.sqlite-shm",
-                # the erasure register and lake index, and the home's key id (docs/privacy.md)
-                "erasure", "encryption.json")
+_STATE_PARTS = (
+    "lake",
+    "quarantine",
+    "generated",
+    "dbt",
+    "warehouse.duckdb",
+    "warehouse.duckdb.wal",
+    "online.sqlite",
+    "online.sqlite-wal",
+    "online.sqlite-shm",
+    # the erasure register and lake index, and the home's key id (docs/privacy.md)
+    "erasure",
+    "encryption.json",
+)
 
 
 class DemoError(SendtimeError):
@@ -64,6 +76,7 @@ class DemoError(SendtimeError):
 
 
 # --------------------------------------------------------------------------- the home's data
+
 
 def wipe_state(settings: Settings) -> list[Path]:
     """Delete the demo-made state of a home (never the PostgreSQL store, never sendtime.toml)."""
@@ -122,10 +135,12 @@ def sample_ids(settings: Settings, limit: int = 50) -> tuple[list[str], list[str
     engine = _engine(settings)
     try:
         with engine.connect() as conn:
-            customers = list(conn.execute(select(profiles.c.customer_id).order_by(profiles.c.customer_id)
-                                          .limit(limit)).scalars())
-            items = list(conn.execute(select(products.c.product_id).order_by(products.c.product_id)
-                                      .limit(limit)).scalars())
+            customers = list(
+                conn.execute(select(profiles.c.customer_id).order_by(profiles.c.customer_id).limit(limit)).scalars()
+            )
+            items = list(
+                conn.execute(select(products.c.product_id).order_by(products.c.product_id).limit(limit)).scalars()
+            )
     finally:
         engine.dispose()
     return customers, items
@@ -139,16 +154,25 @@ def _ingested_files(settings: Settings) -> set[tuple[str, str]]:
     engine = _engine(settings)
     try:
         with engine.connect() as conn:
-            return {(r.source, r.source_file) for r in conn.execute(
-                select(ingest_batches.c.source, ingest_batches.c.source_file))}
+            return {
+                (r.source, r.source_file)
+                for r in conn.execute(select(ingest_batches.c.source, ingest_batches.c.source_file))
+            }
     finally:
         engine.dispose()
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description:<28}"), BarColumn(),
-                    MofNCompleteColumn(), TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
-                    console=console, transient=False)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _generated_files(out: Path) -> dict[str, list[Path]] | None:
@@ -169,8 +193,10 @@ def prepare_data(settings: Settings, *, customers: int, events: int, console: Co
 
     version = published_version(settings)
     if version:
-        return (f"reusing the published state of {settings.home} (version {version}): nothing generated, "
-                f"ingested or built; --customers/--events apply to a fresh home (`--fresh` starts over)")
+        return (
+            f"reusing the published state of {settings.home} (version {version}): nothing generated, "
+            f"ingested or built; --customers/--events apply to a fresh home (`--fresh` starts over)"
+        )
 
     out = settings.home / "generated"
     with _progress(console) as progress:
@@ -198,16 +224,21 @@ def prepare_data(settings: Settings, *, customers: int, events: int, console: Co
                 progress.advance(task)
         finally:
             engine.dispose()
-        progress.update(task, completed=max(len(todo), 1),
-                        note=f"{received} records, {rejected} quarantined" if todo else "already ingested")
+        progress.update(
+            task,
+            completed=max(len(todo), 1),
+            note=f"{received} records, {rejected} quarantined" if todo else "already ingested",
+        )
 
         task = progress.add_task("build, validate, publish", total=1, note="dbt build in-process, GX, publish")
         result = run_cycle(settings)
         progress.update(task, completed=1, note=f"{result.status} in {result.seconds:.1f}s")
     if not result.ok:
         raise DemoError(f"the first cycle did not publish:\n{result.summary()}")
-    return (f"published version {result.version}: {result.rows_published} rows (profiles, recommendations, products) "
-            f"({', '.join(f'{k} {v:.1f}s' for k, v in result.phases.items())})")
+    return (
+        f"published version {result.version}: {result.rows_published} rows (profiles, recommendations, products) "
+        f"({', '.join(f'{k} {v:.1f}s' for k, v in result.phases.items())})"
+    )
 
 
 def build_docs_with_progress(settings: Settings, console: Console) -> Path:
@@ -221,6 +252,7 @@ def build_docs_with_progress(settings: Settings, console: Console) -> Path:
 
 
 # --------------------------------------------------------------------------- child processes
+
 
 def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the demo dies, even by SIGKILL (Linux)."""
@@ -246,9 +278,14 @@ class Child:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", *self.args], env=self.env, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            [sys.executable, "-m", "pipeline.cli", *self.args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
 
     @property
     def alive(self) -> bool:
@@ -288,8 +325,9 @@ class Child:
             self._log = None
 
 
-def stop_children(children: list[Child], *, timeout: float = STOP_TIMEOUT,
-                  force: Callable[[], bool] = lambda: False) -> None:
+def stop_children(
+    children: list[Child], *, timeout: float = STOP_TIMEOUT, force: Callable[[], bool] = lambda: False
+) -> None:
     """SIGTERM (graceful: gunicorn drains, the scheduler lets a running cycle finish), then a second
     SIGTERM (the scheduler abandons its cycle: safe, a killed cycle leaves nothing behind), then
     SIGKILL of each child's whole session. Returns when every child has exited and been reaped."""
@@ -351,6 +389,7 @@ def wait_http(url: str, child: Child, timeout: float = READY_TIMEOUT) -> None:
 
 # --------------------------------------------------------------------------- dbt docs over HTTP
 
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # the docs server's access log is noise here
         pass
@@ -381,6 +420,7 @@ class DocsServer:
 
 # --------------------------------------------------------------------------- sample traffic
 
+
 class SampleTraffic(threading.Thread):
     """A few events every interval through the collector (POST /api/v1/events), so the scheduler's
     cycles have something to publish and the status page shows a live pipeline."""
@@ -398,8 +438,12 @@ class SampleTraffic(threading.Thread):
         out = []
         for _ in range(self.rng.randint(3, 12)):
             kind = self.rng.choice(("product_view", "product_view", "add_to_cart", "page_view"))
-            event = {"event_id": f"demo-{self.rng.getrandbits(64):016x}", "event_type": kind, "occurred_at": now,
-                     "customer_id": self.rng.choice(self.customers)}
+            event = {
+                "event_id": f"demo-{self.rng.getrandbits(64):016x}",
+                "event_type": kind,
+                "occurred_at": now,
+                "customer_id": self.rng.choice(self.customers),
+            }
             if kind != "page_view":
                 event["product_id"] = self.rng.choice(self.products)
             out.append(event)
@@ -408,8 +452,12 @@ class SampleTraffic(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(self.interval):
             body = json.dumps({"events": self.batch()}).encode()
-            request = urllib.request.Request(self.url, data=body, method="POST", headers={
-                "Authorization": f"Bearer {self.key}", "Content-Type": "application/json"})
+            request = urllib.request.Request(
+                self.url,
+                data=body,
+                method="POST",
+                headers={"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"},
+            )
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:
                     self.sent += int(json.loads(response.read()).get("accepted", 0))
@@ -422,6 +470,7 @@ class SampleTraffic(threading.Thread):
 
 
 # --------------------------------------------------------------------------- the demo
+
 
 def create_demo_key(settings: Settings) -> str:
     from serving.keys import create_key
@@ -439,8 +488,17 @@ class _Stop(Exception):
     """SIGTERM, handled like Ctrl-C."""
 
 
-def run_demo(settings: Settings, *, customers: int, events: int, every: str, port: int,
-             fresh: bool = False, traffic: bool = True, console: Console | None = None) -> None:
+def run_demo(
+    settings: Settings,
+    *,
+    customers: int,
+    events: int,
+    every: str,
+    port: int,
+    fresh: bool = False,
+    traffic: bool = True,
+    console: Console | None = None,
+) -> None:
     """Run the quick start until Ctrl-C or SIGTERM, then stop everything it started.
 
     Raises DemoError (after stopping everything) when it cannot start or a child dies."""
@@ -479,13 +537,21 @@ def run_demo(settings: Settings, *, customers: int, events: int, every: str, por
         env = {**os.environ, **settings.env(), "SENDTIME_STATUS_PAGE_ACCESS": "open", "SENDTIME_HOST": HOST}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         base = f"http://{HOST}:{port}"
-        api = Child("the API (sendtime serve)", ["serve", "--host", HOST, "--port", str(port)], env,
-                    settings.log_dir / "demo-api.log")
+        api = Child(
+            "the API (sendtime serve)",
+            ["serve", "--host", HOST, "--port", str(port)],
+            env,
+            settings.log_dir / "demo-api.log",
+        )
         children.append(api)
         api.start()
         wait_http(base + "/health", api)
-        scheduler = Child("the scheduler (sendtime schedule)", ["schedule", "--every", every], env,
-                          settings.log_dir / "demo-scheduler.log")
+        scheduler = Child(
+            "the scheduler (sendtime schedule)",
+            ["schedule", "--every", every],
+            env,
+            settings.log_dir / "demo-scheduler.log",
+        )
         children.append(scheduler)
         scheduler.start()
 
@@ -496,16 +562,18 @@ def run_demo(settings: Settings, *, customers: int, events: int, every: str, por
         if traffic:
             known_customers, known_products = sample_ids(settings)
             if known_customers and known_products:
-                sample = SampleTraffic(base, key, known_customers, known_products,
-                                       parse_duration(every, allow_zero=True))
+                sample = SampleTraffic(
+                    base, key, known_customers, known_products, parse_duration(every, allow_zero=True)
+                )
                 sample.start()
         _print_ready(settings, base, docs, index, key, customer_id, every, api, scheduler, sample is not None)
 
         while True:
             for child in children:
                 if not child.alive:
-                    raise DemoError(f"{child.name} stopped unexpectedly (exit {child.proc.returncode}):\n"
-                                    f"{child.tail()}")
+                    raise DemoError(
+                        f"{child.name} stopped unexpectedly (exit {child.proc.returncode}):\n{child.tail()}"
+                    )
             time.sleep(0.5)
     except (KeyboardInterrupt, _Stop):
         console.print("\nstopping: the scheduler finishes its cycle, the API drains its requests ...")
@@ -529,8 +597,18 @@ def run_demo(settings: Settings, *, customers: int, events: int, every: str, por
     console.print("sendtime demo stopped; nothing is left running.")
 
 
-def _print_ready(settings: Settings, base: str, docs: DocsServer, index: Path, key: str, customer_id: str,
-                 every: str, api: Child, scheduler: Child, traffic: bool) -> None:
+def _print_ready(
+    settings: Settings,
+    base: str,
+    docs: DocsServer,
+    index: Path,
+    key: str,
+    customer_id: str,
+    every: str,
+    api: Child,
+    scheduler: Child,
+    traffic: bool,
+) -> None:
     """Plain lines (no wrapping, no markup): they are meant to be copied."""
     lines = [
         "",

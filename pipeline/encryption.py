@@ -17,6 +17,7 @@ The home remembers which key its data was written with (`encryption.json`: a key
 so a missing, wrong or newly added key is a clear error at start (`check_home`), never a silent
 plaintext write next to encrypted files or a lake that reads half its files.
 """
+
 from __future__ import annotations
 
 import base64
@@ -86,8 +87,10 @@ def read_key_file(path: Path) -> bytes:
     if not stat.S_ISREG(st.st_mode):
         raise EncryptionError(f"encryption_key_file {path}: not a regular file")
     if st.st_mode & 0o077:
-        raise EncryptionError(f"encryption_key_file {path}: permissions {stat.S_IMODE(st.st_mode):04o} let others "
-                              "read the key: chmod 600 it")
+        raise EncryptionError(
+            f"encryption_key_file {path}: permissions {stat.S_IMODE(st.st_mode):04o} let others "
+            "read the key: chmod 600 it"
+        )
     if len(data) == KEY_BYTES:
         return data
     text = data.strip()
@@ -98,8 +101,10 @@ def read_key_file(path: Path) -> bytes:
             continue
         if len(key) == KEY_BYTES:
             return key
-    raise EncryptionError(f"encryption_key_file {path}: expected a random 256-bit key (32 bytes, their base64 "
-                          "or 64 hex digits), e.g. `openssl rand -base64 32`")
+    raise EncryptionError(
+        f"encryption_key_file {path}: expected a random 256-bit key (32 bytes, their base64 "
+        "or 64 hex digits), e.g. `openssl rand -base64 32`"
+    )
 
 
 # --------------------------------------------------------------------------- the home's state
@@ -150,23 +155,31 @@ def check_home(settings: Settings) -> AtRest | None:
     marker = _marker(settings.home)
     if settings.encryption_key_file is None:
         if marker is not None:
-            raise EncryptionError(f"this home's data is encrypted (key id {marker.get('key_id')}): set "
-                                  "encryption_key_file (SENDTIME_ENCRYPTION_KEY_FILE) to the file holding its key")
+            raise EncryptionError(
+                f"this home's data is encrypted (key id {marker.get('key_id')}): set "
+                "encryption_key_file (SENDTIME_ENCRYPTION_KEY_FILE) to the file holding its key"
+            )
         result = None
     else:
         result = AtRest(read_key_file(settings.encryption_key_file), Path(settings.encryption_key_file))
         if marker is None:
             if _has_data(settings):
-                raise EncryptionError("encryption_key_file is set but this home holds unencrypted data: encrypt it "
-                                      "first with `sendtime rekey KEY_FILE` (docs/privacy.md), or use a new home")
+                raise EncryptionError(
+                    "encryption_key_file is set but this home holds unencrypted data: encrypt it "
+                    "first with `sendtime rekey KEY_FILE` (docs/privacy.md), or use a new home"
+                )
             settings.home.mkdir(parents=True, exist_ok=True)
             write_marker(settings.home, result)
         elif marker.get("rekeying_to"):
-            raise EncryptionError(f"a key rotation of this home was interrupted (from key id {marker.get('key_id')} "
-                                  f"to {marker['rekeying_to']}): run `sendtime rekey` with the new key file again")
+            raise EncryptionError(
+                f"a key rotation of this home was interrupted (from key id {marker.get('key_id')} "
+                f"to {marker['rekeying_to']}): run `sendtime rekey` with the new key file again"
+            )
         elif marker.get("key_id") != result.key_id:
-            raise EncryptionError(f"encryption_key_file {result.path} holds key id {result.key_id}, but this home's "
-                                  f"data is encrypted with key id {marker.get('key_id')}: wrong key file")
+            raise EncryptionError(
+                f"encryption_key_file {result.path} holds key id {result.key_id}, but this home's "
+                f"data is encrypted with key id {marker.get('key_id')}: wrong key file"
+            )
     with _LOCK:
         _CACHE[cache_key] = result
     return result
@@ -183,6 +196,7 @@ def forget_cache() -> None:
 
 
 # --------------------------------------------------------------------------- DuckDB's writable crypto
+
 
 def _httpfs_package_path(version: str) -> Path | None:
     """The httpfs extension shipped by the `duckdb-extension-httpfs` package, when it is the one
@@ -211,7 +225,8 @@ def load_writable_crypto(con: Any) -> None:
         raise EncryptionError(
             f"writing the encrypted warehouse needs DuckDB's httpfs extension (OpenSSL) for DuckDB {version}: "
             "pip install duckdb-extension-httpfs of the same version, or run `INSTALL httpfs` once where "
-            "DuckDB's extension repository is reachable (docs/privacy.md)")
+            "DuckDB's extension repository is reachable (docs/privacy.md)"
+        )
     con.execute(f"LOAD '{path}'")
 
 

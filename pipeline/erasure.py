@@ -26,6 +26,7 @@ What a cycle rewrites follows the files that hold the customers, never the lake'
 idempotent and the plan is kept (`erasure/inflight.*`) until the request is done, so a cycle killed
 anywhere in it finishes the erasure in the next cycle.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -90,6 +91,7 @@ _ORDER = [("_ingested_at", "ascending"), ("_batch_id", "ascending"), ("_source_l
 
 # --------------------------------------------------------------------------- plaintext side files
 
+
 @contextmanager
 def _locked(settings: Settings) -> Iterator[None]:
     settings.erasure_dir.mkdir(parents=True, exist_ok=True)
@@ -148,6 +150,7 @@ def _add_pending(settings: Settings, ids: dict[str, str]) -> None:
 
 # --------------------------------------------------------------------------- requests
 
+
 @dataclass
 class ForgetResult:
     customer_id: str
@@ -201,6 +204,7 @@ def request_crm_deletes(settings: Settings, deletes: Iterable[tuple[str, datetim
 
 # --------------------------------------------------------------------------- the plan
 
+
 @dataclass
 class Plan:
     """What one erasure removes, in plaintext (kept in erasure/inflight.* until it is done)."""
@@ -230,9 +234,15 @@ def _isin(table: pa.Table, column: str, values: Iterable[str]) -> pa.Array:
     return pc.fill_null(pc.is_in(table.column(column), pa.array(values, pa.string())), False)
 
 
-def _resolve(data: DataFile, key: AtRest | None, register: Register, wanted: dict[tuple[str, str], int],
-             owners: dict[tuple[str, str], str], erase: dict[str, dict[str, int]],
-             owned: dict[str, dict[str, str]]) -> None:
+def _resolve(
+    data: DataFile,
+    key: AtRest | None,
+    register: Register,
+    wanted: dict[tuple[str, str], int],
+    owners: dict[tuple[str, str], str],
+    erase: dict[str, dict[str, int]],
+    owned: dict[str, dict[str, str]],
+) -> None:
     """The slow path, when the plaintext was not kept (a re-erasure after a restore): hash a
     file's identifiers to find the values of the wanted hashes."""
     if data.area != "lake":
@@ -253,8 +263,14 @@ def _resolve(data: DataFile, key: AtRest | None, register: Register, wanted: dic
                 owned[kind][value] = owners[(kind, h)]
 
 
-def make_plan(settings: Settings, index: LakeIndex, register: Register, snapshot: Snapshot,
-              requests: dict[str, int], known: dict[str, str]) -> Plan:
+def make_plan(
+    settings: Settings,
+    index: LakeIndex,
+    register: Register,
+    snapshot: Snapshot,
+    requests: dict[str, int],
+    known: dict[str, str],
+) -> Plan:
     """The identifiers to erase and the files to read, from the index: only files that hold them."""
     key = at_rest(settings)
     hasher = register.hasher
@@ -313,9 +329,12 @@ def make_plan(settings: Settings, index: LakeIndex, register: Register, snapshot
             continue
         if data.source == "events" and devices:
             table = _read_columns(data, key, ["event_id", "customer_id", "anonymous_id", "occurred_at"])
-            table = table.filter(pc.and_(_isin(table, "anonymous_id", devices), pc.is_valid(table.column("customer_id"))))
-            for eid, cid, anon, occurred in zip(*(table.column(c).to_pylist()
-                                                  for c in ("event_id", "customer_id", "anonymous_id", "occurred_at"))):
+            table = table.filter(
+                pc.and_(_isin(table, "anonymous_id", devices), pc.is_valid(table.column("customer_id")))
+            )
+            for eid, cid, anon, occurred in zip(
+                *(table.column(c).to_pylist() for c in ("event_id", "customer_id", "anonymous_id", "occurred_at"))
+            ):
                 rank = (parse_timestamp(occurred) or datetime.max, eid or "")
                 if anon not in links or rank < links[anon][0]:
                     links[anon] = (rank, cid)
@@ -334,13 +353,17 @@ def make_plan(settings: Settings, index: LakeIndex, register: Register, snapshot
             erase["order_id"][oid] = customers[cid]
             owned["order_id"][oid] = hash_of[cid]
     return Plan(
-        requests=dict(requests), erase=erase, owners=owned,
-        move_anonymous_ids=sorted(erase["anonymous_id"]), move_order_ids=sorted(orders),
+        requests=dict(requests),
+        erase=erase,
+        owners=owned,
+        move_anonymous_ids=sorted(erase["anonymous_id"]),
+        move_order_ids=sorted(orders),
         files=sorted([os.path.relpath(d.path, settings.home), d.area, d.source] for d in files.values()),
     )
 
 
 # --------------------------------------------------------------------------- applying it
+
 
 @dataclass
 class ErasureReport:
@@ -409,7 +432,9 @@ def _scan(settings: Settings, key: AtRest | None, plan: Plan, lookup: PlainLooku
                 if source == "events":
                     scan.moved_events.update(v for v in rows.column("event_id").to_pylist() if v)
                 if "customer_id" in rows.column_names:
-                    scan.kept_customers.update(c for c in rows.column("customer_id").to_pylist() if c in plan.customer_ids)
+                    scan.kept_customers.update(
+                        c for c in rows.column("customer_id").to_pylist() if c in plan.customer_ids
+                    )
     return scan
 
 
@@ -417,15 +442,23 @@ def _tombstone_rows(tombstones: dict[str, int]) -> pa.Table:
     """CRM deletes kept in force: a delete change of each customer at the time of their CRM delete,
     carrying nothing but the id (their later records stay, and so does the delete)."""
     schema = lake_schema("customers")
-    rows = [{"op": "d", "ts_ms": at, "row_json": orjson.dumps({"customer_id": cid}).decode(), "customer_id": cid,
-             "_source_file": TOMBSTONE_SOURCE,
-             "_raw": orjson.dumps({"op": "d", "ts_ms": at, "before": {"customer_id": cid}, "after": None}).decode()}
-            for cid, at in sorted(tombstones.items())]
+    rows = [
+        {
+            "op": "d",
+            "ts_ms": at,
+            "row_json": orjson.dumps({"customer_id": cid}).decode(),
+            "customer_id": cid,
+            "_source_file": TOMBSTONE_SOURCE,
+            "_raw": orjson.dumps({"op": "d", "ts_ms": at, "before": {"customer_id": cid}, "after": None}).decode(),
+        }
+        for cid, at in sorted(tombstones.items())
+    ]
     return pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in rows], schema=schema)
 
 
-def write_moved(settings: Settings, key: AtRest | None, moved: dict[str, list[pa.Table]],
-                tombstones: dict[str, int]) -> list[str]:
+def write_moved(
+    settings: Settings, key: AtRest | None, moved: dict[str, list[pa.Table]], tombstones: dict[str, int]
+) -> list[str]:
     """One new lake batch per source with the moved records, in their original ingestion order
     (`_source_line` renumbered in that order; `_source_file` kept), and the tombstones."""
     written = []
@@ -440,9 +473,11 @@ def write_moved(settings: Settings, key: AtRest | None, moved: dict[str, list[pa
         now = utcnow()
         batch_id = new_batch_id(now)
         n = table.num_rows
-        for name, values in (("_batch_id", pa.array([batch_id] * n, pa.string())),
-                             ("_ingested_at", pa.array([now] * n, pa.timestamp("us"))),
-                             ("_source_line", pa.array(range(1, n + 1), pa.int64()))):
+        for name, values in (
+            ("_batch_id", pa.array([batch_id] * n, pa.string())),
+            ("_ingested_at", pa.array([now] * n, pa.timestamp("us"))),
+            ("_source_line", pa.array(range(1, n + 1), pa.int64())),
+        ):
             table = table.set_column(schema.get_field_index(name), name, values)
         folder = settings.lake_dir / source / f"ingest_date={now:%Y-%m-%d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -457,8 +492,9 @@ def write_moved(settings: Settings, key: AtRest | None, moved: dict[str, list[pa
     return written
 
 
-def _rewrite(settings: Settings, key: AtRest | None, plan: Plan, lookup: PlainLookup, index: LakeIndex,
-             report: ErasureReport) -> set[str]:
+def _rewrite(
+    settings: Settings, key: AtRest | None, plan: Plan, lookup: PlainLookup, index: LakeIndex, report: ErasureReport
+) -> set[str]:
     """Pass 2: every lake file of the plan without its erased and moved records, every quarantine
     file without the customers' records. Returns the event ids erased."""
     erased_events: set[str] = set()
@@ -475,8 +511,9 @@ def _rewrite(settings: Settings, key: AtRest | None, plan: Plan, lookup: PlainLo
     return erased_events
 
 
-def _rewrite_lake(data: DataFile, key: AtRest | None, plan: Plan, lookup: PlainLookup,
-                  report: ErasureReport) -> set[str]:
+def _rewrite_lake(
+    data: DataFile, key: AtRest | None, plan: Plan, lookup: PlainLookup, report: ErasureReport
+) -> set[str]:
     changed = False
     for batch in iter_parquet(data.path, key, list(IDENTIFIERS[data.source])):
         table = pa.Table.from_batches([batch])
@@ -519,8 +556,9 @@ def _rewrite_quarantine(data: DataFile, key: AtRest | None, lookup: PlainLookup,
         return
     report.records_erased += len(rows) - len(kept)
     if data.path.suffix == ".parquet":
-        table = pa.Table.from_pylist([{n: r.get(n) for n in QUARANTINE_SCHEMA.names} for r in kept],
-                                     schema=QUARANTINE_SCHEMA)
+        table = pa.Table.from_pylist(
+            [{n: r.get(n) for n in QUARANTINE_SCHEMA.names} for r in kept], schema=QUARANTINE_SCHEMA
+        )
         written = write_parquet_file(data.path, iter([table]), QUARANTINE_SCHEMA, key)
     else:
         written = write_jsonl_file(data.path, kept)
@@ -541,9 +579,13 @@ def _erase_store(engine: Any, customer_ids: list[str], event_ids: list[str]) -> 
         profiles = store.delete_profiles(conn, customer_ids)
         collector = 0
         for start in range(0, len(event_ids), 500):
-            chunk = event_ids[start:start + 500]
-            collector += conn.execute(store.collector_event_ids.delete().where(
-                store.collector_event_ids.c.event_id.in_(chunk))).rowcount or 0
+            chunk = event_ids[start : start + 500]
+            collector += (
+                conn.execute(
+                    store.collector_event_ids.delete().where(store.collector_event_ids.c.event_id.in_(chunk))
+                ).rowcount
+                or 0
+            )
     if sqlite:
         with engine.connect() as conn:
             try:
@@ -553,16 +595,20 @@ def _erase_store(engine: Any, customer_ids: list[str], event_ids: list[str]) -> 
     return profiles, collector
 
 
-def _apply(settings: Settings, engine: Any, index: LakeIndex, register: Register, plan: Plan,
-           report: ErasureReport) -> None:
+def _apply(
+    settings: Settings, engine: Any, index: LakeIndex, register: Register, plan: Plan, report: ErasureReport
+) -> None:
     key = at_rest(settings)
     lookup = PlainLookup(plan.erase)
     scan = _scan(settings, key, plan, lookup, report)
     if not plan.moved_batches:
         # CRM deletes stay in force for deleted customers whose later records stay
         snapshot = register.snapshot()
-        plan.tombstones = {cid: snapshot.crm_deletes[h] for cid, h in plan.owners["customer_id"].items()
-                           if cid in scan.kept_customers and h in snapshot.crm_deletes}
+        plan.tombstones = {
+            cid: snapshot.crm_deletes[h]
+            for cid, h in plan.owners["customer_id"].items()
+            if cid in scan.kept_customers and h in snapshot.crm_deletes
+        }
         # the moved records are durable before any file loses them: a crash in between leaves
         # duplicates, which deduplication ignores, never a lost record
         plan.moved_batches = write_moved(settings, key, scan.moved, plan.tombstones) or ["-"]
@@ -611,8 +657,10 @@ def run_pending(settings: Settings, engine: Any, cycle_id: str) -> ErasureReport
         if caught.tombstones:
             # later records of a customer deleted in the CRM arrived: the delete stays in force
             write_moved(settings, key, {}, caught.tombstones)
-            register.append({"op": "tombstone", "h": register.hasher.hex("customer_id", cid), "at": at}
-                            for cid, at in sorted(caught.tombstones.items()))
+            register.append(
+                {"op": "tombstone", "h": register.hasher.hex("customer_id", cid), "at": at}
+                for cid, at in sorted(caught.tombstones.items())
+            )
             report.tombstones += len(caught.tombstones)
         inflight = _read_side(settings, INFLIGHT)
         requests = {r.h: r.at for r in snapshot.pending()}
@@ -627,19 +675,30 @@ def run_pending(settings: Settings, engine: Any, cycle_id: str) -> ErasureReport
             plan = make_plan(settings, index, register, snapshot, requests, _read_side(settings, PENDING) or {})
             # the linked devices, orders and emails join the register before anything changes, so
             # ingest erases them too from now on
-            register.append({"op": "scope", "of": plan.owners[kind][value], "kind": kind,
-                             "h": register.hasher.hex(kind, value), "at": until}
-                            for kind in ("anonymous_id", "order_id", "email")
-                            for value, until in sorted(plan.erase[kind].items()))
+            register.append(
+                {
+                    "op": "scope",
+                    "of": plan.owners[kind][value],
+                    "kind": kind,
+                    "h": register.hasher.hex(kind, value),
+                    "at": until,
+                }
+                for kind in ("anonymous_id", "order_id", "email")
+                for value, until in sorted(plan.erase[kind].items())
+            )
             _write_side(settings, INFLIGHT, asdict(plan))
         report.requests = len(plan.requests)
         _apply(settings, engine, index, register, plan, report)
         # done: the register keeps hashes and times; the plaintext of the requests and the plan goes
         now = iso_z(utcnow())
-        entries = [{"op": "done", "h": h, "at": at, "completed_at": now, "cycle_id": cycle_id}
-                   for h, at in sorted(plan.requests.items())]
-        entries += [{"op": "tombstone", "h": plan.owners["customer_id"][cid], "at": at}
-                    for cid, at in sorted(plan.tombstones.items())]
+        entries = [
+            {"op": "done", "h": h, "at": at, "completed_at": now, "cycle_id": cycle_id}
+            for h, at in sorted(plan.requests.items())
+        ]
+        entries += [
+            {"op": "tombstone", "h": plan.owners["customer_id"][cid], "at": at}
+            for cid, at in sorted(plan.tombstones.items())
+        ]
         register.append(entries)
         with _locked(settings):
             pending = _read_side(settings, PENDING) or {}
@@ -652,6 +711,7 @@ def run_pending(settings: Settings, engine: Any, cycle_id: str) -> ErasureReport
 
 
 # --------------------------------------------------------------------------- after a restore
+
 
 def after_restore(settings: Settings, manifest: dict[str, Any]) -> None:
     """`sendtime restore`'s step (pipeline/backup.py AFTER_RESTORE): the erasure requests made after
@@ -675,5 +735,7 @@ def after_restore(settings: Settings, manifest: dict[str, Any]) -> None:
         report = run_pending(settings, engine, f"restore-{new_batch_id()}")
     finally:
         engine.dispose()
-    log.info("erasures made after the backup applied again",
-             extra={"lines": len(missing), "requests": report.requests, "profiles_deleted": report.profiles_deleted})
+    log.info(
+        "erasures made after the backup applied again",
+        extra={"lines": len(missing), "requests": report.requests, "profiles_deleted": report.profiles_deleted},
+    )

@@ -13,6 +13,7 @@ is acknowledged, to:
 The lines hold keyed hashes and times only, like the register. A copy that cannot be written is
 logged and skipped: the home's register stays the authority.
 """
+
 from __future__ import annotations
 
 import fcntl

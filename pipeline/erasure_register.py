@@ -21,6 +21,7 @@ first use, mode 600): `blake2b(kind + "\\0" + value, key, 16 bytes)`. Without th
 test a guessed id against the register. Appends are serialized by an flock and fsynced, each line
 written with one write(2): concurrent writers (CLI, cycle) never interleave or tear a line.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -67,6 +68,7 @@ def check_id(customer_id: object) -> str:
 
 # --------------------------------------------------------------------------- the key and hashes
 
+
 class Hasher:
     """The register's keyed hash. `digest(kind, value)` -> 16 bytes; `index_key` -> the signed
     64-bit prefix the lake index stores (pipeline/lake_index.py)."""
@@ -75,8 +77,9 @@ class Hasher:
         self.key = key
 
     def digest(self, kind: str, value: str) -> bytes:
-        return hashlib.blake2b(kind.encode() + b"\0" + value.encode("utf-8", "surrogatepass"),
-                               key=self.key, digest_size=16).digest()
+        return hashlib.blake2b(
+            kind.encode() + b"\0" + value.encode("utf-8", "surrogatepass"), key=self.key, digest_size=16
+        ).digest()
 
     def hex(self, kind: str, value: str) -> str:
         return self.digest(kind, value).hex()
@@ -111,6 +114,7 @@ def hasher_for(settings: Settings) -> Hasher:
 
 
 # --------------------------------------------------------------------------- the register
+
 
 @dataclass
 class Request:
@@ -232,8 +236,9 @@ def _fold(data: bytes) -> Snapshot:
         op = entry.get("op")
         if op == "request":
             h, at = entry["h"], int(entry["at"])
-            snap.requests.setdefault(h, []).append(Request(h, at, entry.get("reason", "forget"),
-                                                           entry.get("requested_at", "")))
+            snap.requests.setdefault(h, []).append(
+                Request(h, at, entry.get("reason", "forget"), entry.get("requested_at", ""))
+            )
             _erase(snap, "customer_id", h, at, h)
             if entry.get("reason") == "crm_delete":
                 snap.crm_deletes[h] = max(at, snap.crm_deletes.get(h, at))

@@ -17,6 +17,7 @@ are kept"):
 An event of another customer that carries a linked device keeps its place: it is that customer's.
 Identifiers are compared as the lake holds them (trimmed; emails also lower-cased).
 """
+
 from __future__ import annotations
 
 import re
@@ -44,8 +45,10 @@ RAW_FIELDS = ("customer_id", "anonymous_id", "order_id", "email")
 # written by the cycle, never by ingest: a CRM delete kept in force (pipeline/erasure.py)
 TOMBSTONE_SOURCE = "sendtime:erasure-tombstone"
 
-_RAW_FIELD = re.compile(r'"(customer_id|anonymous_id|order_id|email|occurred_at|ts_ms)"\s*:\s*'
-                        r'(?:"((?:[^"\\]|\\.){1,400})"|(-?[0-9]{1,19}))')
+_RAW_FIELD = re.compile(
+    r'"(customer_id|anonymous_id|order_id|email|occurred_at|ts_ms)"\s*:\s*'
+    r'(?:"((?:[^"\\]|\\.){1,400})"|(-?[0-9]{1,19}))'
+)
 
 
 def normalize(kind: str, value: str) -> str:
@@ -167,6 +170,7 @@ def erasable(source: str, table: pa.Table, lookup: Lookup, *, spare_tombstones: 
 
 # --------------------------------------------------------------------------- raw records
 
+
 def raw_identifiers(raw: str | None) -> tuple[list[tuple[str, str]], int | None, bool]:
     """([(kind, value)], epoch ms or None, has a customer_id) of a raw record as received: the
     identifier fields at its top level and in a CDC record's before/after. Text that is not JSON is
@@ -219,7 +223,10 @@ def identifier_values(source: str, table: pa.Table) -> Iterable[tuple[str, list[
     for column in IDENTIFIERS.get(source, ()):
         if column not in table.column_names:
             continue
-        values = pc.unique(table.column(column).combine_chunks() if isinstance(table.column(column), pa.ChunkedArray)
-                           else table.column(column))
+        values = pc.unique(
+            table.column(column).combine_chunks()
+            if isinstance(table.column(column), pa.ChunkedArray)
+            else table.column(column)
+        )
         kept = [normalize(column, v) for v in values.to_pylist() if v is not None]
         yield column, [v for v in dict.fromkeys(kept) if v]

@@ -1,4 +1,5 @@
 """Errors the CLI turns into a one-line reason and a non-zero exit (never a traceback)."""
+
 from __future__ import annotations
 
 

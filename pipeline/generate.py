@@ -10,13 +10,14 @@ Product ids: canonical `P00042` (`P` + 5 digits). Legacy ids follow one rule, ke
 number n that is a multiple of 5 and at most 1000 has the legacy alias `SKU-<n>` (no zero padding).
 Sources also use lower-case ids (`p00042`, `sku-40`), which the canonical rule upper-cases.
 """
+
 from __future__ import annotations
 
 import csv
 import hashlib
 import math
 import zoneinfo
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,32 +56,100 @@ CATEGORIES: dict[str, tuple[tuple[str, ...], float]] = {
 CATEGORY_NAMES = tuple(CATEGORIES)
 # bought together: a product's complements come from its own category and this one
 COMPLEMENT_OF = {
-    "running": "nutrition", "outerwear": "accessories", "tops": "bottoms", "bottoms": "tops",
-    "bags": "outdoor", "accessories": "outerwear", "outdoor": "bags", "fitness": "nutrition",
-    "nutrition": "fitness", "electronics": "running", "cycling": "electronics", "swim": "fitness",
+    "running": "nutrition",
+    "outerwear": "accessories",
+    "tops": "bottoms",
+    "bottoms": "tops",
+    "bags": "outdoor",
+    "accessories": "outerwear",
+    "outdoor": "bags",
+    "fitness": "nutrition",
+    "nutrition": "fitness",
+    "electronics": "running",
+    "cycling": "electronics",
+    "swim": "fitness",
 }
 ADJECTIVES = ("Classic", "Pro", "Ultra", "Lite", "Everyday", "Alpine", "Urban", "Summit", "Breeze", "Core")
 COLORS = ("Black", "Navy", "Olive", "Red", "Grey", "White", "Blue", "Sand")
 
 # country, locale, IANA timezone, currency, UTC offset in minutes used for local timestamps
 COUNTRIES = (
-    ("US", "en-US", "America/New_York", "USD", -300), ("US", "en-US", "America/Los_Angeles", "USD", -480),
-    ("GB", "en-GB", "Europe/London", "GBP", 0), ("DE", "de-DE", "Europe/Berlin", "EUR", 60),
-    ("FR", "fr-FR", "Europe/Paris", "EUR", 60), ("CA", "en-CA", "America/Toronto", "CAD", -300),
-    ("AU", "en-AU", "Australia/Sydney", "AUD", 660), ("NL", "nl-NL", "Europe/Amsterdam", "EUR", 60),
+    ("US", "en-US", "America/New_York", "USD", -300),
+    ("US", "en-US", "America/Los_Angeles", "USD", -480),
+    ("GB", "en-GB", "Europe/London", "GBP", 0),
+    ("DE", "de-DE", "Europe/Berlin", "EUR", 60),
+    ("FR", "fr-FR", "Europe/Paris", "EUR", 60),
+    ("CA", "en-CA", "America/Toronto", "CAD", -300),
+    ("AU", "en-AU", "Australia/Sydney", "AUD", 660),
+    ("NL", "nl-NL", "Europe/Amsterdam", "EUR", 60),
     ("ES", "es-ES", "Europe/Madrid", "EUR", 60),
 )
 COUNTRY_WEIGHTS = (0.28, 0.14, 0.14, 0.1, 0.08, 0.08, 0.07, 0.06, 0.05)
 # approximate USD -> currency factors, consistent with seeds/currency_rates.csv
 FX_FROM_USD = {"USD": 1.0, "EUR": 0.926, "GBP": 0.787, "CAD": 1.37, "AUD": 1.515}
-FIRST_NAMES = ("Ava", "Liam", "Mia", "Noah", "Emma", "Lucas", "Sofia", "Leon", "Chloe", "Mateo", "Hannah",
-               "Oliver", "Zoe", "Elias", "Amelia", "Finn", "Isla", "Hugo", "Lea", "Jack", "Nora", "Luca")
-LAST_NAMES = ("Smith", "Garcia", "Muller", "Martin", "Brown", "Rossi", "Dubois", "Jansen", "Taylor", "Lopez",
-              "Schmidt", "Wilson", "Moreau", "Bakker", "Clark", "Fischer", "Silva", "Young", "King", "Weber")
+FIRST_NAMES = (
+    "Ava",
+    "Liam",
+    "Mia",
+    "Noah",
+    "Emma",
+    "Lucas",
+    "Sofia",
+    "Leon",
+    "Chloe",
+    "Mateo",
+    "Hannah",
+    "Oliver",
+    "Zoe",
+    "Elias",
+    "Amelia",
+    "Finn",
+    "Isla",
+    "Hugo",
+    "Lea",
+    "Jack",
+    "Nora",
+    "Luca",
+)
+LAST_NAMES = (
+    "Smith",
+    "Garcia",
+    "Muller",
+    "Martin",
+    "Brown",
+    "Rossi",
+    "Dubois",
+    "Jansen",
+    "Taylor",
+    "Lopez",
+    "Schmidt",
+    "Wilson",
+    "Moreau",
+    "Bakker",
+    "Clark",
+    "Fischer",
+    "Silva",
+    "Young",
+    "King",
+    "Weber",
+)
 
-EVENT_TYPES = ("page_view", "product_view", "add_to_cart", "remove_from_cart", "search", "email_open",
-               "email_click", "purchase", "signup", "wishlist_add", "email_delivered", "email_bounce",
-               "email_unsubscribe", "email_spam_report")
+EVENT_TYPES = (
+    "page_view",
+    "product_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "search",
+    "email_open",
+    "email_click",
+    "purchase",
+    "signup",
+    "wishlist_add",
+    "email_delivered",
+    "email_bounce",
+    "email_unsubscribe",
+    "email_spam_report",
+)
 EVENT_WEIGHTS = (0.2, 0.36, 0.1, 0.025, 0.08, 0.07, 0.03, 0.03, 0.005, 0.02, 0.075, 0.002, 0.002, 0.001)
 EMAIL_TYPES = np.array([EVENT_TYPES.index(t) for t in EVENT_TYPES if t.startswith("email_")])
 OPEN_OR_CLICK = np.array([EVENT_TYPES.index("email_open"), EVENT_TYPES.index("email_click")])
@@ -98,8 +167,18 @@ COUNTRY_HOUR = {"US": 20, "GB": 19, "DE": 7, "FR": 21, "CA": 20, "AU": 8, "NL": 
 SHARE_COUNTRY_HOUR = 0.45  # preferred hours drawn near the country's habit; the rest from the day's mixture
 SHARE_EMAIL_BY_HASH = 0.3  # engagement events that carry the recipient's email hash, not the customer_id
 CAMPAIGN_UTC_HOUR = 14  # when the brand sends: deliveries land then, whatever the recipient's habit
-SEARCH_TERMS = ("running shoes", "rain jacket", "yoga mat", "gps watch", "backpack", "protein", "tent",
-                "bike light", "goggles", "hoodie")
+SEARCH_TERMS = (
+    "running shoes",
+    "rain jacket",
+    "yoga mat",
+    "gps watch",
+    "backpack",
+    "protein",
+    "tent",
+    "bike light",
+    "goggles",
+    "hoodie",
+)
 ORDER_STATUS_FLOW = ("placed", "paid", "shipped", "delivered")
 
 SHARE_LATE = 0.02  # events of a file that belong to an earlier file's time slice
@@ -126,11 +205,18 @@ class _Catalog:
         self.price_usd = np.maximum(self.price_usd, 2.99)
         self.currency = rng.choice(np.array(["USD", "EUR", "GBP"], dtype=object), n, p=[0.75, 0.15, 0.1])
         self.in_stock = rng.random(n) < 0.92
-        self.name = np.array([
-            f"{ADJECTIVES[a]} {CATEGORIES[CATEGORY_NAMES[c]][0][k]} - {COLORS[col]}"
-            for a, c, k, col in zip(rng.integers(0, len(ADJECTIVES), n), self.category,
-                                    rng.integers(0, 5, n), rng.integers(0, len(COLORS), n))
-        ], dtype=object)
+        self.name = np.array(
+            [
+                f"{ADJECTIVES[a]} {CATEGORIES[CATEGORY_NAMES[c]][0][k]} - {COLORS[col]}"
+                for a, c, k, col in zip(
+                    rng.integers(0, len(ADJECTIVES), n),
+                    self.category,
+                    rng.integers(0, 5, n),
+                    rng.integers(0, len(COLORS), n),
+                )
+            ],
+            dtype=object,
+        )
         # popularity: Zipf-like within each category, so "popular in category" exists
         self.popularity = 1.0 / (1 + rng.permutation(n)) ** 0.6 + 1e-9
         self.by_category = [np.flatnonzero(self.category == c) for c in range(len(CATEGORY_NAMES))]
@@ -142,7 +228,7 @@ class _Catalog:
             self.offsets[c + 1] = self.offsets[c] + len(members)
             if len(members):
                 w = np.cumsum(self.popularity[members])
-                cdf[self.offsets[c]:self.offsets[c + 1]] = c + w / w[-1]
+                cdf[self.offsets[c] : self.offsets[c + 1]] = c + w / w[-1]
         self.cdf = cdf
         # complements: two from the complement category, one from the own category
         self.complements = np.zeros((n, 3), dtype=int)
@@ -232,13 +318,15 @@ class _Offsets:
     def __init__(self, start_ms: int, end_ms: int) -> None:
         self.base = start_ms - 3 * DAY_MS - (start_ms % HOUR_MS)
         hours = np.arange(self.base, end_ms + 3 * DAY_MS, HOUR_MS)
-        epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
         self.table = np.zeros((len(COUNTRIES), len(hours)), dtype=np.int64)
         for c, (_, _, zone, _, _) in enumerate(COUNTRIES):
             tz = zoneinfo.ZoneInfo(zone)
             # offsets change at whole UTC hours in these zones: one lookup per hour is exact
-            self.table[c] = [int((epoch + timedelta(milliseconds=int(h))).astimezone(tz).utcoffset().total_seconds())
-                             * 1000 for h in hours]
+            self.table[c] = [
+                int((epoch + timedelta(milliseconds=int(h))).astimezone(tz).utcoffset().total_seconds()) * 1000
+                for h in hours
+            ]
 
     def at(self, country: np.ndarray, ms: np.ndarray) -> np.ndarray:
         index = np.clip((ms - self.base) // HOUR_MS, 0, self.table.shape[1] - 1)
@@ -290,10 +378,13 @@ def _format_ts(rng: np.random.Generator, ms: np.ndarray, offsets_min: np.ndarray
     with_offset = _join(_t_sep(local.cast(pa.large_string())), suffix.cast(pa.large_string()))
     naive = pa.array(ms // 1000, pa.timestamp("s")).cast(pa.large_string())
     epoch = pa.array(ms).cast(pa.large_string())
-    quoted = pc.case_when(pa.StructArray.from_arrays([pa.array(kind == 0), pa.array(kind == 1), pa.array(kind == 2)],
-                                                     ["z", "o", "n"]),
-                          _join('"', iso_z, '"'), _join('"', with_offset, '"'),
-                          _join('"', naive.cast(pa.large_string()), '"'), epoch)
+    quoted = pc.case_when(
+        pa.StructArray.from_arrays([pa.array(kind == 0), pa.array(kind == 1), pa.array(kind == 2)], ["z", "o", "n"]),
+        _join('"', iso_z, '"'),
+        _join('"', with_offset, '"'),
+        _join('"', naive.cast(pa.large_string()), '"'),
+        epoch,
+    )
     return quoted, kind == 3
 
 
@@ -327,8 +418,16 @@ class _Orders:
         self.rows: list[tuple[str, str, int, str, list[tuple[int, int, int]]]] = []
 
 
-def _planted_times(rng: np.random.Generator, ms: np.ndarray, who: np.ndarray, known: np.ndarray, etype: np.ndarray,
-                   people: _People, offsets: _Offsets, window: tuple[int, int]) -> np.ndarray:
+def _planted_times(
+    rng: np.random.Generator,
+    ms: np.ndarray,
+    who: np.ndarray,
+    known: np.ndarray,
+    etype: np.ndarray,
+    people: _People,
+    offsets: _Offsets,
+    window: tuple[int, int],
+) -> np.ndarray:
     """Event times moved, within their local day, to the customer's habits (see HABITS): opens and
     clicks near the preferred hour with the habit's probability, else at a random daytime hour;
     site activity likewise, more loosely; deliveries at the campaign hour. Anonymous visitors keep
@@ -354,9 +453,19 @@ def _planted_times(rng: np.random.Generator, ms: np.ndarray, who: np.ndarray, kn
     return np.where(out < start, out + DAY_MS, out)
 
 
-def _events_file(rng: np.random.Generator, lo: int, hi: int, count: int, catalog: _Catalog, people: _People,
-                 late_from: int, orders: _Orders, next_id: int, offsets: _Offsets | None = None,
-                 window: tuple[int, int] = (0, 0)) -> tuple[dict[str, pa.Array], int]:
+def _events_file(
+    rng: np.random.Generator,
+    lo: int,
+    hi: int,
+    count: int,
+    catalog: _Catalog,
+    people: _People,
+    late_from: int,
+    orders: _Orders,
+    next_id: int,
+    offsets: _Offsets | None = None,
+    window: tuple[int, int] = (0, 0),
+) -> tuple[dict[str, pa.Array], int]:
     """Columns of events in the time slice [lo, hi), plus late events from [late_from, lo)."""
     ms = rng.integers(lo, hi, count)
     late = (rng.random(count) < SHARE_LATE) & (late_from < lo)
@@ -376,7 +485,10 @@ def _events_file(rng: np.random.Generator, lo: int, hi: int, count: int, catalog
     w = np.where(known, who, 0)
 
     etype = rng.choice(len(EVENT_TYPES), count, p=EVENT_WEIGHTS)
-    etype[~known & np.isin(etype, [EVENT_TYPES.index(t) for t in ("purchase", "signup", "add_to_cart", "remove_from_cart")])] = 0
+    etype[
+        ~known
+        & np.isin(etype, [EVENT_TYPES.index(t) for t in ("purchase", "signup", "add_to_cart", "remove_from_cart")])
+    ] = 0
     # email goes to known customers only, and never to those planted without an email history
     no_email = ~known | (people.habit[w] == HABITS.index("no_email") if people.n else True)
     etype[no_email & np.isin(etype, EMAIL_TYPES)] = 0
@@ -400,7 +512,9 @@ def _events_file(rng: np.random.Generator, lo: int, hi: int, count: int, catalog
     pool = np.array([f"anon-v{next_id:08x}{x:05x}" for x in range(max(1, count // 20))], dtype=object)
     visitor_anon = pool[rng.integers(0, len(pool), count)]
     customer_text = people.ids_arrow.take(pa.array(w))
-    anon_text = pc.if_else(pa.array(known), pa.array(people.anon, pa.large_string()).take(pa.array(w)), _s(visitor_anon))
+    anon_text = pc.if_else(
+        pa.array(known), pa.array(people.anon, pa.large_string()).take(pa.array(w)), _s(visitor_anon)
+    )
     # the email platform knows the recipient: a customer_id in its custom args, or only the address
     by_hash = is_email & (rng.random(count) < SHARE_EMAIL_BY_HASH) & (people.in_crm[w] if people.n else False)
     show_customer = known & (~anon_only | is_email) & ~by_hash
@@ -429,11 +543,18 @@ def _events_file(rng: np.random.Generator, lo: int, hi: int, count: int, catalog
 
     price_cents = np.rint(catalog.price_usd[product] * 100).astype(np.int64)
     props = pc.case_when(
-        pa.StructArray.from_arrays([pa.array(etype == 7), pa.array(has_product), pa.array(etype == 4),
-                                    pa.array(np.isin(etype, EMAIL_TYPES))], ["buy", "prod", "search", "email"]),
+        pa.StructArray.from_arrays(
+            [pa.array(etype == 7), pa.array(has_product), pa.array(etype == 4), pa.array(np.isin(etype, EMAIL_TYPES))],
+            ["buy", "prod", "search", "email"],
+        ),
         _join('{"order_id":"', _s(order_ids), '","value":', _cents_text(price_cents), ',"currency":"USD"}'),
-        _join('{"price":', _cents_text(price_cents), ',"currency":"USD","url":"https://shop.example.com/p/',
-              _s(catalog.ids[product]), '"}'),
+        _join(
+            '{"price":',
+            _cents_text(price_cents),
+            ',"currency":"USD","url":"https://shop.example.com/p/',
+            _s(catalog.ids[product]),
+            '"}',
+        ),
         _join('{"query":"', _s(np.array(SEARCH_TERMS, dtype=object)[rng.integers(0, len(SEARCH_TERMS), count)]), '"}'),
         _join('{"campaign_id":"cmp-', pa.array(rng.integers(100, 140, count)).cast(pa.large_string()), '"}'),
         _join('{"url":"https://shop.example.com/', _s(np.array(CATEGORY_NAMES, dtype=object)[category]), '"}'),
@@ -442,25 +563,38 @@ def _events_file(rng: np.random.Generator, lo: int, hi: int, count: int, catalog
     messy_type = rng.random(count) < 0.005
     type_text[messy_type] = np.char.add(" ", np.char.title(type_text[messy_type].astype(str)))
     columns = {
-        "event_id": event_id, "event_type": _s(type_text), "occurred_at": ts,
+        "event_id": event_id,
+        "event_type": _s(type_text),
+        "occurred_at": ts,
         "customer_id": pc.if_else(pa.array(show_customer), customer_text, pa.scalar(None, pa.large_string())),
         "anonymous_id": pc.if_else(pa.array(show_anon), anon_text, pa.scalar(None, pa.large_string())),
-        "product_id": pc.if_else(pa.array(has_product), _product_text(rng, catalog, product), pa.scalar(None, pa.large_string())),
+        "product_id": pc.if_else(
+            pa.array(has_product), _product_text(rng, catalog, product), pa.scalar(None, pa.large_string())
+        ),
         "properties": props,
-        "email_hash": pc.if_else(pa.array(by_hash), pa.array(people.email_hash if people.n else [""], pa.large_string())
-                                 .take(pa.array(w)), pa.scalar(None, pa.large_string())),
+        "email_hash": pc.if_else(
+            pa.array(by_hash),
+            pa.array(people.email_hash if people.n else [""], pa.large_string()).take(pa.array(w)),
+            pa.scalar(None, pa.large_string()),
+        ),
     }
     # the login that links an anonymous id: one per linked customer, in the slice of its time
     if people.n:
-        link = np.flatnonzero(people.linked & (people.link_at >= lo) & (people.link_at < hi) & (people.active_to > people.active_from))
+        link = np.flatnonzero(
+            people.linked & (people.link_at >= lo) & (people.link_at < hi) & (people.active_to > people.active_from)
+        )
         if len(link):
             n = len(link)
             lts, _ = _format_ts(rng, people.link_at[link], np.array([COUNTRIES[c][4] for c in people.country[link]]))
             lid = pa.array(np.arange(next_id + count, next_id + count + n)).cast(pa.large_string())
             login = {
-                "event_id": _join("ev-", pc.utf8_lpad(lid, 10, "0")), "event_type": _s(["login"] * n), "occurred_at": lts,
-                "customer_id": _s(people.ids[link]), "anonymous_id": _s(people.anon[link]),
-                "product_id": pa.nulls(n, pa.large_string()), "properties": _s(['{"method":"password"}'] * n),
+                "event_id": _join("ev-", pc.utf8_lpad(lid, 10, "0")),
+                "event_type": _s(["login"] * n),
+                "occurred_at": lts,
+                "customer_id": _s(people.ids[link]),
+                "anonymous_id": _s(people.anon[link]),
+                "product_id": pa.nulls(n, pa.large_string()),
+                "properties": _s(['{"method":"password"}'] * n),
                 "email_hash": pa.nulls(n, pa.large_string()),
             }
             columns = {k: pa.concat_arrays([columns[k], login[k]]) for k in columns}
@@ -470,13 +604,26 @@ def _events_file(rng: np.random.Generator, lo: int, hi: int, count: int, catalog
 
 def _event_lines(columns: dict[str, pa.Array]) -> pa.Array:
     """One JSON object text per event (no trailing newline); absent fields are omitted."""
+
     def opt(name: str) -> pa.Array:
         col = columns[name]
         return pc.if_else(pc.is_valid(col), _join(f',"{name}":"', pc.fill_null(col, _lit("")), '"'), _lit(""))
 
-    return _join('{"event_id":"', columns["event_id"], '","event_type":"', columns["event_type"],
-                 '","occurred_at":', columns["occurred_at"], opt("customer_id"), opt("anonymous_id"),
-                 opt("product_id"), opt("email_hash"), ',"properties":', columns["properties"], "}")
+    return _join(
+        '{"event_id":"',
+        columns["event_id"],
+        '","event_type":"',
+        columns["event_type"],
+        '","occurred_at":',
+        columns["occurred_at"],
+        opt("customer_id"),
+        opt("anonymous_id"),
+        opt("product_id"),
+        opt("email_hash"),
+        ',"properties":',
+        columns["properties"],
+        "}",
+    )
 
 
 _INVALID_EVENT_LINES = (
@@ -514,12 +661,20 @@ def _write_lines(fh: BinaryIO, lines: pa.Array) -> None:
     """The lines' Arrow data buffer plus newlines is the file: no Python per line."""
     text = _join(lines, "\n").cast(pa.large_string())
     if len(text):
-        offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset:text.offset + len(text) + 1]
-        fh.write(memoryview(text.buffers()[2])[offsets[0]:offsets[-1]])
+        offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset : text.offset + len(text) + 1]
+        fh.write(memoryview(text.buffers()[2])[offsets[0] : offsets[-1]])
 
 
-CSV_COLUMNS = ("event_id", "event_type", "occurred_at", "customer_id", "anonymous_id", "product_id", "properties",
-               "email_hash")
+CSV_COLUMNS = (
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "customer_id",
+    "anonymous_id",
+    "product_id",
+    "properties",
+    "email_hash",
+)
 
 
 def _events_csv_table(columns: dict[str, pa.Array], rng: np.random.Generator) -> pa.Table:
@@ -532,8 +687,19 @@ def _events_csv_table(columns: dict[str, pa.Array], rng: np.random.Generator) ->
     ts_text = pc.if_else(pa.array(bad & (kind == 1)), _lit("not a time"), ts_text)  # unparseable timestamp
     customer = pc.if_else(pa.array(bad & (kind == 2)), pa.scalar(None, pa.large_string()), columns["customer_id"])
     anon = pc.if_else(pa.array(bad & (kind == 2)), pa.scalar(None, pa.large_string()), columns["anonymous_id"])
-    table = pa.table([event_id, columns["event_type"], ts_text, customer, anon, columns["product_id"],
-                      columns["properties"], columns["email_hash"]], names=list(CSV_COLUMNS))
+    table = pa.table(
+        [
+            event_id,
+            columns["event_type"],
+            ts_text,
+            customer,
+            anon,
+            columns["product_id"],
+            columns["properties"],
+            columns["email_hash"],
+        ],
+        names=list(CSV_COLUMNS),
+    )
     dup = np.sort(rng.choice(n, int(n * SHARE_DUPLICATE), replace=False)) if n else np.array([], int)
     table = pa.concat_tables([table, table.take(pa.array(dup, pa.int64()))])
     order = np.argsort(np.concatenate([np.arange(n), rng.integers(0, max(n, 1), len(dup))]), kind="stable")
@@ -571,10 +737,16 @@ def _customer_row(people: _People, rng: np.random.Generator, i: int, updated_ms:
     if rng.random() < 0.1:  # mixed case and stray spaces: normalized downstream
         email = f"  {email.upper()} "
     return {
-        "customer_id": str(people.ids[i]), "email": email, "first_name": first, "last_name": last,
-        "country": country.lower() if rng.random() < 0.05 else country, "locale": locale, "timezone": tz,
+        "customer_id": str(people.ids[i]),
+        "email": email,
+        "first_name": first,
+        "last_name": last,
+        "country": country.lower() if rng.random() < 0.05 else country,
+        "locale": locale,
+        "timezone": tz,
         "marketing_consent": bool(rng.random() < 0.7),
-        "created_at": _iso(int(people.created_ms[i])), "updated_at": _iso(updated_ms),
+        "created_at": _iso(int(people.created_ms[i])),
+        "updated_at": _iso(updated_ms),
     }
 
 
@@ -582,8 +754,9 @@ def _iso(ms: int) -> str:
     return (datetime(1970, 1, 1) + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds") + "Z"
 
 
-def _customers_cdc(rng: np.random.Generator, people: _People, start_ms: int, end_ms: int,
-                   first: _Sink, second: _Sink) -> None:
+def _customers_cdc(
+    rng: np.random.Generator, people: _People, start_ms: int, end_ms: int, first: _Sink, second: _Sink
+) -> None:
     """Snapshot + creates (file 1); updates, out-of-order updates, lsn ties, deletes (file 2)."""
     lsn = 1_000
     states: dict[int, dict] = {}
@@ -595,7 +768,9 @@ def _customers_cdc(rng: np.random.Generator, people: _People, start_ms: int, end
         if people.created_ms[i] < start_ms:
             first.add({"op": "r", "ts_ms": start_ms, "before": None, "after": row, "source": {"lsn": lsn}})
         else:
-            first.add({"op": "c", "ts_ms": int(people.created_ms[i]), "before": None, "after": row, "source": {"lsn": lsn}})
+            first.add(
+                {"op": "c", "ts_ms": int(people.created_ms[i]), "before": None, "after": row, "source": {"lsn": lsn}}
+            )
     keys = sorted(states)
     for i in keys:
         r = rng.random()
@@ -633,8 +808,9 @@ def _customers_cdc(rng: np.random.Generator, people: _People, start_ms: int, end
             states[i] = new
 
 
-def _orders_cdc(rng: np.random.Generator, orders: _Orders, catalog: _Catalog, end_ms: int,
-                first: _Sink, second: _Sink, items: _Sink) -> None:
+def _orders_cdc(
+    rng: np.random.Generator, orders: _Orders, catalog: _Catalog, end_ms: int, first: _Sink, second: _Sink, items: _Sink
+) -> None:
     """Orders (creates, then status updates in a second file) and their items."""
     lsn = 5_000_000
     day = 86_400_000
@@ -651,11 +827,30 @@ def _orders_cdc(rng: np.random.Generator, orders: _Orders, catalog: _Catalog, en
             elif rng.random() < 0.05:
                 pid = pid.lower()
             lsn += 1
-            items.add({"op": "c", "ts_ms": created, "before": None, "source": {"lsn": lsn},
-                              "after": {"order_item_id": f"{order_id}-{k}", "order_id": order_id, "product_id": pid,
-                                        "quantity": qty, "unit_price": unit}})
-        row = {"order_id": order_id, "customer_id": customer_id, "status": "placed", "currency": currency,
-               "total_amount": round(total, 2), "created_at": _iso(created), "updated_at": _iso(created)}
+            items.add(
+                {
+                    "op": "c",
+                    "ts_ms": created,
+                    "before": None,
+                    "source": {"lsn": lsn},
+                    "after": {
+                        "order_item_id": f"{order_id}-{k}",
+                        "order_id": order_id,
+                        "product_id": pid,
+                        "quantity": qty,
+                        "unit_price": unit,
+                    },
+                }
+            )
+        row = {
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "status": "placed",
+            "currency": currency,
+            "total_amount": round(total, 2),
+            "created_at": _iso(created),
+            "updated_at": _iso(created),
+        }
         lsn += 1
         first.add({"op": "c", "ts_ms": created, "before": None, "after": row, "source": {"lsn": lsn}})
         r = rng.random()
@@ -707,22 +902,36 @@ def _catalog_files(out: Path, rng: np.random.Generator, catalog: _Catalog) -> li
         for p in range(catalog.n):
             pid = str(catalog.ids[p])
             cur = str(catalog.currency[p])
-            w.writerow([pid.lower() if rng.random() < 0.02 else pid, catalog.name[p], CATEGORY_NAMES[catalog.category[p]],
-                        f"{catalog.price_usd[p] * FX_FROM_USD[cur]:.2f}", cur,
-                        f"https://shop.example.com/p/{pid.lower()}", f"https://cdn.example.com/img/{pid}.jpg",
-                        "true" if catalog.in_stock[p] else "false"])
+            w.writerow(
+                [
+                    pid.lower() if rng.random() < 0.02 else pid,
+                    catalog.name[p],
+                    CATEGORY_NAMES[catalog.category[p]],
+                    f"{catalog.price_usd[p] * FX_FROM_USD[cur]:.2f}",
+                    cur,
+                    f"https://shop.example.com/p/{pid.lower()}",
+                    f"https://cdn.example.com/img/{pid}.jpg",
+                    "true" if catalog.in_stock[p] else "false",
+                ]
+            )
         w.writerow(["", "Nameless", "tops", "10.00", "USD", "", "", "true"])  # missing product_id
         w.writerow(["P99999", "Broken Price", "tops", "ten", "USD", "", "", "yes"])
     update = out / "products-0002.jsonl"
     rows = []
     for p in np.flatnonzero(rng.random(catalog.n) < 0.05):
         cur = str(catalog.currency[p])
-        rows.append({"product_id": str(catalog.ids[p]), "name": str(catalog.name[p]),
-                     "category": CATEGORY_NAMES[catalog.category[p]],
-                     "price": round(float(catalog.price_usd[p]) * FX_FROM_USD[cur] * 0.9, 2), "currency": cur,
-                     "url": f"https://shop.example.com/p/{str(catalog.ids[p]).lower()}",
-                     "image_url": f"https://cdn.example.com/img/{catalog.ids[p]}.jpg",
-                     "in_stock": not bool(catalog.in_stock[p])})
+        rows.append(
+            {
+                "product_id": str(catalog.ids[p]),
+                "name": str(catalog.name[p]),
+                "category": CATEGORY_NAMES[catalog.category[p]],
+                "price": round(float(catalog.price_usd[p]) * FX_FROM_USD[cur] * 0.9, 2),
+                "currency": cur,
+                "url": f"https://shop.example.com/p/{str(catalog.ids[p]).lower()}",
+                "image_url": f"https://cdn.example.com/img/{catalog.ids[p]}.jpg",
+                "in_stock": not bool(catalog.in_stock[p]),
+            }
+        )
     sink = _Sink(update)
     for row in rows:
         sink.add(row)
@@ -740,8 +949,16 @@ def write_legacy_aliases(path: Path) -> Path:
     return Path(path)
 
 
-def generate(out_dir: Path, *, customers: int, events: int, products: int, seed: int,
-             events_format: str = "jsonl", end: datetime = GENERATOR_END) -> dict[str, list[Path]]:
+def generate(
+    out_dir: Path,
+    *,
+    customers: int,
+    events: int,
+    products: int,
+    seed: int,
+    events_format: str = "jsonl",
+    end: datetime = GENERATOR_END,
+) -> dict[str, list[Path]]:
     """Write source files under `out_dir`; returns source -> files in ingestion order."""
     if events_format not in ("jsonl", "csv"):
         raise ValueError(f"events_format must be jsonl or csv, not {events_format!r}")
@@ -772,8 +989,9 @@ def generate(out_dir: Path, *, customers: int, events: int, products: int, seed:
             for j in range(parts):
                 n = count // parts + (1 if j < count % parts else 0)
                 a, b = lo + int(j * span / parts), lo + int((j + 1) * span / parts)
-                columns, next_id = _events_file(rng, a, b, n, catalog, people, start_ms if f else a,
-                                                orders, next_id, offsets, (start_ms, end_ms))
+                columns, next_id = _events_file(
+                    rng, a, b, n, catalog, people, start_ms if f else a, orders, next_id, offsets, (start_ms, end_ms)
+                )
                 if events_format == "csv":
                     table = _events_csv_table(columns, rng)
                     if writer is None:
@@ -794,15 +1012,24 @@ def generate(out_dir: Path, *, customers: int, events: int, products: int, seed:
     }
     # invalid changes (~0.5%) at random positions of the CDC files
     n_crm = int(people.in_crm.sum())
-    sinks = [_Sink(p, _bad_rows(rng, bad, size)) for p, bad, size in zip(
-        paths["customers"] + paths["orders"] + paths["order_items"],
-        (_BAD_CUSTOMERS[:1], _BAD_CUSTOMERS[1:], _BAD_ORDERS[:1], _BAD_ORDERS[1:], _BAD_ITEMS),
-        (n_crm, n_crm // 4, len(orders.rows) * 2, len(orders.rows) * 2, len(orders.rows)))]
+    sinks = [
+        _Sink(p, _bad_rows(rng, bad, size))
+        for p, bad, size in zip(
+            paths["customers"] + paths["orders"] + paths["order_items"],
+            (_BAD_CUSTOMERS[:1], _BAD_CUSTOMERS[1:], _BAD_ORDERS[:1], _BAD_ORDERS[1:], _BAD_ITEMS),
+            (n_crm, n_crm // 4, len(orders.rows) * 2, len(orders.rows) * 2, len(orders.rows)),
+        )
+    ]
     _customers_cdc(rng, people, start_ms, end_ms, sinks[0], sinks[1])
     _orders_cdc(rng, orders, catalog, end_ms, sinks[2], sinks[3], sinks[4])
     for sink in sinks:
         sink.close()
     product_paths = _catalog_files(out, rng, catalog)
     write_legacy_aliases(out / "product_id_aliases.csv")
-    return {"products": product_paths, "customers": paths["customers"], "orders": paths["orders"],
-            "order_items": paths["order_items"], "events": event_paths}
+    return {
+        "products": product_paths,
+        "customers": paths["customers"],
+        "orders": paths["orders"],
+        "order_items": paths["order_items"],
+        "events": event_paths,
+    }

@@ -9,6 +9,7 @@ flight while a concurrent one passes, or killed with SIGKILL at a known place, o
 keeps running. Points: `collector_landing`, `collector_landed`, `collector_recorded`
 (serving/api/events.py). The cycle has its own hooks (pipeline/cycle.py, docs/pipeline.md).
 """
+
 from __future__ import annotations
 
 import os

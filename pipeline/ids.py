@@ -1,5 +1,6 @@
 """Batch and cycle ids: UTC start time plus randomness, so they sort in time order
 (docs/architecture.md, "Time and ids"). The clock itself is `pipeline.clock`."""
+
 from __future__ import annotations
 
 import secrets

@@ -9,6 +9,7 @@ in bounded memory. received = accepted + rejected, always: blank lines are not r
 Re-ingesting a file writes a second batch with the same records: deduplication (event_id, CDC
 ordering) happens downstream in staging, which is what makes a re-ingest change no mart.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,10 +18,11 @@ import json
 import os
 import stat
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -55,6 +57,7 @@ ERASED = "erased: the customer's erasure covers this record (docs/privacy.md)"
 
 # --- reports ---------------------------------------------------------------------------------
 
+
 @dataclass
 class FileCounts:
     file: str
@@ -82,8 +85,10 @@ class IngestReport:
 
     def summary(self) -> str:
         where = self.lake_file or "no lake file (nothing accepted)"
-        text = (f"{self.source}: batch {self.batch_id}: received {self.received}, accepted {self.accepted}, "
-                f"rejected {self.rejected} in {self.seconds:.2f}s\n  lake: {where}")
+        text = (
+            f"{self.source}: batch {self.batch_id}: received {self.received}, accepted {self.accepted}, "
+            f"rejected {self.rejected} in {self.seconds:.2f}s\n  lake: {where}"
+        )
         if self.rejected:
             text += f"\n  quarantine: {self.quarantine_path}"
         return text
@@ -108,6 +113,7 @@ class RecordsReport:
 
 
 # --- chunks of (line, raw) -------------------------------------------------------------------
+
 
 @dataclass
 class Chunk:
@@ -152,8 +158,13 @@ def _lines_chunk(body: bytes, first_line: int) -> Chunk:
                 good.append(piece.decode("utf-8"))
             except UnicodeDecodeError:
                 keep[i] = False
-                pre.append({"line": int(lines[i]), "reason": "invalid UTF-8",
-                            "raw": piece.rstrip(b"\r").decode("utf-8", "replace")})
+                pre.append(
+                    {
+                        "line": int(lines[i]),
+                        "reason": "invalid UTF-8",
+                        "raw": piece.rstrip(b"\r").decode("utf-8", "replace"),
+                    }
+                )
         text = pa.array(good, pa.large_string())
         lines = lines[keep]
     text = pc.utf8_rtrim(text, characters="\r\n")
@@ -180,7 +191,7 @@ def _read_jsonl(path: Path, name: str, head: bytes = b"") -> Iterator[Chunk]:
             if cut < 0:
                 carry = buf
                 continue
-            body, carry = buf[: cut + 1], buf[cut + 1:]
+            body, carry = buf[: cut + 1], buf[cut + 1 :]
             chunk = _lines_chunk(body, line_no)
             line_no += body.count(b"\n")
             yield chunk
@@ -198,8 +209,11 @@ def _json_text(value: Any) -> str:
 
 def _records_chunk(records: list[Any], first_line: int = 1, lines: list[int] | None = None) -> Chunk:
     raws = [_json_text(r) for r in records]
-    numbers = np.asarray(lines, dtype=np.int64) if lines is not None else \
-        np.arange(first_line, first_line + len(raws), dtype=np.int64)
+    numbers = (
+        np.asarray(lines, dtype=np.int64)
+        if lines is not None
+        else np.arange(first_line, first_line + len(raws), dtype=np.int64)
+    )
     return Chunk(pa.array(numbers), pa.array(raws, pa.string()))
 
 
@@ -220,7 +234,7 @@ def _read_json(path: Path, name: str) -> Iterator[Chunk]:
         except (ValueError, UnicodeDecodeError) as exc:
             raise IngestError(f"{name}: malformed JSON array: {exc}") from None
     for start in range(0, len(records), PARQUET_BATCH_ROWS):
-        yield _records_chunk(records[start:start + PARQUET_BATCH_ROWS], start + 1)
+        yield _records_chunk(records[start : start + PARQUET_BATCH_ROWS], start + 1)
 
 
 def _required_columns(source: str) -> list[str]:
@@ -258,8 +272,13 @@ def _read_csv(path: Path, name: str, source: str, con: duckdb.DuckDBPyConnection
     def on_invalid(row: Any) -> str:
         invalid.append(row.number)
         if row.text.strip(WHITESPACE):
-            bad_rows.append({"line": row.number, "raw": row.text,
-                             "reason": f"malformed CSV row: expected {row.expected_columns} columns, got {row.actual_columns}"})
+            bad_rows.append(
+                {
+                    "line": row.number,
+                    "raw": row.text,
+                    "reason": f"malformed CSV row: expected {row.expected_columns} columns, got {row.actual_columns}",
+                }
+            )
         return "skip"
 
     try:
@@ -267,8 +286,11 @@ def _read_csv(path: Path, name: str, source: str, con: duckdb.DuckDBPyConnection
             path,
             read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False, column_names=names, skip_rows=1),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
         )
         seen = 0
         for batch in reader:
@@ -298,8 +320,12 @@ def _read_csv(path: Path, name: str, source: str, con: duckdb.DuckDBPyConnection
                 raw, lines_arr = raw.filter(keep), lines_arr.filter(keep)
             yield Chunk(lines_arr, raw, csv=True, forced_reason=forced, pre_rejected=pre)
         if bad_rows:
-            yield Chunk(pa.array([], pa.int64()), pa.array([], pa.string()), csv=True,
-                        pre_rejected=sorted(bad_rows, key=lambda r: r["line"]))
+            yield Chunk(
+                pa.array([], pa.int64()),
+                pa.array([], pa.string()),
+                csv=True,
+                pre_rejected=sorted(bad_rows, key=lambda r: r["line"]),
+            )
     except pa.ArrowInvalid as exc:
         raise IngestError(f"{name}: unreadable CSV: {str(exc).splitlines()[0]}") from None
 
@@ -325,6 +351,7 @@ def _read_parquet(path: Path, name: str, con: duckdb.DuckDBPyConnection) -> Iter
 
 
 # --- validation ------------------------------------------------------------------------------
+
 
 class Validator:
     """One DuckDB connection (single thread: ingest uses one core) and the prepared queries.
@@ -353,13 +380,19 @@ class Validator:
         """-> (accepted: line, raw + lake source columns; rejected: [{line, reason, raw}] by line)."""
         rejected = list(chunk.pre_rejected)
         if len(chunk.lines) == 0:
-            empty = pa.table({"line": pa.array([], pa.int64()), "raw": pa.array([], pa.string()),
-                              **{c: pa.array([], lake_schema(self.source).field(c).type) for c in self.columns}})
+            empty = pa.table(
+                {
+                    "line": pa.array([], pa.int64()),
+                    "raw": pa.array([], pa.string()),
+                    **{c: pa.array([], lake_schema(self.source).field(c).type) for c in self.columns},
+                }
+            )
             return empty, rejected
         self.con.register("chunk", pa.table({"line": chunk.lines, "raw": chunk.raw}))
         try:
-            sql = validation_sql(self.source, ingested_at=self.ingested_at, csv=chunk.csv,
-                                 forced_reason=chunk.forced_reason)
+            sql = validation_sql(
+                self.source, ingested_at=self.ingested_at, csv=chunk.csv, forced_reason=chunk.forced_reason
+            )
             result = self.con.sql(sql).to_arrow_table()
         finally:
             self.con.unregister("chunk")
@@ -433,8 +466,13 @@ def _canonical_rows(table: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
         except ValueError as exc:
             keep[i] = False
             out.append(None)
-            failed.append({"line": table.column("line")[i].as_py(), "raw": table.column("raw")[i].as_py(),
-                           "reason": f"malformed JSON: {exc}"})
+            failed.append(
+                {
+                    "line": table.column("line")[i].as_py(),
+                    "raw": table.column("raw")[i].as_py(),
+                    "reason": f"malformed JSON: {exc}",
+                }
+            )
     idx = table.schema.get_field_index("row_json")
     table = table.set_column(idx, "row_json", pa.array(out, pa.string()))
     return (table.filter(pa.array(keep)) if failed else table), failed
@@ -451,10 +489,13 @@ def _lake_table(accepted: pa.Table, source: str, batch_id: str, ingested_at: dat
         accepted.column("line"),
         accepted.column("raw"),
     ]
-    return pa.Table.from_arrays([c.cast(f.type) if c.type != f.type else c for c, f in zip(cols, schema)], schema=schema)
+    return pa.Table.from_arrays(
+        [c.cast(f.type) if c.type != f.type else c for c, f in zip(cols, schema)], schema=schema
+    )
 
 
 # --- batches ---------------------------------------------------------------------------------
+
 
 @dataclass
 class _Batch:
@@ -486,8 +527,7 @@ def _open_batch(settings: Settings, source: str, *, quarantine_always: bool) -> 
             raise IngestError(f"cannot write the {kind} directory {folder}: permission denied")
     key = at_rest(settings)  # a wrong or missing key is an error here, before anything is written
     try:
-        quarantine = QuarantineWriter(quarantine_dir / f"{batch_id}.jsonl", create_empty=quarantine_always,
-                                      at_rest=key)
+        quarantine = QuarantineWriter(quarantine_dir / f"{batch_id}.jsonl", create_empty=quarantine_always, at_rest=key)
     except OSError as exc:
         raise IngestError(f"cannot write the quarantine directory {quarantine_dir}: {exc.strerror or exc}") from None
     lake = LakeFileWriter(lake_dir / f"{batch_id}.parquet", lake_schema(source), at_rest=key)
@@ -584,12 +624,28 @@ def ingest_files(settings: Settings, source: str, paths: list[Path]) -> IngestRe
     accepted = sum(f.accepted for f in files)
     rejected = sum(f.rejected for f in files)
     report = IngestReport(
-        source=source, batch_id=batch.batch_id, received=accepted + rejected, accepted=accepted,
-        rejected=rejected, quarantine_path=str(quarantine_path), lake_file=str(lake_file) if lake_file else None,
-        files=files, seconds=round(time.perf_counter() - started, 3), ingested_at=batch.ingested_at.isoformat() + "Z",
+        source=source,
+        batch_id=batch.batch_id,
+        received=accepted + rejected,
+        accepted=accepted,
+        rejected=rejected,
+        quarantine_path=str(quarantine_path),
+        lake_file=str(lake_file) if lake_file else None,
+        files=files,
+        seconds=round(time.perf_counter() - started, 3),
+        ingested_at=batch.ingested_at.isoformat() + "Z",
     )
-    log.info("ingested batch", extra={"source": source, "batch_id": batch.batch_id, "received": report.received,
-                                      "accepted": accepted, "rejected": rejected, "seconds": report.seconds})
+    log.info(
+        "ingested batch",
+        extra={
+            "source": source,
+            "batch_id": batch.batch_id,
+            "received": report.received,
+            "accepted": accepted,
+            "rejected": rejected,
+            "seconds": report.seconds,
+        },
+    )
     return report
 
 
@@ -601,10 +657,17 @@ def _where(exc: OSError, path: Path, batch: _Batch) -> str:
     return f"{path}: cannot read"
 
 
-def ingest_records(settings: Settings, source: str, records: list[Any], *, source_file: str = "collector",
-                   known: Callable[[list[str]], Iterable[str]] | None = None,
-                   id_max_length: int | None = None, lines: list[int] | None = None,
-                   pre_rejected: list[dict[str, Any]] | None = None) -> RecordsReport:
+def ingest_records(
+    settings: Settings,
+    source: str,
+    records: list[Any],
+    *,
+    source_file: str = "collector",
+    known: Callable[[list[str]], Iterable[str]] | None = None,
+    id_max_length: int | None = None,
+    lines: list[int] | None = None,
+    pre_rejected: list[dict[str, Any]] | None = None,
+) -> RecordsReport:
     """The collector's path: validate parsed records like a file; per-record results in input order.
 
     Events only: within a request the first accepted record of an event_id wins (the others are
@@ -629,7 +692,9 @@ def ingest_records(settings: Settings, source: str, records: list[Any], *, sourc
     position = {line: i for i, line in enumerate(lines)} if lines is not None else None
     try:
         accepted, rejected = validator.run(_records_chunk(records, lines=lines))
-        results: list[dict[str, Any]] = [{"index": i, "event_id": None, "status": "accepted"} for i in range(len(records))]
+        results: list[dict[str, Any]] = [
+            {"index": i, "event_id": None, "status": "accepted"} for i in range(len(records))
+        ]
         for r in rejected:
             r["source_file"] = source_file
         if source == "events":
@@ -661,11 +726,17 @@ def ingest_records(settings: Settings, source: str, records: list[Any], *, sourc
     counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
     extra = len(pre_rejected or ())
     return RecordsReport(
-        source=source, batch_id=batch.batch_id, received=len(records) + extra, accepted=counts["accepted"],
-        duplicates=counts["duplicate"], rejected=counts["rejected"] + extra,
+        source=source,
+        batch_id=batch.batch_id,
+        received=len(records) + extra,
+        accepted=counts["accepted"],
+        duplicates=counts["duplicate"],
+        rejected=counts["rejected"] + extra,
         quarantine_path=str(quarantine_path) if quarantine_path else None,
-        lake_file=str(lake_file) if lake_file else None, results=results,
-        seconds=round(time.perf_counter() - started, 3), ingested_at=batch.ingested_at.isoformat() + "Z",
+        lake_file=str(lake_file) if lake_file else None,
+        results=results,
+        seconds=round(time.perf_counter() - started, 3),
+        ingested_at=batch.ingested_at.isoformat() + "Z",
     )
 
 
@@ -677,19 +748,27 @@ def _reject_long_ids(accepted: pa.Table, limit: int, source_file: str) -> tuple[
         return accepted, []
     out = accepted.filter(too_long)
     reason = f"event_id: longer than {limit} characters"
-    rows = [{"line": line, "reason": reason, "raw": raw, "source_file": source_file}
-            for line, raw in zip(out.column("line").to_pylist(), out.column("raw").to_pylist())]
+    rows = [
+        {"line": line, "reason": reason, "raw": raw, "source_file": source_file}
+        for line, raw in zip(out.column("line").to_pylist(), out.column("raw").to_pylist())
+    ]
     return accepted.filter(pc.invert(too_long)), rows
 
 
-def _drop_duplicates(accepted: pa.Table, results: list[dict[str, Any]],
-                     known: Callable[[list[str]], Iterable[str]] | None,
-                     position: dict[int, int] | None = None) -> pa.Table:
+def _drop_duplicates(
+    accepted: pa.Table,
+    results: list[dict[str, Any]],
+    known: Callable[[list[str]], Iterable[str]] | None,
+    position: dict[int, int] | None = None,
+) -> pa.Table:
     """Within a request the first accepted event_id wins; `known` says which ids landed before.
     `position`: line -> index into `results`, when lines are not 1..n."""
     ids = accepted.column("event_id").to_pylist()
-    lines = [position[line] + 1 for line in accepted.column("line").to_pylist()] if position is not None \
+    lines = (
+        [position[line] + 1 for line in accepted.column("line").to_pylist()]
+        if position is not None
         else accepted.column("line").to_pylist()
+    )
     first: dict[str, int] = {}
     keep = [False] * len(ids)
     for pos, (event_id, line) in enumerate(zip(ids, lines)):

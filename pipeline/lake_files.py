@@ -6,6 +6,7 @@ the UTC time the batch started, which is its `_ingested_at` (docs/architecture.m
 cycle can tell what arrived by listing folders, and a listing bounded by a date only opens the
 partitions from that date on: its cost follows the recent files, not the lake's age.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,7 +52,7 @@ def _partitions(table_dir: Path, since: datetime | None) -> Iterator[Path]:
         return
     floor = since.strftime("%Y-%m-%d") if since else ""
     for entry in entries:
-        if entry.is_dir() and entry.name.startswith(PARTITION_PREFIX) and entry.name[len(PARTITION_PREFIX):] >= floor:
+        if entry.is_dir() and entry.name.startswith(PARTITION_PREFIX) and entry.name[len(PARTITION_PREFIX) :] >= floor:
             yield Path(entry.path)
 
 

@@ -18,6 +18,7 @@ customer from at or before the erasure (a restored or replayed file, which inges
 schedules that customer's erasure again; a later record of a customer deleted in the CRM needs the
 CRM delete kept in force (pipeline/erasure.py writes a tombstone).
 """
+
 from __future__ import annotations
 
 import os
@@ -83,8 +84,10 @@ class CatchUp:
 def data_files(settings: Settings) -> list[DataFile]:
     """Every lake and quarantine file (temporary `.` files being written are not data yet)."""
     out = []
-    for area, root, suffixes in (("lake", settings.lake_dir, (".parquet",)),
-                                 ("quarantine", settings.quarantine_dir, (".parquet", ".jsonl"))):
+    for area, root, suffixes in (
+        ("lake", settings.lake_dir, (".parquet",)),
+        ("quarantine", settings.quarantine_dir, (".parquet", ".jsonl")),
+    ):
         if not root.is_dir():
             continue
         for source_dir in os.scandir(root):
@@ -129,10 +132,12 @@ class LakeIndex:
         keys = sorted({Hasher.index_key(h) for h in hashes})
         found: dict[str, DataFile] = {}
         for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
+            chunk = keys[start : start + 500]
             rows = self.con.execute(
                 f"SELECT DISTINCT f.path, f.area, f.source FROM ids i JOIN files f USING (file_id) "
-                f"WHERE i.h IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                f"WHERE i.h IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
             for path, area, source in rows:
                 found[path] = DataFile(self.settings.home / path, area, source)
         return [found[p] for p in sorted(found)]
@@ -142,8 +147,10 @@ class LakeIndex:
         """Index the files that are new or changed since the last call, forget removed ones; with
         the register's `snapshot`, report what the new files hold of erased customers."""
         key = at_rest(self.settings)
-        known = {path: (fid, size, mtime) for fid, path, size, mtime in
-                 self.con.execute("SELECT file_id, path, size, mtime_ns FROM files")}
+        known = {
+            path: (fid, size, mtime)
+            for fid, path, size, mtime in self.con.execute("SELECT file_id, path, size, mtime_ns FROM files")
+        }
         result = CatchUp()
         present = set()
         for data in data_files(self.settings):
@@ -179,8 +186,14 @@ class LakeIndex:
         if row:
             self._drop([row[0]])
 
-    def index_file(self, data: DataFile, key: AtRest | None, snapshot: Snapshot | None = None,
-                   lookup: HashLookup | None = None, result: CatchUp | None = None) -> None:
+    def index_file(
+        self,
+        data: DataFile,
+        key: AtRest | None,
+        snapshot: Snapshot | None = None,
+        lookup: HashLookup | None = None,
+        result: CatchUp | None = None,
+    ) -> None:
         """(Re)index one file: its identifiers' hashes replace whatever the index held for it."""
         try:
             st = data.path.stat()
@@ -196,22 +209,33 @@ class LakeIndex:
             if row:
                 fid = row[0]
                 self.con.execute("DELETE FROM ids WHERE file_id = ?", (fid,))
-                self.con.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE file_id = ?",
-                                 (st.st_size, st.st_mtime_ns, fid))
+                self.con.execute(
+                    "UPDATE files SET size = ?, mtime_ns = ? WHERE file_id = ?", (st.st_size, st.st_mtime_ns, fid)
+                )
             else:
-                fid = self.con.execute("INSERT INTO files (path, area, source, size, mtime_ns) VALUES (?, ?, ?, ?, ?)",
-                                       (rel, data.area, data.source, st.st_size, st.st_mtime_ns)).lastrowid
+                fid = self.con.execute(
+                    "INSERT INTO files (path, area, source, size, mtime_ns) VALUES (?, ?, ?, ?, ?)",
+                    (rel, data.area, data.source, st.st_size, st.st_mtime_ns),
+                ).lastrowid
             ordered = sorted(hashes)
             for start in range(0, len(ordered), _BATCH):
-                self.con.executemany("INSERT OR IGNORE INTO ids (h, file_id) VALUES (?, ?)",
-                                     [(h, fid) for h in ordered[start:start + _BATCH]])
+                self.con.executemany(
+                    "INSERT OR IGNORE INTO ids (h, file_id) VALUES (?, ?)",
+                    [(h, fid) for h in ordered[start : start + _BATCH]],
+                )
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
 
-    def _identifiers(self, data: DataFile, key: AtRest | None, snapshot: Snapshot | None,
-                     lookup: HashLookup | None, result: CatchUp | None) -> Iterable[tuple[str, str]]:
+    def _identifiers(
+        self,
+        data: DataFile,
+        key: AtRest | None,
+        snapshot: Snapshot | None,
+        lookup: HashLookup | None,
+        result: CatchUp | None,
+    ) -> Iterable[tuple[str, str]]:
         if data.area == "quarantine":
             for row in read_quarantine(data.path, key):
                 found, _when, _has_customer = raw_identifiers(row.get("raw"))
@@ -259,6 +283,9 @@ class LakeIndex:
             h = lookup.hasher.hex("customer_id", value)
             deleted_at = snapshot.crm_deletes.get(h)
             # after its erasure only: until then the CRM delete itself is still in the lake
-            if (deleted_at is not None and snapshot.done.get(h, -1) >= deleted_at
-                    and snapshot.tombstones.get(h, -1) < deleted_at):
+            if (
+                deleted_at is not None
+                and snapshot.done.get(h, -1) >= deleted_at
+                and snapshot.tombstones.get(h, -1) < deleted_at
+            ):
                 result.tombstones[value] = max(deleted_at, result.tombstones.get(value, deleted_at))

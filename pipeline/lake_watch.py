@@ -11,6 +11,7 @@ A wake-up only says "look": the cycle lists the lake itself (pipeline/lake_files
 nothing when nothing new is there, so a spurious or duplicate wake-up costs one cheap check, and
 the scheduler's own timeout covers a notification that never comes.
 """
+
 from __future__ import annotations
 
 import os

@@ -16,6 +16,7 @@ applies to all of them:
   AES tag differs", DuckDB 1.5 and 2.0), while pyarrow cannot read DuckDB's. Batches stream into
   DuckDB's COPY through a bounded queue, so a big file is never held in memory.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,10 +33,17 @@ import pyarrow.parquet as pq
 from pipeline.encryption import PARQUET_KEY_NAME, AtRest, load_writable_crypto
 
 # the quarantine's columns when it is Parquet (encrypted homes); JSON lines carry the same keys
-QUARANTINE_SCHEMA = pa.schema([
-    ("line", pa.int64()), ("reason", pa.string()), ("raw", pa.string()), ("source_file", pa.string()),
-    ("topic", pa.string()), ("partition", pa.int64()), ("offset", pa.int64()),
-])
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("line", pa.int64()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+        ("source_file", pa.string()),
+        ("topic", pa.string()),
+        ("partition", pa.int64()),
+        ("offset", pa.int64()),
+    ]
+)
 ROW_GROUP_ROWS = 128 * 1024
 READ_BATCH_ROWS = 128 * 1024
 
@@ -113,8 +121,10 @@ class _EncryptedStream:
         def copy() -> None:
             try:
                 cursor.register("sendtime_incoming", reader)
-                cursor.execute(f"COPY (SELECT * FROM sendtime_incoming) TO {_sql_path(path)} "
-                               f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, {_ENCRYPTED})")
+                cursor.execute(
+                    f"COPY (SELECT * FROM sendtime_incoming) TO {_sql_path(path)} "
+                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, {_ENCRYPTED})"
+                )
             except BaseException as exc:  # noqa: BLE001 - handed to the writer's thread
                 self.error = exc
             finally:
@@ -182,6 +192,7 @@ def _abort(writer: Any) -> None:
 
 
 # --------------------------------------------------------------------------- batch writers
+
 
 class LakeFileWriter:
     """Streams accepted record batches into one Parquet file, created on the first rows only."""
@@ -280,14 +291,17 @@ class QuarantineWriter:
 
 
 def quarantine_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist([{name: r.get(name) for name in QUARANTINE_SCHEMA.names} for r in rows],
-                                schema=QUARANTINE_SCHEMA)
+    return pa.Table.from_pylist(
+        [{name: r.get(name) for name in QUARANTINE_SCHEMA.names} for r in rows], schema=QUARANTINE_SCHEMA
+    )
 
 
 # --------------------------------------------------------------------------- rewriting
 
-def write_parquet_file(final: Path, batches: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema,
-                       at_rest: AtRest | None) -> Path | None:
+
+def write_parquet_file(
+    final: Path, batches: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema, at_rest: AtRest | None
+) -> Path | None:
     """Write (or atomically replace) one lake or quarantine Parquet file from `batches`: a new file
     under a temporary name, fsynced, renamed over `final`. A reader sees the old file or the new one;
     a crash leaves the old one and a `.tmp` file nobody reads. No rows: `final` is removed, unless
@@ -344,6 +358,7 @@ def write_jsonl_file(final: Path, rows: list[dict[str, Any]]) -> Path | None:
 
 # --------------------------------------------------------------------------- reading
 
+
 def parquet_schema(path: Path, at_rest: AtRest | None) -> pa.Schema:
     if at_rest is None:
         return pq.read_schema(path)
@@ -354,8 +369,9 @@ def parquet_schema(path: Path, at_rest: AtRest | None) -> pa.Schema:
         cursor.close()
 
 
-def iter_parquet(path: Path, at_rest: AtRest | None, columns: list[str] | None = None,
-                 batch_size: int = READ_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+def iter_parquet(
+    path: Path, at_rest: AtRest | None, columns: list[str] | None = None, batch_size: int = READ_BATCH_ROWS
+) -> Iterator[pa.RecordBatch]:
     """The record batches of a lake or quarantine Parquet file (decrypted with the home's key)."""
     if at_rest is None:
         pf = pq.ParquetFile(path)
@@ -369,7 +385,9 @@ def iter_parquet(path: Path, at_rest: AtRest | None, columns: list[str] | None =
             select = ", ".join(f'"{c}"' for c in columns if c in present) or "NULL AS nothing"
         else:
             select = "*"
-        reader = cursor.execute(f"SELECT {select} FROM read_parquet({_sql_path(path)}, {_READ})").to_arrow_reader(batch_size)
+        reader = cursor.execute(f"SELECT {select} FROM read_parquet({_sql_path(path)}, {_READ})").to_arrow_reader(
+            batch_size
+        )
         yield from reader
     finally:
         cursor.close()
@@ -395,5 +413,7 @@ def read_quarantine(path: Path, at_rest: AtRest | None) -> list[dict[str, Any]]:
             try:
                 rows.append(orjson.loads(line))
             except orjson.JSONDecodeError:
-                rows.append({"line": None, "reason": "unreadable quarantine line", "raw": line.decode("utf-8", "replace")})
+                rows.append(
+                    {"line": None, "reason": "unreadable quarantine line", "raw": line.decode("utf-8", "replace")}
+                )
     return rows

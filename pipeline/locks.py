@@ -4,6 +4,7 @@
 however it dies (kill -9 included), so a killed cycle never leaves a lock that blocks the next.
 The pid written into the file is only informative (for the error message).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -69,11 +70,12 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         if not self.acquire():
             raise LockBusy(self.path, self.holder_pid())
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()

@@ -1,4 +1,5 @@
 """JSON-lines logging. Messages carry ids and counts only: never emails, names or raw records."""
+
 from __future__ import annotations
 
 import json

@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 # the marts a cycle validates and publishes, by role (docs/architecture.md "The warehouse")
 PROFILES = "customer_profiles"
@@ -226,8 +227,9 @@ def _column(info: Any, tests: list[Any]) -> Column:
     name = _attr(info, "name")
     if not data_type:
         raise ContractError(f"column {name} has no data_type: every served column needs one")
-    return Column(name=name, data_type=str(data_type), description=(_attr(info, "description") or "").strip(),
-                  meta=meta, **values)
+    return Column(
+        name=name, data_type=str(data_type), description=(_attr(info, "description") or "").strip(), meta=meta, **values
+    )
 
 
 def from_manifest(manifest: Any, project: str = "sendtime") -> Contracts:

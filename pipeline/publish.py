@@ -5,6 +5,7 @@ customers, stores the marts' contract when it changed (the API serves the fields
 reads) and records the new version, all in ONE transaction: a reader sees the old state or the
 new one, never a mix (docs/architecture.md "The online store").
 """
+
 from __future__ import annotations
 
 import time
@@ -29,6 +30,7 @@ _CHUNK = 20_000
 
 # ------------------------------------------------------------------------------ publishing
 
+
 @dataclass
 class PublishResult:
     version: int | None
@@ -45,9 +47,12 @@ class PublishResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "version": self.version, "profiles_upserted": self.profiles_upserted,
-            "profiles_deleted": self.profiles_deleted, "recommendations_upserted": self.recommendations_upserted,
-            "products_upserted": self.products_upserted, "serialize_seconds": round(self.serialize_seconds, 3),
+            "version": self.version,
+            "profiles_upserted": self.profiles_upserted,
+            "profiles_deleted": self.profiles_deleted,
+            "recommendations_upserted": self.recommendations_upserted,
+            "products_upserted": self.products_upserted,
+            "serialize_seconds": round(self.serialize_seconds, 3),
             "write_seconds": round(self.write_seconds, 3),
         }
 
@@ -55,8 +60,17 @@ class PublishResult:
 def profile_rows(bodies: Iterable[tuple], cycle_id: str, version: int) -> list[dict[str, Any]]:
     """(customer_id, email, body, etag) -> store rows with the email's lookup hash."""
     email_hash = store.email_hash
-    return [{"customer_id": cid, "email_hash": email_hash(email), "body": body, "etag": tag,
-             "cycle_id": cycle_id, "version": version} for cid, email, body, tag in bodies]
+    return [
+        {
+            "customer_id": cid,
+            "email_hash": email_hash(email),
+            "body": body,
+            "etag": tag,
+            "cycle_id": cycle_id,
+            "version": version,
+        }
+        for cid, email, body, tag in bodies
+    ]
 
 
 def _executemany(conn: Any, stmt: Any, rows: list[dict[str, Any]]) -> None:
@@ -72,12 +86,19 @@ def _executemany(conn: Any, stmt: Any, rows: list[dict[str, Any]]) -> None:
     else:
         params = lambda chunk: chunk  # noqa: E731 - named parameters: the dicts as they are
     for start in range(0, len(rows), _CHUNK):
-        conn.exec_driver_sql(sql, params(rows[start:start + _CHUNK]))
+        conn.exec_driver_sql(sql, params(rows[start : start + _CHUNK]))
 
 
-def publish(engine: Engine, changes: Changes, *, cycle_id: str, as_of: datetime,
-            newest_ingested_at: datetime | None, force_version: bool = False,
-            before_commit: Callable[[], None] | None = None) -> PublishResult:
+def publish(
+    engine: Engine,
+    changes: Changes,
+    *,
+    cycle_id: str,
+    as_of: datetime,
+    newest_ingested_at: datetime | None,
+    force_version: bool = False,
+    before_commit: Callable[[], None] | None = None,
+) -> PublishResult:
     """Upsert the changed rows and delete erased customers in ONE transaction, then record the
     version. Nothing new (no changed rows, no newer ingestion) records no version.
 
@@ -86,7 +107,8 @@ def publish(engine: Engine, changes: Changes, *, cycle_id: str, as_of: datetime,
     store_version = store.current_version(engine)
     newest_text = iso_z(newest_ingested_at)
     newer_ingest = newest_text is not None and (
-        store_version is None or (store_version.get("newest_ingested_at") or "") < newest_text)
+        store_version is None or (store_version.get("newest_ingested_at") or "") < newest_text
+    )
     erased = changes.erased_ids
     contract_sum = checksum(changes.contracts)
     new_contract = store.contracts_checksum(engine) != contract_sum
@@ -97,7 +119,9 @@ def publish(engine: Engine, changes: Changes, *, cycle_id: str, as_of: datetime,
     with engine.connect() as probe:
         version = store.next_version(probe)
     profile_batch = profile_rows(changes.profile_bodies, cycle_id, version)
-    rec_batch = [{"customer_id": cid, "body": body, "cycle_id": cycle_id} for cid, body in changes.recommendation_bodies]
+    rec_batch = [
+        {"customer_id": cid, "body": body, "cycle_id": cycle_id} for cid, body in changes.recommendation_bodies
+    ]
     product_batch = [{"product_id": pid, "body": body, "cycle_id": cycle_id} for pid, body in changes.product_bodies]
     serialized = time.perf_counter()
 
@@ -115,22 +139,34 @@ def publish(engine: Engine, changes: Changes, *, cycle_id: str, as_of: datetime,
         to_delete = list(erased)
         if changes.all_profile_ids is not None:
             # a full rebuild: a stored profile the warehouse no longer has is gone too
-            stored = {r[0] for r in conn.execute(store.profiles.select().with_only_columns(store.profiles.c.customer_id))}
+            stored = {
+                r[0] for r in conn.execute(store.profiles.select().with_only_columns(store.profiles.c.customer_id))
+            }
             to_delete += sorted(stored - changes.all_profile_ids - set(erased))
         deleted = store.delete_profiles(conn, to_delete)
         if new_contract:
             store.write_contracts(conn, to_json(changes.contracts), contract_sum)
         if before_commit is not None:
             before_commit()
-        conn.execute(insert(store.published_versions).values(
-            version=version, cycle_id=cycle_id, as_of=iso_z(as_of), published_at=iso_z(utcnow()),
-            newest_ingested_at=newest_text or (store_version or {}).get("newest_ingested_at"),
-            profiles_upserted=len(profile_batch), profiles_deleted=deleted,
-        ))
+        conn.execute(
+            insert(store.published_versions).values(
+                version=version,
+                cycle_id=cycle_id,
+                as_of=iso_z(as_of),
+                published_at=iso_z(utcnow()),
+                newest_ingested_at=newest_text or (store_version or {}).get("newest_ingested_at"),
+                profiles_upserted=len(profile_batch),
+                profiles_deleted=deleted,
+            )
+        )
     return PublishResult(
-        version=version, profiles_upserted=len(profile_batch), profiles_deleted=deleted,
-        recommendations_upserted=len(rec_batch), products_upserted=len(product_batch),
-        serialize_seconds=serialized - started, write_seconds=time.perf_counter() - serialized,
+        version=version,
+        profiles_upserted=len(profile_batch),
+        profiles_deleted=deleted,
+        recommendations_upserted=len(rec_batch),
+        products_upserted=len(product_batch),
+        serialize_seconds=serialized - started,
+        write_seconds=time.perf_counter() - serialized,
     )
 
 

@@ -23,6 +23,7 @@ the lake it rebuilds the warehouse from the lake first (a `--full-refresh` cycle
 holds the home's cycle lock, so it sees one published state and one warehouse between cycles.
 Drift is reported as counts and ids (customer and product ids, as in API URLs), never values.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -100,21 +101,34 @@ class ReconcileReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "status": self.status, "ok": self.ok, "started_at": iso_z(self.started_at),
-            "ended_at": iso_z(self.ended_at), "seconds": round(self.seconds, 3), "version": self.version,
-            "checked": self.checked, "timings": {k: round(v, 3) for k, v in self.timings.items()},
-            "pending": self.pending, "skipped": self.skipped,
-            "drift": [asdict(d) for d in self.drift], "repaired": self.repaired,
+            "status": self.status,
+            "ok": self.ok,
+            "started_at": iso_z(self.started_at),
+            "ended_at": iso_z(self.ended_at),
+            "seconds": round(self.seconds, 3),
+            "version": self.version,
+            "checked": self.checked,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "pending": self.pending,
+            "skipped": self.skipped,
+            "drift": [asdict(d) for d in self.drift],
+            "repaired": self.repaired,
             "remaining": None if self.remaining is None else [asdict(d) for d in self.remaining],
         }
 
     def summary(self) -> str:
         checked = ", ".join(f"{k} {v}" for k, v in self.checked.items())
-        lines = [(f"reconcile: {self.status} in {self.seconds:.2f}s (published version {self.version}; "
-                  f"compared {checked or 'nothing'})")]
+        lines = [
+            (
+                f"reconcile: {self.status} in {self.seconds:.2f}s (published version {self.version}; "
+                f"compared {checked or 'nothing'})"
+            )
+        ]
         if any(self.pending.values()):
-            lines.append("  pending (written by a cycle, not published yet): "
-                         + ", ".join(f"{k} {v}" for k, v in self.pending.items() if v))
+            lines.append(
+                "  pending (written by a cycle, not published yet): "
+                + ", ".join(f"{k} {v}" for k, v in self.pending.items() if v)
+            )
         for note in self.skipped:
             lines.append(f"  skipped: {note}")
         for d in self.drift:
@@ -128,6 +142,7 @@ class ReconcileReport:
 
 
 # ------------------------------------------------------------------------------ the warehouse side
+
 
 def _sql_list(values: Iterable[str]) -> str:
     return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
@@ -150,19 +165,31 @@ def _digests(con: Any, contracts: Contracts, since: str) -> dict[str, list[tuple
     email = f"p.{LOOKUP_COLUMN}" if LOOKUP_COLUMN in profiles.names else "null"
     listed = [c for c in recs.served if c.name not in (LIST_KEY, LIST_ORDER)]
     return {
-        PROFILES: _rows(con, f"""
+        PROFILES: _rows(
+            con,
+            f"""
             select p.customer_id as key, {email} as email, md5({json_object_sql(profiles.served, 'p')}) as digest,
                 p._cycle_id > $since as pending
-            from {PROFILES} as p""", since=since),
-        RECOMMENDATIONS: _rows(con, f"""
+            from {PROFILES} as p""",
+            since=since,
+        ),
+        RECOMMENDATIONS: _rows(
+            con,
+            f"""
             select r.{LIST_KEY} as key,
                 md5('[' || string_agg({json_object_sql(listed, 'r')}, ',' order by r.{LIST_ORDER}) || ']') as digest,
                 max(r._cycle_id) > $since as pending
-            from {RECOMMENDATIONS} as r group by r.{LIST_KEY}""", since=since),
-        PRODUCTS: _rows(con, f"""
+            from {RECOMMENDATIONS} as r group by r.{LIST_KEY}""",
+            since=since,
+        ),
+        PRODUCTS: _rows(
+            con,
+            f"""
             select p.product_id as key, md5({json_object_sql(products.served, 'p')}) as digest,
                 p._cycle_id > $since as pending
-            from {PRODUCTS} as p""", since=since),
+            from {PRODUCTS} as p""",
+            since=since,
+        ),
         ERASURES: _rows(con, f"select customer_id as key from {ERASURES} where _cycle_id > $since", since=since),
     }
 
@@ -196,9 +223,12 @@ def _bodies(con: Any, contracts: Contracts, mart: str, keys: list[str]) -> dict[
 
 
 def _committed_batches(con: Any) -> pd.DataFrame:
-    return _fetch(con, """
+    return _fetch(
+        con,
+        """
         select b.lake_table, b._batch_id from int_lake_batches_registered as b
-        inner join int_cycles_registered as c on b._cycle_id = c.cycle_id where c.is_committed""")
+        inner join int_cycles_registered as c on b._cycle_id = c.cycle_id where c.is_committed""",
+    )
 
 
 def _lake_checks(con: Any, settings: Settings, report: ReconcileReport) -> None:
@@ -215,8 +245,9 @@ def _lake_checks(con: Any, settings: Settings, report: ReconcileReport) -> None:
             glob = str(settings.lake_dir / source / "*" / "*.parquet")
             if files:
                 lake_key = f"coalesce(a.product_id, upper(l.{key}))" if source == "products" else f"l.{key}"
-                alias = ("left join product_id_aliases as a on upper(l.product_id) = a.alias"
-                         if source == "products" else "")
+                alias = (
+                    "left join product_id_aliases as a on upper(l.product_id) = a.alias" if source == "products" else ""
+                )
                 lake = f"""
                     select {lake_key} as key, {'max(l.ts_ms)' if version else 'null::bigint'} as version
                     from read_parquet('{glob}', union_by_name = true) as l {alias}
@@ -243,8 +274,12 @@ def _lake_checks(con: Any, settings: Settings, report: ReconcileReport) -> None:
                                      and lake.version is distinct from counted.version)[1:{SAMPLE}]
                 from lake full join counted on lake.key = counted.key""").fetchall()[0]
             report.checked[f"lake.{source}"] = int(row[0])
-            for kind, rows, ids in (("missing", row[1], row[2]), ("extra", row[3], row[4]),
-                                    ("doubled", row[5], row[6]), ("stale", row[7], row[8])):
+            for kind, rows, ids in (
+                ("missing", row[1], row[2]),
+                ("extra", row[3], row[4]),
+                ("doubled", row[5], row[6]),
+                ("stale", row[7], row[8]),
+            ):
                 if rows:
                     report.drift.append(Drift(f"lake.{source}.{kind}", int(rows), [str(i) for i in ids or []]))
     finally:
@@ -254,10 +289,16 @@ def _lake_checks(con: Any, settings: Settings, report: ReconcileReport) -> None:
 def _warehouse_checks(con: Any, report: ReconcileReport) -> None:
     """Profiles against the current CRM state: a live customer has one, a deleted one has none."""
     for kind, sql in (
-        ("missing", f"""select c.customer_id from int_customers_cdc_applied as c where not c.is_deleted
-                        and not exists (select 1 from {PROFILES} as p where p.customer_id = c.customer_id)"""),
-        ("deleted", f"""select p.customer_id from {PROFILES} as p inner join int_customers_cdc_applied as c
-                        on p.customer_id = c.customer_id where c.is_deleted"""),
+        (
+            "missing",
+            f"""select c.customer_id from int_customers_cdc_applied as c where not c.is_deleted
+                        and not exists (select 1 from {PROFILES} as p where p.customer_id = c.customer_id)""",
+        ),
+        (
+            "deleted",
+            f"""select p.customer_id from {PROFILES} as p inner join int_customers_cdc_applied as c
+                        on p.customer_id = c.customer_id where c.is_deleted""",
+        ),
     ):
         ids = [r[0] for r in con.execute(f"select customer_id from ({sql}) order by 1").fetchall()]
         if ids:
@@ -265,6 +306,7 @@ def _warehouse_checks(con: Any, report: ReconcileReport) -> None:
 
 
 # ------------------------------------------------------------------------------ the store side
+
 
 def _md5(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()
@@ -275,8 +317,10 @@ def _stored(engine: Engine) -> dict[str, dict[str, tuple]]:
     out: dict[str, dict[str, tuple]] = {}
     with engine.connect() as conn:
         p = store.profiles
-        out[PROFILES] = {k: (_md5(b), e, h) for k, h, b, e in conn.execute(
-            select(p.c.customer_id, p.c.email_hash, p.c.body, p.c.etag))}
+        out[PROFILES] = {
+            k: (_md5(b), e, h)
+            for k, h, b, e in conn.execute(select(p.c.customer_id, p.c.email_hash, p.c.body, p.c.etag))
+        }
         r = store.recommendations
         out[RECOMMENDATIONS] = {k: (_md5(b),) for k, b in conn.execute(select(r.c.customer_id, r.c.body))}
         q = store.products
@@ -305,8 +349,7 @@ class _StoreDrift:
     contract: bool = False
 
 
-def _store_checks(con: Any, engine: Engine, contracts: Contracts, since: str,
-                  report: ReconcileReport) -> _StoreDrift:
+def _store_checks(con: Any, engine: Engine, contracts: Contracts, since: str, report: ReconcileReport) -> _StoreDrift:
     marts = _digests(con, contracts, since)
     stored = _stored(engine)
     todo = _StoreDrift()
@@ -356,8 +399,14 @@ def _store_checks(con: Any, engine: Engine, contracts: Contracts, since: str,
     for key in have.keys() - product_digest.keys() - product_pending:
         add("store.products.extra", key)
 
-    report.pending.update({"profiles": len(pending), "recommendations": len(rec_pending - pending),
-                           "products": len(product_pending), "erasures": len(erasing)})
+    report.pending.update(
+        {
+            "profiles": len(pending),
+            "recommendations": len(rec_pending - pending),
+            "products": len(product_pending),
+            "erasures": len(erasing),
+        }
+    )
     if store.contracts_checksum(engine) != checksum(contracts):
         todo.contract = True
         report.drift.append(Drift("store.contract.changed", 1, ["served_marts"]))
@@ -397,6 +446,7 @@ def _changed_fields(con: Any, engine: Engine, contracts: Contracts, mart: str, k
 
 # ------------------------------------------------------------------------------ repair
 
+
 def _republish(con: Any, engine: Engine, contracts: Contracts, todo: _StoreDrift) -> dict[str, int]:
     """One publish of the drifted rows (pipeline/publish.py): a new version, same cycle, as_of and
     freshness as the current one."""
@@ -415,21 +465,35 @@ def _republish(con: Any, engine: Engine, contracts: Contracts, todo: _StoreDrift
     as_of = current.get("as_of")
     newest = current.get("newest_ingested_at")
     published = publish(
-        engine, changes, cycle_id=current.get("cycle_id") or "reconcile",
+        engine,
+        changes,
+        cycle_id=current.get("cycle_id") or "reconcile",
         as_of=datetime.fromisoformat(as_of.replace("Z", "")) if as_of else utcnow(),
-        newest_ingested_at=datetime.fromisoformat(newest.replace("Z", "")) if newest else None, force_version=True)
+        newest_ingested_at=datetime.fromisoformat(newest.replace("Z", "")) if newest else None,
+        force_version=True,
+    )
     removed = 0
     if todo.delete_products:
         with engine.begin() as conn:
-            removed = conn.execute(store.products.delete().where(
-                store.products.c.product_id.in_(todo.delete_products))).rowcount or 0
+            removed = (
+                conn.execute(
+                    store.products.delete().where(store.products.c.product_id.in_(todo.delete_products))
+                ).rowcount
+                or 0
+            )
     log.info("reconcile republished", extra={"version": published.version, **published.to_dict()})
-    return {"profiles": published.profiles_upserted, "recommendations": published.recommendations_upserted,
-            "products": published.products_upserted, "deleted": published.profiles_deleted,
-            "products_deleted": removed, "contract": int(todo.contract)}
+    return {
+        "profiles": published.profiles_upserted,
+        "recommendations": published.recommendations_upserted,
+        "products": published.products_upserted,
+        "deleted": published.profiles_deleted,
+        "products_deleted": removed,
+        "contract": int(todo.contract),
+    }
 
 
 # ------------------------------------------------------------------------------ entry points
+
 
 def _contracts(settings: Settings) -> Contracts:
     """The served marts' contract the warehouse was built with: the last build's manifest.json
@@ -447,8 +511,9 @@ def _contracts(settings: Settings) -> Contracts:
     return served_contracts(settings)
 
 
-def _pass(settings: Settings, engine: Engine, warehouse: Warehouse, contracts: Contracts,
-          report: ReconcileReport) -> _StoreDrift | None:
+def _pass(
+    settings: Settings, engine: Engine, warehouse: Warehouse, contracts: Contracts, report: ReconcileReport
+) -> _StoreDrift | None:
     """One comparison of everything; returns the store drift to repair (None: nothing published)."""
     version = store.current_version(engine)
     report.version = version["version"] if version else None
@@ -469,8 +534,9 @@ def _pass(settings: Settings, engine: Engine, warehouse: Warehouse, contracts: C
             report.timings["warehouse"] = time.perf_counter() - clock
             clock = time.perf_counter()
         else:
-            report.skipped.append("lake and warehouse checks: the last cycle did not commit (the next good "
-                                  "cycle catches up)")
+            report.skipped.append(
+                "lake and warehouse checks: the last cycle did not commit (the next good cycle catches up)"
+            )
         todo = _store_checks(con, engine, contracts, version["cycle_id"], report)
         report.timings["store"] = time.perf_counter() - clock
         return todo
@@ -488,8 +554,9 @@ def reconcile(settings: Settings, *, repair: bool = False, lock_wait: float = LO
     report = ReconcileReport(started_at=utcnow())
     lock = cycle_lock(settings)
     if not lock.wait(lock_wait):
-        raise ReconcileBusy(f"another cycle, reconcile or backup holds {lock.path} (pid {lock.holder_pid()}); "
-                            "retry later")
+        raise ReconcileBusy(
+            f"another cycle, reconcile or backup holds {lock.path} (pid {lock.holder_pid()}); retry later"
+        )
     engine = store.engine_for(settings)
     error = None
     try:
@@ -512,8 +579,7 @@ def reconcile(settings: Settings, *, repair: bool = False, lock_wait: float = LO
                 contracts = _contracts(settings)
                 again = ReconcileReport(started_at=report.started_at)
                 todo = _pass(settings, engine, warehouse, contracts, again)
-            if todo is not None and (any(todo.upsert.values()) or todo.delete or todo.delete_products
-                                     or todo.contract):
+            if todo is not None and (any(todo.upsert.values()) or todo.delete or todo.delete_products or todo.contract):
                 with warehouse.marts() as con:
                     report.repaired.update(_republish(con, engine, contracts, todo))
             check = ReconcileReport(started_at=report.started_at)
@@ -526,16 +592,32 @@ def reconcile(settings: Settings, *, repair: bool = False, lock_wait: float = LO
         lock.release()
         report.ended_at = utcnow()
         try:
-            record(engine, ReconcileRecord(
-                started_at=iso_z(report.started_at), ended_at=iso_z(report.ended_at),
-                status="failed" if error else report.status, version=report.version, seconds=report.seconds,
-                drift={d.check: d.rows for d in report.drift}, repaired=report.repaired, error=error))
+            record(
+                engine,
+                ReconcileRecord(
+                    started_at=iso_z(report.started_at),
+                    ended_at=iso_z(report.ended_at),
+                    status="failed" if error else report.status,
+                    version=report.version,
+                    seconds=report.seconds,
+                    drift={d.check: d.rows for d in report.drift},
+                    repaired=report.repaired,
+                    error=error,
+                ),
+            )
         except Exception as exc:  # noqa: BLE001 - the report is printed anyway; the log is best effort
             log.warning("reconcile not recorded in the online store", extra={"error_type": type(exc).__name__})
         engine.dispose()
     level = log.info if report.clean else log.warning
-    level("reconcile finished", extra={"status": report.status, "seconds": round(report.seconds, 3),
-                                       "drift": {d.check: d.rows for d in report.drift}, "repaired": report.repaired})
+    level(
+        "reconcile finished",
+        extra={
+            "status": report.status,
+            "seconds": round(report.seconds, 3),
+            "drift": {d.check: d.rows for d in report.drift},
+            "repaired": report.repaired,
+        },
+    )
     return report
 
 
@@ -551,4 +633,3 @@ class ReconcileRunner:
             reconcile(self.settings, repair=self.settings.reconcile_repair, lock_wait=60.0)
         except Exception as exc:  # noqa: BLE001 - logged; the next tick tries again
             log.warning("reconcile failed", extra={"error": f"{type(exc).__name__}: {exc}"[:500]})
-

@@ -6,6 +6,7 @@ MetaData and is created on first use (CREATE IF NOT EXISTS), like the consumer's
 no schema version bump of the shared store for a table only reconcile writes. A backup copies it
 with the rest of the store.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,8 @@ from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, 
 metadata = MetaData()
 
 reconciliations = Table(
-    "reconciliations", metadata,
+    "reconciliations",
+    metadata,
     Column("started_at", String(40), primary_key=True),
     Column("ended_at", String(40), nullable=False),
     Column("status", String(16), nullable=False),  # clean, drift, repaired, failed
@@ -41,7 +43,8 @@ LAKE_SOURCES: dict[str, tuple[str, str, str | None]] = {
 # every check pipeline/reconcile.py reports (a clean run reports them all at 0: the metrics' label set)
 CHECKS = tuple(
     [f"lake.{s}.{k}" for s in LAKE_SOURCES for k in ("lost_batches", "missing", "extra")]
-    + ["lake.events.doubled"] + [f"lake.{s}.stale" for s, (_, _, v) in LAKE_SOURCES.items() if v]
+    + ["lake.events.doubled"]
+    + [f"lake.{s}.stale" for s, (_, _, v) in LAKE_SOURCES.items() if v]
     + ["warehouse.missing", "warehouse.profiles.missing", "warehouse.profiles.deleted", "store.contract.changed"]
     + [f"store.{t}.{k}" for t in ("profiles", "recommendations", "products") for k in ("missing", "extra", "changed")]
 )
@@ -62,10 +65,18 @@ class ReconcileRecord:
 def record(engine: Engine, rec: ReconcileRecord) -> None:
     metadata.create_all(engine, checkfirst=True)
     with engine.begin() as conn:
-        conn.execute(reconciliations.insert().values(
-            started_at=rec.started_at, ended_at=rec.ended_at, status=rec.status, version=rec.version,
-            seconds=rec.seconds, drift=json.dumps(rec.drift, sort_keys=True),
-            repaired=None if rec.repaired is None else json.dumps(rec.repaired, sort_keys=True), error=rec.error))
+        conn.execute(
+            reconciliations.insert().values(
+                started_at=rec.started_at,
+                ended_at=rec.ended_at,
+                status=rec.status,
+                version=rec.version,
+                seconds=rec.seconds,
+                drift=json.dumps(rec.drift, sort_keys=True),
+                repaired=None if rec.repaired is None else json.dumps(rec.repaired, sort_keys=True),
+                error=rec.error,
+            )
+        )
 
 
 def _decoded(text: Any) -> Any:
@@ -86,6 +97,12 @@ def latest(engine: Engine) -> tuple[ReconcileRecord | None, dict[str, int]]:
     if row is None:
         return None, counts
     return ReconcileRecord(
-        started_at=row["started_at"], ended_at=row["ended_at"], status=row["status"], version=row["version"],
-        seconds=float(row["seconds"]), drift=_decoded(row["drift"]) or {}, repaired=_decoded(row["repaired"]),
-        error=row["error"]), {str(k): int(v) for k, v in counts.items()}
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        status=row["status"],
+        version=row["version"],
+        seconds=float(row["seconds"]),
+        drift=_decoded(row["drift"]) or {},
+        repaired=_decoded(row["repaired"]),
+        error=row["error"],
+    ), {str(k): int(v) for k, v in counts.items()}

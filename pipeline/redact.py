@@ -8,6 +8,7 @@ as in JSON), and every word with an `@` inside. One pass over the text, no backt
 cost is linear in the length of the text, however it is built (a pattern like `[^@]+@[^@]+` is
 quadratic on a long text without `@`).
 """
+
 from __future__ import annotations
 
 MARK = "[redacted]"

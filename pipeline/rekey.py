@@ -7,6 +7,7 @@ on the home (pipeline/encryption.py): no writer adds a file under the old key me
 cycle lock. Killed, it is run again with the same new key: files already under the new key are
 skipped. At the end the home records the new key's id; then point `encryption_key_file` at it.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,9 @@ def rekey(settings: Settings, new_key_file: Path) -> RekeyReport:
         old_path = settings.encryption_key_file
         old = None if old_path is None else AtRest(read_key_file(old_path), Path(old_path))
         if (old.key_id if old else None) != marker.get("key_id"):
-            raise EncryptionError("encryption_key_file is not the key this home was encrypted with before the "
-                                  "interrupted rotation")
+            raise EncryptionError(
+                "encryption_key_file is not the key this home was encrypted with before the interrupted rotation"
+            )
     else:
         old = at_rest(settings)  # the current key (or none): a wrong one is refused here
         if old is not None and old.key_id == new.key_id:
@@ -90,8 +92,10 @@ def rekey(settings: Settings, new_key_file: Path) -> RekeyReport:
         raise EncryptionError("a cycle is running on this home: stop the scheduler before `sendtime rekey`")
     try:
         tmp = marker_path.with_name(f".{MARKER}.tmp")
-        tmp.write_text(json.dumps({"key_id": old.key_id if old else None, "rekeying_to": new.key_id,
-                                   "since": iso_z(utcnow())}) + "\n")
+        tmp.write_text(
+            json.dumps({"key_id": old.key_id if old else None, "rekeying_to": new.key_id, "since": iso_z(utcnow())})
+            + "\n"
+        )
         os.replace(tmp, marker_path)
         forget_cache()
         report = RekeyReport(new.key_id)

@@ -4,10 +4,11 @@ A quarantine file's age is its batch's: the file is named after the batch id, wh
 UTC time the batch started (docs/architecture.md "Time and ids"); a file named otherwise counts from
 its modification time. Emptied `ingest_date=` folders go too. The lake index forgets the files.
 """
+
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from pipeline.clock import utcnow
@@ -51,7 +52,9 @@ def expire_quarantine(settings: Settings, index: _Forgets | None = None, now: da
             for entry in os.scandir(part.path):
                 if not entry.is_file() or entry.name.startswith("."):
                     continue
-                born = _batch_time(entry.name) or datetime.fromtimestamp(entry.stat().st_mtime, timezone.utc).replace(tzinfo=None)
+                born = _batch_time(entry.name) or datetime.fromtimestamp(entry.stat().st_mtime, UTC).replace(
+                    tzinfo=None
+                )
                 if born < cutoff:
                     os.unlink(entry.path)
                     removed += 1
@@ -62,5 +65,7 @@ def expire_quarantine(settings: Settings, index: _Forgets | None = None, now: da
             except OSError:
                 pass
     if removed:
-        log.info("quarantine files expired", extra={"files": removed, "retention_days": settings.quarantine_retention_days})
+        log.info(
+            "quarantine files expired", extra={"files": removed, "retention_days": settings.quarantine_retention_days}
+        )
     return removed

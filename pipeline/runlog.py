@@ -16,6 +16,7 @@ validation results by suite, ingest counts by source) are folded incrementally p
 
 No Flask and no prometheus_client here: the CLI imports this module.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,9 +24,10 @@ import json
 import math
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, func, inspect, or_, select
 
@@ -46,6 +48,7 @@ COUNTS = ("rows_read", "rows_changed", "rows_published", "rows_deleted")
 
 # --------------------------------------------------------------------------- parsing rows
 
+
 def parse_store_time(value: Any) -> datetime | None:
     """A store timestamp (ISO text, `Z` or offset or naive UTC) -> naive UTC datetime; None if unusable."""
     if value is None:
@@ -61,12 +64,12 @@ def parse_store_time(value: Any) -> datetime | None:
         except ValueError:
             return None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed
 
 
 def epoch(value: datetime | None) -> float | None:
-    return None if value is None else value.replace(tzinfo=timezone.utc).timestamp()
+    return None if value is None else value.replace(tzinfo=UTC).timestamp()
 
 
 def _json(text: Any) -> Any:
@@ -107,8 +110,13 @@ def failed_expectations(result: Any) -> list[Failure]:
         elif isinstance(item, dict):
             name = item.get("expectation") or item.get("expectation_type") or item.get("type") or "expectation"
             column = item.get("column")
-            columns = (str(column),) if column else tuple(
-                str(c) for c in (item.get("column_list") or [item.get("column_A"), item.get("column_B")]) if c)
+            columns = (
+                (str(column),)
+                if column
+                else tuple(
+                    str(c) for c in (item.get("column_list") or [item.get("column_A"), item.get("column_B")]) if c
+                )
+            )
             count = item.get("unexpected_count")
             counted = isinstance(count, (int, float)) and not isinstance(count, bool)
             out.append(Failure(str(name), columns, int(count) if counted else None))
@@ -150,13 +158,16 @@ class RunInfo:
         return dict(self.logged)
 
     @classmethod
-    def from_row(cls, row: Any) -> "RunInfo":
+    def from_row(cls, row: Any) -> RunInfo:
         logged = dict(row._mapping)
         logged["phases"] = _json(logged.get("phases"))
         logged["validation"] = _json(logged.get("validation"))
         raw_phases = logged["phases"] if isinstance(logged["phases"], dict) else {}
-        phases = {str(k): float(v) for k, v in raw_phases.items()
-                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        phases = {
+            str(k): float(v)
+            for k, v in raw_phases.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        }
         detail = logged["validation"] if isinstance(logged["validation"], dict) else {}
         suites: dict[str, bool] = {}
         for suite, result in detail.items():
@@ -165,12 +176,20 @@ class RunInfo:
             elif isinstance(result, bool):
                 suites[str(suite)] = result
         return cls(
-            cycle_id=row.cycle_id, status=row.status or "unknown",
-            started_at=parse_store_time(row.started_at), ended_at=parse_store_time(row.ended_at),
-            as_of=parse_store_time(row.as_of), phases=phases,
-            rows_read=_count(row.rows_read), rows_changed=_count(row.rows_changed),
-            rows_published=_count(row.rows_published), rows_deleted=_count(row.rows_deleted),
-            validation=suites, validation_detail=detail, error=row.error, logged=logged,
+            cycle_id=row.cycle_id,
+            status=row.status or "unknown",
+            started_at=parse_store_time(row.started_at),
+            ended_at=parse_store_time(row.ended_at),
+            as_of=parse_store_time(row.as_of),
+            phases=phases,
+            rows_read=_count(row.rows_read),
+            rows_changed=_count(row.rows_changed),
+            rows_published=_count(row.rows_published),
+            rows_deleted=_count(row.rows_deleted),
+            validation=suites,
+            validation_detail=detail,
+            error=row.error,
+            logged=logged,
         )
 
 
@@ -199,12 +218,15 @@ class VersionInfo:
         return max(0.0, (now - self.newest_ingested_at).total_seconds())
 
     @classmethod
-    def from_row(cls, row: Any) -> "VersionInfo":
+    def from_row(cls, row: Any) -> VersionInfo:
         return cls(
-            version=int(row.version), cycle_id=row.cycle_id, as_of=parse_store_time(row.as_of),
+            version=int(row.version),
+            cycle_id=row.cycle_id,
+            as_of=parse_store_time(row.as_of),
             published_at=parse_store_time(row.published_at),
             newest_ingested_at=parse_store_time(row.newest_ingested_at),
-            profiles_upserted=int(row.profiles_upserted or 0), profiles_deleted=int(row.profiles_deleted or 0),
+            profiles_upserted=int(row.profiles_upserted or 0),
+            profiles_deleted=int(row.profiles_deleted or 0),
         )
 
 
@@ -220,6 +242,7 @@ class SourceTotals:
 
 
 # --------------------------------------------------------------------------- totals, folded
+
 
 @dataclass
 class RunTotals:
@@ -287,7 +310,7 @@ class RunHistory:
         if run.status == "success" and run.ended_at is not None:
             self.last_success_at = max(filter(None, (self.last_success_at, run.ended_at)))
 
-    def copy(self) -> "RunHistory":
+    def copy(self) -> RunHistory:
         return copy.deepcopy(self)
 
 
@@ -331,8 +354,9 @@ def update_history(conn: Any, history: RunHistory, now: datetime) -> RunHistory:
 def _ingest_totals(conn: Any, after: str | None, upto: str | None) -> dict[str, SourceTotals]:
     """Per-source sums of `ingest_batches` with after < batch_id <= upto (a primary-key range)."""
     b = store.ingest_batches
-    query = select(b.c.source, func.count(), func.sum(b.c.received), func.sum(b.c.accepted),
-                   func.sum(b.c.rejected)).group_by(b.c.source)
+    query = select(
+        b.c.source, func.count(), func.sum(b.c.received), func.sum(b.c.accepted), func.sum(b.c.rejected)
+    ).group_by(b.c.source)
     if after:
         query = query.where(b.c.batch_id > after)
     if upto:
@@ -391,6 +415,7 @@ def read_consumers(conn: Any, history: RunHistory) -> list[ConsumerState]:
 
 
 # --------------------------------------------------------------------------- the snapshot
+
 
 @dataclass
 class PipelineSnapshot:
@@ -453,8 +478,14 @@ def _latest_runs(conn: Any, limit: int) -> list[RunInfo]:
     return [RunInfo.from_row(r) for r in conn.execute(select(runs).order_by(runs.c.cycle_id.desc()).limit(limit))]
 
 
-def read_snapshot(engine: Engine, *, runs_limit: int = RECENT_RUNS, versions_limit: int = RECENT_RUNS,
-                  now: datetime | None = None, history: RunHistory | None = None) -> PipelineSnapshot:
+def read_snapshot(
+    engine: Engine,
+    *,
+    runs_limit: int = RECENT_RUNS,
+    versions_limit: int = RECENT_RUNS,
+    now: datetime | None = None,
+    history: RunHistory | None = None,
+) -> PipelineSnapshot:
     """A few cheap queries: the latest rows for details, the run log since the last fold for
     totals (`history`, kept per process by `snapshot_for`), one aggregate of `ingest_batches` (and
     of `kafka_batches`, with the consumers' reports, once `sendtime consume` has run)."""
@@ -462,8 +493,10 @@ def read_snapshot(engine: Engine, *, runs_limit: int = RECENT_RUNS, versions_lim
     snap = PipelineSnapshot(now=now or utcnow())
     history = history if history is not None else RunHistory()
     with engine.connect() as conn:
-        snap.versions = [VersionInfo.from_row(r) for r in conn.execute(
-            select(versions).order_by(versions.c.version.desc()).limit(versions_limit))]
+        snap.versions = [
+            VersionInfo.from_row(r)
+            for r in conn.execute(select(versions).order_by(versions.c.version.desc()).limit(versions_limit))
+        ]
         snap.runs = _latest_runs(conn, runs_limit)
         snap.history = update_history(conn, history, snap.now)
         snap.sources = update_ingest_totals(conn, history, snap.now)
@@ -512,6 +545,7 @@ def snapshot_for(settings: Settings, **kwargs: Any) -> PipelineSnapshot:
 
 # --------------------------------------------------------------------------- `sendtime runs`
 
+
 def read_runs(settings: Settings, limit: int = 20) -> list[RunInfo]:
     """The latest cycles, newest first (an empty list before the first cycle)."""
     engine = store.engine_for(settings)
@@ -538,8 +572,11 @@ def format_runs(runs: Sequence[RunInfo]) -> str:
     cycle whose validation failed, or the error of a failed one."""
     if not runs:
         return "no cycles yet (run `sendtime run` or `sendtime schedule`)"
-    header = (f"{'cycle_id':34} {'status':17} {'started_at':28} {'took':>8} "
-              + " ".join(f"{p:>9}" for p in PHASES) + f" {'changed':>8} {'published':>9} {'deleted':>7}")
+    header = (
+        f"{'cycle_id':34} {'status':17} {'started_at':28} {'took':>8} "
+        + " ".join(f"{p:>9}" for p in PHASES)
+        + f" {'changed':>8} {'published':>9} {'deleted':>7}"
+    )
     lines = [header]
     for run in runs:
         took = f"{run.duration:.2f}s" if run.duration is not None else "-"
@@ -555,5 +592,6 @@ def format_runs(runs: Sequence[RunInfo]) -> str:
 
 
 def _failure_line(failures: Iterable[tuple[str, Failure]]) -> str:
-    return "; ".join(f"{suite}.{','.join(f.columns)}: {f.expectation} ({_dash(f.unexpected_count)} rows)"
-                     for suite, f in failures)
+    return "; ".join(
+        f"{suite}.{','.join(f.columns)}: {f.expectation} ({_dash(f.unexpected_count)} rows)" for suite, f in failures
+    )

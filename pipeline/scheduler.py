@@ -24,6 +24,7 @@ start dbt (pipeline/cycle_plan.py), so a spurious wake-up costs a few millisecon
 - Great Expectations (~3 s to import) is imported in a thread when the scheduler starts, so the
   first cycle with changed rows does not wait for it.
 """
+
 from __future__ import annotations
 
 import gc
@@ -33,7 +34,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.clock import utcnow
@@ -62,7 +63,7 @@ def backoff_seconds(interval: float, failures: int, cap: float = BACKOFF_CAP_SEC
     """Delay before the next try after `failures` consecutive failed cycles (0 after a success)."""
     if failures <= 0:
         return 0.0
-    return min(interval * (2 ** failures), max(cap, interval))
+    return min(interval * (2**failures), max(cap, interval))
 
 
 @dataclass
@@ -88,8 +89,10 @@ class CycleRunner:
         while not self.stopping.is_set():
             now = time.monotonic()
             if now < self.not_before:
-                log.info("backing off after failed cycles",
-                         extra={"failures": self.failures, "retry_in_seconds": round(self.not_before - now, 1)})
+                log.info(
+                    "backing off after failed cycles",
+                    extra={"failures": self.failures, "retry_in_seconds": round(self.not_before - now, 1)},
+                )
                 return
             self.idle.clear()
             try:
@@ -106,7 +109,7 @@ class CycleRunner:
         try:
             result = run_cycle(self.settings)
             status, error = result.status, result.error
-        except Exception as exc:  # run_cycle records its own failures; this is the last guard
+        except Exception as exc:  # noqa: BLE001 - run_cycle records its own failures; this is the last guard
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         self.cycles += 1
         if status == "busy":
@@ -120,8 +123,10 @@ class CycleRunner:
         self.failures += 1
         delay = backoff_seconds(self.interval or CONTINUOUS_BACKOFF_BASE, self.failures)
         self.not_before = time.monotonic() + delay
-        log.warning("cycle failed; retrying after backoff",
-                    extra={"status": status, "failures": self.failures, "retry_in_seconds": delay, "error": error})
+        log.warning(
+            "cycle failed; retrying after backoff",
+            extra={"status": status, "failures": self.failures, "retry_in_seconds": delay, "error": error},
+        )
         return status
 
     def run_continuously(self, watch: LakeWatch) -> None:
@@ -129,8 +134,10 @@ class CycleRunner:
         while not self.stopping.is_set():
             now = time.monotonic()
             if now < self.not_before:
-                log.info("backing off after failed cycles",
-                         extra={"failures": self.failures, "retry_in_seconds": round(self.not_before - now, 1)})
+                log.info(
+                    "backing off after failed cycles",
+                    extra={"failures": self.failures, "retry_in_seconds": round(self.not_before - now, 1)},
+                )
                 self.stopping.wait(self.not_before - now)
                 continue
             watch.clear()  # a batch landing from now on wakes the next cycle
@@ -190,8 +197,15 @@ def _add_reconcile_job(scheduler: Any, settings: Settings) -> None:
     from pipeline.reconcile import ReconcileRunner
 
     every = settings.reconcile_seconds
-    scheduler.add_job(ReconcileRunner(settings).tick, IntervalTrigger(seconds=every, timezone=timezone.utc),
-                      id="reconcile", name="reconcile", max_instances=1, coalesce=True, misfire_grace_time=None)
+    scheduler.add_job(
+        ReconcileRunner(settings).tick,
+        IntervalTrigger(seconds=every, timezone=UTC),
+        id="reconcile",
+        name="reconcile",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+    )
 
 
 def scheduler_lock(settings: Settings) -> FileLock:
@@ -205,8 +219,10 @@ def run_scheduler(settings: Settings, every: str, *, stop_grace: float = STOP_GR
     lock = scheduler_lock(settings)
     if not lock.acquire():
         pid = lock.holder_pid()
-        raise SchedulerBusy(f"a scheduler is already running on {settings.home} "
-                            f"({'pid ' + str(pid) if pid else 'another process'}); one per home")
+        raise SchedulerBusy(
+            f"a scheduler is already running on {settings.home} "
+            f"({'pid ' + str(pid) if pid else 'another process'}); one per home"
+        )
     runner = CycleRunner(settings, interval)
     stop_hooks: list[Any] = []
     signals = {"count": 0}
@@ -224,8 +240,10 @@ def run_scheduler(settings: Settings, every: str, *, stop_grace: float = STOP_GR
             hook()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    log.info("scheduler started", extra={"every_seconds": interval, "continuous": interval == 0,
-                                         "home": str(settings.home), "pid": os.getpid()})
+    log.info(
+        "scheduler started",
+        extra={"every_seconds": interval, "continuous": interval == 0, "home": str(settings.home), "pid": os.getpid()},
+    )
     # not a daemon: the interpreter waits for it at exit instead of freezing it mid-import, which
     # could leave an import lock held while the main thread shuts down (a hang on an early stop)
     threading.Thread(target=_warm_up, name="warm-up", daemon=False).start()
@@ -252,8 +270,7 @@ def _warm_up() -> None:
 
         warm_up()
     except Exception as exc:  # noqa: BLE001 - the first validation imports it again and reports
-        log.warning("could not import Great Expectations ahead of the first cycle",
-                    extra={"error": type(exc).__name__})
+        log.warning("could not import Great Expectations ahead of the first cycle", extra={"error": type(exc).__name__})
 
 
 def _run_on_interval(runner: CycleRunner, interval: float, stop_hooks: list[Any]) -> None:
@@ -262,18 +279,24 @@ def _run_on_interval(runner: CycleRunner, interval: float, stop_hooks: list[Any]
     from apscheduler.triggers.interval import IntervalTrigger
 
     scheduler = BlockingScheduler(
-        timezone=timezone.utc,
+        timezone=UTC,
         executors={"default": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": max(1, int(interval))},
     )
+
     def job() -> None:
         if runner.stopping.is_set():  # a stop that came before the scheduler was running
             scheduler.shutdown(wait=False)
             return
         runner.tick()
 
-    scheduler.add_job(job, IntervalTrigger(seconds=interval, timezone=timezone.utc), id="cycle",
-                      name="pipeline cycle", next_run_time=datetime.now(timezone.utc))
+    scheduler.add_job(
+        job,
+        IntervalTrigger(seconds=interval, timezone=UTC),
+        id="cycle",
+        name="pipeline cycle",
+        next_run_time=datetime.now(UTC),
+    )
     _add_reconcile_job(scheduler, runner.settings)
     stop_hooks.append(lambda: scheduler.shutdown(wait=False) if scheduler.running else None)
     logging.getLogger("apscheduler.scheduler").addFilter(_skip_notices)

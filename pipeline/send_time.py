@@ -11,6 +11,7 @@ database that Python's zoneinfo reads (`python -m pipeline.send_time seeds/iana_
 tests/test_send_time.py checks it against zoneinfo and DuckDB's ICU. No heavy import here: the API
 process imports this module.
 """
+
 from __future__ import annotations
 
 import csv

@@ -10,6 +10,7 @@ install would otherwise turn into a Java stack trace, and dbt's `getOrCreate()` 
 One process holds one Spark session (one JVM, one metastore), so it serves one SENDTIME_HOME:
 asking for another home raises until `stop()`.
 """
+
 from __future__ import annotations
 
 import glob
@@ -78,8 +79,10 @@ def get_session(home: Path, extra: Mapping[str, str] | None = None) -> SparkSess
         if (home / "encryption.json").exists():
             # docs/privacy.md "Spark": the lake is encrypted Parquet that only DuckDB reads with the
             # key; Spark's Parquet encryption needs a KMS. Never a silent plaintext Delta warehouse.
-            raise SparkSetupError("encryption at rest (encryption_key_file) is not supported with the Spark "
-                                  "warehouse: use warehouse storage encryption on the cluster (docs/privacy.md)")
+            raise SparkSetupError(
+                "encryption at rest (encryption_key_file) is not supported with the Spark "
+                "warehouse: use warehouse storage encryption on the cluster (docs/privacy.md)"
+            )
         conf = session_conf(home, extra)
         _check_install(conf)
         (home / "spark").mkdir(parents=True, exist_ok=True)

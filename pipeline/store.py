@@ -3,6 +3,7 @@
 SQLite in WAL mode by default (readers never block the one writer); PostgreSQL when
 SENDTIME_ONLINE_STORE_URL is a postgresql+psycopg:// URL. Both through SQLAlchemy Core.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Engine,
     Index,
     Integer,
@@ -22,7 +24,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    Connection,
     create_engine,
     delete,
     event,
@@ -42,12 +43,14 @@ SCHEMA_VERSION = 3  # 2: mart_contracts; 3: oauth_clients, oauth_tokens
 metadata = MetaData()
 
 schema_version = Table(
-    "schema_version", metadata,
+    "schema_version",
+    metadata,
     Column("version", Integer, primary_key=True),
 )
 
 profiles = Table(
-    "profiles", metadata,
+    "profiles",
+    metadata,
     Column("customer_id", String(255), primary_key=True),
     Column("email_hash", String(64)),
     Column("body", Text, nullable=False),
@@ -58,21 +61,24 @@ profiles = Table(
 )
 
 products = Table(
-    "products", metadata,
+    "products",
+    metadata,
     Column("product_id", String(255), primary_key=True),
     Column("body", Text, nullable=False),
     Column("cycle_id", String(64), nullable=False),
 )
 
 recommendations = Table(
-    "recommendations", metadata,
+    "recommendations",
+    metadata,
     Column("customer_id", String(255), primary_key=True),
     Column("body", Text, nullable=False),
     Column("cycle_id", String(64), nullable=False),
 )
 
 published_versions = Table(
-    "published_versions", metadata,
+    "published_versions",
+    metadata,
     Column("version", Integer, primary_key=True, autoincrement=False),
     Column("cycle_id", String(64), nullable=False),
     Column("as_of", String(40), nullable=False),
@@ -83,7 +89,8 @@ published_versions = Table(
 )
 
 api_keys = Table(
-    "api_keys", metadata,
+    "api_keys",
+    metadata,
     Column("name", String(255), primary_key=True),
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("key_prefix", String(32), nullable=False),
@@ -93,7 +100,8 @@ api_keys = Table(
 )
 
 runs = Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     Column("cycle_id", String(64), primary_key=True),
     Column("started_at", String(40), nullable=False),
     Column("ended_at", String(40)),
@@ -109,7 +117,8 @@ runs = Table(
 )
 
 ingest_batches = Table(
-    "ingest_batches", metadata,
+    "ingest_batches",
+    metadata,
     Column("batch_id", String(64), primary_key=True),
     Column("source", String(32), nullable=False),
     Column("source_file", String(1024)),
@@ -122,13 +131,16 @@ ingest_batches = Table(
 
 # a PostgreSQL streaming replica's lag in seconds: 0 when it replayed all it received, else the age of
 # the last replayed transaction; (false, ...) on a primary (online_store_read_url, docs/recovery.md)
-REPLICA_LAG_SQL = ("SELECT pg_is_in_recovery(), CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
-                   "THEN 0 ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END")
+REPLICA_LAG_SQL = (
+    "SELECT pg_is_in_recovery(), CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
+    "THEN 0 ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
+)
 
 # the served marts' contract (pipeline/mart_contract.py) of the published state: one row, written by
 # the publish that changes it, so every API node serves the fields of the data it reads
 mart_contracts = Table(
-    "mart_contracts", metadata,
+    "mart_contracts",
+    metadata,
     Column("name", String(64), primary_key=True),
     Column("body", Text, nullable=False),
     Column("checksum", String(64), nullable=False),
@@ -136,14 +148,16 @@ mart_contracts = Table(
 CONTRACTS_ROW = "served_marts"
 
 collector_event_ids = Table(
-    "collector_event_ids", metadata,
+    "collector_event_ids",
+    metadata,
     Column("event_id", String(255), primary_key=True),
     Column("batch_id", String(64), nullable=False),
 )
 
 # OAuth 2.0 client credentials (serving/oauth.py): clients' secrets and issued tokens, hashed (sha256)
 oauth_clients = Table(
-    "oauth_clients", metadata,
+    "oauth_clients",
+    metadata,
     Column("name", String(255), primary_key=True),
     Column("client_id", String(64), nullable=False, unique=True),
     Column("secret_hash", String(64), nullable=False),
@@ -153,7 +167,8 @@ oauth_clients = Table(
 )
 
 oauth_tokens = Table(
-    "oauth_tokens", metadata,
+    "oauth_tokens",
+    metadata,
     Column("token_hash", String(64), primary_key=True),
     Column("client_name", String(255), nullable=False, index=True),
     Column("scopes", String(255), nullable=False),
@@ -162,8 +177,8 @@ oauth_tokens = Table(
 )
 
 
-def _sqlite_pragmas(busy_ms: int):  # noqa: ANN202 - a connect listener
-    def pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API types
+def _sqlite_pragmas(busy_ms: int):
+    def pragmas(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
         # WAL: readers never block the writer; NORMAL is durable across app crashes in WAL mode
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -171,6 +186,7 @@ def _sqlite_pragmas(busy_ms: int):  # noqa: ANN202 - a connect listener
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
     return pragmas
 
 
@@ -199,10 +215,12 @@ def make_engine(url: str, *, wait_seconds: float | None = None, **kwargs) -> Eng
         return engine
     if wait_seconds is not None:
         ms = max(int(wait_seconds * 1000), 1)
-        kwargs.setdefault("connect_args", {}).update({
-            "connect_timeout": max(PG_MIN_CONNECT_SECONDS, math.ceil(wait_seconds)),
-            "options": f"-c lock_timeout={ms} -c statement_timeout={ms}",
-        })
+        kwargs.setdefault("connect_args", {}).update(
+            {
+                "connect_timeout": max(PG_MIN_CONNECT_SECONDS, math.ceil(wait_seconds)),
+                "options": f"-c lock_timeout={ms} -c statement_timeout={ms}",
+            }
+        )
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
@@ -245,6 +263,7 @@ def has_schema(engine: Engine) -> bool:
 # Helpers shared by the pipeline (publish, cycle, run log) and the API (lookup, status, metrics)
 # ---------------------------------------------------------------------------------------------
 
+
 def email_hash(email: str | None) -> str | None:
     """sha256 hex of the trimmed, lower-cased email: the lookup key of `POST /customers/lookup`."""
     if email is None:
@@ -255,7 +274,7 @@ def email_hash(email: str | None) -> str | None:
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
 
 
-def upsert_statement(conn: Connection, table: Table, key: Sequence[str]):  # noqa: ANN201 - dialect insert
+def upsert_statement(conn: Connection, table: Table, key: Sequence[str]):
     """`INSERT ... ON CONFLICT (key) DO UPDATE` for SQLite and PostgreSQL, to run with executemany."""
     dialect = conn.dialect.name
     if dialect == "sqlite":
@@ -305,16 +324,18 @@ def _batch_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     if not batch_id:
         return []
     quarantine = report.get("quarantine_path") or report.get("quarantine")
-    return [{
-        "batch_id": str(batch_id),
-        "source": str(report.get("source") or ""),
-        "source_file": _source_file(report),
-        "received": _int(report.get("received")),
-        "accepted": _int(report.get("accepted")),
-        "rejected": _int(report.get("rejected")),
-        "quarantine_path": _text(quarantine) if quarantine else None,
-        "ingested_at": _text(report.get("ingested_at")) or iso_z(utcnow()),
-    }]
+    return [
+        {
+            "batch_id": str(batch_id),
+            "source": str(report.get("source") or ""),
+            "source_file": _source_file(report),
+            "received": _int(report.get("received")),
+            "accepted": _int(report.get("accepted")),
+            "rejected": _int(report.get("rejected")),
+            "quarantine_path": _text(quarantine) if quarantine else None,
+            "ingested_at": _text(report.get("ingested_at")) or iso_z(utcnow()),
+        }
+    ]
 
 
 def record_ingest_batch(engine: Engine, report: Mapping[str, Any]) -> int:
@@ -343,18 +364,18 @@ def write_ingest_batches(conn: Connection, report: Mapping[str, Any]) -> int:
 def current_version(engine: Engine) -> dict[str, Any] | None:
     """The published version readers see (the greatest), or None before the first publish."""
     with engine.connect() as conn:
-        row = conn.execute(
-            select(published_versions).order_by(published_versions.c.version.desc()).limit(1)
-        ).mappings().first()
+        row = (
+            conn.execute(select(published_versions).order_by(published_versions.c.version.desc()).limit(1))
+            .mappings()
+            .first()
+        )
     return dict(row) if row else None
 
 
 def contracts_checksum(engine: Engine) -> str | None:
     """The checksum of the published contract, None before the first publish that stored one."""
     with engine.connect() as conn:
-        return conn.execute(
-            select(mart_contracts.c.checksum).where(mart_contracts.c.name == CONTRACTS_ROW)
-        ).scalar()
+        return conn.execute(select(mart_contracts.c.checksum).where(mart_contracts.c.name == CONTRACTS_ROW)).scalar()
 
 
 def write_contracts(conn: Connection, body: str, checksum: str) -> None:
@@ -383,24 +404,48 @@ def _json_or_none(value: Any) -> str | None:
 
 def start_run(engine: Engine, cycle_id: str, started_at: datetime, as_of: datetime) -> None:
     with engine.begin() as conn:
-        conn.execute(runs.insert().values(
-            cycle_id=cycle_id, started_at=iso_z(started_at), status="running", as_of=iso_z(as_of),
-        ))
+        conn.execute(
+            runs.insert().values(
+                cycle_id=cycle_id,
+                started_at=iso_z(started_at),
+                status="running",
+                as_of=iso_z(as_of),
+            )
+        )
 
 
-def finish_run(engine: Engine, cycle_id: str, *, status: str, ended_at: datetime,
-               phases: Mapping[str, float] | None = None, rows_read: int | None = None,
-               rows_changed: int | None = None, rows_published: int | None = None,
-               rows_deleted: int | None = None, validation: Mapping[str, Any] | None = None,
-               error: str | None = None) -> None:
+def finish_run(
+    engine: Engine,
+    cycle_id: str,
+    *,
+    status: str,
+    ended_at: datetime,
+    phases: Mapping[str, float] | None = None,
+    rows_read: int | None = None,
+    rows_changed: int | None = None,
+    rows_published: int | None = None,
+    rows_deleted: int | None = None,
+    validation: Mapping[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
     if status not in RUN_STATUSES:
         raise ValueError(f"unknown run status {status!r}")
     with engine.begin() as conn:
-        conn.execute(update(runs).where(runs.c.cycle_id == cycle_id).values(
-            status=status, ended_at=iso_z(ended_at), phases=_json_or_none(phases),
-            rows_read=rows_read, rows_changed=rows_changed, rows_published=rows_published,
-            rows_deleted=rows_deleted, validation=_json_or_none(validation), error=error,
-        ))
+        conn.execute(
+            update(runs)
+            .where(runs.c.cycle_id == cycle_id)
+            .values(
+                status=status,
+                ended_at=iso_z(ended_at),
+                phases=_json_or_none(phases),
+                rows_read=rows_read,
+                rows_changed=rows_changed,
+                rows_published=rows_published,
+                rows_deleted=rows_deleted,
+                validation=_json_or_none(validation),
+                error=error,
+            )
+        )
 
 
 INTERRUPTED = "interrupted: the process stopped before the cycle ended (killed, crashed or stopped)"
@@ -410,9 +455,15 @@ def close_interrupted_runs(engine: Engine, now: datetime) -> int:
     """Mark `running` rows failed. Call only while holding the home's cycle lock: then no other
     cycle can be running, so a `running` row is one whose process died."""
     with engine.begin() as conn:
-        result = conn.execute(update(runs).where(runs.c.status == "running").values(
-            status="failed", ended_at=iso_z(now), error=INTERRUPTED,
-        ))
+        result = conn.execute(
+            update(runs)
+            .where(runs.c.status == "running")
+            .values(
+                status="failed",
+                ended_at=iso_z(now),
+                error=INTERRUPTED,
+            )
+        )
     return result.rowcount or 0
 
 
@@ -434,7 +485,7 @@ def delete_profiles(conn: Connection, customer_ids: Iterable[str]) -> int:
     ids = list(customer_ids)
     deleted = 0
     for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+        chunk = ids[start : start + 500]
         deleted += conn.execute(delete(profiles).where(profiles.c.customer_id.in_(chunk))).rowcount or 0
         conn.execute(delete(recommendations).where(recommendations.c.customer_id.in_(chunk)))
     return deleted

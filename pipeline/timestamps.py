@@ -12,10 +12,11 @@ Accepted, after trimming (spaces, tabs, CR, LF, FF: RE2's `\\s`, the set DuckDB 
 The result must lie in years 1..9999 (what both Python and every warehouse can hold); anything else,
 including impossible dates, hour 24, second 60, floats and booleans, is unparseable (None / NULL).
 """
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # the whitespace set of RE2's \s, which DuckDB's regexp functions use; Python's str.strip() would
@@ -48,7 +49,7 @@ def parse_timestamp(value: Any) -> datetime | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, datetime):  # convenience for callers holding a datetime already
-        return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
     if isinstance(value, int):
         text = str(value)
         return _from_epoch_ms(value) if _EPOCH_MS.fullmatch(text) else None
@@ -62,8 +63,9 @@ def parse_timestamp(value: Any) -> datetime | None:
         return None
     y, mo, d, h, mi, s, frac, _z, sign, oh, om = match.groups()
     try:
-        base = datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0),
-                        int((frac or "")[:6].ljust(6, "0")))
+        base = datetime(
+            int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0), int((frac or "")[:6].ljust(6, "0"))
+        )
         if not sign:
             return base
         off_h, off_m = int(oh), int(om or 0)
@@ -106,10 +108,11 @@ def timestamp_sql(text: str, json_type: str | None = None) -> str:
         "+ TRY_CAST(coalesce(nullif(p.om, ''), '0') AS INTEGER))) END"
     )
     # a one-element list + lambda binds the regexp parts once per row, without a subquery
-    iso_value = (f"list_transform(list_transform([{parts}], lambda p: {with_offset}), "
-                 "lambda v: CASE WHEN year(v) BETWEEN 1 AND 9999 THEN v END)[1]")
-    epoch = (f"CASE WHEN {t}::HUGEINT BETWEEN {MIN_EPOCH_MS} AND {MAX_EPOCH_MS} "
-             f"THEN epoch_ms({t}::BIGINT) END")
+    iso_value = (
+        f"list_transform(list_transform([{parts}], lambda p: {with_offset}), "
+        "lambda v: CASE WHEN year(v) BETWEEN 1 AND 9999 THEN v END)[1]"
+    )
+    epoch = f"CASE WHEN {t}::HUGEINT BETWEEN {MIN_EPOCH_MS} AND {MAX_EPOCH_MS} THEN epoch_ms({t}::BIGINT) END"
     string_ok = "TRUE" if json_type is None else f"({json_type}) = 'VARCHAR'"
     int_ok = "FALSE" if json_type is None else f"({json_type}) IN ('BIGINT', 'UBIGINT')"
     return (

@@ -7,6 +7,7 @@ vars that change every cycle (as_of, cycle_id) would otherwise force a full re-p
 What a cycle builds is decided by pipeline/cycle_plan.py from the lake's new batches and the
 warehouse's state; a cycle with nothing to do does not start dbt at all.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -141,20 +142,39 @@ def cycle_state(settings: Settings, warehouse: Warehouse | None = None) -> Cycle
     return state
 
 
-def _plan(settings: Settings, graph: ProjectGraph, *, as_of: datetime, full_refresh: bool,
-          refresh_associations: bool | None, seeds_changed: bool, views_changed: bool) -> Plan:
+def _plan(
+    settings: Settings,
+    graph: ProjectGraph,
+    *,
+    as_of: datetime,
+    full_refresh: bool,
+    refresh_associations: bool | None,
+    seeds_changed: bool,
+    views_changed: bool,
+) -> Plan:
     """What this cycle builds (pipeline/cycle_plan.py): the lake is listed from each table's
     watermark less the overlap on, so the listing follows the recent files, not the lake's age."""
     from datetime import timedelta
 
     state = None if full_refresh else cycle_state(settings)
-    since = {table: mark - timedelta(seconds=settings.lake_overlap_seconds)
-             for table, mark in (state.watermarks if state else {}).items()}
+    since = {
+        table: mark - timedelta(seconds=settings.lake_overlap_seconds)
+        for table, mark in (state.watermarks if state else {}).items()
+    }
     batches = lake_files.list_batches(settings.lake_dir, since) if state is not None else []
-    return plan_cycle(graph, state, batches, as_of=as_of, now=utcnow(), full_refresh=full_refresh,
-                      refresh_associations=refresh_associations, seeds_changed=seeds_changed,
-                      views_changed=views_changed, refresh_seconds=settings.recommendations_refresh_seconds,
-                      overlap_seconds=settings.lake_overlap_seconds)
+    return plan_cycle(
+        graph,
+        state,
+        batches,
+        as_of=as_of,
+        now=utcnow(),
+        full_refresh=full_refresh,
+        refresh_associations=refresh_associations,
+        seeds_changed=seeds_changed,
+        views_changed=views_changed,
+        refresh_seconds=settings.recommendations_refresh_seconds,
+        overlap_seconds=settings.lake_overlap_seconds,
+    )
 
 
 def _scrub(message: str) -> str:
@@ -167,19 +187,27 @@ def _flags(settings: Settings) -> list[str]:
     settings.dbt_log_dir.mkdir(parents=True, exist_ok=True)
     settings.dbt_target_dir.mkdir(parents=True, exist_ok=True)
     return [
-        "--project-dir", str(settings.dbt_project_dir),
-        "--profiles-dir", str(settings.dbt_project_dir),
-        "--target-path", str(settings.dbt_target_dir),
-        "--log-path", str(settings.dbt_log_dir),
+        "--project-dir",
+        str(settings.dbt_project_dir),
+        "--profiles-dir",
+        str(settings.dbt_project_dir),
+        "--target-path",
+        str(settings.dbt_target_dir),
+        "--log-path",
+        str(settings.dbt_log_dir),
         # nothing on the caller's terminal; a JSON log under SENDTIME_HOME (builds: _build_flags)
-        "--log-level", "none",
-        "--log-level-file", "info",
-        "--log-format-file", "json",
+        "--log-level",
+        "none",
+        "--log-level-file",
+        "info",
+        "--log-format-file",
+        "json",
         "--no-use-colors",
         "--no-send-anonymous-usage-stats",
         "--no-version-check",
         # an encrypted home: the encrypted warehouse and lake (profiles.yml, pipeline/dbt_encryption.py)
-        "--target", "in_process_encrypted" if at_rest(settings) is not None else "in_process",
+        "--target",
+        "in_process_encrypted" if at_rest(settings) is not None else "in_process",
     ]
 
 
@@ -279,14 +307,20 @@ def _node_results(run_results: Any) -> tuple[dict[str, NodeResult], str | None]:
     return nodes, error
 
 
-def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: bool = False,
-          refresh_associations: bool | None = None) -> TransformResult:
+def build(
+    settings: Settings,
+    *,
+    as_of: datetime,
+    cycle_id: str,
+    full_refresh: bool = False,
+    refresh_associations: bool | None = None,
+) -> TransformResult:
     """`dbt build` in-process for one cycle; never raises for a failed node (see `ok`, `error`).
     When nothing can change (pipeline/cycle_plan.py, `skip`) dbt does not start: `skipped`."""
     from dbt.cli.main import dbtRunner
 
     if as_of.tzinfo is not None:  # everything inside is naive UTC
-        as_of = as_of.astimezone(timezone.utc).replace(tzinfo=None)
+        as_of = as_of.astimezone(UTC).replace(tzinfo=None)
     variables: dict[str, Any] = {
         "as_of": as_of.isoformat(sep=" "),
         "cycle_id": cycle_id,
@@ -302,22 +336,40 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
         try:
             manifest, contracts, graph = _parsed(settings, project)
         except (TransformError, ContractError) as exc:
-            return TransformResult(ok=False, seconds=round(time.perf_counter() - started, 3),
-                                   full_refresh=full_refresh, refreshed_associations=False, error=str(exc))
+            return TransformResult(
+                ok=False,
+                seconds=round(time.perf_counter() - started, 3),
+                full_refresh=full_refresh,
+                refreshed_associations=False,
+                error=str(exc),
+            )
         if not full_refresh and _contract_changed(settings, contracts):
             # a served mart gained or lost a column: every row must be rebuilt and republished
             log.info("the marts' contract changed: this cycle rebuilds everything")
             full_refresh = True
         seeds, views = _seeds_signature(settings, project), _views_signature(settings, project)
-        plan = _plan(settings, graph, as_of=as_of, full_refresh=full_refresh,
-                     refresh_associations=refresh_associations,
-                     seeds_changed=_SEEDS_BUILT.get(home) != seeds, views_changed=_VIEWS_BUILT.get(home) != views)
+        plan = _plan(
+            settings,
+            graph,
+            as_of=as_of,
+            full_refresh=full_refresh,
+            refresh_associations=refresh_associations,
+            seeds_changed=_SEEDS_BUILT.get(home) != seeds,
+            views_changed=_VIEWS_BUILT.get(home) != views,
+        )
         planned = time.perf_counter()
         if not plan.runs_dbt:
             seconds = round(planned - started, 3)
             log.info("dbt build skipped", extra={"cycle_id": cycle_id, "seconds": seconds, "reason": plan.reason})
-            return TransformResult(ok=True, seconds=seconds, full_refresh=False, refreshed_associations=False,
-                                   contracts=contracts, plan=plan, plan_seconds=seconds)
+            return TransformResult(
+                ok=True,
+                seconds=seconds,
+                full_refresh=False,
+                refreshed_associations=False,
+                contracts=contracts,
+                plan=plan,
+                plan_seconds=seconds,
+            )
         variables["refresh_associations"] = plan.refresh_associations
         variables["nothing_arrived"] = plan.nothing_arrived
         if plan.facts and not full_refresh:
@@ -344,12 +396,30 @@ def build(settings: Settings, *, as_of: datetime, cycle_id: str, full_refresh: b
     if result.success and state is not None:
         _CONTRACTS_MATCHED[home] = (checksum(contracts), warehouse.fingerprint())  # dbt enforced them
     seconds = round(time.perf_counter() - started, 3)
-    outcome = TransformResult(ok=bool(result.success), seconds=seconds, full_refresh=full_refresh,
-                              refreshed_associations=refreshed if result.success else False,
-                              nodes=nodes, error=error, rows=rows, contracts=contracts, plan=plan,
-                              plan_seconds=round(planned - started, 3), dbt_seconds=round(invoked - planned, 3))
-    log.info("dbt build", extra={"cycle_id": cycle_id, "ok": outcome.ok, "seconds": seconds,
-                                 "full_refresh": full_refresh, "plan": plan.kind, **rows})
+    outcome = TransformResult(
+        ok=bool(result.success),
+        seconds=seconds,
+        full_refresh=full_refresh,
+        refreshed_associations=refreshed if result.success else False,
+        nodes=nodes,
+        error=error,
+        rows=rows,
+        contracts=contracts,
+        plan=plan,
+        plan_seconds=round(planned - started, 3),
+        dbt_seconds=round(invoked - planned, 3),
+    )
+    log.info(
+        "dbt build",
+        extra={
+            "cycle_id": cycle_id,
+            "ok": outcome.ok,
+            "seconds": seconds,
+            "full_refresh": full_refresh,
+            "plan": plan.kind,
+            **rows,
+        },
+    )
     return outcome
 
 
@@ -359,22 +429,41 @@ def build_selection(settings: Settings, select: list[str], *, as_of: datetime, c
     and commits a cycle like any build; lake batches it does not read stay for the next cycle."""
     from dbt.cli.main import dbtRunner
 
-    variables = {"as_of": as_of.isoformat(sep=" "), "cycle_id": cycle_id, "refresh_associations": False,
-                 "recommendations_refresh_seconds": settings.recommendations_refresh_seconds,
-                 "lake_overlap_seconds": settings.lake_overlap_seconds}
+    variables = {
+        "as_of": as_of.isoformat(sep=" "),
+        "cycle_id": cycle_id,
+        "refresh_associations": False,
+        "recommendations_refresh_seconds": settings.recommendations_refresh_seconds,
+        "lake_overlap_seconds": settings.lake_overlap_seconds,
+    }
     started = time.perf_counter()
     with _LOCK, _Environment(settings):
         manifest = _parsed(settings)[0]
         _fresh_compilation(manifest)
         try:
             result = dbtRunner(manifest=manifest).invoke(
-                ["build", *_build_flags(settings), "--vars", json.dumps(variables), "--select", *select,
-                 "--indirect-selection", "empty"])
+                [
+                    "build",
+                    *_build_flags(settings),
+                    "--vars",
+                    json.dumps(variables),
+                    "--select",
+                    *select,
+                    "--indirect-selection",
+                    "empty",
+                ]
+            )
         finally:
             _release_warehouse()
     nodes, error = _node_results(result.result)
-    return TransformResult(ok=bool(result.success), seconds=round(time.perf_counter() - started, 3),
-                           full_refresh=False, refreshed_associations=False, nodes=nodes, error=error)
+    return TransformResult(
+        ok=bool(result.success),
+        seconds=round(time.perf_counter() - started, 3),
+        full_refresh=False,
+        refreshed_associations=False,
+        nodes=nodes,
+        error=error,
+    )
 
 
 def _write_run_results(settings: Settings, run_results: Any) -> None:

@@ -12,6 +12,7 @@ reader computes with the bodies (pipeline/changes.py), which the suites then exp
 Importing GX costs ~3 s and ~220 MB, so it happens once per long-lived process (the scheduler,
 or one `sendtime run`), on first use, never in the API.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import pandas as pd
@@ -61,7 +62,8 @@ class ValidationReport:
     def failures(self) -> list[str]:
         return [
             f"{name}: {f['expectation']}({_columns_of(f)}) {f.get('unexpected_count', '?')} rows"
-            for name, result in self.suites.items() for f in result.failed
+            for name, result in self.suites.items()
+            for f in result.failed
         ]
 
 
@@ -88,8 +90,12 @@ def expectations(contract: MartContract) -> list[dict[str, Any]]:
         name = column.name
         if column.kind == "list":
             if column.max_items is not None:
-                expect("expect_column_values_to_be_between", column=f"check_{name}_size",
-                       min_value=0, max_value=column.max_items)
+                expect(
+                    "expect_column_values_to_be_between",
+                    column=f"check_{name}_size",
+                    min_value=0,
+                    max_value=column.max_items,
+                )
             continue
         if column.not_null:
             expect("expect_column_values_to_not_be_null", column=name)
@@ -100,8 +106,9 @@ def expectations(contract: MartContract) -> list[dict[str, Any]]:
         if column.kind == "boolean":
             expect("expect_column_values_to_be_in_set", column=name, value_set=[True, False])
         if column.minimum is not None or column.maximum is not None:
-            expect("expect_column_values_to_be_between", column=name, min_value=column.minimum,
-                   max_value=column.maximum)
+            expect(
+                "expect_column_values_to_be_between", column=name, min_value=column.minimum, max_value=column.maximum
+            )
         if column.pattern:
             expect("expect_column_values_to_match_regex", column=name, regex=column.pattern)
         if column.kind == "timestamp" and not column.meta.get("future_ok"):
@@ -124,7 +131,7 @@ def _bind(value: Any, params: dict[str, Any]) -> Any:
     return value
 
 
-def build_suite(contract: MartContract, params: dict[str, Any]):  # noqa: ANN201 - gx.ExpectationSuite
+def build_suite(contract: MartContract, params: dict[str, Any]):
     gx = _gx()
     _context()  # GX binds a suite to the active context
     suite = gx.ExpectationSuite(name=contract.name)
@@ -137,14 +144,15 @@ def build_suite(contract: MartContract, params: dict[str, Any]):  # noqa: ANN201
 
 # ------------------------------------------------------------------------------ GX, once per process
 
-def _gx():  # noqa: ANN202 - the great_expectations module
+
+def _gx():
     import great_expectations as gx  # deferred: ~3 s, so only the pipeline process pays it
 
     return gx
 
 
 @lru_cache(maxsize=1)
-def _context():  # noqa: ANN202 - an ephemeral GX context, reused for the process's life
+def _context():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     gx = _gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -156,8 +164,8 @@ def _context():  # noqa: ANN202 - an ephemeral GX context, reused for the proces
     return context
 
 
-@lru_cache(maxsize=None)
-def _batch_definition(name: str):  # noqa: ANN202 - one pandas asset per mart, created once
+@cache
+def _batch_definition(name: str):
     context = _context()
     source = context.data_sources.add_or_update_pandas(name="sendtime_changes_" + name)
     asset = source.add_dataframe_asset(name=name)

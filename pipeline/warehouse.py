@@ -51,13 +51,15 @@ class WarehouseErasure:
     def conditions(self, columns: set[str]) -> list[str]:
         """SQL conditions (over the temporary tables `erase_<kind>`) for a table with `columns`."""
         out = []
-        for column, kind, values in (("customer_id", "customer_ids", self.customer_ids),
-                                     ("anonymous_id", "anonymous_ids", self.anonymous_ids),
-                                     ("order_id", "order_ids", self.order_ids),
-                                     ("event_id", "event_ids", self.event_ids),
-                                     ("link_event_id", "event_ids", self.event_ids),
-                                     ("email", "emails", self.emails),
-                                     ("email_hash", "email_hashes", self.email_hashes)):
+        for column, kind, values in (
+            ("customer_id", "customer_ids", self.customer_ids),
+            ("anonymous_id", "anonymous_ids", self.anonymous_ids),
+            ("order_id", "order_ids", self.order_ids),
+            ("event_id", "event_ids", self.event_ids),
+            ("link_event_id", "event_ids", self.event_ids),
+            ("email", "emails", self.emails),
+            ("email_hash", "email_hashes", self.email_hashes),
+        ):
             if column in columns and values:
                 expr = f"lower({column})" if column == "email" else column
                 out.append(f"{expr} in (select v from erase_{kind})")
@@ -207,10 +209,11 @@ class DuckDBWarehouse:
                 con.register(f"erase_{kind}", pa.table({"v": pa.array(values, pa.string())}))
             columns: dict[str, set[str]] = {}
             for table, column in con.execute(
-                    "select c.table_name, c.column_name from information_schema.columns as c"
-                    " inner join information_schema.tables as t"
-                    " on c.table_schema = t.table_schema and c.table_name = t.table_name"
-                    " where c.table_schema = 'main' and t.table_type = 'BASE TABLE'").fetchall():
+                "select c.table_name, c.column_name from information_schema.columns as c"
+                " inner join information_schema.tables as t"
+                " on c.table_schema = t.table_schema and c.table_name = t.table_name"
+                " where c.table_schema = 'main' and t.table_type = 'BASE TABLE'"
+            ).fetchall():
                 columns.setdefault(table, set()).add(column)
             con.execute("begin transaction")
             for table in sorted(columns):
@@ -221,8 +224,10 @@ class DuckDBWarehouse:
                         deleted[table] = int(found[0][0])
                 if "previous_customer_id" in columns[table] and erasure.customer_ids:
                     # another customer's row that remembers it came from the erased one
-                    con.execute(f'update "{table}" set previous_customer_id = null'
-                                " where previous_customer_id in (select v from erase_customer_ids)")
+                    con.execute(
+                        f'update "{table}" set previous_customer_id = null'
+                        " where previous_customer_id in (select v from erase_customer_ids)"
+                    )
             con.execute("commit")
             con.execute("checkpoint")  # deleted rows leave the write-ahead log now
         finally:
@@ -237,11 +242,16 @@ class DuckDBWarehouse:
             return None
         try:
             with self._connection() as con:
-                cycle_columns = {r[0] for r in con.execute(
-                    "select column_name from information_schema.columns"
-                    " where table_schema = 'main' and table_name = 'int_cycles_registered'").fetchall()}
-                stage_change = ("next_stage_change_at" if "next_stage_change_at" in cycle_columns
-                                else "cast(null as timestamp)")
+                cycle_columns = {
+                    r[0]
+                    for r in con.execute(
+                        "select column_name from information_schema.columns"
+                        " where table_schema = 'main' and table_name = 'int_cycles_registered'"
+                    ).fetchall()
+                }
+                stage_change = (
+                    "next_stage_change_at" if "next_stage_change_at" in cycle_columns else "cast(null as timestamp)"
+                )
                 last = con.execute(
                     "select cycle_id, is_committed from int_cycles_registered order by cycle_id desc limit 1"
                 ).fetchall()
@@ -252,32 +262,41 @@ class DuckDBWarehouse:
                 refreshed = con.execute(
                     "select max(started_at) from int_cycles_registered where refreshes_associations and is_committed"
                 ).fetchall()
-                watermarks = dict(con.execute(
-                    "select b.lake_table, max(b._ingested_at) from int_lake_batches_registered as b"
-                    " inner join int_cycles_registered as c on b._cycle_id = c.cycle_id"
-                    " where c.is_committed group by b.lake_table"
-                ).fetchall())
-                recent = frozenset(r[0] for r in con.execute(
-                    "with marks as (select b.lake_table, max(b._ingested_at) as newest"
-                    "   from int_lake_batches_registered as b"
-                    "   inner join int_cycles_registered as c on b._cycle_id = c.cycle_id"
-                    "   where c.is_committed group by b.lake_table)"
-                    " select b._batch_id from int_lake_batches_registered as b"
-                    " inner join marks on b.lake_table = marks.lake_table"
-                    " inner join int_cycles_registered as c on b._cycle_id = c.cycle_id"
-                    " where c.is_committed and b._ingested_at >= marks.newest - to_microseconds($overlap)",
-                    {"overlap": int(overlap_seconds * 1_000_000)},
-                ).fetchall())
+                watermarks = dict(
+                    con.execute(
+                        "select b.lake_table, max(b._ingested_at) from int_lake_batches_registered as b"
+                        " inner join int_cycles_registered as c on b._cycle_id = c.cycle_id"
+                        " where c.is_committed group by b.lake_table"
+                    ).fetchall()
+                )
+                recent = frozenset(
+                    r[0]
+                    for r in con.execute(
+                        "with marks as (select b.lake_table, max(b._ingested_at) as newest"
+                        "   from int_lake_batches_registered as b"
+                        "   inner join int_cycles_registered as c on b._cycle_id = c.cycle_id"
+                        "   where c.is_committed group by b.lake_table)"
+                        " select b._batch_id from int_lake_batches_registered as b"
+                        " inner join marks on b.lake_table = marks.lake_table"
+                        " inner join int_cycles_registered as c on b._cycle_id = c.cycle_id"
+                        " where c.is_committed and b._ingested_at >= marks.newest - to_microseconds($overlap)",
+                        {"overlap": int(overlap_seconds * 1_000_000)},
+                    ).fetchall()
+                )
         except duckdb.Error:
             return None
         if not last:
             return None
         committed_id, as_of, next_change = committed[0] if committed else (None, None, None)
         return CycleState(
-            last_cycle_id=last[0][0], last_cycle_committed=bool(last[0][1]), last_committed_cycle_id=committed_id,
+            last_cycle_id=last[0][0],
+            last_cycle_committed=bool(last[0][1]),
+            last_committed_cycle_id=committed_id,
             last_as_of=as_of,
-            next_stage_change_at=next_change, last_refresh_at=refreshed[0][0] if refreshed else None,
-            watermarks=watermarks, recent_batches=recent,
+            next_stage_change_at=next_change,
+            last_refresh_at=refreshed[0][0] if refreshed else None,
+            watermarks=watermarks,
+            recent_batches=recent,
         )
 
     def columns(self, table: str) -> list[str] | None:
@@ -290,7 +309,9 @@ class DuckDBWarehouse:
             with self._connection() as con:
                 rows = con.execute(
                     "select column_name from information_schema.columns where table_schema = 'main'"
-                    " and table_name = ? order by ordinal_position", [table]).fetchall()
+                    " and table_name = ? order by ordinal_position",
+                    [table],
+                ).fetchall()
         except duckdb.Error:
             return None
         return [r[0] for r in rows] or None

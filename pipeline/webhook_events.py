@@ -18,6 +18,7 @@ What lands, and what never does (docs/api.md "Webhooks"):
 - a rejected record is quarantined as a redacted projection: its event, ids, timestamp, custom
   customer_id, email hash and the names of its other keys, never their values.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +32,14 @@ import orjson
 from pipeline.store import email_hash
 
 # the platform's event -> sendtime's event type
-SENDGRID_TYPES = {"delivered": "email_delivered", "open": "email_open", "click": "email_click",
-                  "bounce": "email_bounce", "unsubscribe": "email_unsubscribe", "spamreport": "email_spam_report"}
+SENDGRID_TYPES = {
+    "delivered": "email_delivered",
+    "open": "email_open",
+    "click": "email_click",
+    "bounce": "email_bounce",
+    "unsubscribe": "email_unsubscribe",
+    "spamreport": "email_spam_report",
+}
 # known kinds sendtime has no use for: counted as skipped, with the reason
 SENDGRID_SKIPPED = {
     "processed": "accepted for sending, not delivered yet",
@@ -41,8 +48,14 @@ SENDGRID_SKIPPED = {
     "group_unsubscribe": "an unsubscribe from one group only",
     "group_resubscribe": "a resubscribe to one group only",
 }
-MANDRILL_TYPES = {"delivered": "email_delivered", "open": "email_open", "click": "email_click",
-                  "hard_bounce": "email_bounce", "unsub": "email_unsubscribe", "spam": "email_spam_report"}
+MANDRILL_TYPES = {
+    "delivered": "email_delivered",
+    "open": "email_open",
+    "click": "email_click",
+    "hard_bounce": "email_bounce",
+    "unsub": "email_unsubscribe",
+    "spam": "email_spam_report",
+}
 MANDRILL_SKIPPED = {
     "send": "accepted for sending, not delivered yet",
     "deferral": "a temporary delivery failure",
@@ -128,8 +141,9 @@ def _short(name: str) -> str:
 
 
 def _digest(*parts: Any) -> str:
-    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
-                                       default=str)).hexdigest()[:32]
+    return hashlib.sha256(
+        orjson.dumps(parts, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    ).hexdigest()[:32]
 
 
 def _identity(custom_id: Any, email: Any) -> dict[str, str]:
@@ -156,8 +170,12 @@ def _redacted(record: Any, keep: tuple[str, ...], email: Any = None, custom_id: 
     return out
 
 
-def _translate(records: Any, one: Callable[[dict[str, Any], Translation], dict[str, Any] | None],
-               keep: tuple[str, ...], identity_of: Callable[[dict[str, Any]], tuple[Any, Any]]) -> Translation:
+def _translate(
+    records: Any,
+    one: Callable[[dict[str, Any], Translation], dict[str, Any] | None],
+    keep: tuple[str, ...],
+    identity_of: Callable[[dict[str, Any]], tuple[Any, Any]],
+) -> Translation:
     out = Translation(received=len(records))
     for line, record in enumerate(records, start=1):
         if not isinstance(record, dict):
@@ -175,6 +193,7 @@ def _translate(records: Any, one: Callable[[dict[str, Any], Translation], dict[s
 
 
 # ------------------------------------------------------------------------------ SendGrid
+
 
 def _sendgrid_event(record: dict[str, Any], out: Translation) -> dict[str, Any] | None:
     name = record.get("event")
@@ -197,8 +216,11 @@ def _sendgrid_event(record: dict[str, Any], out: Translation) -> dict[str, Any] 
     identity = _identity(record.get(CUSTOM_ID), record.get("email"))
     sg_event_id = _text(record.get("sg_event_id"))
     # the event type in the id: SendGrid's own examples reuse one sg_event_id across kinds
-    event_id = f"sendgrid:{sg_event_id}:{name}" if sg_event_id else \
-        f"sendgrid:{_digest(name, record.get('sg_message_id'), record.get('timestamp'), identity, record.get('url'))}"
+    event_id = (
+        f"sendgrid:{sg_event_id}:{name}"
+        if sg_event_id
+        else f"sendgrid:{_digest(name, record.get('sg_message_id'), record.get('timestamp'), identity, record.get('url'))}"
+    )
     properties: dict[str, Any] = {"source": "sendgrid"}
     if _text(record.get("sg_message_id")):
         properties["message_id"] = _text(record.get("sg_message_id"))
@@ -207,18 +229,27 @@ def _sendgrid_event(record: dict[str, Any], out: Translation) -> dict[str, Any] 
         properties["campaign"] = category
     if name == "click" and _bare_url(record.get("url")):
         properties["url"] = _bare_url(record.get("url"))
-    return {"event_id": event_id, "event_type": SENDGRID_TYPES[name], "occurred_at": occurred_at,
-            **identity, "properties": properties}
+    return {
+        "event_id": event_id,
+        "event_type": SENDGRID_TYPES[name],
+        "occurred_at": occurred_at,
+        **identity,
+        "properties": properties,
+    }
 
 
 def from_sendgrid(records: list[Any]) -> Translation:
     """A SendGrid Event Webhook batch (the request's JSON array) as sendtime events."""
-    return _translate(records, _sendgrid_event,
-                      ("event", "timestamp", "sg_event_id", "sg_message_id", "type"),
-                      lambda r: (r.get(CUSTOM_ID), r.get("email")))
+    return _translate(
+        records,
+        _sendgrid_event,
+        ("event", "timestamp", "sg_event_id", "sg_message_id", "type"),
+        lambda r: (r.get(CUSTOM_ID), r.get("email")),
+    )
 
 
 # ------------------------------------------------------------------------------ Mailchimp Transactional
+
 
 def _mandrill_message(record: dict[str, Any]) -> dict[str, Any]:
     msg = record.get("msg")
@@ -261,8 +292,13 @@ def _mandrill_event(record: dict[str, Any], out: Translation) -> dict[str, Any] 
         properties["campaign"] = tags
     if url:
         properties["url"] = url
-    return {"event_id": event_id, "event_type": MANDRILL_TYPES[name], "occurred_at": occurred_at,
-            **identity, "properties": properties}
+    return {
+        "event_id": event_id,
+        "event_type": MANDRILL_TYPES[name],
+        "occurred_at": occurred_at,
+        **identity,
+        "properties": properties,
+    }
 
 
 def from_mandrill(records: list[Any]) -> Translation:

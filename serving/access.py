@@ -10,10 +10,11 @@
 `policy()` is what the app's before_request hook (serving/app.py) enforces; `PROBES` are the
 endpoints that stay reachable from outside `ip_allowlist`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from flask import Flask
 
@@ -45,25 +46,34 @@ OPEN: dict[str, Open] = {
     "health_v1.ready": Open(_PROBE),
     "health.openapi": Open(_DOC),
     "health_v1.openapi": Open(_DOC),
-    "metrics": Open("Prometheus scrapes it without a key; counts and durations only, never customer "
-                    "data (restrict it with ip_allowlist or the network: docs/operations.md), when "
-                    "metrics_access = 'open' (else admin, like an undeclared endpoint)",
-                    lambda settings: settings.metrics_access == "open"),
-    "oauth.token": Open("the OAuth 2.0 token endpoint: a client authenticates there with its own "
-                        "credentials (RFC 6749 section 4.4; failures are rate limited per address)"),
-    "status.status_page": Open("the operator's page, when status_page_access = 'open' (else its "
-                               "declared scope, admin, applies)",
-                               lambda settings: settings.status_page_access == "open"),
+    "metrics": Open(
+        "Prometheus scrapes it without a key; counts and durations only, never customer "
+        "data (restrict it with ip_allowlist or the network: docs/operations.md), when "
+        "metrics_access = 'open' (else admin, like an undeclared endpoint)",
+        lambda settings: settings.metrics_access == "open",
+    ),
+    "oauth.token": Open(
+        "the OAuth 2.0 token endpoint: a client authenticates there with its own "
+        "credentials (RFC 6749 section 4.4; failures are rate limited per address)"
+    ),
+    "status.status_page": Open(
+        "the operator's page, when status_page_access = 'open' (else its declared scope, admin, applies)",
+        lambda settings: settings.status_page_access == "open",
+    ),
     # the email platforms sign their webhooks; with the signing key set, the view checks the
     # signature instead of a key (401 when it is missing or wrong); else events:write applies
-    "webhooks.sendgrid": Open("SendGrid signs its Event Webhook (ECDSA): verified with "
-                              "sendgrid_webhook_public_key, when it is set",
-                              lambda settings: bool(settings.sendgrid_webhook_public_key)),
-    "webhooks.mailchimp": Open("Mailchimp Transactional signs its webhook (HMAC-SHA1): verified with "
-                               "mailchimp_webhook_key, when it is set",
-                               lambda settings: bool(settings.mailchimp_webhook_key)),
-    "webhooks.mailchimp_check": Open("Mailchimp checks the webhook URL with a HEAD request when it is "
-                                     "added (before its key exists); it answers nothing"),
+    "webhooks.sendgrid": Open(
+        "SendGrid signs its Event Webhook (ECDSA): verified with sendgrid_webhook_public_key, when it is set",
+        lambda settings: bool(settings.sendgrid_webhook_public_key),
+    ),
+    "webhooks.mailchimp": Open(
+        "Mailchimp Transactional signs its webhook (HMAC-SHA1): verified with mailchimp_webhook_key, when it is set",
+        lambda settings: bool(settings.mailchimp_webhook_key),
+    ),
+    "webhooks.mailchimp_check": Open(
+        "Mailchimp checks the webhook URL with a HEAD request when it is "
+        "added (before its key exists); it answers nothing"
+    ),
 }
 
 # probes stay reachable from a load balancer outside the IP allowlist
@@ -72,9 +82,11 @@ PROBES = frozenset({"health.health", "health.ready", "health_v1.health", "health
 
 def requires(scope: str) -> Callable:
     """Declares that a view needs an API key with `scope` (admin satisfies every scope)."""
+
     def mark(view: Callable) -> Callable:
         view.sendtime_scope = scope  # read by policy()
         return view
+
     return mark
 
 

@@ -5,13 +5,14 @@ Every request passes through `_begin` (request id, IP allowlist, key, scope, rat
 scope its view declares unless serving/access.py lists it as open; an undeclared one needs admin.
 Every error, including an unexpected exception, leaves as an `application/problem+json` response.
 """
+
 from __future__ import annotations
 
 import ipaddress
 import re
 import secrets
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
@@ -35,8 +36,15 @@ API_PREFIX = "/api/v1"
 VERSION_HEADER = "X-Sendtime-Version"
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_HTTP_SLUGS = {400: "bad-request", 404: "not-found", 405: "method-not-allowed", 406: "not-acceptable",
-               413: "payload-too-large", 415: "unsupported-media-type", 429: "rate-limited"}
+_HTTP_SLUGS = {
+    400: "bad-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    429: "rate-limited",
+}
 # the endpoint whose profile is read together with the key (see serving.auth.authenticate)
 _PREFETCH = "profiles.get_customer"
 _TOKEN_ENDPOINT = "oauth.token"
@@ -125,8 +133,11 @@ def _install_hooks(app: Flask, api: ApiState) -> None:
         address = req.remote_addr or "-"
         blocked = failures.waiting(address)
         if blocked:  # too many failed authentications from this address: no credential is checked now
-            raise Problem("rate-limited", "too many failed authentications from this address",
-                          {"Retry-After": retry_after_header(blocked)})
+            raise Problem(
+                "rate-limited",
+                "too many failed authentications from this address",
+                {"Retry-After": retry_after_header(blocked)},
+            )
         if scope is None:
             return  # the token endpoint authenticates the client itself (serving/oauth.py)
         prefetch = req.view_args.get("customer_id") if endpoint == _PREFETCH else None
@@ -139,8 +150,9 @@ def _install_hooks(app: Flask, api: ApiState) -> None:
         require_scope(caller, scope)
         wait = limiter.acquire(caller.name)
         if wait:
-            raise Problem("rate-limited", f"over the rate limit of {caller.name!r}",
-                          {"Retry-After": retry_after_header(wait)})
+            raise Problem(
+                "rate-limited", f"over the rate limit of {caller.name!r}", {"Retry-After": retry_after_header(wait)}
+            )
 
     def _count_failure(address: str) -> None:
         forget_idle(failures)
@@ -165,9 +177,15 @@ def _install_hooks(app: Flask, api: ApiState) -> None:
         headers[REQUEST_ID_HEADER] = request_id
         rule = req.url_rule
         now = perf_counter()
-        log_request(request_id=request_id, key=getattr(ctx, "key", None), method=req.method,
-                    route=route_template(rule.rule) if rule is not None else None, status=response.status_code,
-                    latency_ms=(now - getattr(ctx, "t0", now)) * 1000.0, version=version)
+        log_request(
+            request_id=request_id,
+            key=getattr(ctx, "key", None),
+            method=req.method,
+            route=route_template(rule.rule) if rule is not None else None,
+            status=response.status_code,
+            latency_ms=(now - getattr(ctx, "t0", now)) * 1000.0,
+            version=version,
+        )
         return response
 
 
@@ -186,17 +204,24 @@ def _install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(StoreUnavailable)
     def _store(exc: StoreUnavailable) -> Response:
-        write_line("warning", "sendtime.api", "online store unavailable", error=str(exc),
-                   request_id=g.get("request_id"))
+        write_line(
+            "warning", "sendtime.api", "online store unavailable", error=str(exc), request_id=g.get("request_id")
+        )
         return problem_response("unavailable", "the online store cannot be read; retry shortly", {"Retry-After": "5"})
 
     @app.errorhandler(SendtimeError)
     def _pipeline(exc: SendtimeError) -> Response:
         # the collector could not land events (lake not writable, ...): nothing was claimed, retry
-        write_line("error", "sendtime.api", "collector could not ingest", error=type(exc).__name__,
-                   request_id=g.get("request_id"))
-        return problem_response("unavailable", "the events could not be stored; retry the same request",
-                                {"Retry-After": "5"})
+        write_line(
+            "error",
+            "sendtime.api",
+            "collector could not ingest",
+            error=type(exc).__name__,
+            request_id=g.get("request_id"),
+        )
+        return problem_response(
+            "unavailable", "the events could not be stored; retry the same request", {"Retry-After": "5"}
+        )
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
@@ -205,15 +230,23 @@ def _install_error_handlers(app: Flask) -> None:
         headers = {}
         if code == 405 and getattr(exc, "valid_methods", None):
             headers["Allow"] = ", ".join(exc.valid_methods)
-        detail = {404: "no such endpoint: see /openapi.json",
-                  405: f"{request.method} is not allowed here",
-                  413: f"the body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"}.get(code)
+        detail = {
+            404: "no such endpoint: see /openapi.json",
+            405: f"{request.method} is not allowed here",
+            413: f"the body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes",
+        }.get(code)
         return problem_response(slug, detail or (exc.description or exc.name), headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         # the exception type and route only: a message could hold request data
         rule = request.url_rule
-        write_line("error", "sendtime.api", "unexpected error", error=type(exc).__name__,
-                   route=route_template(rule.rule) if rule is not None else None, request_id=g.get("request_id"))
+        write_line(
+            "error",
+            "sendtime.api",
+            "unexpected error",
+            error=type(exc).__name__,
+            route=route_template(rule.rule) if rule is not None else None,
+            request_id=g.get("request_id"),
+        )
         return problem_response("internal-error", "an unexpected error occurred; it was logged")

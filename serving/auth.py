@@ -5,6 +5,7 @@ so a revoked key, or a token whose client was revoked, is refused on the very ne
 is no cache to go stale. An access token (`sto_...`, serving/oauth.py) is honoured wherever a key
 is, within its scopes, until it expires; its caller is named `client:<name>` (rate limits, logs).
 """
+
 from __future__ import annotations
 
 import time
@@ -47,8 +48,9 @@ def authenticate(reader: StoreReader, header: str | None) -> tuple[Caller | None
     return caller, why
 
 
-def authenticate_prefetching(reader: StoreReader, header: str | None,
-                             prefetch_customer: str | None) -> tuple[Caller | None, str, tuple | None]:
+def authenticate_prefetching(
+    reader: StoreReader, header: str | None, prefetch_customer: str | None
+) -> tuple[Caller | None, str, tuple | None]:
     """authenticate() plus, with `prefetch_customer`, that customer's (version, body, etag) read by
     the same statement, so the hot endpoint costs one store round trip, not two."""
     token = bearer_token(header)
@@ -78,14 +80,16 @@ def authenticate_prefetching(reader: StoreReader, header: str | None,
 TOKEN_PREFIX = "sto_"  # serving/oauth.py's access tokens (API keys start with st_)
 
 
-def _access_token(reader: StoreReader, token_hash: str,
-                  prefetch_customer: str | None) -> tuple[Caller | None, str, tuple | None]:
+def _access_token(
+    reader: StoreReader, token_hash: str, prefetch_customer: str | None
+) -> tuple[Caller | None, str, tuple | None]:
     profile = None
     if prefetch_customer is None:
         row = reader.token(token_hash)
     else:
-        name, scopes, revoked_at, expires_at, version, body, etag = reader.token_and_profile(token_hash,
-                                                                                         prefetch_customer)
+        name, scopes, revoked_at, expires_at, version, body, etag = reader.token_and_profile(
+            token_hash, prefetch_customer
+        )
         row = None if name is None else (name, scopes, revoked_at, expires_at)
         profile = (int(version) if version is not None else 0, body, etag)
     if row is None:
@@ -103,4 +107,6 @@ def _access_token(reader: StoreReader, token_hash: str,
 
 def require_scope(caller: Caller, scope: str) -> None:
     if not caller.allows(scope):
-        raise Problem("forbidden", f"this endpoint needs the scope {scope!r}" + ("" if scope == ADMIN else " (or admin)"))
+        raise Problem(
+            "forbidden", f"this endpoint needs the scope {scope!r}" + ("" if scope == ADMIN else " (or admin)")
+        )

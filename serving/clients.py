@@ -7,6 +7,7 @@ exchanges them at `POST /oauth/token` (serving/oauth.py) for access tokens that 
 key does, within the client's scopes. `clients revoke NAME` ends the client and every token it holds
 at once: the API checks the client on every request (no cache).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -41,9 +42,16 @@ def create_client(settings: Settings, name: str, scopes: list[str]) -> tuple[str
                 raise SendtimeError(f"a client named {name!r} already exists (revoke it first)")
             if existing is not None:
                 conn.execute(delete(oauth_clients).where(oauth_clients.c.name == name))
-            conn.execute(insert(oauth_clients).values(
-                name=name, client_id=client_id, secret_hash=hash_key(secret), scopes=",".join(scopes),
-                created_at=record["created_at"], revoked_at=None))
+            conn.execute(
+                insert(oauth_clients).values(
+                    name=name,
+                    client_id=client_id,
+                    secret_hash=hash_key(secret),
+                    scopes=",".join(scopes),
+                    created_at=record["created_at"],
+                    revoked_at=None,
+                )
+            )
     finally:
         engine.dispose()
     return client_id, secret, record
@@ -55,13 +63,27 @@ def list_clients(settings: Settings) -> list[dict]:
     try:
         migrate(engine)
         with engine.connect() as conn:
-            rows = conn.execute(select(oauth_clients.c.name, oauth_clients.c.client_id, oauth_clients.c.scopes,
-                                       oauth_clients.c.created_at, oauth_clients.c.revoked_at)
-                                .order_by(oauth_clients.c.name)).all()
+            rows = conn.execute(
+                select(
+                    oauth_clients.c.name,
+                    oauth_clients.c.client_id,
+                    oauth_clients.c.scopes,
+                    oauth_clients.c.created_at,
+                    oauth_clients.c.revoked_at,
+                ).order_by(oauth_clients.c.name)
+            ).all()
     finally:
         engine.dispose()
-    return [{"name": r.name, "client_id": r.client_id, "scopes": r.scopes.split(","), "created_at": r.created_at,
-             "revoked_at": r.revoked_at} for r in rows]
+    return [
+        {
+            "name": r.name,
+            "client_id": r.client_id,
+            "scopes": r.scopes.split(","),
+            "created_at": r.created_at,
+            "revoked_at": r.revoked_at,
+        }
+        for r in rows
+    ]
 
 
 def revoke_client(settings: Settings, name: str) -> bool:
@@ -70,9 +92,11 @@ def revoke_client(settings: Settings, name: str) -> bool:
     try:
         migrate(engine)
         with engine.begin() as conn:
-            result = conn.execute(update(oauth_clients)
-                                  .where(oauth_clients.c.name == name, oauth_clients.c.revoked_at.is_(None))
-                                  .values(revoked_at=iso_z(utcnow())))
+            result = conn.execute(
+                update(oauth_clients)
+                .where(oauth_clients.c.name == name, oauth_clients.c.revoked_at.is_(None))
+                .values(revoked_at=iso_z(utcnow()))
+            )
             conn.execute(delete(oauth_tokens).where(oauth_tokens.c.client_name == name))
             return result.rowcount > 0
     finally:

@@ -7,6 +7,7 @@ landed ids with ON CONFLICT DO NOTHING ... RETURNING, inside the caller's transa
 actually inserted are the ones this request won; an id another request recorded first is a
 duplicate (both lake files hold the event; staging keeps the first ingested copy).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -27,9 +28,12 @@ def claim(conn: Connection, ids: Iterable[str], batch_id: str) -> set[str]:
     won: set[str] = set()
     insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
     for start in range(0, len(unique), _CHUNK):
-        chunk = unique[start:start + _CHUNK]
-        stmt = (insert(collector_event_ids).values([{"event_id": i, "batch_id": batch_id} for i in chunk])
-                .on_conflict_do_nothing(index_elements=["event_id"])
-                .returning(collector_event_ids.c.event_id))
+        chunk = unique[start : start + _CHUNK]
+        stmt = (
+            insert(collector_event_ids)
+            .values([{"event_id": i, "batch_id": batch_id} for i in chunk])
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(collector_event_ids.c.event_id)
+        )
         won.update(row[0] for row in conn.execute(stmt))
     return won

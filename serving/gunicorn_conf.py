@@ -1,5 +1,6 @@
 """gunicorn settings shared by `sendtime serve` and bench/api.py (the bare baseline uses the
 same ones, so the two are compared like for like)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,6 @@
 """Request and response helpers shared by the blueprints: JSON bodies in, JSON and cacheable
 answers out (ETag, Cache-Control, 304), and the published version a request read."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,9 @@ JSON = "application/json"
 def json_body() -> Any:
     """The parsed JSON body: 415 for another content type, 400 when it is not JSON."""
     if request.mimetype != JSON:
-        raise Problem("unsupported-media-type",
-                      f"send the body as {JSON} (got {request.mimetype or 'no content type'})")
+        raise Problem(
+            "unsupported-media-type", f"send the body as {JSON} (got {request.mimetype or 'no content type'})"
+        )
     data = _body_bytes()
     try:
         return orjson.loads(data)

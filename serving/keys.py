@@ -5,6 +5,7 @@ stolen store does not leak usable keys; the first characters (`key_prefix`) iden
 listings. A plain sha256 (no slow KDF) is right here: the key is high-entropy, not a password,
 and the API hashes it on every request.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,7 +32,8 @@ def hash_key(key: str) -> str:
 def _check(name: str, scopes: list[str]) -> list[str]:
     if not _NAME.match(name or ""):
         raise SendtimeError(
-            f"invalid key name {name!r}: use 1-128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit")
+            f"invalid key name {name!r}: use 1-128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+        )
     if not scopes:
         raise SendtimeError(f"a key needs at least one scope: {', '.join(SCOPES)}")
     unknown = [s for s in scopes if s not in SCOPES]
@@ -54,9 +56,16 @@ def create_key(settings: Settings, name: str, scopes: list[str]) -> tuple[str, d
                 raise SendtimeError(f"a key named {name!r} already exists (revoke it first)")
             if existing is not None:
                 conn.execute(delete(api_keys).where(api_keys.c.name == name))
-            conn.execute(insert(api_keys).values(
-                name=name, key_hash=hash_key(key), key_prefix=record["key_prefix"],
-                scopes=",".join(scopes), created_at=record["created_at"], revoked_at=None))
+            conn.execute(
+                insert(api_keys).values(
+                    name=name,
+                    key_hash=hash_key(key),
+                    key_prefix=record["key_prefix"],
+                    scopes=",".join(scopes),
+                    created_at=record["created_at"],
+                    revoked_at=None,
+                )
+            )
     finally:
         engine.dispose()
     return key, record
@@ -68,12 +77,27 @@ def list_keys(settings: Settings) -> list[dict]:
     try:
         migrate(engine)
         with engine.connect() as conn:
-            rows = conn.execute(select(api_keys.c.name, api_keys.c.key_prefix, api_keys.c.scopes,
-                                       api_keys.c.created_at, api_keys.c.revoked_at).order_by(api_keys.c.name)).all()
+            rows = conn.execute(
+                select(
+                    api_keys.c.name,
+                    api_keys.c.key_prefix,
+                    api_keys.c.scopes,
+                    api_keys.c.created_at,
+                    api_keys.c.revoked_at,
+                ).order_by(api_keys.c.name)
+            ).all()
     finally:
         engine.dispose()
-    return [{"name": r.name, "key_prefix": r.key_prefix, "scopes": r.scopes.split(","),
-             "created_at": r.created_at, "revoked_at": r.revoked_at} for r in rows]
+    return [
+        {
+            "name": r.name,
+            "key_prefix": r.key_prefix,
+            "scopes": r.scopes.split(","),
+            "created_at": r.created_at,
+            "revoked_at": r.revoked_at,
+        }
+        for r in rows
+    ]
 
 
 def revoke_key(settings: Settings, name: str) -> bool:
@@ -82,9 +106,11 @@ def revoke_key(settings: Settings, name: str) -> bool:
     try:
         migrate(engine)
         with engine.begin() as conn:
-            result = conn.execute(update(api_keys)
-                                  .where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
-                                  .values(revoked_at=iso_z(utcnow())))
+            result = conn.execute(
+                update(api_keys)
+                .where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=iso_z(utcnow()))
+            )
             return result.rowcount > 0
     finally:
         engine.dispose()

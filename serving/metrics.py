@@ -16,6 +16,7 @@ online store at scrape time by serving/pipeline_metrics.py. It is open (counts a
 a customer id, email or name: serving/access.py lists it); restrict it at the network layer when
 needed (docs/operations.md).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,10 +24,11 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from flask import Flask, Response, g, request
 
@@ -41,6 +43,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 # --------------------------------------------------------------------------- multiprocess mode
+
 
 def multiprocess_dir(settings: Settings) -> Path:
     return settings.run_dir / "prometheus"
@@ -93,6 +96,7 @@ def _multiprocess_path() -> str | None:
 
 # --------------------------------------------------------------------------- request metrics
 
+
 @dataclass
 class _RequestMetrics:
     registry: Any
@@ -125,11 +129,19 @@ def _get_request_metrics() -> _RequestMetrics:
             labels = ("route", "method", "status")
             _request_metrics = _RequestMetrics(
                 registry=registry,
-                requests=Counter("sendtime_http_requests", "API requests by route template, method and status.",
-                                 labels, registry=registry),
-                latency=Histogram("sendtime_http_request_duration_seconds",
-                                  "API request latency by route template, method and status.",
-                                  labels, buckets=LATENCY_BUCKETS, registry=registry),
+                requests=Counter(
+                    "sendtime_http_requests",
+                    "API requests by route template, method and status.",
+                    labels,
+                    registry=registry,
+                ),
+                latency=Histogram(
+                    "sendtime_http_request_duration_seconds",
+                    "API request latency by route template, method and status.",
+                    labels,
+                    buckets=LATENCY_BUCKETS,
+                    registry=registry,
+                ),
             )
         return _request_metrics
 
@@ -174,6 +186,7 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
 
 
 # --------------------------------------------------------------------------- exposition
+
 
 def render_metrics(settings: Settings) -> tuple[bytes, str]:
     """The /metrics body: request metrics (merged over workers when multiprocess) + pipeline metrics."""

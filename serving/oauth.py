@@ -15,6 +15,7 @@ every route wherever an API key is, within its scopes, and refuses it once it ex
 was revoked (checked on every request). Failed client authentications count against the caller's
 address like failed API keys (serving/app.py).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -103,9 +104,11 @@ def _query_client(client_id: str) -> Client | None:
     if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
         return None
     with writer_engine().connect() as conn:
-        row = conn.execute(select(oauth_clients.c.name, oauth_clients.c.client_id, oauth_clients.c.secret_hash,
-                                  oauth_clients.c.scopes)
-                           .where(oauth_clients.c.client_id == client_id, oauth_clients.c.revoked_at.is_(None))).first()
+        row = conn.execute(
+            select(
+                oauth_clients.c.name, oauth_clients.c.client_id, oauth_clients.c.secret_hash, oauth_clients.c.scopes
+            ).where(oauth_clients.c.client_id == client_id, oauth_clients.c.revoked_at.is_(None))
+        ).first()
     return Client(*row) if row else None
 
 
@@ -115,11 +118,18 @@ def _save_token(token: dict[str, Any], req: Any) -> None:
     scopes = ",".join(scope_to_list(token.get("scope") or "") or client.scopes)
     with writer_engine().begin() as conn:
         # expired tokens of this client go as it gets a new one: the table stays small
-        conn.execute(delete(oauth_tokens).where(oauth_tokens.c.client_name == client.name,
-                                                oauth_tokens.c.expires_at <= now))
-        conn.execute(insert(oauth_tokens).values(
-            token_hash=hash_key(token["access_token"]), client_name=client.name, scopes=scopes,
-            issued_at=now, expires_at=now + int(token["expires_in"])))
+        conn.execute(
+            delete(oauth_tokens).where(oauth_tokens.c.client_name == client.name, oauth_tokens.c.expires_at <= now)
+        )
+        conn.execute(
+            insert(oauth_tokens).values(
+                token_hash=hash_key(token["access_token"]),
+                client_name=client.name,
+                scopes=scopes,
+                issued_at=now,
+                expires_at=now + int(token["expires_in"]),
+            )
+        )
 
 
 def _new_token(*_args: Any, **_kwargs: Any) -> str:

@@ -7,16 +7,26 @@ totals folded incrementally per process; `kafka_batches` and the Kafka consumers
 on a shared PostgreSQL store, therefore reports the same numbers, and they survive API restarts.
 The API never talks to Kafka. The metrics are listed in docs/operations.md.
 """
+
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from pipeline.config import Settings
 from pipeline.logs import get_logger
-from pipeline.runlog import (CYCLE_BUCKETS, Buckets, PipelineSnapshot, RunTotals, StoreMissing, epoch,
-                             parse_store_time, snapshot_for)
+from pipeline.runlog import (
+    CYCLE_BUCKETS,
+    Buckets,
+    PipelineSnapshot,
+    RunTotals,
+    StoreMissing,
+    epoch,
+    parse_store_time,
+    snapshot_for,
+)
 from pipeline.store import REPLICA_LAG_SQL, RUN_STATUSES
 from serving.reader import StoreUnavailable, mark_unavailable, recently_unavailable
 
@@ -55,8 +65,9 @@ class PipelineCollector:
         yield from _recovery_families(self.settings, CounterMetricFamily, GaugeMetricFamily)
         if snap.kafka_topics or snap.consumers:  # a home that never consumed Kafka gets no empty families
             yield from _kafka_families(snap, CounterMetricFamily, GaugeMetricFamily)
-        took = GaugeMetricFamily("sendtime_metrics_store_read_seconds",
-                                 "Time this scrape spent reading the online store.")
+        took = GaugeMetricFamily(
+            "sendtime_metrics_store_read_seconds", "Time this scrape spent reading the online store."
+        )
         took.add_metric([], time.perf_counter() - started)
         yield took
 
@@ -70,24 +81,42 @@ def _gauge(cls: Any, name: str, doc: str, value: float | None, labels: Iterable[
 
 def _pipeline_families(snap: PipelineSnapshot, counter: Any, gauge: Any, histogram: Any) -> Iterator[Any]:
     current = snap.current
-    yield _gauge(gauge, "sendtime_published_version", "Version number of the published state (0: none yet).",
-                 current.version if current else 0)
+    yield _gauge(
+        gauge,
+        "sendtime_published_version",
+        "Version number of the published state (0: none yet).",
+        current.version if current else 0,
+    )
     if current is not None:
-        yield _gauge(gauge, "sendtime_published_timestamp_seconds",
-                     "When the current published version went live (unix time).", epoch(current.published_at))
-        yield _gauge(gauge, "sendtime_published_as_of_timestamp_seconds",
-                     "The as_of of the cycle that produced the current version (unix time).", epoch(current.as_of))
-        yield _gauge(gauge, "sendtime_freshness_lag_seconds",
-                     "Now minus the newest ingested_at in the published state.", snap.freshness_lag)
+        yield _gauge(
+            gauge,
+            "sendtime_published_timestamp_seconds",
+            "When the current published version went live (unix time).",
+            epoch(current.published_at),
+        )
+        yield _gauge(
+            gauge,
+            "sendtime_published_as_of_timestamp_seconds",
+            "The as_of of the cycle that produced the current version (unix time).",
+            epoch(current.as_of),
+        )
+        yield _gauge(
+            gauge,
+            "sendtime_freshness_lag_seconds",
+            "Now minus the newest ingested_at in the published state.",
+            snap.freshness_lag,
+        )
 
     cycles = counter("sendtime_cycles", "Pipeline cycles by status (every cycle in the run log).", labels=["status"])
     for status in sorted(set(RUN_STATUSES) | set(snap.run_totals)):
         cycles.add_metric([status], snap.run_totals.get(status, RunTotals()).cycles)
     yield cycles
-    for attr, doc in (("rows_read", "Changed mart rows read by cycles."),
-                      ("rows_changed", "Mart rows changed by cycles."),
-                      ("rows_published", "Profiles upserted into the online store by cycles."),
-                      ("rows_deleted", "Profiles erased from the online store by cycles.")):
+    for attr, doc in (
+        ("rows_read", "Changed mart rows read by cycles."),
+        ("rows_changed", "Mart rows changed by cycles."),
+        ("rows_published", "Profiles upserted into the online store by cycles."),
+        ("rows_deleted", "Profiles erased from the online store by cycles."),
+    ):
         yield _gauge(counter, f"sendtime_{attr}", doc, sum(getattr(t, attr) for t in snap.run_totals.values()))
 
     per_source = {
@@ -102,43 +131,67 @@ def _pipeline_families(snap: PipelineSnapshot, counter: Any, gauge: Any, histogr
             family.add_metric([src.source], getattr(src, attr))
         yield family
 
-    yield _gauge(gauge, "sendtime_last_success_timestamp_seconds",
-                 "End of the latest successful cycle (unix time; 0: never).", epoch(snap.last_success_at) or 0)
+    yield _gauge(
+        gauge,
+        "sendtime_last_success_timestamp_seconds",
+        "End of the latest successful cycle (unix time; 0: never).",
+        epoch(snap.last_success_at) or 0,
+    )
     latest = snap.runs[0] if snap.runs else None
-    yield _gauge(gauge, "sendtime_cycle_running", "1 while the latest cycle is still running.",
-                 1 if latest is not None and latest.status == "running" else 0)
+    yield _gauge(
+        gauge,
+        "sendtime_cycle_running",
+        "1 while the latest cycle is still running.",
+        1 if latest is not None and latest.status == "running" else 0,
+    )
     finished = snap.last_finished
     status = gauge("sendtime_last_cycle_status", "1 for the status of the latest finished cycle.", labels=["status"])
-    phases = gauge("sendtime_last_cycle_phase_seconds", "Duration of each phase of the latest finished cycle.",
-                   labels=["phase"])
+    phases = gauge(
+        "sendtime_last_cycle_phase_seconds", "Duration of each phase of the latest finished cycle.", labels=["phase"]
+    )
     if finished is not None:
         for name in sorted(set(RUN_STATUSES) - {"running"} | {finished.status}):
             status.add_metric([name], 1 if name == finished.status else 0)
         for name, seconds in finished.phases.items():
             phases.add_metric([name], seconds)
-        yield _gauge(gauge, "sendtime_last_cycle_duration_seconds", "Wall time of the latest finished cycle.",
-                     finished.duration)
-        yield _gauge(gauge, "sendtime_last_cycle_end_timestamp_seconds",
-                     "End of the latest finished cycle (unix time).", epoch(finished.ended_at))
+        yield _gauge(
+            gauge, "sendtime_last_cycle_duration_seconds", "Wall time of the latest finished cycle.", finished.duration
+        )
+        yield _gauge(
+            gauge,
+            "sendtime_last_cycle_end_timestamp_seconds",
+            "End of the latest finished cycle (unix time).",
+            epoch(finished.ended_at),
+        )
         for attr in ("rows_changed", "rows_published"):
-            yield _gauge(gauge, f"sendtime_last_cycle_{attr}", f"{attr.replace('_', ' ')} by the latest finished cycle.",
-                         getattr(finished, attr) or 0)
+            yield _gauge(
+                gauge,
+                f"sendtime_last_cycle_{attr}",
+                f"{attr.replace('_', ' ')} by the latest finished cycle.",
+                getattr(finished, attr) or 0,
+            )
     yield status
     yield phases
 
     history = snap.history
-    duration = histogram("sendtime_cycle_duration_seconds", "Wall time of finished cycles (every cycle in the run log).")
+    duration = histogram(
+        "sendtime_cycle_duration_seconds", "Wall time of finished cycles (every cycle in the run log)."
+    )
     duration.add_metric([], _buckets(history.duration), history.duration.total)
     yield duration
-    by_phase = histogram("sendtime_cycle_phase_duration_seconds", "Seconds per phase of finished cycles.",
-                         labels=["phase"])
+    by_phase = histogram(
+        "sendtime_cycle_phase_duration_seconds", "Seconds per phase of finished cycles.", labels=["phase"]
+    )
     for name, buckets in sorted(history.phases.items()):
         by_phase.add_metric([name], _buckets(buckets), buckets.total)
     yield by_phase
 
     validated = snap.last_validated
-    suite_failed = gauge("sendtime_validation_suite_failed",
-                         "1 when the suite failed in the latest cycle that ran validation.", labels=["suite"])
+    suite_failed = gauge(
+        "sendtime_validation_suite_failed",
+        "1 when the suite failed in the latest cycle that ran validation.",
+        labels=["suite"],
+    )
     if validated is not None:
         for suite, ok in sorted(validated.validation.items()):
             suite_failed.add_metric([suite], 0 if ok else 1)
@@ -164,23 +217,35 @@ def _recovery_families(settings: Settings, counter: Any, gauge: Any) -> Iterator
     except Exception as exc:  # noqa: BLE001 - the rest of the scrape stands
         log.warning("metrics: reconcile log unreadable", extra={"error_type": type(exc).__name__})
         return
-    runs = counter("sendtime_reconcile_runs", "Reconciles of lake, warehouse and online store, by outcome.",
-                   labels=["status"])
+    runs = counter(
+        "sendtime_reconcile_runs", "Reconciles of lake, warehouse and online store, by outcome.", labels=["status"]
+    )
     for status in sorted(set(STATUSES) | set(counts)):
         runs.add_metric([status], counts.get(status, 0))
     yield runs
-    drift = gauge("sendtime_reconcile_drift_rows", "Rows the latest reconcile found drifted, by check "
-                  "(0 for every check until a reconcile finds drift).", labels=["check"])
+    drift = gauge(
+        "sendtime_reconcile_drift_rows",
+        "Rows the latest reconcile found drifted, by check (0 for every check until a reconcile finds drift).",
+        labels=["check"],
+    )
     found = last.drift if last is not None else {}
     for check in sorted(set(CHECKS) | set(found)):
         drift.add_metric([check], found.get(check, 0))
     if last is not None:
-        yield _gauge(gauge, "sendtime_reconcile_last_timestamp_seconds", "End of the latest reconcile (unix time).",
-                     epoch(parse_store_time(last.ended_at)))
+        yield _gauge(
+            gauge,
+            "sendtime_reconcile_last_timestamp_seconds",
+            "End of the latest reconcile (unix time).",
+            epoch(parse_store_time(last.ended_at)),
+        )
     yield drift
     if lag is not None:
-        yield _gauge(gauge, "sendtime_replica_lag_seconds",
-                     "How far the read replica is behind its primary (0: it replayed all it received).", lag)
+        yield _gauge(
+            gauge,
+            "sendtime_replica_lag_seconds",
+            "How far the read replica is behind its primary (0: it replayed all it received).",
+            lag,
+        )
 
 
 def _replica_lag(engine: Any) -> float | None:
@@ -194,7 +259,9 @@ def _replica_lag(engine: Any) -> float | None:
 
 
 def _buckets(buckets: Buckets) -> list[tuple[str, float]]:
-    return [("+Inf" if math.isinf(bound) else f"{bound:g}", count) for bound, count in zip(CYCLE_BUCKETS, buckets.counts)]
+    return [
+        ("+Inf" if math.isinf(bound) else f"{bound:g}", count) for bound, count in zip(CYCLE_BUCKETS, buckets.counts)
+    ]
 
 
 def _kafka_families(snap: PipelineSnapshot, counter: Any, gauge: Any) -> Iterator[Any]:
@@ -213,37 +280,58 @@ def _kafka_families(snap: PipelineSnapshot, counter: Any, gauge: Any) -> Iterato
             family.add_metric([t.topic, t.source], getattr(t, attr))
         yield family
 
-    lag = gauge("sendtime_kafka_consumer_lag",
-                "Offsets of a partition not in the lake yet, as the running consumer last measured them.",
-                labels=["topic", "partition"])
-    end = gauge("sendtime_kafka_partition_end_offset", "End offset of a partition, as the running consumer saw it.",
-                labels=["topic", "partition"])
+    lag = gauge(
+        "sendtime_kafka_consumer_lag",
+        "Offsets of a partition not in the lake yet, as the running consumer last measured them.",
+        labels=["topic", "partition"],
+    )
+    end = gauge(
+        "sendtime_kafka_partition_end_offset",
+        "End offset of a partition, as the running consumer saw it.",
+        labels=["topic", "partition"],
+    )
     for p in snap.kafka_lag():
         lag.add_metric([p.topic, str(p.partition)], p.lag)
         end.add_metric([p.topic, str(p.partition)], p.end)
     yield lag
     yield end
-    rate = gauge("sendtime_kafka_records_per_second",
-                 "Messages a second consumed into the lake, over the running consumer's last report interval.",
-                 labels=["topic"])
+    rate = gauge(
+        "sendtime_kafka_records_per_second",
+        "Messages a second consumed into the lake, over the running consumer's last report interval.",
+        labels=["topic"],
+    )
     for topic, value in sorted(snap.kafka_rates().items()):
         rate.add_metric([topic], value)
     yield rate
 
-    up = gauge("sendtime_kafka_consumer_up", "1 while the consumer runs and reports (0: stopped, failed or silent).",
-               labels=["consumer", "group"])
-    reported = gauge("sendtime_kafka_consumer_last_report_timestamp_seconds",
-                     "When the consumer last wrote its state (unix time).", labels=["consumer", "group"])
-    flushed = gauge("sendtime_kafka_consumer_last_flush_timestamp_seconds",
-                    "When the consumer last wrote a lake batch (unix time).", labels=["consumer", "group"])
-    brokers = gauge("sendtime_kafka_brokers_up", "Brokers the running consumer is connected to.",
-                    labels=["consumer", "group"])
-    errors = counter("sendtime_kafka_client_errors",
-                     "Kafka client errors by librdkafka code (retried with backoff), over the consumer's life.",
-                     labels=["consumer", "group", "code"])
-    commits = counter("sendtime_kafka_commit_failures",
-                      "Offset commits to Kafka that failed (retried with backoff; the lake holds the offsets).",
-                      labels=["consumer", "group"])
+    up = gauge(
+        "sendtime_kafka_consumer_up",
+        "1 while the consumer runs and reports (0: stopped, failed or silent).",
+        labels=["consumer", "group"],
+    )
+    reported = gauge(
+        "sendtime_kafka_consumer_last_report_timestamp_seconds",
+        "When the consumer last wrote its state (unix time).",
+        labels=["consumer", "group"],
+    )
+    flushed = gauge(
+        "sendtime_kafka_consumer_last_flush_timestamp_seconds",
+        "When the consumer last wrote a lake batch (unix time).",
+        labels=["consumer", "group"],
+    )
+    brokers = gauge(
+        "sendtime_kafka_brokers_up", "Brokers the running consumer is connected to.", labels=["consumer", "group"]
+    )
+    errors = counter(
+        "sendtime_kafka_client_errors",
+        "Kafka client errors by librdkafka code (retried with backoff), over the consumer's life.",
+        labels=["consumer", "group", "code"],
+    )
+    commits = counter(
+        "sendtime_kafka_commit_failures",
+        "Offset commits to Kafka that failed (retried with backoff; the lake holds the offsets).",
+        labels=["consumer", "group"],
+    )
     for c in snap.consumers:
         labels = [c.consumer_id, c.group_id]
         running = c.up(snap.now)

@@ -3,6 +3,7 @@
 The `type` URIs are stable (clients may switch on them); they are documented in docs/api.md and
 in the OpenAPI document. Nothing in a problem echoes a secret (key) or an email.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

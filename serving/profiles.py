@@ -77,8 +77,13 @@ def _text(value: Any, scale: int | None = None) -> str:
     return str(value)
 
 
-def merge_fields(profile: Mapping[str, Any], recommended: list[dict[str, Any]], fallbacks: Mapping[str, str],
-                 contract: MartContract | None, products: MartContract | None) -> dict[str, str]:
+def merge_fields(
+    profile: Mapping[str, Any],
+    recommended: list[dict[str, Any]],
+    fallbacks: Mapping[str, str],
+    contract: MartContract | None,
+    products: MartContract | None,
+) -> dict[str, str]:
     """A flat {name: string} object for Handlebars / Mailchimp / Liquid merge tags.
 
     - scalars: strings as stored; timestamps ISO-8601 UTC `...Z`; booleans "true"/"false";
@@ -105,8 +110,11 @@ def merge_fields(profile: Mapping[str, Any], recommended: list[dict[str, Any]], 
             out[column.name] = _text(value, column.scale if column.kind == "money" else None)
         if column.meta.get("merge_fallback") is not None:
             defaults[column.name] = str(column.meta["merge_fallback"])
-    details = [c for c in (products.served if products is not None else ())
-               if c.name != TITLE_COLUMN and c.meta.get("merge_field", True)]
+    details = [
+        c
+        for c in (products.served if products is not None else ())
+        if c.name != TITLE_COLUMN and c.meta.get("merge_field", True)
+    ]
     for i, product in enumerate(recommended, 1):
         out[f"recommendation_{i}"] = _text(product.get(TITLE_COLUMN))
         for column in details:

@@ -5,6 +5,7 @@ connections spread over the workers (sync workers close every connection, and th
 each new connection to an idle worker) the whole server admits about the configured rate per key.
 Across several API nodes the limit is per node. See docs/api.md, "Rate limits".
 """
+
 from __future__ import annotations
 
 import math

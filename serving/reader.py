@@ -16,14 +16,16 @@ for `RECHECK_SECONDS` before one tries the store again: a locked or unreachable 
 request the timeout, and every other request (and the rest of that one: the fast path handing
 over to Flask, the version header) a 503 at once, never a queue of requests that each wait.
 """
+
 from __future__ import annotations
 
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -40,20 +42,20 @@ SQL = {
     "key": "SELECT name, scopes, revoked_at FROM api_keys WHERE key_hash = ?",
     # the hot path (GET one profile): key, version and profile in one statement, one snapshot
     "key_and_profile": f"SELECT k.name, k.scopes, k.revoked_at, v.version, p.body, p.etag FROM {_VERSION} "
-                       "LEFT JOIN api_keys k ON k.key_hash = ? LEFT JOIN profiles p ON p.customer_id = ?",
+    "LEFT JOIN api_keys k ON k.key_hash = ? LEFT JOIN profiles p ON p.customer_id = ?",
     # an OAuth access token (serving/oauth.py): its client's name, the token's scopes, the client's
     # revocation and the token's expiry, checked on every request
     "token": "SELECT c.name, t.scopes, c.revoked_at, t.expires_at FROM oauth_tokens t "
-             "JOIN oauth_clients c ON c.name = t.client_name WHERE t.token_hash = ?",
+    "JOIN oauth_clients c ON c.name = t.client_name WHERE t.token_hash = ?",
     "token_and_profile": f"SELECT k.name, k.scopes, k.revoked_at, k.expires_at, v.version, p.body, p.etag "
-                         f"FROM {_VERSION} LEFT JOIN (SELECT c.name, t.scopes, c.revoked_at, t.expires_at "
-                         "FROM oauth_tokens t JOIN oauth_clients c ON c.name = t.client_name "
-                         "WHERE t.token_hash = ?) k ON 1 = 1 LEFT JOIN profiles p ON p.customer_id = ?",
+    f"FROM {_VERSION} LEFT JOIN (SELECT c.name, t.scopes, c.revoked_at, t.expires_at "
+    "FROM oauth_tokens t JOIN oauth_clients c ON c.name = t.client_name "
+    "WHERE t.token_hash = ?) k ON 1 = 1 LEFT JOIN profiles p ON p.customer_id = ?",
     "profile": f"SELECT v.version, p.body, p.etag FROM {_VERSION} LEFT JOIN profiles p ON p.customer_id = ?",
     "profile_by_email": f"SELECT v.version, p.body, p.etag FROM {_VERSION} "
-                        "LEFT JOIN profiles p ON p.email_hash = ? ORDER BY p.customer_id LIMIT 1",
+    "LEFT JOIN profiles p ON p.email_hash = ? ORDER BY p.customer_id LIMIT 1",
     "latest_version": "SELECT version, published_at, as_of, cycle_id FROM published_versions "
-                      "ORDER BY version DESC LIMIT 1",
+    "ORDER BY version DESC LIMIT 1",
     "recommendations": "SELECT body FROM recommendations WHERE customer_id = ?",
     "contracts": "SELECT checksum, body FROM mart_contracts WHERE name = ?",
     "replica_lag": REPLICA_LAG_SQL,
@@ -74,6 +76,8 @@ def mark_unavailable() -> None:
 
 def recently_unavailable() -> bool:
     return _down_until > 0.0 and time.monotonic() < _down_until
+
+
 _ID_CHUNK = 500  # ids per IN (...) list
 
 
@@ -94,8 +98,9 @@ class StoreReader:
         self._local = threading.local()
         # the published contract, read again when the published version moves
         self._contracts: tuple[int, str | None, Contracts] = (-1, None, {})
-        self._engine = None if self.is_sqlite else make_engine(self.url, wait_seconds=self.wait, pool_size=4,
-                                                               max_overflow=4)
+        self._engine = (
+            None if self.is_sqlite else make_engine(self.url, wait_seconds=self.wait, pool_size=4, max_overflow=4)
+        )
         if self.is_sqlite:
             self._sqlite_path = make_url(self.url).database
             self._errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
@@ -109,8 +114,7 @@ class StoreReader:
         if self.is_sqlite:
             if not self._sqlite_path or not os.path.exists(self._sqlite_path):
                 raise StoreNotCreated("the online store does not exist yet")
-            conn = sqlite3.connect(self._sqlite_path, timeout=self.wait, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(self._sqlite_path, timeout=self.wait, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout={int(self.wait * 1000)}")
             conn.execute("PRAGMA query_only=1")
             # read pages through a memory map (no read() syscall per page) of up to 1 GiB, shared
@@ -274,10 +278,11 @@ class StoreReader:
         by the claim on the primary, which is harmless (serving/api/events.py)."""
         found: set[str] = set()
         for start in range(0, len(event_ids), _ID_CHUNK):
-            chunk = event_ids[start:start + _ID_CHUNK]
+            chunk = event_ids[start : start + _ID_CHUNK]
             marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.all(f"SELECT event_id FROM collector_event_ids WHERE event_id IN ({marks})",
-                                                chunk))
+            found.update(
+                r[0] for r in self.all(f"SELECT event_id FROM collector_event_ids WHERE event_id IN ({marks})", chunk)
+            )
         return found
 
     def replica_lag(self) -> float | None:

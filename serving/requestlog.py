@@ -4,6 +4,7 @@ Only the route template (e.g. /api/v1/customers/<customer_id>) is logged, never 
 query string, body, key or email: an unmatched path is logged as null. Lines are written with
 one os.write each so the workers' lines never interleave.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,6 @@ import time
 from typing import Any
 
 import orjson
-
 
 _second: list = [-1, ""]  # the formatted second, reused by every line within it
 
@@ -31,12 +31,30 @@ def write_line(level: str, logger: str, msg: str, **fields: Any) -> None:
         pass
 
 
-def log_request(*, request_id: str, key: str | None, method: str, route: str | None, status: int,
-                latency_ms: float, version: int | None) -> None:
+def log_request(
+    *,
+    request_id: str,
+    key: str | None,
+    method: str,
+    route: str | None,
+    status: int,
+    latency_ms: float,
+    version: int | None,
+) -> None:
     # built directly (not through write_line's **fields): this runs on every request
-    line = {"ts": _timestamp(time.time()), "level": "info", "logger": "sendtime.request", "msg": "request",
-            "request_id": request_id, "key": key, "method": method, "route": route, "status": status,
-            "latency_ms": round(latency_ms, 3), "version": version}
+    line = {
+        "ts": _timestamp(time.time()),
+        "level": "info",
+        "logger": "sendtime.request",
+        "msg": "request",
+        "request_id": request_id,
+        "key": key,
+        "method": method,
+        "route": route,
+        "status": status,
+        "latency_ms": round(latency_ms, 3),
+        "version": version,
+    }
     try:
         os.write(2, orjson.dumps(line) + b"\n")
     except OSError:

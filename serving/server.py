@@ -5,6 +5,7 @@ In transit (DESIGN.md "Privacy and access", docs/privacy.md "TLS"): with a certi
 or newer. Without them it binds loopback only, unless `allow_plain_http = true` says a TLS-terminating
 proxy sits in front: keys, tokens and profiles never cross a network in clear text by default.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -65,25 +66,30 @@ def transport(settings: Settings, host: str, certfile: Path | None, keyfile: Pat
     """The gunicorn TLS options, after checking the certificate and key load; a ConfigError (exit 2,
     at start) for half a pair, an unloadable one, or a plain bind beyond loopback."""
     if (certfile is None) != (keyfile is None):
-        raise ConfigError("TLS needs both a certificate and its key: --certfile and --keyfile "
-                          "(settings tls_certfile, tls_keyfile)")
+        raise ConfigError(
+            "TLS needs both a certificate and its key: --certfile and --keyfile (settings tls_certfile, tls_keyfile)"
+        )
     if certfile is not None and keyfile is not None:
         try:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(certfile=str(certfile), keyfile=str(keyfile))
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"TLS certificate {certfile} / key {keyfile}: cannot load: "
-                              f"{getattr(exc, 'strerror', None) or exc}") from None
+            raise ConfigError(
+                f"TLS certificate {certfile} / key {keyfile}: cannot load: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
         return {"certfile": str(certfile), "keyfile": str(keyfile), "ssl_context": _tls12_or_newer}
     if not is_loopback(host) and not settings.allow_plain_http:
-        raise ConfigError(f"refusing to serve plain HTTP on {host!r}, beyond this machine: give --certfile and "
-                          "--keyfile (HTTPS), or set allow_plain_http = true behind a TLS-terminating proxy "
-                          "(docs/privacy.md)")
+        raise ConfigError(
+            f"refusing to serve plain HTTP on {host!r}, beyond this machine: give --certfile and "
+            "--keyfile (HTTPS), or set allow_plain_http = true behind a TLS-terminating proxy "
+            "(docs/privacy.md)"
+        )
     return {}
 
 
-def serve(settings: Settings, host: str, port: int, workers: int,
-          certfile: Path | None = None, keyfile: Path | None = None) -> None:
+def serve(
+    settings: Settings, host: str, port: int, workers: int, certfile: Path | None = None, keyfile: Path | None = None
+) -> None:
     """Migrate the store once, then fork `workers` gunicorn workers; returns on SIGTERM/SIGINT."""
     settings = settings.replace(workers=max(int(workers), 1))  # the rate limiter splits by workers
     tls = transport(settings, host, certfile or settings.tls_certfile, keyfile or settings.tls_keyfile)

@@ -1,4 +1,5 @@
 """The per-app state: what every request needs, built once per app (per worker) by the factory."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

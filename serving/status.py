@@ -13,13 +13,15 @@ Access (`settings.status_page_access`): "open", or "key": an API key with the ad
 lists the page as open only in "open" mode). A key in the URL (`?key=`) is not accepted: URLs end
 up in proxy logs and browser history.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from flask import Blueprint, Response, render_template
 from markupsafe import Markup, escape
@@ -54,6 +56,7 @@ _STATIC = Path(__file__).resolve().parent / "static"
 
 # --------------------------------------------------------------------------- formatting
 
+
 def human_seconds(value: float | None) -> str:
     if value is None:
         return "–"
@@ -79,12 +82,16 @@ def redact(text: str | None, limit: int = 300) -> str:
 
 def _failed_expectations(result: Any) -> list[str]:
     """'expectation (column): n unexpected' lines; only names and counts, never sample values."""
-    return [f.expectation + (f" ({', '.join(f.columns)})" if f.columns else "")
-            + (f": {f.unexpected_count} unexpected" if f.unexpected_count is not None else "")
-            for f in failed_expectations(result)]
+    return [
+        f.expectation
+        + (f" ({', '.join(f.columns)})" if f.columns else "")
+        + (f": {f.unexpected_count} unexpected" if f.unexpected_count is not None else "")
+        for f in failed_expectations(result)
+    ]
 
 
 # --------------------------------------------------------------------------- charts (inline SVG)
+
 
 @dataclass
 class Scale:
@@ -101,7 +108,7 @@ def _scale(max_value: float) -> Scale:
     return Scale(top=step * 4 * unit, unit=unit, unit_name=name)
 
 
-_NICE_STEPS = tuple(m * 10.0 ** e for e in range(-3, 5) for m in (1, 2, 2.5, 5))
+_NICE_STEPS = tuple(m * 10.0**e for e in range(-3, 5) for m in (1, 2, 2.5, 5))
 
 
 _W, _H, _L, _R, _T, _B = 720, 250, 56, 12, 30, 34
@@ -124,12 +131,16 @@ def _svg(chart_id: str, title: str, body: list[str]) -> Markup:
     return Markup(
         f'<svg id="{chart_id}" class="chart" viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" '
         f'role="img" aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">'
-        f'<title>{escape(title)}</title>' + "".join(body) + "</svg>")
+        f'<title>{escape(title)}</title>' + "".join(body) + "</svg>"
+    )
 
 
 def _empty(chart_id: str, title: str, message: str) -> Markup:
-    return _svg(chart_id, title, [f'<text class="empty" x="{_W / 2}" y="{_H / 2}" text-anchor="middle">'
-                                  f'{escape(message)}</text>'])
+    return _svg(
+        chart_id,
+        title,
+        [f'<text class="empty" x="{_W / 2}" y="{_H / 2}" text-anchor="middle">{escape(message)}</text>'],
+    )
 
 
 def phase_colors(runs: Sequence[RunInfo]) -> dict[str, str]:
@@ -167,15 +178,21 @@ def duration_chart(runs: Sequence[RunInfo]) -> Markup:
             h = plot_h * seconds / scale.top
             y -= h
             color = colors.get(phase, OTHER_COLOR)
-            body.append(f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{max(h, 0):.1f}" '
-                        f'fill="{color}"><title>{escape(phase)}: {escape(human_seconds(seconds))}</title></rect>')
+            body.append(
+                f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{max(h, 0):.1f}" '
+                f'fill="{color}"><title>{escape(phase)}: {escape(human_seconds(seconds))}</title></rect>'
+            )
             tip.append(f"{phase} {human_seconds(seconds)}")
-        body.append(f'<rect class="status" x="{x:.1f}" y="{_T + plot_h + 2:.1f}" width="{bar:.1f}" height="4" '
-                    f'fill="{STATUS_COLORS.get(run.status, OTHER_COLOR)}"><title>{escape("; ".join(tip))}</title></rect>')
+        body.append(
+            f'<rect class="status" x="{x:.1f}" y="{_T + plot_h + 2:.1f}" width="{bar:.1f}" height="4" '
+            f'fill="{STATUS_COLORS.get(run.status, OTHER_COLOR)}"><title>{escape("; ".join(tip))}</title></rect>'
+        )
     legend_x = _L + 8
     for phase, color in colors.items():
-        body.append(f'<rect x="{legend_x}" y="6" width="10" height="10" fill="{color}"/>'
-                    f'<text class="legend" x="{legend_x + 14}" y="15">{phase}</text>')
+        body.append(
+            f'<rect x="{legend_x}" y="6" width="10" height="10" fill="{color}"/>'
+            f'<text class="legend" x="{legend_x + 14}" y="15">{phase}</text>'
+        )
         legend_x += 14 + 7 * len(phase) + 16
     return _svg("chart-duration", title, body)
 
@@ -195,23 +212,29 @@ def freshness_chart(snap: PipelineSnapshot, threshold: float) -> Markup:
     scale = _scale(max(top_value, threshold if show_threshold else 0) or 1.0)
     plot_w, plot_h = _W - _L - _R, _H - _T - _B
     step = plot_w / max(len(points) - 1, 1)
-    coords = [(_L + (i * step if len(points) > 1 else plot_w / 2),
-               _T + plot_h - plot_h * min(value, scale.top) / scale.top) for i, (_, value) in enumerate(points)]
+    coords = [
+        (_L + (i * step if len(points) > 1 else plot_w / 2), _T + plot_h - plot_h * min(value, scale.top) / scale.top)
+        for i, (_, value) in enumerate(points)
+    ]
     body = _axes(scale, f"{len(points)} points: lag when each version went live, last = now")
     if show_threshold:
         y = _T + plot_h - plot_h * threshold / scale.top
-        body.append(f'<line class="threshold" x1="{_L}" x2="{_W - _R}" y1="{y:.1f}" y2="{y:.1f}">'
-                    f'<title>ready_max_age {escape(human_seconds(threshold))}</title></line>')
-    body.append('<polyline class="line" fill="none" points="'
-                + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')
+        body.append(
+            f'<line class="threshold" x1="{_L}" x2="{_W - _R}" y1="{y:.1f}" y2="{y:.1f}">'
+            f'<title>ready_max_age {escape(human_seconds(threshold))}</title></line>'
+        )
+    body.append('<polyline class="line" fill="none" points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')
     for (label, value), (x, y) in zip(points, coords):
         cls = "dot now" if label == "now" else "dot"
-        body.append(f'<circle class="{cls}" cx="{x:.1f}" cy="{y:.1f}" r="4">'
-                    f'<title>{escape(label)}: {escape(human_seconds(value))}</title></circle>')
+        body.append(
+            f'<circle class="{cls}" cx="{x:.1f}" cy="{y:.1f}" r="4">'
+            f'<title>{escape(label)}: {escape(human_seconds(value))}</title></circle>'
+        )
     return _svg("chart-freshness", title, body)
 
 
 # --------------------------------------------------------------------------- Kafka
+
 
 @dataclass
 class TopicRow:
@@ -233,9 +256,21 @@ def kafka_topics(snap: PipelineSnapshot) -> list[TopicRow]:
     for p in snap.kafka_lag():
         lag[p.topic] = lag.get(p.topic, 0) + p.lag
     rates = snap.kafka_rates()
-    rows = {t.topic: TopicRow(t.topic, t.source, t.batches, t.received, t.accepted, t.rejected, t.skipped,
-                              rates.get(t.topic), lag.get(t.topic), parse_store_time(t.last_batch_at))
-            for t in snap.kafka_topics}
+    rows = {
+        t.topic: TopicRow(
+            t.topic,
+            t.source,
+            t.batches,
+            t.received,
+            t.accepted,
+            t.rejected,
+            t.skipped,
+            rates.get(t.topic),
+            lag.get(t.topic),
+            parse_store_time(t.last_batch_at),
+        )
+        for t in snap.kafka_topics
+    }
     for consumer in snap.consumers:  # a topic consumed but without a batch yet (nothing written to it)
         for topic, source in consumer.sources.items():
             rows.setdefault(topic, TopicRow(topic, source, 0, 0, 0, 0, 0, rates.get(topic), lag.get(topic), None))
@@ -244,15 +279,23 @@ def kafka_topics(snap: PipelineSnapshot) -> list[TopicRow]:
 
 # --------------------------------------------------------------------------- the page
 
+
 @lru_cache(maxsize=1)
 def _css() -> str:
     return (_STATIC / "status.css").read_text()
 
 
 def _context(settings: Settings, snap: PipelineSnapshot | None, problem: str | None) -> dict[str, Any]:
-    ctx: dict[str, Any] = {"problem": problem, "css": Markup(_css()), "fmt_time": fmt_time,
-                           "human": human_seconds, "redact": redact, "status_colors": STATUS_COLORS,
-                           "threshold": settings.ready_max_age_seconds, "snap": snap}
+    ctx: dict[str, Any] = {
+        "problem": problem,
+        "css": Markup(_css()),
+        "fmt_time": fmt_time,
+        "human": human_seconds,
+        "redact": redact,
+        "status_colors": STATUS_COLORS,
+        "threshold": settings.ready_max_age_seconds,
+        "snap": snap,
+    }
     if snap is None:
         return ctx
     lag = snap.freshness_lag
@@ -294,8 +337,10 @@ def status_page() -> Response:
             mark_unavailable()
         problem = f"The online store cannot be read ({type(exc).__name__})."
     html = render_template("status.html", **_context(settings, snap, problem))
-    headers = {"Cache-Control": "no-store", "Content-Security-Policy":
-               "default-src 'none'; style-src 'unsafe-inline'; img-src data:"}
+    headers = {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    }
     down = snap is None and problem is not None and not problem.startswith("No online store")
     if down:  # the page says why, and the status says "retry" (docs/recovery.md)
         headers["Retry-After"] = "5"

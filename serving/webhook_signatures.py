@@ -11,6 +11,7 @@
 
 The `cryptography` package does the ECDSA; it is imported only when a SendGrid key is set.
 """
+
 from __future__ import annotations
 
 import base64

@@ -1,5 +1,6 @@
 """Test/bench helpers for the API: fill an online store the way publish does, start the real
 server (`sendtime serve`, gunicorn) as a subprocess on a free port, and call it over HTTP."""
+
 from __future__ import annotations
 
 import os
@@ -7,11 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 import requests
@@ -57,10 +59,16 @@ def profile_row(customer_id: str, **values: Any) -> tuple:
 
 
 def product_row(product_id: str, **values: Any) -> tuple:
-    base: dict[str, Any] = {"product_id": product_id, "name": f"Product {product_id}", "category": "misc",
-                            "price": Decimal("10.00"), "currency": "USD",
-                            "url": f"https://shop.example/p/{product_id}",
-                            "image_url": f"https://shop.example/i/{product_id}.jpg", "in_stock": True}
+    base: dict[str, Any] = {
+        "product_id": product_id,
+        "name": f"Product {product_id}",
+        "category": "misc",
+        "price": Decimal("10.00"),
+        "currency": "USD",
+        "url": f"https://shop.example/p/{product_id}",
+        "image_url": f"https://shop.example/i/{product_id}.jpg",
+        "in_stock": True,
+    }
     served = project_contracts()[PRODUCTS].served
     base = {c.name: _default(c) for c in served} | base | values
     return tuple(base[c.name] for c in served)
@@ -81,26 +89,38 @@ def body_text(columns: Iterable[Column], row: tuple) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def publish_rows(settings: Settings, profiles: Iterable[tuple], products: Iterable[tuple] = (),
-                 recommendations: dict[str, list[tuple[str, float, str]]] | None = None,
-                 as_of: datetime | None = None) -> int:
+def publish_rows(
+    settings: Settings,
+    profiles: Iterable[tuple],
+    products: Iterable[tuple] = (),
+    recommendations: dict[str, list[tuple[str, float, str]]] | None = None,
+    as_of: datetime | None = None,
+) -> int:
     """One publish through pipeline.publish.publish (the real writer, one transaction, a new
     version row, the contract); bodies serialized in the contract's format. Returns the version."""
     contracts = project_contracts()
     served = contracts[PROFILES].served
     email_at = [c.name for c in served].index("email")
     changes = Changes(since=None, contracts=contracts)
-    changes.profile_bodies = [(row[0], row[email_at], body, etag(body))
-                              for row in profiles for body in [body_text(served, row)]]
+    changes.profile_bodies = [
+        (row[0], row[email_at], body, etag(body)) for row in profiles for body in [body_text(served, row)]
+    ]
     changes.product_bodies = [(row[0], body_text(contracts[PRODUCTS].served, row)) for row in products]
     changes.recommendation_bodies = [
         (cid, orjson.dumps([{"product_id": p, "score": s, "reason": r} for p, s, r in items]).decode())
-        for cid, items in sorted((recommendations or {}).items())]
+        for cid, items in sorted((recommendations or {}).items())
+    ]
     engine = engine_for(settings)
     try:
         migrate(engine)
-        result = publish(engine, changes, cycle_id=new_cycle_id(), as_of=as_of or utcnow(),
-                         newest_ingested_at=None, force_version=True)
+        result = publish(
+            engine,
+            changes,
+            cycle_id=new_cycle_id(),
+            as_of=as_of or utcnow(),
+            newest_ingested_at=None,
+            force_version=True,
+        )
     finally:
         engine.dispose()
     return int(result.version)
@@ -124,7 +144,7 @@ class ApiServer:
     def log_path(self) -> Path:
         return self.home / "server-stderr.log"
 
-    def start(self, timeout: float = 30) -> "ApiServer":
+    def start(self, timeout: float = 30) -> ApiServer:
         from tests.conftest import free_port
 
         self.port = self.port or free_port()
@@ -132,9 +152,24 @@ class ApiServer:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(self.workers)],
-            cwd=ROOT, env=env, stdout=self._log, stderr=self._log, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=self._log,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -168,7 +203,7 @@ class ApiServer:
     def post(self, path: str, key: str | None = None, **kwargs: Any) -> requests.Response:
         return requests.post(self.url + path, headers=_auth(key, kwargs.pop("headers", None)), timeout=30, **kwargs)
 
-    def __enter__(self) -> "ApiServer":
+    def __enter__(self) -> ApiServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -198,19 +233,33 @@ def seed_store(settings: Settings) -> dict[str, str]:
     publish_rows(
         settings,
         [
-            profile_row("c1", **PEOPLE["c1"], country="GB", locale="en-GB", timezone="Europe/London",
-                        marketing_consent=True, first_seen_at=datetime(2026, 1, 2, 3, 4, 5),
-                        last_seen_at=datetime(2026, 11, 1, 12, 0, 0, 250000), orders_count=3,
-                        lifetime_value=Decimal("1234.50"), last_order_at=datetime(2026, 10, 30, 9, 0),
-                        lifecycle_stage="active", recently_viewed=["P1", "P2"], cart=["P3"],
-                        top_categories=["books", "garden"], recommendations=["P1", "P2", "P4"]),
+            profile_row(
+                "c1",
+                **PEOPLE["c1"],
+                country="GB",
+                locale="en-GB",
+                timezone="Europe/London",
+                marketing_consent=True,
+                first_seen_at=datetime(2026, 1, 2, 3, 4, 5),
+                last_seen_at=datetime(2026, 11, 1, 12, 0, 0, 250000),
+                orders_count=3,
+                lifetime_value=Decimal("1234.50"),
+                last_order_at=datetime(2026, 10, 30, 9, 0),
+                lifecycle_stage="active",
+                recently_viewed=["P1", "P2"],
+                cart=["P3"],
+                top_categories=["books", "garden"],
+                recommendations=["P1", "P2", "P4"],
+            ),
             profile_row("c2", **PEOPLE["c2"], marketing_consent=False),
             profile_row("c3"),
         ],
-        [product_row("P1", name="Analytical Engine Manual", price=Decimal("19.90"), category="books"),
-         product_row("P2", name="Garden Shears", price=Decimal("7.00"), category="garden"),
-         product_row("P3", name="Lamp"),
-         product_row("P4", name="Seeds", price=Decimal("2.50"), category="garden")],
+        [
+            product_row("P1", name="Analytical Engine Manual", price=Decimal("19.90"), category="books"),
+            product_row("P2", name="Garden Shears", price=Decimal("7.00"), category="garden"),
+            product_row("P3", name="Lamp"),
+            product_row("P4", name="Seeds", price=Decimal("2.50"), category="garden"),
+        ],
         {"c1": [("P1", 0.9, "association"), ("P2", 0.5, "association"), ("P4", 0.25, "popular_in_category")]},
     )
     keys = {}

@@ -1,4 +1,5 @@
 """Shared fixtures: a fresh SENDTIME_HOME per test, the real CLI as a subprocess, a real PostgreSQL."""
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,11 @@ class Cli:
     def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [sys.executable, "-m", "pipeline.cli", *args],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout,
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"sendtime {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
@@ -90,8 +95,9 @@ def pg_url(pg_server: str) -> str:
     password = secrets.token_hex(8)
 
     def psql(sql: str) -> None:
-        subprocess.run(["su", "postgres", "-c", f"psql -v ON_ERROR_STOP=1 -q -c \"{sql}\""],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["su", "postgres", "-c", f"psql -v ON_ERROR_STOP=1 -q -c \"{sql}\""], check=True, capture_output=True
+        )
 
     psql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
     psql(f"CREATE DATABASE {name} OWNER {name}")

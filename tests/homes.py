@@ -4,6 +4,7 @@ tests that need one: a first cycle costs most of a minute on the shared machine,
 A copied home works like the original: its cycles rebuild the staging views over its own lake (a
 new process always re-creates them), and everything else derives from SENDTIME_HOME.
 """
+
 from __future__ import annotations
 
 import json

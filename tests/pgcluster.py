@@ -6,6 +6,7 @@ these clusters are private to one test module, live in a temp folder owned by th
 (tests run as root, the server refuses to), listen on 127.0.0.1 only and keep their sockets in
 their own folder.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,11 +22,13 @@ BIN = Path("/usr/lib/postgresql/15/bin")
 USER = "postgres"
 
 
-def _as_postgres(*args: str, env: dict[str, str] | None = None, check: bool = True,
-                 timeout: float = 120) -> subprocess.CompletedProcess:
+def _as_postgres(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess:
     command = ["runuser", "-u", USER, "--", *args] if os.geteuid() == 0 else list(args)
-    return subprocess.run(command, capture_output=True, text=True, check=check, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        command, capture_output=True, text=True, check=check, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def _free_port() -> int:
@@ -51,8 +54,19 @@ class Cluster:
         return self.root / f"{self.name}.log"
 
     def start(self) -> Cluster:
-        _as_postgres(str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                     "-o", f"-p {self.port}", "start")
+        _as_postgres(
+            str(BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {self.port}",
+            "start",
+        )
         return self
 
     def stop(self, mode: str = "fast") -> None:
@@ -64,8 +78,20 @@ class Cluster:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL as the superuser over the cluster's own socket; returns the unaligned output."""
-        out = _as_postgres(str(BIN / "psql"), "-h", str(self.root), "-p", str(self.port), "-d", database,
-                           "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql)
+        out = _as_postgres(
+            str(BIN / "psql"),
+            "-h",
+            str(self.root),
+            "-p",
+            str(self.port),
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAt",
+            "-c",
+            sql,
+        )
         return out.stdout.strip()
 
 
@@ -83,25 +109,53 @@ class PrimaryAndReplica:
     def _configure(self, cluster: Cluster) -> None:
         conf = cluster.data / "postgresql.conf"
         with open(conf, "a") as fh:
-            fh.write(f"\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.root}'\n"
-                     "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nshared_buffers = 32MB\n"
-                     "max_wal_senders = 5\nwal_level = replica\nhot_standby = on\n"
-                     "wal_receiver_status_interval = 1s\nwal_retrieve_retry_interval = 1s\n")
+            fh.write(
+                f"\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.root}'\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nshared_buffers = 32MB\n"
+                "max_wal_senders = 5\nwal_level = replica\nhot_standby = on\n"
+                "wal_receiver_status_interval = 1s\nwal_retrieve_retry_interval = 1s\n"
+            )
 
     def start(self) -> PrimaryAndReplica:
         pwfile = self.root / "pw"
         pwfile.write_text(self.password)
         shutil.chown(pwfile, USER, USER)
-        _as_postgres(str(BIN / "initdb"), "-D", str(self.primary.data), "-U", "postgres", "--auth-local=trust",
-                     "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync")
+        _as_postgres(
+            str(BIN / "initdb"),
+            "-D",
+            str(self.primary.data),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         self._configure(self.primary)
         self.primary.start()
         self.primary.psql(f"CREATE ROLE sendtime LOGIN PASSWORD '{self.password}'")
         self.primary.psql("CREATE DATABASE sendtime OWNER sendtime")
         self.primary.psql(f"CREATE ROLE replicator REPLICATION LOGIN PASSWORD '{self.password}'")
-        _as_postgres(str(BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "replicator",
-                     "-D", str(self.replica.data), "-R", "-X", "stream", "-c", "fast", "--no-sync",
-                     env={"PGPASSWORD": self.password})
+        _as_postgres(
+            str(BIN / "pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.primary.port),
+            "-U",
+            "replicator",
+            "-D",
+            str(self.replica.data),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "--no-sync",
+            env={"PGPASSWORD": self.password},
+        )
         self.replica.start()
         return self
 

@@ -5,6 +5,7 @@ generate the two string formats of the OpenAPI document that JSON Schema cannot 
   forms"): ISO-8601 with or without an offset, or epoch milliseconds, within years 1000-9998.
 - `json-array`: a string holding a JSON array (Mailchimp Transactional's `mandrill_events` field).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,12 +25,16 @@ def _iso(moment: datetime, offset: timezone | None) -> str:
 _TIMESTAMPS = st.one_of(
     st.builds(_iso, _INSTANTS, st.none() | _OFFSETS),
     st.builds(lambda m: m.strftime("%Y-%m-%dT%H:%M:%SZ"), _INSTANTS),
-    st.builds(lambda m: str(int(m.replace(tzinfo=UTC).timestamp() * 1000)),
-              st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1))),
+    st.builds(
+        lambda m: str(int(m.replace(tzinfo=UTC).timestamp() * 1000)),
+        st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1)),
+    ),
 )
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                     max_leaves=6)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
 
 schemathesis.openapi.format("sendtime-timestamp", _TIMESTAMPS)
 schemathesis.openapi.format("json-array", st.lists(_JSON, max_size=4).map(json.dumps))

@@ -4,6 +4,7 @@ A small hand-made world whose every profile field was worked out by hand from DE
 (the arithmetic is in the comments), ingested with `sendtime ingest`, built with `sendtime run
 --as-of`, and read back through `sendtime serve`.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,71 +57,187 @@ def world(tmp_path_factory):
         "P4,Beanie,hats,15.00,USD,https://x/p4,https://x/p4.jpg,false\n"
         "P00005,Tote,bags,30.00,GBP,https://x/p5,https://x/p5.jpg,true\n"
     )
-    customers = write_jsonl(tmp / "customers.jsonl", [
-        cdc("c", "2026-01-01T00:00:00Z", {"customer_id": "C1", "email": "  Alice@Example.COM ", "first_name": " Alice\t",
-                                          "last_name": "Old", "country": "us", "locale": "en-US",
-                                          "timezone": "America/New_York", "marketing_consent": True}),
-        cdc("u", "2026-01-03T00:00:00Z", {"customer_id": "C1", "email": "alice@example.com", "first_name": "Alice",
-                                          "last_name": "Liddell", "country": "us", "locale": "en-US",
-                                          "timezone": "America/New_York", "marketing_consent": True}),
-        cdc("c", "2026-01-01T00:00:00Z", {"customer_id": "C2", "email": "bob@example.com", "first_name": "Bob"}),
-        cdc("d", "2026-01-05T00:00:00Z", {"customer_id": "C2", "email": "bob@example.com", "first_name": "Bob"}),
-        cdc("c", "2026-01-01T00:00:00Z", {"customer_id": "C4", "email": "dora@example.com", "first_name": "Dora"}),
-        '{"op": "x", "ts_ms": 1, "after": {"customer_id": "C9"}}',  # unknown op: quarantined
-    ])
+    customers = write_jsonl(
+        tmp / "customers.jsonl",
+        [
+            cdc(
+                "c",
+                "2026-01-01T00:00:00Z",
+                {
+                    "customer_id": "C1",
+                    "email": "  Alice@Example.COM ",
+                    "first_name": " Alice\t",
+                    "last_name": "Old",
+                    "country": "us",
+                    "locale": "en-US",
+                    "timezone": "America/New_York",
+                    "marketing_consent": True,
+                },
+            ),
+            cdc(
+                "u",
+                "2026-01-03T00:00:00Z",
+                {
+                    "customer_id": "C1",
+                    "email": "alice@example.com",
+                    "first_name": "Alice",
+                    "last_name": "Liddell",
+                    "country": "us",
+                    "locale": "en-US",
+                    "timezone": "America/New_York",
+                    "marketing_consent": True,
+                },
+            ),
+            cdc("c", "2026-01-01T00:00:00Z", {"customer_id": "C2", "email": "bob@example.com", "first_name": "Bob"}),
+            cdc("d", "2026-01-05T00:00:00Z", {"customer_id": "C2", "email": "bob@example.com", "first_name": "Bob"}),
+            cdc("c", "2026-01-01T00:00:00Z", {"customer_id": "C4", "email": "dora@example.com", "first_name": "Dora"}),
+            '{"op": "x", "ts_ms": 1, "after": {"customer_id": "C9"}}',  # unknown op: quarantined
+        ],
+    )
     # an older change arriving later is ignored: C1 keeps last_name Liddell
-    customers_late = write_jsonl(tmp / "customers-late.jsonl", [
-        cdc("u", "2026-01-02T00:00:00Z", {"customer_id": "C1", "email": "alice@example.com", "first_name": "Alicia",
-                                          "last_name": "Stale", "country": "gb"}),
-    ])
-    orders = write_jsonl(tmp / "orders.jsonl", [
-        # counted: 100 EUR x 1.08 = 108.00
-        cdc("c", "2026-03-01T00:00:00Z", {"order_id": "O1", "customer_id": "C1", "status": "paid", "currency": "eur",
-                                          "total_amount": 100.00, "created_at": "2026-03-01T00:00:00Z"}),
-        # cancelled: not counted, but it is the latest order (any status) for the cart rule
-        cdc("c", "2026-05-01T00:00:00Z", {"order_id": "O2", "customer_id": "C1", "status": "cancelled", "currency": "USD",
-                                          "total_amount": 50.00, "created_at": "2026-05-01T00:00:00Z"}),
-        # counted: 20.00 USD; created 2026-04-15 in a +02:00 offset = 2026-04-14T22:00:00Z
-        cdc("c", "2026-04-15T00:00:00Z", {"order_id": "O3", "customer_id": "C1", "status": "placed", "currency": "USD",
-                                          "total_amount": "20.00", "created_at": "2026-04-15T00:00:00+02:00"}),
-        cdc("u", "2026-04-16T00:00:00Z", {"order_id": "O3", "customer_id": "C1", "status": "delivered", "currency": "USD",
-                                          "total_amount": "20.00", "created_at": "2026-04-15T00:00:00+02:00"}),
-        # an order of the erased customer C2
-        cdc("c", "2026-04-01T00:00:00Z", {"order_id": "O9", "customer_id": "C2", "status": "paid", "currency": "USD",
-                                          "total_amount": 10, "created_at": "2026-04-01T00:00:00Z"}),
-    ])
-    items = write_jsonl(tmp / "order_items.jsonl", [
-        cdc("c", "2026-03-01T00:00:00Z", {"order_item_id": "I1", "order_id": "O1", "product_id": "p1", "quantity": 1, "unit_price": 100}),
-        cdc("c", "2026-04-15T00:00:00Z", {"order_item_id": "I3", "order_id": "O3", "product_id": " P3 ", "quantity": 1, "unit_price": 20}),
-    ])
-    events1 = write_jsonl(tmp / "events-1.jsonl", [
-        ev("e1", "product_view", "2026-06-01T10:00:00Z", customer_id="C1", product_id="P2"),
-        ev("e2", "product_view", "2026-06-02T10:00:00", customer_id="C1", product_id=" sku-5 "),  # naive = UTC; alias
-        ev("e3", "product_view", "2026-06-03T12:00:00+02:00", customer_id="C1", product_id="p2"),
-        ev("e4", "add_to_cart", "2026-04-20T10:00:00Z", customer_id="C1", product_id="P2"),  # before latest order
-        ev("e5", "add_to_cart", "2026-06-05T10:00:00Z", customer_id="C1", product_id="P00005"),
-        ev("e6", "add_to_cart", "2026-06-06T10:00:00Z", customer_id="C1", product_id="P3"),
-        ev("e7", "remove_from_cart", "2026-06-07T10:00:00Z", customer_id="C1", product_id="P3"),
-        ev("e8", "add_to_cart", ms("2026-06-08T10:00:00Z"), customer_id="C1", product_id="P4"),  # epoch ms
-        ev("a1-view", "product_view", "2026-05-20T10:00:00Z", anonymous_id="a1", product_id="P3"),
-        ev("c3-pv", "page_view", "2026-06-15T10:00:00Z", customer_id="C3"),
-        ev("c3-view", "product_view", "2026-06-16T10:00:00Z", customer_id="C3", product_id="P1"),
-        ev("c2-view", "product_view", "2026-06-16T10:00:00Z", customer_id="C2", product_id="P1"),
-        ev("c4-view", "product_view", "2026-06-16T10:00:00Z", customer_id="C4", product_id="P2"),
-        ev("bad-ts", "page_view", "yesterday", customer_id="C1"),  # quarantined
-        ev("nobody", "page_view", "2026-06-16T10:00:00Z"),  # quarantined: neither id
-        ev("no-product", "product_view", "2026-06-16T10:00:00Z", customer_id="C1"),  # quarantined
-        "{not json",  # quarantined
-    ])
-    events2 = write_jsonl(tmp / "events-2.jsonl", [
-        ev("e1", "product_view", "2026-06-29T10:00:00Z", customer_id="C1", product_id="P1"),  # duplicate id: ignored
-        ev("link-c1", "login", "2026-06-10T10:00:00Z", customer_id="C1", anonymous_id="a1"),  # the earliest link
-        ev("link-c3", "login", "2026-06-20T10:00:00Z", customer_id="C3", anonymous_id="a1"),  # later link loses
-    ])
+    customers_late = write_jsonl(
+        tmp / "customers-late.jsonl",
+        [
+            cdc(
+                "u",
+                "2026-01-02T00:00:00Z",
+                {
+                    "customer_id": "C1",
+                    "email": "alice@example.com",
+                    "first_name": "Alicia",
+                    "last_name": "Stale",
+                    "country": "gb",
+                },
+            ),
+        ],
+    )
+    orders = write_jsonl(
+        tmp / "orders.jsonl",
+        [
+            # counted: 100 EUR x 1.08 = 108.00
+            cdc(
+                "c",
+                "2026-03-01T00:00:00Z",
+                {
+                    "order_id": "O1",
+                    "customer_id": "C1",
+                    "status": "paid",
+                    "currency": "eur",
+                    "total_amount": 100.00,
+                    "created_at": "2026-03-01T00:00:00Z",
+                },
+            ),
+            # cancelled: not counted, but it is the latest order (any status) for the cart rule
+            cdc(
+                "c",
+                "2026-05-01T00:00:00Z",
+                {
+                    "order_id": "O2",
+                    "customer_id": "C1",
+                    "status": "cancelled",
+                    "currency": "USD",
+                    "total_amount": 50.00,
+                    "created_at": "2026-05-01T00:00:00Z",
+                },
+            ),
+            # counted: 20.00 USD; created 2026-04-15 in a +02:00 offset = 2026-04-14T22:00:00Z
+            cdc(
+                "c",
+                "2026-04-15T00:00:00Z",
+                {
+                    "order_id": "O3",
+                    "customer_id": "C1",
+                    "status": "placed",
+                    "currency": "USD",
+                    "total_amount": "20.00",
+                    "created_at": "2026-04-15T00:00:00+02:00",
+                },
+            ),
+            cdc(
+                "u",
+                "2026-04-16T00:00:00Z",
+                {
+                    "order_id": "O3",
+                    "customer_id": "C1",
+                    "status": "delivered",
+                    "currency": "USD",
+                    "total_amount": "20.00",
+                    "created_at": "2026-04-15T00:00:00+02:00",
+                },
+            ),
+            # an order of the erased customer C2
+            cdc(
+                "c",
+                "2026-04-01T00:00:00Z",
+                {
+                    "order_id": "O9",
+                    "customer_id": "C2",
+                    "status": "paid",
+                    "currency": "USD",
+                    "total_amount": 10,
+                    "created_at": "2026-04-01T00:00:00Z",
+                },
+            ),
+        ],
+    )
+    items = write_jsonl(
+        tmp / "order_items.jsonl",
+        [
+            cdc(
+                "c",
+                "2026-03-01T00:00:00Z",
+                {"order_item_id": "I1", "order_id": "O1", "product_id": "p1", "quantity": 1, "unit_price": 100},
+            ),
+            cdc(
+                "c",
+                "2026-04-15T00:00:00Z",
+                {"order_item_id": "I3", "order_id": "O3", "product_id": " P3 ", "quantity": 1, "unit_price": 20},
+            ),
+        ],
+    )
+    events1 = write_jsonl(
+        tmp / "events-1.jsonl",
+        [
+            ev("e1", "product_view", "2026-06-01T10:00:00Z", customer_id="C1", product_id="P2"),
+            ev(
+                "e2", "product_view", "2026-06-02T10:00:00", customer_id="C1", product_id=" sku-5 "
+            ),  # naive = UTC; alias
+            ev("e3", "product_view", "2026-06-03T12:00:00+02:00", customer_id="C1", product_id="p2"),
+            ev("e4", "add_to_cart", "2026-04-20T10:00:00Z", customer_id="C1", product_id="P2"),  # before latest order
+            ev("e5", "add_to_cart", "2026-06-05T10:00:00Z", customer_id="C1", product_id="P00005"),
+            ev("e6", "add_to_cart", "2026-06-06T10:00:00Z", customer_id="C1", product_id="P3"),
+            ev("e7", "remove_from_cart", "2026-06-07T10:00:00Z", customer_id="C1", product_id="P3"),
+            ev("e8", "add_to_cart", ms("2026-06-08T10:00:00Z"), customer_id="C1", product_id="P4"),  # epoch ms
+            ev("a1-view", "product_view", "2026-05-20T10:00:00Z", anonymous_id="a1", product_id="P3"),
+            ev("c3-pv", "page_view", "2026-06-15T10:00:00Z", customer_id="C3"),
+            ev("c3-view", "product_view", "2026-06-16T10:00:00Z", customer_id="C3", product_id="P1"),
+            ev("c2-view", "product_view", "2026-06-16T10:00:00Z", customer_id="C2", product_id="P1"),
+            ev("c4-view", "product_view", "2026-06-16T10:00:00Z", customer_id="C4", product_id="P2"),
+            ev("bad-ts", "page_view", "yesterday", customer_id="C1"),  # quarantined
+            ev("nobody", "page_view", "2026-06-16T10:00:00Z"),  # quarantined: neither id
+            ev("no-product", "product_view", "2026-06-16T10:00:00Z", customer_id="C1"),  # quarantined
+            "{not json",  # quarantined
+        ],
+    )
+    events2 = write_jsonl(
+        tmp / "events-2.jsonl",
+        [
+            ev(
+                "e1", "product_view", "2026-06-29T10:00:00Z", customer_id="C1", product_id="P1"
+            ),  # duplicate id: ignored
+            ev("link-c1", "login", "2026-06-10T10:00:00Z", customer_id="C1", anonymous_id="a1"),  # the earliest link
+            ev("link-c3", "login", "2026-06-20T10:00:00Z", customer_id="C3", anonymous_id="a1"),  # later link loses
+        ],
+    )
 
     reports = {}
-    for source, path in [("products", tmp / "products.csv"), ("customers", customers), ("orders", orders),
-                         ("order_items", items), ("events", events1)]:
+    for source, path in [
+        ("products", tmp / "products.csv"),
+        ("customers", customers),
+        ("orders", orders),
+        ("order_items", items),
+        ("events", events1),
+    ]:
         reports[source] = cli.json("ingest", source, str(path))
     cli("run", "--as-of", AS_OF)
     # second batch: late customer change, duplicate and stitching events, then a delete of C4
@@ -153,10 +270,26 @@ def test_profile_of_a_crm_customer_follows_every_rule(world) -> None:
     assert resp.status_code == 200, resp.text
     assert '"lifetime_value":128.00' in resp.text.replace(" ", "")  # money keeps 2 decimals
     p = resp.json()
-    assert list(p) == ["customer_id", "email", "first_name", "last_name", "country", "locale", "timezone",
-                       "marketing_consent", "first_seen_at", "last_seen_at", "orders_count", "lifetime_value",
-                       "last_order_at", "lifecycle_stage", "recently_viewed", "cart", "top_categories",
-                       "recommendations"]
+    assert list(p) == [
+        "customer_id",
+        "email",
+        "first_name",
+        "last_name",
+        "country",
+        "locale",
+        "timezone",
+        "marketing_consent",
+        "first_seen_at",
+        "last_seen_at",
+        "orders_count",
+        "lifetime_value",
+        "last_order_at",
+        "lifecycle_stage",
+        "recently_viewed",
+        "cart",
+        "top_categories",
+        "recommendations",
+    ]
     assert p["email"] == "alice@example.com"
     assert (p["first_name"], p["last_name"], p["country"]) == ("Alice", "Liddell", "US")  # late older change ignored
     assert p["marketing_consent"] is True
@@ -185,21 +318,36 @@ def test_top_category_scores_worked_by_hand() -> None:
     from datetime import datetime
 
     as_of = datetime(2026, 6, 30)
+
     def age(ts: str) -> float:
         return (as_of - datetime.fromisoformat(ts)).total_seconds() / 86400
-    shoes = weight["product_view"] * (decay(age("2026-06-01T10:00")) + decay(age("2026-06-03T10:00"))) \
-        + weight["add_to_cart"] * decay(age("2026-04-20T10:00"))
-    hats = weight["add_to_cart"] * (decay(age("2026-06-06T10:00")) + decay(age("2026-06-08T10:00"))) \
-        + weight["remove_from_cart"] * decay(age("2026-06-07T10:00")) + weight["product_view"] * decay(age("2026-05-20T10:00"))
-    bags = weight["product_view"] * decay(age("2026-06-02T10:00")) + weight["add_to_cart"] * decay(age("2026-06-05T10:00"))
+
+    shoes = weight["product_view"] * (decay(age("2026-06-01T10:00")) + decay(age("2026-06-03T10:00"))) + weight[
+        "add_to_cart"
+    ] * decay(age("2026-04-20T10:00"))
+    hats = (
+        weight["add_to_cart"] * (decay(age("2026-06-06T10:00")) + decay(age("2026-06-08T10:00")))
+        + weight["remove_from_cart"] * decay(age("2026-06-07T10:00"))
+        + weight["product_view"] * decay(age("2026-05-20T10:00"))
+    )
+    bags = weight["product_view"] * decay(age("2026-06-02T10:00")) + weight["add_to_cart"] * decay(
+        age("2026-06-05T10:00")
+    )
     assert hats > bags > shoes
-    assert math.isclose(round(hats, 1), 4.2) and math.isclose(round(bags, 1), 2.2) and math.isclose(round(shoes, 1), 1.6)
+    assert (
+        math.isclose(round(hats, 1), 4.2) and math.isclose(round(bags, 1), 2.2) and math.isclose(round(shoes, 1), 1.6)
+    )
 
 
 def test_profile_without_crm_state(world) -> None:
     p = get_profile(world, "C3").json()
     assert p["email"] is None and p["first_name"] is None and p["marketing_consent"] is None
-    assert (p["orders_count"], p["lifetime_value"], p["last_order_at"], p["lifecycle_stage"]) == (0, 0, None, "prospect")
+    assert (p["orders_count"], p["lifetime_value"], p["last_order_at"], p["lifecycle_stage"]) == (
+        0,
+        0,
+        None,
+        "prospect",
+    )
     assert p["first_seen_at"] == "2026-06-15T10:00:00Z"
     assert p["last_seen_at"] == "2026-06-20T10:00:00Z"  # its own login event; the anonymous id stays C1's
     assert p["recently_viewed"] == ["P1"]
@@ -216,9 +364,12 @@ def test_deleted_customers_are_erased(world) -> None:
 
 def test_delete_after_publish_and_lifecycle_moves_with_as_of(world) -> None:
     cli, tmp = world["cli"], world["tmp"]
-    path = write_jsonl(tmp / "customers-delete.jsonl", [
-        cdc("d", "2026-02-01T00:00:00Z", {"customer_id": "C4", "email": "dora@example.com"}),
-    ])
+    path = write_jsonl(
+        tmp / "customers-delete.jsonl",
+        [
+            cdc("d", "2026-02-01T00:00:00Z", {"customer_id": "C4", "email": "dora@example.com"}),
+        ],
+    )
     cli.json("ingest", "customers", str(path))
     # 2026-04-14T22:00Z + 90 days = 2026-07-13T22:00Z: one second later C1 is at_risk, without new data for C1
     cli("run", "--as-of", "2026-07-13T22:00:01Z")
@@ -232,7 +383,9 @@ def test_delete_after_publish_and_lifecycle_moves_with_as_of(world) -> None:
 
 def test_batch_and_lookup(world) -> None:
     server, key = world["server"], world["key"]
-    resp = server.post("/api/v1/customers/batch", key=key, json={"customer_ids": ["C1", "C2", "nope"], "fields": ["email"]})
+    resp = server.post(
+        "/api/v1/customers/batch", key=key, json={"customer_ids": ["C1", "C2", "nope"], "fields": ["email"]}
+    )
     assert resp.status_code == 200
     body = resp.json()
     assert [p["customer_id"] for p in body["found"]] == ["C1"]

@@ -3,6 +3,7 @@
 Every endpoint is either listed in `access.OPEN` or declares the scope its key needs; a route added
 without either needs an admin key (fail closed). In-process (Flask's test client), no server.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -14,15 +15,26 @@ from serving.app import create_app
 from serving.keys import create_key
 
 # what answers without a key today (docs/api.md, "Where things live"); /status only in "open" mode
-ALWAYS_OPEN = {"health.health", "health_v1.health", "health.ready", "health_v1.ready", "health.openapi",
-               "health_v1.openapi", "metrics", "oauth.token", "webhooks.mailchimp_check"}
+ALWAYS_OPEN = {
+    "health.health",
+    "health_v1.health",
+    "health.ready",
+    "health_v1.ready",
+    "health.openapi",
+    "health_v1.openapi",
+    "metrics",
+    "oauth.token",
+    "webhooks.mailchimp_check",
+}
 
 
 @pytest.fixture(params=["key", "open"])
 def app_and_keys(request, tmp_path):
     settings = load_settings(tmp_path, environ={"SENDTIME_STATUS_PAGE_ACCESS": request.param})
-    keys = {scope: create_key(settings, scope.replace(":", "-"), [scope])[0]
-            for scope in ("profiles:read", "events:write", "admin")}
+    keys = {
+        scope: create_key(settings, scope.replace(":", "-"), [scope])[0]
+        for scope in ("profiles:read", "events:write", "admin")
+    }
     return create_app(settings), settings, keys
 
 
@@ -33,8 +45,10 @@ def test_every_endpoint_is_open_or_declares_a_scope(app_and_keys) -> None:
         view = app.view_functions[rule.endpoint]
         if rule.endpoint not in access.OPEN and access.declared_scope(view) is None:
             undeclared.append(f"{rule.rule} ({rule.endpoint})")
-    assert not undeclared, ("routes with neither a scope (@requires) nor a place in serving/access.py's OPEN "
-                            f"list; they answer admin keys only: {undeclared}")
+    assert not undeclared, (
+        "routes with neither a scope (@requires) nor a place in serving/access.py's OPEN "
+        f"list; they answer admin keys only: {undeclared}"
+    )
     assert access.undeclared(app) == []
     assert set(access.OPEN) <= set(app.view_functions), "OPEN names an endpoint that does not exist"
 

@@ -1,4 +1,5 @@
 """The profile endpoints over HTTP against `sendtime serve` (gunicorn, a real SQLite store)."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -45,11 +46,33 @@ def test_full_profile_is_the_published_body(api):
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
     assert '"lifetime_value":1234.50' in r.text  # money keeps 2 decimals on the wire
     body = r.json()
-    assert list(body) == ["customer_id", "email", "first_name", "last_name", "country", "locale", "timezone",
-                          "marketing_consent", "first_seen_at", "last_seen_at", "orders_count", "lifetime_value",
-                          "last_order_at", "lifecycle_stage", "recently_viewed", "cart", "top_categories",
-                          "recommendations", "email_status", "last_email_open_at", "last_email_click_at",
-                          "email_opens_30d", "email_clicks_30d", "best_send_hour", "best_send_hour_confidence"]
+    assert list(body) == [
+        "customer_id",
+        "email",
+        "first_name",
+        "last_name",
+        "country",
+        "locale",
+        "timezone",
+        "marketing_consent",
+        "first_seen_at",
+        "last_seen_at",
+        "orders_count",
+        "lifetime_value",
+        "last_order_at",
+        "lifecycle_stage",
+        "recently_viewed",
+        "cart",
+        "top_categories",
+        "recommendations",
+        "email_status",
+        "last_email_open_at",
+        "last_email_click_at",
+        "email_opens_30d",
+        "email_clicks_30d",
+        "best_send_hour",
+        "best_send_hour_confidence",
+    ]
     assert body["first_seen_at"] == "2026-01-02T03:04:05Z" and body["last_seen_at"] == "2026-11-01T12:00:00.250000Z"
     assert body["recently_viewed"] == ["P1", "P2"] and body["orders_count"] == 3
     empty = server.get("/api/v1/customers/c3", key)
@@ -93,11 +116,14 @@ def test_projection_keeps_only_the_fields_asked(api):
     assert r.headers["ETag"] != full.headers["ETag"]  # another representation, another validator
 
 
-@pytest.mark.parametrize("query, slug, needle", [
-    ("fields=email,shoe_size", "unknown-field", "shoe_size"),
-    ("fields=", "invalid-parameter", "fields"),
-    ("fields=,,", "invalid-parameter", "fields"),
-])
+@pytest.mark.parametrize(
+    "query, slug, needle",
+    [
+        ("fields=email,shoe_size", "unknown-field", "shoe_size"),
+        ("fields=", "invalid-parameter", "fields"),
+        ("fields=,,", "invalid-parameter", "fields"),
+    ],
+)
 def test_bad_fields_are_400_naming_the_problem(api, query, slug, needle):
     server, key, _ = api
     body = _problem(server.get(f"/api/v1/customers/c1?{query}", key), 400, slug)
@@ -138,27 +164,37 @@ def test_batch_found_and_not_found_in_request_order(api):
     assert [p["customer_id"] for p in body["found"]] == ["c2", "c1"]
     assert body["not_found"] == ["zz", "yy"]
     assert body["found"][1] == server.get("/api/v1/customers/c1", key).json()
-    projected = server.post("/api/v1/customers/batch", key,
-                            json={"customer_ids": ["c1"], "fields": ["lifetime_value", "cart"]})
-    assert projected.json() == {"found": [{"customer_id": "c1", "lifetime_value": 1234.5, "cart": ["P3"]}],
-                                "not_found": []}
+    projected = server.post(
+        "/api/v1/customers/batch", key, json={"customer_ids": ["c1"], "fields": ["lifetime_value", "cart"]}
+    )
+    assert projected.json() == {
+        "found": [{"customer_id": "c1", "lifetime_value": 1234.5, "cart": ["P3"]}],
+        "not_found": [],
+    }
     assert '"lifetime_value":1234.50' in projected.text
-    assert server.post("/api/v1/customers/batch", key, json={"customer_ids": [f"id{i}" for i in range(1000)]}
-                       ).json()["not_found"][999] == "id999"
+    assert (
+        server.post("/api/v1/customers/batch", key, json={"customer_ids": [f"id{i}" for i in range(1000)]}).json()[
+            "not_found"
+        ][999]
+        == "id999"
+    )
 
 
-@pytest.mark.parametrize("payload, slug", [
-    ({"customer_ids": [f"id{i}" for i in range(1001)]}, "too-many-items"),
-    ({"customer_ids": []}, "bad-request"),
-    ({"customer_ids": "c1"}, "bad-request"),
-    ({"customer_ids": ["c1", 7]}, "bad-request"),
-    ({"customer_ids": ["c1"], "fields": ["nope"]}, "unknown-field"),
-    ({"customer_ids": ["c1"], "fields": []}, "bad-request"),
-    ({"customer_ids": ["c1"], "fields": None}, "bad-request"),
-    ({"customer_ids": ["c1"], "extra": 1}, "bad-request"),
-    ({"ids": ["c1"]}, "bad-request"),
-    (["c1"], "bad-request"),
-])
+@pytest.mark.parametrize(
+    "payload, slug",
+    [
+        ({"customer_ids": [f"id{i}" for i in range(1001)]}, "too-many-items"),
+        ({"customer_ids": []}, "bad-request"),
+        ({"customer_ids": "c1"}, "bad-request"),
+        ({"customer_ids": ["c1", 7]}, "bad-request"),
+        ({"customer_ids": ["c1"], "fields": ["nope"]}, "unknown-field"),
+        ({"customer_ids": ["c1"], "fields": []}, "bad-request"),
+        ({"customer_ids": ["c1"], "fields": None}, "bad-request"),
+        ({"customer_ids": ["c1"], "extra": 1}, "bad-request"),
+        ({"ids": ["c1"]}, "bad-request"),
+        (["c1"], "bad-request"),
+    ],
+)
 def test_batch_bad_input(api, payload, slug):
     server, key, _ = api
     _problem(server.post("/api/v1/customers/batch", key, json=payload), 400, slug)
@@ -166,21 +202,36 @@ def test_batch_bad_input(api, payload, slug):
 
 def test_batch_bad_json_and_content_type(api):
     server, key, _ = api
-    _problem(server.post("/api/v1/customers/batch", key, data=b'{"customer_ids": [',
-                         headers={"Content-Type": "application/json"}), 400, "invalid-json")
-    _problem(server.post("/api/v1/customers/batch", key, data=b"customer_ids=c1",
-                         headers={"Content-Type": "application/x-www-form-urlencoded"}), 415, "unsupported-media-type")
+    _problem(
+        server.post(
+            "/api/v1/customers/batch", key, data=b'{"customer_ids": [', headers={"Content-Type": "application/json"}
+        ),
+        400,
+        "invalid-json",
+    )
+    _problem(
+        server.post(
+            "/api/v1/customers/batch",
+            key,
+            data=b"customer_ids=c1",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        415,
+        "unsupported-media-type",
+    )
 
 
 def test_lookup_by_email(api):
     server, key, _ = api
     r = server.post("/api/v1/customers/lookup", key, json={"email": "  Ada.Lovelace@Example.COM "})
     assert r.status_code == 200 and r.json()["customer_id"] == "c1"
-    projected = server.post("/api/v1/customers/lookup", key, json={"email": "grace.hopper@example.com",
-                                                                   "fields": ["first_name"]})
+    projected = server.post(
+        "/api/v1/customers/lookup", key, json={"email": "grace.hopper@example.com", "fields": ["first_name"]}
+    )
     assert projected.json() == {"customer_id": "c2", "first_name": "Grace"}
-    missing = _problem(server.post("/api/v1/customers/lookup", key, json={"email": "nobody@example.org"}), 404,
-                       "not-found")
+    missing = _problem(
+        server.post("/api/v1/customers/lookup", key, json={"email": "nobody@example.org"}), 404, "not-found"
+    )
     assert "nobody" not in missing["detail"]  # the email is never echoed
     for payload in ({"email": 42}, {"email": ""}, {"email": "no-at-sign"}, {}, {"email": "a@b.c", "x": 1}):
         _problem(server.post("/api/v1/customers/lookup", key, json=payload), 400, "bad-request")
@@ -192,15 +243,26 @@ def test_recommendations_with_catalog_details(api):
     assert r.status_code == 200 and r.headers["ETag"] and r.headers["Cache-Control"] == "private, max-age=300"
     items = r.json()["recommendations"]
     assert [(i["rank"], i["product_id"]) for i in items] == [(1, "P1"), (2, "P2"), (3, "P4")]
-    assert items[0] == {"rank": 1, "product_id": "P1", "score": 0.9, "reason": "association",
-                        "name": "Analytical Engine Manual", "category": "books", "price": 19.9, "currency": "USD",
-                        "url": "https://shop.example/p/P1", "image_url": "https://shop.example/i/P1.jpg",
-                        "in_stock": True}
+    assert items[0] == {
+        "rank": 1,
+        "product_id": "P1",
+        "score": 0.9,
+        "reason": "association",
+        "name": "Analytical Engine Manual",
+        "category": "books",
+        "price": 19.9,
+        "currency": "USD",
+        "url": "https://shop.example/p/P1",
+        "image_url": "https://shop.example/i/P1.jpg",
+        "in_stock": True,
+    }
     assert '"price":19.90' in r.text and '"price":7.00' in r.text
     two = server.get("/api/v1/customers/c1/recommendations?limit=2", key).json()["recommendations"]
     assert [i["product_id"] for i in two] == ["P1", "P2"]
-    assert server.get("/api/v1/customers/c3/recommendations", key).json() == {"customer_id": "c3",
-                                                                              "recommendations": []}
+    assert server.get("/api/v1/customers/c3/recommendations", key).json() == {
+        "customer_id": "c3",
+        "recommendations": [],
+    }
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "abc", "101", "2.5", ""])
@@ -268,12 +330,42 @@ def test_docs_example_renders_templates_from_merge_fields(api):
     from tests.apiserver import ROOT
 
     server, key, _ = api
-    out = subprocess.run([sys.executable, str(ROOT / "docs/examples/render_merge_fields.py"), "--url", server.url,
-                          "--key", key, "--customer", "c1"], capture_output=True, text=True, timeout=30, check=True)
-    assert out.stdout.splitlines() == ["Hi Ada, picked for you: Analytical Engine Manual (19.90 USD)",
-                                       "Hi Ada, still thinking about P3?"]
-    sparse = subprocess.run([sys.executable, str(ROOT / "docs/examples/render_merge_fields.py"), "--url", server.url,
-                             "--key", key, "--customer", "c3"], capture_output=True, text=True, timeout=30, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "docs/examples/render_merge_fields.py"),
+            "--url",
+            server.url,
+            "--key",
+            key,
+            "--customer",
+            "c1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert out.stdout.splitlines() == [
+        "Hi Ada, picked for you: Analytical Engine Manual (19.90 USD)",
+        "Hi Ada, still thinking about P3?",
+    ]
+    sparse = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "docs/examples/render_merge_fields.py"),
+            "--url",
+            server.url,
+            "--key",
+            key,
+            "--customer",
+            "c3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     assert sparse.stdout.splitlines() == ["Hi there,", "Hi there,"]
 
 
@@ -283,8 +375,13 @@ def test_the_server_holds_no_read_snapshot_between_requests(api):
     import sqlite3
 
     server, key, settings = api
-    for path in ("/api/v1/customers/c1", "/api/v1/customers/c1?fields=email", "/api/v1/customers/c1/merge-fields",
-                 "/api/v1/customers/c1/recommendations", "/ready"):
+    for path in (
+        "/api/v1/customers/c1",
+        "/api/v1/customers/c1?fields=email",
+        "/api/v1/customers/c1/merge-fields",
+        "/api/v1/customers/c1/recommendations",
+        "/ready",
+    ):
         assert server.get(path, key).status_code == 200
     assert server.post("/api/v1/customers/batch", key, json={"customer_ids": ["c1"]}).status_code == 200
     with sqlite3.connect(settings.home / "online.sqlite", timeout=5) as conn:

@@ -1,4 +1,5 @@
 """/ready: 503 problem until something is published, and again once the last publish is too old."""
+
 from __future__ import annotations
 
 import time

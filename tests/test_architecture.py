@@ -3,6 +3,7 @@
 The import graph is read from the source with `ast`, so every `import` counts, including the ones
 inside functions (a cycle hidden in a function is still two modules that need each other).
 """
+
 from __future__ import annotations
 
 import ast
@@ -154,18 +155,25 @@ def test_no_import_cycles() -> None:
 def test_the_allowed_cycles_still_exist() -> None:
     """So that the exception is deleted together with the cycle it excuses."""
     present = {frozenset(c) for c in strongly_connected(import_graph())}
-    assert ALLOWED_CYCLES <= present, f"fixed, delete from ALLOWED_CYCLES: {sorted(map(sorted, ALLOWED_CYCLES - present))}"
+    assert ALLOWED_CYCLES <= present, (
+        f"fixed, delete from ALLOWED_CYCLES: {sorted(map(sorted, ALLOWED_CYCLES - present))}"
+    )
 
 
 def test_the_cycle_finder_finds_cycles() -> None:
     graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}
     assert strongly_connected(graph) == [{"a", "b", "c"}]
-    assert describe(graph, {"a", "b", "c"}) == "3 modules ['a', 'b', 'c']; e.g. a (line 1) -> b, b (line 2) -> c, c (line 3) -> a"
+    assert (
+        describe(graph, {"a", "b", "c"})
+        == "3 modules ['a', 'b', 'c']; e.g. a (line 1) -> b, b (line 2) -> c, c (line 3) -> a"
+    )
 
 
 def test_the_cli_and_the_run_log_import_no_web_framework() -> None:
     """`sendtime runs` reads the run log through pipeline.runlog without importing Flask."""
-    code = ("import sys, pipeline.cli, pipeline.runlog, pipeline.config; "
-            "print(sorted(m for m in ('flask', 'werkzeug', 'prometheus_client') if m in sys.modules))")
+    code = (
+        "import sys, pipeline.cli, pipeline.runlog, pipeline.config; "
+        "print(sorted(m for m in ('flask', 'werkzeug', 'prometheus_client') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
 """Keys, scopes, revocation and the IP allowlist, over HTTP against the real server."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,12 +11,24 @@ from serving.keys import create_key
 from tests.apiserver import ApiServer, seed_store
 
 # the endpoints that answer without a key; every other route of the app is a data endpoint
-OPEN = {"/health", "/ready", "/openapi.json", "/api/v1/health", "/api/v1/ready", "/api/v1/openapi.json",
-        "/metrics", "/status", "/oauth/token"}
-SAMPLE_BODY = {"/api/v1/customers/batch": {"customer_ids": ["c1"]},
-               "/api/v1/customers/lookup": {"email": "ada.lovelace@example.com"},
-               "/api/v1/events": [{"event_id": "auth-e1", "event_type": "login", "occurred_at": "2026-11-01T00:00:00Z",
-                                   "customer_id": "c1"}]}
+OPEN = {
+    "/health",
+    "/ready",
+    "/openapi.json",
+    "/api/v1/health",
+    "/api/v1/ready",
+    "/api/v1/openapi.json",
+    "/metrics",
+    "/status",
+    "/oauth/token",
+}
+SAMPLE_BODY = {
+    "/api/v1/customers/batch": {"customer_ids": ["c1"]},
+    "/api/v1/customers/lookup": {"email": "ada.lovelace@example.com"},
+    "/api/v1/events": [
+        {"event_id": "auth-e1", "event_type": "login", "occurred_at": "2026-11-01T00:00:00Z", "customer_id": "c1"}
+    ],
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +69,12 @@ def test_the_url_map_has_the_data_endpoints(api):
 def test_every_data_endpoint_needs_a_key(api):
     server, keys, settings = api
     for method, path in data_routes(settings):
-        for headers in ({}, {"Authorization": "Bearer st_not-a-real-key"}, {"Authorization": "Basic dXNlcjpwdw=="},
-                        {"Authorization": "Bearer"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer st_not-a-real-key"},
+            {"Authorization": "Basic dXNlcjpwdw=="},
+            {"Authorization": "Bearer"},
+        ):
             r = _call(server, method, path, headers)
             assert r.status_code == 401, (method, path, headers, r.text)
             assert r.headers["Content-Type"] == "application/problem+json"

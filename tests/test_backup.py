@@ -8,6 +8,7 @@ before the backup began, reconcile clean, and run its next cycle. State the back
 about (a table and a file a later feature adds) comes back too. The PostgreSQL store goes through
 pg_dump of an exported snapshot and pg_restore.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,16 @@ class Traffic:
         n = 0
         while not self.stop.is_set():
             ids = [f"load-{n + i}" for i in range(15)] + [f"load-{max(n - 10, 0) + i}" for i in range(5)]
-            body = [{"event_id": i, "event_type": "product_view", "occurred_at": "2026-11-20T10:00:00Z",
-                     "customer_id": f"C00000{10 + int(i.split('-')[1]) % 20}", "product_id": "P00001"} for i in ids]
+            body = [
+                {
+                    "event_id": i,
+                    "event_type": "product_view",
+                    "occurred_at": "2026-11-20T10:00:00Z",
+                    "customer_id": f"C00000{10 + int(i.split('-')[1]) % 20}",
+                    "product_id": "P00001",
+                }
+                for i in ids
+            ]
             try:
                 r = self.server.post("/api/v1/events", self.key, json=body)
             except requests.RequestException:
@@ -92,9 +101,14 @@ def test_backup_under_load_restores_into_an_empty_home(tmp_path, published_sampl
     (home / "privacy").mkdir()
     (home / "privacy" / "register.jsonl").write_text('{"id_hash": "h1"}\n')
 
-    scheduler = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "schedule", "--every", "2s"], cwd=ROOT,
-                                 env={**os.environ, "SENDTIME_HOME": str(home)}, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, start_new_session=True)
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "schedule", "--every", "2s"],
+        cwd=ROOT,
+        env={**os.environ, "SENDTIME_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         with ApiServer(home, workers=2) as server:
             traffic = Traffic(server, keys["events:write"])
@@ -180,8 +194,9 @@ def test_restore_refuses_a_home_that_is_not_empty_and_a_damaged_backup(tmp_path)
 def _database(name: str) -> str:
     password = secrets.token_hex(8)
     for sql in (f"CREATE ROLE {name} LOGIN PASSWORD '{password}'", f"CREATE DATABASE {name} OWNER {name}"):
-        subprocess.run(["su", "postgres", "-c", f"psql -v ON_ERROR_STOP=1 -q -c \"{sql}\""], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["su", "postgres", "-c", f"psql -v ON_ERROR_STOP=1 -q -c \"{sql}\""], check=True, capture_output=True
+        )
     return f"postgresql+psycopg://{name}:{password}@127.0.0.1:5432/{name}"
 
 
@@ -203,8 +218,12 @@ def test_backup_and_restore_with_a_postgresql_store(tmp_path, pg_server):
         (home / "lake" / "events" / "batch.parquet").write_bytes(b"PAR1 not read by this test")
         key = seed_store(load_settings(home, environ=env))["profiles:read"]
         made = Cli(home, env).json("backup", str(folder))
-        assert made["store"] == {"kind": "postgresql", "published_version": 1, "file": "online.pgdump",
-                                 "published_cycle_id": made["store"]["published_cycle_id"]}
+        assert made["store"] == {
+            "kind": "postgresql",
+            "published_version": 1,
+            "file": "online.pgdump",
+            "published_cycle_id": made["store"]["published_cycle_id"],
+        }
         assert (folder / "online.pgdump").stat().st_size > 0 and not (folder / "online.sqlite").exists()
         assert source_url.split(":")[2].split("@")[0] not in (folder / "manifest.json").read_text()  # no password
 
@@ -215,8 +234,10 @@ def test_backup_and_restore_with_a_postgresql_store(tmp_path, pg_server):
         again = Cli(tmp_path / "third", target_env)("restore", str(folder), check=False)
         assert again.returncode == 2 and "already holds a sendtime store" in again.stderr
 
-        with psycopg.connect(source_url.replace("+psycopg", "")) as a, psycopg.connect(
-                target_url.replace("+psycopg", "")) as b:
+        with (
+            psycopg.connect(source_url.replace("+psycopg", "")) as a,
+            psycopg.connect(target_url.replace("+psycopg", "")) as b,
+        ):
             for table in ("profiles", "recommendations", "products", "api_keys", "published_versions", "runs"):
                 query = f"SELECT * FROM {table} ORDER BY 1"
                 assert a.execute(query).fetchall() == b.execute(query).fetchall(), table

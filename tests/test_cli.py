@@ -1,4 +1,5 @@
 """The CLI's own glue: one-line errors, and every ingest counted in the online store."""
+
 from __future__ import annotations
 
 import json
@@ -16,13 +17,16 @@ def test_unknown_source_is_one_line_and_nonzero(cli, tmp_path: Path) -> None:
     proc = cli("ingest", "clicks", str(f), check=False)
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == ["sendtime: error: unknown source 'clicks' (expected one of events, customers, orders, order_items, products)"]
+    assert lines == [
+        "sendtime: error: unknown source 'clicks' (expected one of events, customers, orders, order_items, products)"
+    ]
 
 
 def test_ingest_is_recorded_in_the_online_store(cli, home: Path, tmp_path: Path) -> None:
     f = tmp_path / "e.jsonl"
     f.write_text(
-        json.dumps({"event_id": "e1", "event_type": "login", "occurred_at": 1764300000000, "customer_id": "c1"}) + "\n"
+        json.dumps({"event_id": "e1", "event_type": "login", "occurred_at": 1764300000000, "customer_id": "c1"})
+        + "\n"
         + "{broken\n"
     )
     report = cli.json("ingest", "events", str(f))

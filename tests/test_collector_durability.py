@@ -7,6 +7,7 @@ races of issue 14: a duplicate arriving while the first request is in flight, th
 failing; and a process killed around its lake write. At the end a real cycle builds the marts:
 every id the collector ever answered for is in the warehouse exactly once.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ AS_OF = "2026-11-26T00:00:00Z"
 
 
 def event(event_id: str, customer: str = "k1") -> dict:
-    return {"event_id": event_id, "event_type": "page_view", "occurred_at": "2026-11-20T10:00:00Z",
-            "customer_id": customer}
+    return {
+        "event_id": event_id,
+        "event_type": "page_view",
+        "occurred_at": "2026-11-20T10:00:00Z",
+        "customer_id": customer,
+    }
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
 """Configuration: defaults < sendtime.toml < SENDTIME_* env, and every path under the home."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from pipeline.config import DEFAULT_MERGE_FALLBACKS, ConfigError, ensure_home, load_settings, parse_duration
@@ -25,7 +27,9 @@ def test_toml_then_env_override(tmp_path: Path) -> None:
     assert (s.schedule_seconds, s.cache_max_age, s.merge_field_fallbacks["first_name"]) == (30, 60, "friend")
     assert s.merge_field_fallbacks == {"first_name": "friend"}  # overrides only; the YAML has the rest
 
-    s = load_settings(tmp_path, environ={"SENDTIME_CACHE_MAX_AGE": "5", "SENDTIME_IP_ALLOWLIST": "127.0.0.1/32, 10.0.0.0/8"})
+    s = load_settings(
+        tmp_path, environ={"SENDTIME_CACHE_MAX_AGE": "5", "SENDTIME_IP_ALLOWLIST": "127.0.0.1/32, 10.0.0.0/8"}
+    )
     assert s.cache_max_age == 5
     assert s.ip_allowlist == ("127.0.0.1/32", "10.0.0.0/8")
 
@@ -35,11 +39,14 @@ def test_home_from_environment(tmp_path: Path) -> None:
     assert s.home == tmp_path / "h"
 
 
-@pytest.mark.parametrize("environ, needle", [
-    ({"SENDTIME_CACHE_MAX_AGE": "soon"}, "cache_max_age"),
-    ({"SENDTIME_SCHEDULE_EVERY": "fortnightly"}, "duration"),
-    ({"SENDTIME_STATUS_PAGE_ACCESS": "public"}, "status_page_access"),
-])
+@pytest.mark.parametrize(
+    "environ, needle",
+    [
+        ({"SENDTIME_CACHE_MAX_AGE": "soon"}, "cache_max_age"),
+        ({"SENDTIME_SCHEDULE_EVERY": "fortnightly"}, "duration"),
+        ({"SENDTIME_STATUS_PAGE_ACCESS": "public"}, "status_page_access"),
+    ],
+)
 def test_bad_values_are_clear_errors(tmp_path: Path, environ: dict, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         load_settings(tmp_path, environ=environ)
@@ -64,21 +71,25 @@ def test_unwritable_home_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_environment_text_forms(tmp_path: Path) -> None:
-    s = load_settings(tmp_path, environ={
-        "SENDTIME_MERGE_FIELD_FALLBACKS": "first_name=friend, locale = de",
-        "SENDTIME_IP_ALLOWLIST": "10.0.0.0/8,,192.168.0.0/16,",
-        "SENDTIME_RATE_LIMIT_PER_SECOND": "250",
-        "SENDTIME_RECOMMENDATIONS_REFRESH_EVERY": "250ms",
-        "SENDTIME_VENV": "/elsewhere",  # SENDTIME_* names that are not settings are not settings
-    })
+    s = load_settings(
+        tmp_path,
+        environ={
+            "SENDTIME_MERGE_FIELD_FALLBACKS": "first_name=friend, locale = de",
+            "SENDTIME_IP_ALLOWLIST": "10.0.0.0/8,,192.168.0.0/16,",
+            "SENDTIME_RATE_LIMIT_PER_SECOND": "250",
+            "SENDTIME_RECOMMENDATIONS_REFRESH_EVERY": "250ms",
+            "SENDTIME_VENV": "/elsewhere",  # SENDTIME_* names that are not settings are not settings
+        },
+    )
     assert s.merge_field_fallbacks == {**DEFAULT_MERGE_FALLBACKS, "first_name": "friend", "locale": "de"}
     assert s.ip_allowlist == ("10.0.0.0/8", "192.168.0.0/16")
     assert s.rate_limit_per_second == 250.0 and s.recommendations_refresh_seconds == 0.25
 
 
 def test_a_variable_replaces_the_file_value_and_a_map_keeps_its_defaults(tmp_path: Path) -> None:
-    (tmp_path / "sendtime.toml").write_text('[sendtime]\nworkers = 3\nschedule_every = 30\n'
-                                            '[sendtime.merge_field_fallbacks]\nfirst_name = "friend"\n')
+    (tmp_path / "sendtime.toml").write_text(
+        '[sendtime]\nworkers = 3\nschedule_every = 30\n[sendtime.merge_field_fallbacks]\nfirst_name = "friend"\n'
+    )
     s = load_settings(tmp_path, environ={"SENDTIME_MERGE_FIELD_FALLBACKS": "locale=fr"})
     assert (s.workers, s.schedule_every, s.schedule_seconds) == (3, "30", 30)  # a [sendtime] table works too
     # the variable replaces the file's map; both name only the keys they change (the YAML has the rest)
@@ -87,11 +98,11 @@ def test_a_variable_replaces_the_file_value_and_a_map_keeps_its_defaults(tmp_pat
 
 def test_errors_are_one_line_and_name_the_setting_and_the_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings(tmp_path, environ={"SENDTIME_PORT": "eighty", "SENDTIME_SCHEDULE_EVERY": "0s"})
+        load_settings(tmp_path, environ={"SENDTIME_PORT": "eighty", "SENDTIME_RECOMMENDATIONS_REFRESH_EVERY": "0s"})
     message = str(caught.value)
     assert "\n" not in message
     assert "setting port (SENDTIME_PORT): cannot use 'eighty'" in message
-    assert "setting schedule_every (SENDTIME_SCHEDULE_EVERY): a duration must be positive" in message
+    assert "setting recommendations_refresh_every (SENDTIME_RECOMMENDATIONS_REFRESH_EVERY): a duration must be positive" in message
     (tmp_path / "sendtime.toml").write_text("workers = [1, 2]\n")
     with pytest.raises(ConfigError, match=r"^setting workers: cannot use \[1, 2\]"):
         load_settings(tmp_path, environ={})
@@ -109,12 +120,13 @@ def test_the_cli_prints_a_bad_setting_in_one_line_and_exits_2(cli) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "sendtime: error: setting cache_max_age (SENDTIME_CACHE_MAX_AGE): cannot use 'soon': "
-        "Input should be a valid integer, unable to parse string as an integer"]
+        "Input should be a valid integer, unable to parse string as an integer"
+    ]
 
 
 def test_settings_are_frozen_and_replace_checks_the_change(tmp_path: Path) -> None:
     s = load_settings(tmp_path, environ={})
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         s.workers = 4  # type: ignore[misc]
     more = s.replace(workers=4)
     assert (more.workers, s.workers, more.home) == (4, 2, s.home)

@@ -2,6 +2,7 @@
 poison messages, the Debezium envelope with and without the schema wrapper, the topic map, an
 unreachable broker, one consumer per home, a partition count change, and kill -9 at each step of
 a flush (failpoints)."""
+
 from __future__ import annotations
 
 import json
@@ -27,13 +28,19 @@ from tests.helpers.consumer import (
 
 
 def event(i: int, **extra: object) -> bytes:
-    body = {"event_id": f"e{i}", "event_type": "page_view", "occurred_at": "2026-11-01T00:00:00Z",
-            "customer_id": f"c{i % 7}", **extra}
+    body = {
+        "event_id": f"e{i}",
+        "event_type": "page_view",
+        "occurred_at": "2026-11-01T00:00:00Z",
+        "customer_id": f"c{i % 7}",
+        **extra,
+    }
     return json.dumps(body).encode()
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes | None], keys: list[bytes] | None = None,
-            **conf: object) -> None:
+def produce(
+    bootstrap: str, topic: str, values: list[bytes | None], keys: list[bytes] | None = None, **conf: object
+) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **conf})
     for i, value in enumerate(values):
         producer.produce(topic, value, key=keys[i] if keys else str(i).encode())
@@ -57,11 +64,26 @@ def store_rows(home, sql: str) -> list[tuple]:
 def test_events_land_with_poison_quarantined_and_counted(tmp_path, kafka_broker) -> None:
     topic = topic_name("events")
     kafka_broker.create_topic(topic, partitions=2, config={"max.message.bytes": str(4 * 1024 * 1024)})
-    big = json.dumps({"event_id": "big", "event_type": "login", "occurred_at": "2026-11-01T00:00:00Z",
-                      "customer_id": "c1", "properties": {"pad": "x" * (1024 * 1024)}}).encode()
+    big = json.dumps(
+        {
+            "event_id": "big",
+            "event_type": "login",
+            "occurred_at": "2026-11-01T00:00:00Z",
+            "customer_id": "c1",
+            "properties": {"pad": "x" * (1024 * 1024)},
+        }
+    ).encode()
     values: list[bytes | None] = [event(i) for i in range(50)]
-    values += [b"not json {", b"[1, 2]", json.dumps({"event_id": "x1", "event_type": "login"}).encode(),
-               b"\xff\xfe bad utf-8", big, None, None, event(99, properties={"p": 1})]
+    values += [
+        b"not json {",
+        b"[1, 2]",
+        json.dumps({"event_id": "x1", "event_type": "login"}).encode(),
+        b"\xff\xfe bad utf-8",
+        big,
+        None,
+        None,
+        event(99, properties={"p": 1}),
+    ]
     produce(kafka_broker.bootstrap, topic, values, **{"message.max.bytes": 4 * 1024 * 1024})
     home = tmp_path / "home"
     # a topic of the map that does not exist (yet): a warning and error events, never a stop
@@ -76,8 +98,13 @@ def test_events_land_with_poison_quarantined_and_counted(tmp_path, kafka_broker)
     quarantined = quarantine_entries(home, "events")
     assert sum(lake.values()) == 51 and max(lake.values()) == 1
     reasons = sorted(q["reason"].split(":")[0] for q in quarantined)
-    assert reasons == ["invalid UTF-8", "malformed JSON", f"message over 1 MiB ({len(big)} bytes)",
-                       "missing required field", "not a JSON object"]
+    assert reasons == [
+        "invalid UTF-8",
+        "malformed JSON",
+        f"message over 1 MiB ({len(big)} bytes)",
+        "missing required field",
+        "not a JSON object",
+    ]
     for q in quarantined:
         assert q["topic"] == topic and isinstance(q["partition"], int) and isinstance(q["offset"], int)
         assert q["source_file"] == f"kafka:{topic}"
@@ -101,32 +128,46 @@ def test_events_land_with_poison_quarantined_and_counted(tmp_path, kafka_broker)
 
 
 def cdc(op: str, ts_ms: int, row: dict | None, before: dict | None = None, lsn: int | None = None) -> dict:
-    out: dict = {"op": op, "ts_ms": ts_ms, "before": before, "after": row,
-                 "source": {"connector": "postgresql", "db": "shop", "table": "customers"}}
+    out: dict = {
+        "op": op,
+        "ts_ms": ts_ms,
+        "before": before,
+        "after": row,
+        "source": {"connector": "postgresql", "db": "shop", "table": "customers"},
+    }
     if lsn is not None:
         out["source"]["lsn"] = lsn
     return out
 
 
 def wrapped(payload: dict | None) -> dict:
-    return {"schema": {"type": "struct", "name": "shop.public.customers.Envelope", "optional": False,
-                       "fields": []}, "payload": payload}
+    return {
+        "schema": {"type": "struct", "name": "shop.public.customers.Envelope", "optional": False, "fields": []},
+        "payload": payload,
+    }
 
 
 def test_debezium_envelopes_bare_and_schema_wrapped(tmp_path, kafka_broker) -> None:
     topic = topic_name("customers")
-    c1 = {"customer_id": "K1", "email": "k1@example.com", "first_name": "Ann", "country": "gb",
-          "marketing_consent": True, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}
+    c1 = {
+        "customer_id": "K1",
+        "email": "k1@example.com",
+        "first_name": "Ann",
+        "country": "gb",
+        "marketing_consent": True,
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }
     c2 = {"customer_id": 2, "email": "k2@example.com", "first_name": "Bo", "created_at": 1767225600000}
     values: list[bytes | None] = [
-        json.dumps(cdc("c", 1000, c1, lsn=100)).encode(),                       # bare
-        json.dumps(wrapped(cdc("c", 1001, c2, lsn=101))).encode(),              # schema-wrapped
+        json.dumps(cdc("c", 1000, c1, lsn=100)).encode(),  # bare
+        json.dumps(wrapped(cdc("c", 1001, c2, lsn=101))).encode(),  # schema-wrapped
         json.dumps(wrapped(cdc("u", 1002, {**c1, "first_name": "Anna"}, lsn=102))).encode(),
         json.dumps(cdc("d", 1003, None, before={"customer_id": 2}, lsn=103)).encode(),
-        None,                                                                   # tombstone after the delete
-        json.dumps(wrapped(None)).encode(),                                     # a wrapped tombstone
-        json.dumps(wrapped(cdc("x", 1004, c1))).encode(),                       # unknown op: quarantined
-        json.dumps({"schema": {}, "payload": "text"}).encode(),                 # payload not an object
+        None,  # tombstone after the delete
+        json.dumps(wrapped(None)).encode(),  # a wrapped tombstone
+        json.dumps(wrapped(cdc("x", 1004, c1))).encode(),  # unknown op: quarantined
+        json.dumps({"schema": {}, "payload": "text"}).encode(),  # payload not an object
     ]
     produce(kafka_broker.bootstrap, topic, values)
     home = tmp_path / "home"
@@ -135,10 +176,14 @@ def test_debezium_envelopes_bare_and_schema_wrapped(tmp_path, kafka_broker) -> N
     assert consumer.stop() == 0
     rows = duckdb.sql(
         f"select op, ts_ms, source_lsn, customer_id, first_name, row_json, _raw from "
-        f"read_parquet('{home}/lake/customers/*/*.parquet') order by ts_ms").fetchall()
+        f"read_parquet('{home}/lake/customers/*/*.parquet') order by ts_ms"
+    ).fetchall()
     assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
-        ("c", 1000, 100, "K1", "Ann"), ("c", 1001, 101, "2", "Bo"), ("u", 1002, 102, "K1", "Anna"),
-        ("d", 1003, 103, "2", None)]
+        ("c", 1000, 100, "K1", "Ann"),
+        ("c", 1001, 101, "2", "Bo"),
+        ("u", 1002, 102, "K1", "Anna"),
+        ("d", 1003, 103, "2", None),
+    ]
     assert all('"schema"' not in r[6] for r in rows)  # the lake keeps the record, not the converter's schema
     assert json.loads(rows[1][5]) == c2
     reasons = sorted(q["reason"] for q in quarantine_entries(home, "customers"))
@@ -149,12 +194,20 @@ def test_debezium_envelopes_bare_and_schema_wrapped(tmp_path, kafka_broker) -> N
 
 def test_unknown_source_in_topic_map_exits_2(tmp_path) -> None:
     cli = Cli(tmp_path)
-    proc = cli("consume", "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--topics", "clicks=x,events=y",
-               check=False, timeout=60)
+    proc = cli(
+        "consume",
+        "--bootstrap-servers",
+        f"127.0.0.1:{free_port()}",
+        "--topics",
+        "clicks=x,events=y",
+        check=False,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "sendtime: error: kafka topic map names unknown source 'clicks' "
-        "(sources: events, customers, orders, order_items, products)")
+        "(sources: events, customers, orders, order_items, products)"
+    )
     env_cli = Cli(tmp_path, env={"SENDTIME_KAFKA_TOPICS": "bogus=t"})
     proc = env_cli("consume", "--bootstrap-servers", f"127.0.0.1:{free_port()}", check=False, timeout=60)
     assert proc.returncode == 2 and "unknown source 'bogus'" in proc.stderr
@@ -187,8 +240,9 @@ def test_one_consumer_per_home(tmp_path, kafka_broker) -> None:
     home = tmp_path / "home"
     first = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic}").start()
     first.wait_started()
-    proc = Cli(home)("consume", "--bootstrap-servers", kafka_broker.bootstrap, "--topics", f"events={topic}",
-                     check=False, timeout=60)
+    proc = Cli(home)(
+        "consume", "--bootstrap-servers", kafka_broker.bootstrap, "--topics", f"events={topic}", check=False, timeout=60
+    )
     assert proc.returncode == 2
     assert "sendtime consume is already running on" in proc.stderr and f"pid {first.proc.pid}" in proc.stderr
     assert first.stop() == 0
@@ -200,8 +254,12 @@ def test_partition_count_change(tmp_path, kafka_broker) -> None:
     produce(kafka_broker.bootstrap, topic, [event(i) for i in range(100)])
     home = tmp_path / "home"
     # a short metadata refresh so the test does not wait the default 10 s for the new partitions
-    consumer = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic}",
-                               env={"SENDTIME_KAFKA_CLIENT__topic.metadata.refresh.interval.ms": "1000"}).start()
+    consumer = ConsumerProcess(
+        home,
+        kafka_broker.bootstrap,
+        topics=f"events={topic}",
+        env={"SENDTIME_KAFKA_CLIENT__topic.metadata.refresh.interval.ms": "1000"},
+    ).start()
     wait_for_offsets(home, "events", topic, {0: 100}, consumer=consumer)
     kafka_broker.add_partitions(topic, 3)
     # produced at once into the new partitions, possibly before the consumer sees them: none may be lost
@@ -239,7 +297,8 @@ def test_kill_9_at_each_step_of_a_flush(tmp_path, kafka_broker, failpoint) -> No
     produce(kafka_broker.bootstrap, topic, values)
     home = tmp_path / "home"
     crashing = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic}").start(
-        SENDTIME_FAILPOINT=failpoint)
+        SENDTIME_FAILPOINT=failpoint
+    )
     assert crashing.wait_exit(timeout=60) == -9
     # what it left: a committed batch (after the rename) or hidden temporary files only
     visible = list((home / "lake" / "events").glob("*/*.parquet"))

@@ -4,6 +4,7 @@ SIGKILL at random moments (6 times) and the broker is killed and restarted once.
 offset is in the lake exactly once (accepted rows + quarantine, counted by topic, partition and
 offset), the ingest log adds up, and the marts equal those of a home that ingested the same events
 from the files."""
+
 from __future__ import annotations
 
 import random
@@ -44,8 +45,14 @@ class ThrottledProducer(threading.Thread):
         self.errors: list[str] = []
 
     def run(self) -> None:
-        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
-                             "linger.ms": 20, "message.timeout.ms": 120_000})
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 20,
+                "message.timeout.ms": 120_000,
+            }
+        )
 
         def delivered(err, _msg) -> None:
             if err is not None:
@@ -107,8 +114,9 @@ def test_exactly_once_across_kill_9_and_a_broker_restart(tmp_path, kafka_broker)
     # produce ~100k messages over ~25 s while the consumer is killed again and again
     producer = ThrottledProducer(kafka_broker.bootstrap, topic, files["events"], rate=4000)
     rng = random.Random(13)
-    consumer = ConsumerProcess(kafka_home, kafka_broker.bootstrap, topics=f"events={topic}",
-                               env={"SENDTIME_KAFKA_FLUSH_RECORDS": "2000"})
+    consumer = ConsumerProcess(
+        kafka_home, kafka_broker.bootstrap, topics=f"events={topic}", env={"SENDTIME_KAFKA_FLUSH_RECORDS": "2000"}
+    )
     phase = time.monotonic()
     producer.start()
     broker_down = 0.0
@@ -154,7 +162,8 @@ def test_exactly_once_across_kill_9_and_a_broker_restart(tmp_path, kafka_broker)
     try:
         [(received, accepted, rejected, skipped)] = con.execute(
             "select sum(received), sum(accepted), sum(rejected), sum(skipped) from kafka_batches where topic = ?",
-            (topic,)).fetchall()
+            (topic,),
+        ).fetchall()
     finally:
         con.close()
     assert (received, accepted, rejected, skipped) == (len(every), len(lake), len(quarantined), 0)
@@ -170,5 +179,8 @@ def test_exactly_once_across_kill_9_and_a_broker_restart(tmp_path, kafka_broker)
     assert len(file_profiles) > 1000
     assert kafka_profiles == file_profiles
     timings["total"] = time.monotonic() - started
-    print(f"\ncrash test: {producer.produced} messages, {KILLS} kills, broker down {broker_down:.1f}s, "
-          f"quarantined {len(quarantined)}, recoveries at start {recovered}; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print(
+        f"\ncrash test: {producer.produced} messages, {KILLS} kills, broker down {broker_down:.1f}s, "
+        f"quarantined {len(quarantined)}, recoveries at start {recovered}; seconds: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+    )

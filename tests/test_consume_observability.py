@@ -2,6 +2,7 @@
 lag per partition, records per second, per-topic counts), as `/metrics`, the status page and
 `sendtime runs --json` show it through a real `sendtime serve`; and the lag measure itself on a
 real client."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ def snapshot(home: Path) -> PipelineSnapshot:
         engine.dispose()
 
 
-def wait_state(home: Path, check: Callable[[PipelineSnapshot], bool], what: str,
-               timeout: float = 30) -> PipelineSnapshot:
+def wait_state(
+    home: Path, check: Callable[[PipelineSnapshot], bool], what: str, timeout: float = 30
+) -> PipelineSnapshot:
     deadline = time.monotonic() + timeout
     snap = None
     while time.monotonic() < deadline:
@@ -38,7 +40,7 @@ def wait_state(home: Path, check: Callable[[PipelineSnapshot], bool], what: str,
             snap = snapshot(home)
             if check(snap):
                 return snap
-        except Exception:  # noqa: BLE001, S110 - the store or the table is not there yet
+        except Exception:  # noqa: BLE001 - the store or the table is not there yet
             pass
         time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}; consumers: {snap.consumers if snap else None}")
@@ -53,8 +55,15 @@ def test_state_metrics_status_page_and_runs_json(tmp_path, kafka_broker) -> None
     consumer = ConsumerProcess(home, kafka_broker.bootstrap, topics=f"events={topic}").start()
     wait_for_offsets(home, "events", topic, kafka_broker.end_offsets(topic), consumer=consumer)
     # the consumer's report after the flush: everything read is in the lake, lag 0 on both partitions
-    snap = wait_state(home, lambda s: s.consumers and s.consumers[0].up(s.now)
-                      and [(p.partition, p.lag) for p in s.kafka_lag()] == [(0, 0), (1, 0)], "a report with lag 0")
+    snap = wait_state(
+        home,
+        lambda s: (
+            s.consumers
+            and s.consumers[0].up(s.now)
+            and [(p.partition, p.lag) for p in s.kafka_lag()] == [(0, 0), (1, 0)]
+        ),
+        "a report with lag 0",
+    )
     [state] = snap.consumers
     assert state.status == "running" and state.pid == consumer.proc.pid and state.last_flush_at is not None
     assert state.sources == {topic: "events"} and topic in state.records_per_second
@@ -69,8 +78,10 @@ def test_state_metrics_status_page_and_runs_json(tmp_path, kafka_broker) -> None
         assert m["sendtime_kafka_records_accepted_total"][labels] == 40
         assert m["sendtime_kafka_records_quarantined_total"][labels] == 2
         assert m["sendtime_kafka_records_skipped_total"][labels] == 1
-        assert m["sendtime_kafka_consumer_lag"] == {(("partition", "0"), ("topic", topic)): 0,
-                                                    (("partition", "1"), ("topic", topic)): 0}
+        assert m["sendtime_kafka_consumer_lag"] == {
+            (("partition", "0"), ("topic", topic)): 0,
+            (("partition", "1"), ("topic", topic)): 0,
+        }
         assert (("topic", topic),) in m["sendtime_kafka_records_per_second"]
         [(consumer_labels, up)] = m["sendtime_kafka_consumer_up"].items()
         assert up == 1 and dict(consumer_labels)["consumer"] == state.consumer_id
@@ -88,9 +99,18 @@ def test_state_metrics_status_page_and_runs_json(tmp_path, kafka_broker) -> None
 
     report = json.loads(Cli(home)("runs", "--json").stdout)
     assert report["runs"] == []
-    assert report["kafka_topics"] == [{"topic": topic, "source": "events", "batches": totals.batches,
-                                       "received": 43, "accepted": 40, "rejected": 2, "skipped": 1,
-                                       "last_batch_at": totals.last_batch_at}]
+    assert report["kafka_topics"] == [
+        {
+            "topic": topic,
+            "source": "events",
+            "batches": totals.batches,
+            "received": 43,
+            "accepted": 40,
+            "rejected": 2,
+            "skipped": 1,
+            "last_batch_at": totals.last_batch_at,
+        }
+    ]
 
 
 def test_lag_is_what_the_lake_lacks(kafka_broker) -> None:
@@ -101,8 +121,9 @@ def test_lag_is_what_the_lake_lacks(kafka_broker) -> None:
     produce(kafka_broker.bootstrap, topic, [event(i) for i in range(30)], keys=[b"k"] * 30)  # all in one partition
     ends = kafka_broker.end_offsets(topic)
     full = next(p for p, end in ends.items() if end == 30)
-    client = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "lag-test",
-                       "enable.auto.commit": False})
+    client = Consumer(
+        {"bootstrap.servers": kafka_broker.bootstrap, "group.id": "lag-test", "enable.auto.commit": False}
+    )
     try:
         client.assign([TopicPartition(topic, p, 0) for p in sorted(ends)])
         read: list = []

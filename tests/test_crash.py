@@ -8,6 +8,7 @@ The cycle's test hooks (pipeline/cycle.py, docs/pipeline.md) mark where the proc
 at a named point; "during dbt" is reached by timing instead: the kill lands while dbt is building
 (its start marker is there, its end marker is not).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_cycle import AS_OF_ARG, LATER_TS_MS, customer_change, ingest_lines, load_sample, run, store_state
 
 from pipeline.config import Settings, load_settings
-from test_cycle import AS_OF_ARG, LATER_TS_MS, customer_change, ingest_lines, load_sample, run, store_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,16 +36,23 @@ def _wait_file(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None
         time.sleep(0.05)
 
 
-def kill_cycle_at(home: Path, hooks: Path, point: str, env: dict[str, str] | None = None,
-                  after_seconds: float = 0.0) -> None:
+def kill_cycle_at(
+    home: Path, hooks: Path, point: str, env: dict[str, str] | None = None, after_seconds: float = 0.0
+) -> None:
     """Start `sendtime run`, wait until it reaches `point`, then kill -9 it."""
     for marker in hooks.glob("*"):
         marker.unlink()
     child_env = {**os.environ, "SENDTIME_HOME": str(home), "SENDTIME_TEST_HOOKS_DIR": str(hooks), **(env or {})}
     if after_seconds == 0.0:
         child_env["SENDTIME_TEST_PAUSE_AT"] = point
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--as-of", AS_OF_ARG],
-                            cwd=ROOT, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", "--as-of", AS_OF_ARG],
+        cwd=ROOT,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_file(hooks / point, proc)
         time.sleep(after_seconds)
@@ -62,11 +70,29 @@ def kill_cycle_at(home: Path, hooks: Path, point: str, env: dict[str, str] | Non
 
 def _more_data(settings: Settings, gen: Path, extra: Path, n: int) -> None:
     """A new batch: a CRM update and fresh events of known customers (changes every cycle sees)."""
-    ingest_lines(settings, "customers", extra, f"crm-{n}.jsonl", [
-        customer_change(gen, "C0000003", LATER_TS_MS + n, first_name=f"Renamed{n}")])
-    ingest_lines(settings, "events", extra, f"events-{n}.jsonl", [
-        {"event_id": f"crash-test-{n}-{i}", "event_type": "product_view", "occurred_at": f"2026-11-25T1{n}:0{i}:00Z",
-         "customer_id": f"C000000{i + 1}", "product_id": "P00001"} for i in range(5)])
+    ingest_lines(
+        settings,
+        "customers",
+        extra,
+        f"crm-{n}.jsonl",
+        [customer_change(gen, "C0000003", LATER_TS_MS + n, first_name=f"Renamed{n}")],
+    )
+    ingest_lines(
+        settings,
+        "events",
+        extra,
+        f"events-{n}.jsonl",
+        [
+            {
+                "event_id": f"crash-test-{n}-{i}",
+                "event_type": "product_view",
+                "occurred_at": f"2026-11-25T1{n}:0{i}:00Z",
+                "customer_id": f"C000000{i + 1}",
+                "product_id": "P00001",
+            }
+            for i in range(5)
+        ],
+    )
 
 
 @pytest.mark.slow

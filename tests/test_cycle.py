@@ -3,6 +3,7 @@
 `sendtime run` runs as a subprocess; the online store is a real SQLite file (PostgreSQL in
 test_postgres_cycle.py). AS_OF is fixed after the generator's last day, so runs are repeatable.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,18 @@ def ingest_lines(settings: Settings, source: str, folder: Path, name: str, rows:
     assert report.accepted == len(rows), report.to_dict()
 
 
-CUSTOMER_COLUMNS = ("customer_id", "email", "first_name", "last_name", "country", "locale", "timezone",
-                    "marketing_consent", "created_at", "updated_at")
+CUSTOMER_COLUMNS = (
+    "customer_id",
+    "email",
+    "first_name",
+    "last_name",
+    "country",
+    "locale",
+    "timezone",
+    "marketing_consent",
+    "created_at",
+    "updated_at",
+)
 # later than any change the generator writes, so these changes become the current state
 LATER_TS_MS = 1_900_000_000_000
 
@@ -69,9 +80,14 @@ def customer_change(gen: Path, customer_id: str, ts_ms: int, op: str = "u", **ch
             except ValueError:
                 continue  # the generator plants malformed lines
             after = row.get("after") if isinstance(row, dict) else None
-            if (isinstance(after, dict) and after.get("customer_id") == customer_id and isinstance(row.get("ts_ms"), int)
-                    and all(k in after for k in CUSTOMER_COLUMNS) and parse_timestamp(after["created_at"])
-                    and (best is None or row["ts_ms"] > best[0])):
+            if (
+                isinstance(after, dict)
+                and after.get("customer_id") == customer_id
+                and isinstance(row.get("ts_ms"), int)
+                and all(k in after for k in CUSTOMER_COLUMNS)
+                and parse_timestamp(after["created_at"])
+                and (best is None or row["ts_ms"] > best[0])
+            ):
                 best = (row["ts_ms"], after)
     assert best is not None, customer_id
     body = {**best[1], **changes}
@@ -86,7 +102,10 @@ def store_state(settings: Settings) -> tuple[dict | None, dict[str, str], dict[s
     try:
         with engine.connect() as conn:
             profiles = {r[0]: r[1] for r in conn.execute(select(store.profiles.c.customer_id, store.profiles.c.body))}
-            recs = {r[0]: r[1] for r in conn.execute(select(store.recommendations.c.customer_id, store.recommendations.c.body))}
+            recs = {
+                r[0]: r[1]
+                for r in conn.execute(select(store.recommendations.c.customer_id, store.recommendations.c.body))
+            }
         return store.current_version(engine), profiles, recs
     finally:
         engine.dispose()
@@ -116,7 +135,9 @@ def test_a_cycle_publishes_validated_profiles_and_logs_itself(cli, home, tmp_pat
     assert version["as_of"] == AS_OF_ARG and version["profiles_upserted"] == len(profiles)
     # the version says how fresh it is: the newest lake batch this build read
     newest = max(p.name.split("-")[0] for p in settings.lake_dir.rglob("*.parquet"))
-    assert version["newest_ingested_at"].replace("-", "").replace(":", "").replace(".", "").rstrip("Z") == newest.rstrip("Z")
+    assert version["newest_ingested_at"].replace("-", "").replace(":", "").replace(".", "").rstrip(
+        "Z"
+    ) == newest.rstrip("Z")
     assert set(profiles) == warehouse_profile_ids(settings) and len(profiles) >= 50
     assert set(recs) == set(profiles)
     body = json.loads(next(iter(profiles.values())))
@@ -136,7 +157,7 @@ def test_a_cycle_publishes_validated_profiles_and_logs_itself(cli, home, tmp_pat
     assert again["status"] == "success" and again["version"] is None and again["rows_published"] == 0
     assert store_state(settings)[0]["version"] == (erasing["version"] or 1)
     assert "no new version published" in cli("run", "--as-of", AS_OF_ARG).stdout
-    logs = (cli("run", "--as-of", AS_OF_ARG).stderr)
+    logs = cli("run", "--as-of", AS_OF_ARG).stderr
     assert not [e for e in emails if e in logs]
 
 
@@ -158,7 +179,9 @@ def test_failed_validation_keeps_the_last_state_until_a_good_cycle(home, tmp_pat
     before = store_state(settings)
 
     # bad source data that ingest's contract lets through (an email is any string there)
-    bad = customer_change(tmp_path / "gen", "C0000001", LATER_TS_MS, email="no-at-sign.example.com", first_name="Changed")
+    bad = customer_change(
+        tmp_path / "gen", "C0000001", LATER_TS_MS, email="no-at-sign.example.com", first_name="Changed"
+    )
     ingest_lines(settings, "customers", tmp_path / "more", "bad.jsonl", [bad])
     failed = run(cli, check=False)
     assert failed["status"] == "validation_failed" and not failed["ok"] and failed["version"] is None
@@ -171,7 +194,9 @@ def test_failed_validation_keeps_the_last_state_until_a_good_cycle(home, tmp_pat
     assert cli("run", "--as-of", AS_OF_ARG, check=False).returncode == 1
 
     # the fix arrives: the next cycle publishes it, and what the failed cycle changed
-    fixed = customer_change(tmp_path / "gen", "C0000001", LATER_TS_MS + 100_000, email=" Ava@Example.ORG", first_name="Changed")
+    fixed = customer_change(
+        tmp_path / "gen", "C0000001", LATER_TS_MS + 100_000, email=" Ava@Example.ORG", first_name="Changed"
+    )
     ingest_lines(settings, "customers", tmp_path / "more", "fix.jsonl", [fixed])
     good = run(cli)
     assert good["status"] == "success" and good["version"] == 2

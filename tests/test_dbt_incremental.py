@@ -1,5 +1,6 @@
 """Incremental cycles give exactly the marts of a full rebuild (DESIGN.md "Mart contract"), over
 generated data with all its mess, ingested through the real ingest, one batch per cycle."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -21,11 +22,18 @@ def generated(tmp_path: Path) -> dict[str, list[Path]]:
 
 def test_cycles_after_each_batch_equal_a_full_rebuild(settings, generated):
     # events first: their anonymous ids get linked, orders and CRM rows arrive later
-    order = [("events", generated["events"][0]), ("products", generated["products"][0]),
-             ("events", generated["events"][1]), ("customers", generated["customers"][0]),
-             ("orders", generated["orders"][0]), ("order_items", generated["order_items"][0]),
-             ("events", generated["events"][2]), ("customers", generated["customers"][1]),
-             ("orders", generated["orders"][1]), ("products", generated["products"][1])]
+    order = [
+        ("events", generated["events"][0]),
+        ("products", generated["products"][0]),
+        ("events", generated["events"][1]),
+        ("customers", generated["customers"][0]),
+        ("orders", generated["orders"][0]),
+        ("order_items", generated["order_items"][0]),
+        ("events", generated["events"][2]),
+        ("customers", generated["customers"][1]),
+        ("orders", generated["orders"][1]),
+        ("products", generated["products"][1]),
+    ]
     for i, (source, path) in enumerate(order):
         ingest_files(settings, source, [path])
         if i % 2 == 1 or i == len(order) - 1:
@@ -48,8 +56,10 @@ def test_reingesting_a_batch_changes_nothing(settings, generated):
         ingest_files(settings, source, paths)
     cycle(settings, AS_OF)
     before = snapshot(settings)
-    written_before = query(settings, "select count(*) from customer_profiles where _cycle_id = "
-                                     "(select max(_cycle_id) from customer_profiles)")
+    written_before = query(
+        settings,
+        "select count(*) from customer_profiles where _cycle_id = (select max(_cycle_id) from customer_profiles)",
+    )
 
     for source in ("events", "customers", "orders", "order_items", "products"):
         ingest_files(settings, source, generated[source][:1])
@@ -87,10 +97,16 @@ def test_cycles_with_erasures_equal_a_full_rebuild(settings, generated):
         for source in ("events", "products", "customers", "orders", "order_items"):
             ingest_files(settings, source, generated[source][:1])
         _cycle_with_erasures(settings, engine)
-        victims = [r[0] for r in query(settings, """
+        victims = [
+            r[0]
+            for r in query(
+                settings,
+                """
             select l.customer_id from int_anonymous_ids_stitched as l
             inner join int_orders_cdc_applied as o on l.customer_id = o.customer_id
-            group by 1 order by count(*) desc, 1 limit 3""")]
+            group by 1 order by count(*) desc, 1 limit 3""",
+            )
+        ]
         assert len(victims) == 3
         deleted = query(settings, "select customer_id, erased_at from customer_erasures order by 1")
         assert deleted, "the generator deletes some CRM customers"

@@ -1,5 +1,6 @@
 """The dbt macros against their Python twins and the shared battery, run by dbt itself
 (`dbt show --inline` in-process over a real DuckDB file), and the project's dbt unit tests."""
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,13 @@ def test_parse_timestamp_macro_agrees_with_the_battery_and_python(settings):
     cases = json.loads(BATTERY.read_text())
     assert len(cases) > 50
     values = ", ".join(f"({i}, {_sql_literal(_lake_text(c['input']))})" for i, c in enumerate(cases))
-    sql = (f"select i, cast({{{{ parse_timestamp('raw') }}}} as varchar) as parsed "
-           f"from (values {values}) as battery (i, raw) order by i")
+    sql = (
+        f"select i, cast({{{{ parse_timestamp('raw') }}}} as varchar) as parsed "
+        f"from (values {values}) as battery (i, raw) order by i"
+    )
     rows = _show(settings, sql)
     assert len(rows) == len(cases)
-    for (i, parsed), case in zip(rows, cases):
+    for (_i, parsed), case in zip(rows, cases):
         expected = case["expected"]
         got = None if parsed is None else datetime.fromisoformat(parsed).isoformat()
         python = parse_timestamp(case["input"])
@@ -50,7 +53,9 @@ def test_parse_timestamp_macro_agrees_with_the_battery_and_python(settings):
 
 
 def test_normalization_macros(settings):
-    rows = _show(settings, """
+    rows = _show(
+        settings,
+        """
         select
             {{ clean_string("'\t  x y \r\n'") }} as cleaned,
             {{ clean_string("' \t '") }} as empty_is_null,
@@ -58,16 +63,20 @@ def test_normalization_macros(settings):
             {{ normalize_product_id("' sku-40\t'") }} as product_id,
             {{ parse_boolean("' TRUE '") }} as yes,
             {{ parse_boolean("'maybe'") }} as unknown
-    """)
+    """,
+    )
     assert rows == [("x y", None, "ann.lee@example.com", "SKU-40", True, None)]
 
 
 def test_dbt_unit_tests_pass(settings):
     with transform._Environment(settings):
-        result = dbtRunner().invoke(["build", *transform._flags(settings), "--select", "+test_type:unit",
-                                     "--exclude", "test_type:data"])
+        result = dbtRunner().invoke(
+            ["build", *transform._flags(settings), "--select", "+test_type:unit", "--exclude", "test_type:data"]
+        )
         transform._release_warehouse()
-    assert result.success, [(r.node.name, r.message) for r in result.result.results if r.status not in ("pass", "success")]
+    assert result.success, [
+        (r.node.name, r.message) for r in result.result.results if r.status not in ("pass", "success")
+    ]
     names = {r.node.name for r in result.result.results if r.node.resource_type == "unit_test"}
     assert len(names) >= 8, names
 

@@ -1,4 +1,5 @@
 """Support of the dbt tests (no tests here): run a cycle through pipeline.transform.build, snapshot the marts."""
+
 from __future__ import annotations
 
 import json

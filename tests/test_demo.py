@@ -1,6 +1,7 @@
 """`sendtime demo` end to end, as a user runs it: wait for the curl line, run it as printed, then
 Ctrl-C (SIGINT): every child process is gone and the ports are free. A second run on the same home
 reuses the published state and stops cleanly on SIGTERM."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import ROOT, free_port
+
 from pipeline.demo import port_free
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ def _children_of() -> dict[int, list[int]]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
         tree.setdefault(ppid, []).append(int(entry.name))
     return tree
 
@@ -67,10 +68,28 @@ class Demo:
         self.lines: list[str] = []
         self.errors = home.parent / f"demo-{port}.err"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "demo", "--customers", "40", "--events", "1500",
-             "--every", "3s", "--port", str(port), *args],
-            cwd=ROOT, env={**os.environ, "SENDTIME_HOME": str(home)}, stdout=subprocess.PIPE,
-            stderr=open(self.errors, "wb"), text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "demo",
+                "--customers",
+                "40",
+                "--events",
+                "1500",
+                "--every",
+                "3s",
+                "--port",
+                str(port),
+                *args,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "SENDTIME_HOME": str(home)},
+            stdout=subprocess.PIPE,
+            stderr=open(self.errors, "wb"),
+            text=True,
+            start_new_session=True,
+        )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -87,8 +106,12 @@ class Demo:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.2)
-        raise AssertionError(f"no line starting {prefix!r}; exit {self.proc.poll()}\n"
-                             + "\n".join(self.lines) + "\n" + self.errors.read_text(errors="replace")[-3000:])
+        raise AssertionError(
+            f"no line starting {prefix!r}; exit {self.proc.poll()}\n"
+            + "\n".join(self.lines)
+            + "\n"
+            + self.errors.read_text(errors="replace")[-3000:]
+        )
 
     def value(self, label: str) -> str:
         line = self.wait_for(f"  {label}")
@@ -142,8 +165,12 @@ def test_demo_serves_prints_a_working_curl_and_stops_cleanly(tmp_path: Path) -> 
         assert isinstance(profile["recently_viewed"], list)
 
         # the key has exactly the demo scopes; the status page is open; the docs are served
-        assert requests.post(f"{base}/api/v1/events", json={"events": []}, timeout=10,
-                             headers={"Authorization": f"Bearer {key}"}).status_code != 403
+        assert (
+            requests.post(
+                f"{base}/api/v1/events", json={"events": []}, timeout=10, headers={"Authorization": f"Bearer {key}"}
+            ).status_code
+            != 403
+        )
         status_page = requests.get(f"{base}/status", timeout=10)  # open in the demo, no key
         assert status_page.status_code == 200 and 'id="chart-duration"' in status_page.text
         metrics = requests.get(f"{base}/metrics", timeout=10).text
@@ -189,9 +216,14 @@ def test_demo_refuses_a_taken_port(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--port", str(port)], cwd=ROOT,
-                                env={**os.environ, "SENDTIME_HOME": str(tmp_path / "home")},
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "demo", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "SENDTIME_HOME": str(tmp_path / "home")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode != 0
     assert f"port {port}" in result.stderr and "in use" in result.stderr
     assert not (tmp_path / "home" / "generated").exists()  # failed before doing anything
@@ -202,8 +234,15 @@ def test_fresh_wipes_state_but_keeps_the_config(tmp_path: Path) -> None:
     from pipeline.demo import wipe_state
 
     home = tmp_path / "home"
-    for part in ("lake/events/x.parquet", "quarantine/events/q.jsonl", "generated/events-0001.jsonl",
-                 "dbt/target/index.html", "warehouse.duckdb", "online.sqlite", "logs/demo-api.log"):
+    for part in (
+        "lake/events/x.parquet",
+        "quarantine/events/q.jsonl",
+        "generated/events-0001.jsonl",
+        "dbt/target/index.html",
+        "warehouse.duckdb",
+        "online.sqlite",
+        "logs/demo-api.log",
+    ):
         (home / part).parent.mkdir(parents=True, exist_ok=True)
         (home / part).write_text("x")
     (home / "sendtime.toml").write_text("[sendtime]\nschedule_every = '1m'\n")

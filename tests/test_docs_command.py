@@ -1,5 +1,6 @@
 """`sendtime docs` through the real CLI: dbt docs built under SENDTIME_HOME, the command says where,
 and the docs (manifest, catalog, lineage) cover every model of models/."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -41,8 +41,11 @@ def test_docs_after_a_cycle_list_every_model(cli, home: Path) -> None:
     assert set(models) == MODELS
     # lineage: every mart depends (transitively) on a source through staging
     parents = manifest["parent_map"]
-    marts = [uid for uid, n in manifest["nodes"].items() if n["resource_type"] == "model" and "/marts/" in
-             n["original_file_path"].replace("\\", "/")]
+    marts = [
+        uid
+        for uid, n in manifest["nodes"].items()
+        if n["resource_type"] == "model" and "/marts/" in n["original_file_path"].replace("\\", "/")
+    ]
     assert marts
 
     def reaches_source(uid: str, seen: set[str]) -> bool:

@@ -1,6 +1,7 @@
 """Encryption at rest (DESIGN.md "Privacy and access"): with encryption_key_file set, the lake, the
 quarantine and the DuckDB warehouse cannot be read without the key, hold no plaintext, and the
 product works unchanged; a missing, wrong or newly added key is a clear error at start."""
+
 from __future__ import annotations
 
 import base64
@@ -64,8 +65,9 @@ def test_key_errors_are_clear_at_start(tmp_path):
 
     other = tmp_path / "plain-home"
     Cli(other)("ingest", "events", str(sources["events"]))
-    added = Cli(other, {"SENDTIME_ENCRYPTION_KEY_FILE": str(right)})("ingest", "events", str(sources["events"]),
-                                                                    check=False)
+    added = Cli(other, {"SENDTIME_ENCRYPTION_KEY_FILE": str(right)})(
+        "ingest", "events", str(sources["events"]), check=False
+    )
     assert added.returncode == 2 and "unencrypted data" in added.stderr
 
 
@@ -115,8 +117,10 @@ def test_the_product_works_unchanged_with_the_key(homes):
     assert encrypted("forget", "--status", FORGET).stdout.strip() == "complete"
     # an analyst reads the encrypted warehouse with the key (the base64 text of the key file)
     con = duckdb.connect()
-    con.execute(f"ATTACH '{encrypted.home / 'warehouse.duckdb'}' AS w "
-                f"(ENCRYPTION_KEY '{Path(homes['key']).read_text().strip()}', READ_ONLY)")
+    con.execute(
+        f"ATTACH '{encrypted.home / 'warehouse.duckdb'}' AS w "
+        f"(ENCRYPTION_KEY '{Path(homes['key']).read_text().strip()}', READ_ONLY)"
+    )
     assert con.execute("select count(*) from w.customer_profiles").fetchall() == [(1,)]
 
 

@@ -3,6 +3,7 @@ real gunicorn API and real files: a customer with CRM rows, an order, events of 
 their linked device, quarantined records and a collector event is forgotten; after one cycle no
 file under the home holds their id, email or names, read with each file's own reader; the API
 answers 404; re-ingesting the original files brings nothing back; a later signup is served."""
+
 from __future__ import annotations
 
 import json
@@ -56,13 +57,30 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     read_key, _ = create_key(settings, "reader", ["profiles:read"])
     write_key, _ = create_key(settings, "collector", ["events:write"])
     with ApiServer(home, workers=1) as server:
-        posted = server.post("/api/v1/events", write_key, json=[{
-            "event_id": "e-collected", "event_type": "product_view", "occurred_at": "2026-11-12T09:00:00Z",
-            "customer_id": FORGET, "product_id": "P2"}])
+        posted = server.post(
+            "/api/v1/events",
+            write_key,
+            json=[
+                {
+                    "event_id": "e-collected",
+                    "event_type": "product_view",
+                    "occurred_at": "2026-11-12T09:00:00Z",
+                    "customer_id": FORGET,
+                    "product_id": "P2",
+                }
+            ],
+        )
         assert posted.status_code == 200 and posted.json()["accepted"] == 1, posted.text
         _run(cli)
-        yield {"root": root, "home": home, "cli": cli, "server": server, "key": read_key, "sources": sources,
-               "settings": settings}
+        yield {
+            "root": root,
+            "home": home,
+            "cli": cli,
+            "server": server,
+            "key": read_key,
+            "sources": sources,
+            "settings": settings,
+        }
 
 
 def test_forget_erases_every_trace_and_keeps_it_erased(world):
@@ -91,9 +109,19 @@ def test_forget_erases_every_trace_and_keeps_it_erased(world):
     assert reingested["customers"]["rejected"] == 3  # their 2 rows (erased) + the broken one (erased)
     assert reingested["events"]["accepted"] == 1  # the other customer's event only
     write_key, _ = create_key(world["settings"], "collector-2", ["events:write"])
-    again = server.post("/api/v1/events", write_key, json=[{
-        "event_id": "e-collected", "event_type": "product_view", "occurred_at": "2026-11-12T09:00:00Z",
-        "customer_id": FORGET, "product_id": "P2"}]).json()
+    again = server.post(
+        "/api/v1/events",
+        write_key,
+        json=[
+            {
+                "event_id": "e-collected",
+                "event_type": "product_view",
+                "occurred_at": "2026-11-12T09:00:00Z",
+                "customer_id": FORGET,
+                "product_id": "P2",
+            }
+        ],
+    ).json()
     assert again["results"][0]["status"] == "rejected" and "erased" in again["results"][0]["reason"]
     _run(cli)
     assert server.get(f"/api/v1/customers/{FORGET}", key).status_code == 404
@@ -144,10 +172,20 @@ def test_a_crash_inside_the_erasure_loses_nothing(tmp_path):
     before = _profiles(home)
     cli("forget", FORGET)
     hooks = tmp_path / "hooks"
-    env = {**os.environ, "SENDTIME_HOME": str(home), "SENDTIME_TEST_HOOKS_DIR": str(hooks),
-           "SENDTIME_TEST_PAUSE_AT": "erase_rewrite"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--as-of", AS_OF], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        "SENDTIME_HOME": str(home),
+        "SENDTIME_TEST_HOOKS_DIR": str(hooks),
+        "SENDTIME_TEST_PAUSE_AT": "erase_rewrite",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", "--as-of", AS_OF],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while not (hooks / "erase_rewrite").exists():
@@ -256,12 +294,19 @@ def test_a_crm_delete_stays_in_force_after_its_erasure(tmp_path):
     def event(eid: str, at: str) -> dict:
         return {"event_id": eid, "event_type": "page_view", "occurred_at": at, "customer_id": "cust-crm"}
 
-    land("customers", "create", [_customer("cust-crm", "crm.person@example.org", "Crm", "Person", "2026-11-01T00:00:00Z")])
+    land(
+        "customers",
+        "create",
+        [_customer("cust-crm", "crm.person@example.org", "Crm", "Person", "2026-11-01T00:00:00Z")],
+    )
     land("events", "early", [event("e1", "2026-11-02T00:00:00Z")])
     cycle()
     assert "cust-crm" in served()
-    land("customers", "delete", [_customer("cust-crm", "crm.person@example.org", "Crm", "Person",
-                                           "2026-11-10T00:00:00Z", op="d")])
+    land(
+        "customers",
+        "delete",
+        [_customer("cust-crm", "crm.person@example.org", "Crm", "Person", "2026-11-10T00:00:00Z", op="d")],
+    )
     cycle()  # the delete: 404 now, and an erasure request
     assert "cust-crm" not in served()
     erased = cycle()  # the erasure
@@ -272,7 +317,9 @@ def test_a_crm_delete_stays_in_force_after_its_erasure(tmp_path):
     assert scan(settings.home, ("crm.person@example.org",)) == []
     cycle(full_refresh=True)
     assert "cust-crm" not in served()  # a full rebuild agrees
-    land("customers", "again", [_customer("cust-crm", "back.again@example.org", "Back", "Again", "2026-11-21T00:00:00Z")])
+    land(
+        "customers", "again", [_customer("cust-crm", "back.again@example.org", "Back", "Again", "2026-11-21T00:00:00Z")]
+    )
     cycle()
     assert "cust-crm" in served()
     assert ms("2026-11-21T00:00:00Z") > ms("2026-11-10T00:00:00Z")

@@ -1,4 +1,5 @@
 """The generator: deterministic, messy like real data, with preferences that recommendations can find."""
+
 from __future__ import annotations
 
 import csv
@@ -56,8 +57,10 @@ def test_same_seed_gives_byte_identical_files(generated, tmp_path: Path) -> None
 
 def test_legacy_alias_rule_and_mapping_file(generated) -> None:
     out, _ = generated
-    assert all(re.fullmatch(r"SKU-\d+", a) and p == f"P{int(a[4:]):05d}" and int(a[4:]) % 5 == 0 and int(a[4:]) <= 1000
-               for a, p in LEGACY_ALIASES.items())
+    assert all(
+        re.fullmatch(r"SKU-\d+", a) and p == f"P{int(a[4:]):05d}" and int(a[4:]) % 5 == 0 and int(a[4:]) <= 1000
+        for a, p in LEGACY_ALIASES.items()
+    )
     with open(out / "product_id_aliases.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["alias"]: r["product_id"] for r in rows} == LEGACY_ALIASES
@@ -90,6 +93,7 @@ def test_events_carry_the_mess(generated) -> None:
     # late events: a later file holds events older than most of the previous file
     def times(records):
         return sorted(t for t in (parse_timestamp(r.get("occurred_at")) for r in records) if t)
+
     first, second = times(per_file[0]), times(per_file[1])
     late = sum(1 for t in second if t < first[len(first) // 2])
     assert late > 0.003 * len(second)
@@ -97,7 +101,9 @@ def test_events_carry_the_mess(generated) -> None:
     product_ids = [e["product_id"] for e in events if isinstance(e.get("product_id"), str)]
     assert any(p.startswith("SKU-") for p in product_ids) and any(p.startswith("sku-") for p in product_ids)
     assert any(re.fullmatch(r"p\d{5}", p) for p in product_ids)
-    assert any(e.get("event_type") not in (None,) and e["event_type"] != e["event_type"].strip().lower() for e in events)
+    assert any(
+        e.get("event_type") not in (None,) and e["event_type"] != e["event_type"].strip().lower() for e in events
+    )
 
 
 def test_anonymous_browsing_is_linked_by_a_login(generated) -> None:
@@ -108,8 +114,14 @@ def test_anonymous_browsing_is_linked_by_a_login(generated) -> None:
         if e.get("event_type") == "login" and e.get("customer_id") and e.get("anonymous_id"):
             logins.setdefault(e["anonymous_id"], parse_timestamp(e["occurred_at"]))
     assert len(logins) > 0.1 * SIZE["customers"]
-    before_login = sum(1 for e in events if not e.get("customer_id") and e.get("anonymous_id") in logins
-                       and parse_timestamp(e.get("occurred_at")) and parse_timestamp(e["occurred_at"]) < logins[e["anonymous_id"]])
+    before_login = sum(
+        1
+        for e in events
+        if not e.get("customer_id")
+        and e.get("anonymous_id") in logins
+        and parse_timestamp(e.get("occurred_at"))
+        and parse_timestamp(e["occurred_at"]) < logins[e["anonymous_id"]]
+    )
     assert before_login > 50
     visitors = {e["anonymous_id"] for e in events if e.get("anonymous_id") and not e.get("customer_id")} - set(logins)
     assert visitors  # never-linked anonymous visitors too
@@ -125,15 +137,24 @@ def test_cdc_files_have_every_op_out_of_order_changes_lsn_ties_and_deletes(gener
         if "customer_id" in row and isinstance(change.get("ts_ms"), int):
             by_key[row["customer_id"]].append(change)
     reversed_order = [k for k, cs in by_key.items() if any(a["ts_ms"] > b["ts_ms"] for a, b in zip(cs, cs[1:]))]
-    ties = [k for k, cs in by_key.items()
-            if any(a["ts_ms"] == b["ts_ms"] and a.get("source", {}).get("lsn", 0) > b.get("source", {}).get("lsn", 0)
-                   for a, b in zip(cs, cs[1:]))]
+    ties = [
+        k
+        for k, cs in by_key.items()
+        if any(
+            a["ts_ms"] == b["ts_ms"] and a.get("source", {}).get("lsn", 0) > b.get("source", {}).get("lsn", 0)
+            for a, b in zip(cs, cs[1:])
+        )
+    ]
     assert reversed_order and ties
     deletes = [c for c in second if c.get("op") == "d" and c.get("before")]
     assert deletes and all(c["after"] is None and c["before"]["customer_id"] for c in deletes)
     orders = [c for p in files["orders"] for c in _records(p)]
     assert {o["after"].get("status") for o in orders if o.get("op") == "u" and isinstance(o.get("after"), dict)} >= {
-        "paid", "shipped", "delivered", "cancelled"}
+        "paid",
+        "shipped",
+        "delivered",
+        "cancelled",
+    }
 
 
 def test_preferences_and_complements_are_planted(generated) -> None:
@@ -162,8 +183,12 @@ def test_preferences_and_complements_are_planted(generated) -> None:
 
 def test_purchases_are_orders(generated) -> None:
     _, files = generated
-    purchase_orders = {e["properties"]["order_id"] for p in files["events"] for e in _records(p)
-                       if str(e.get("event_type")).strip().lower() == "purchase" and isinstance(e.get("properties"), dict)}
+    purchase_orders = {
+        e["properties"]["order_id"]
+        for p in files["events"]
+        for e in _records(p)
+        if str(e.get("event_type")).strip().lower() == "purchase" and isinstance(e.get("properties"), dict)
+    }
     created = {c["after"]["order_id"] for c in _records(files["orders"][0]) if c.get("op") == "c"}
     assert purchase_orders and purchase_orders == created
 
@@ -174,7 +199,9 @@ def test_everything_ingests_with_a_small_share_of_invalid_records(generated, tmp
     for source, paths in files.items():
         report = ingest_files(settings, source, paths)
         assert report.received == report.accepted + report.rejected
-        assert 0 < report.rejected <= 0.02 * report.received or (source == "order_items" and report.rejected >= 1), source
+        assert 0 < report.rejected <= 0.02 * report.received or (source == "order_items" and report.rejected >= 1), (
+            source
+        )
         if source == "events":
             assert 0.002 < report.rejected / report.received < 0.015
 

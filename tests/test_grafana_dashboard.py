@@ -1,12 +1,12 @@
 """deploy/grafana/sendtime.json: a valid dashboard whose every query names only metrics that a live
 `sendtime serve` exposes on /metrics."""
+
 from __future__ import annotations
 
 import json
 import re
 
 import pytest
-
 from conftest import ROOT
 from test_metrics_store import SendtimeServer, seed_kafka, seeded_home
 
@@ -16,9 +16,37 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "sendtime.json"
 # a PromQL identifier followed by a label matcher, a range, an operator, a paren or the end;
 # function names are followed by "(" and are filtered out below
 _IDENT = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b")
-_PROMQL_WORDS = {"sum", "max", "min", "avg", "count", "by", "without", "rate", "increase", "irate", "time",
-                 "histogram_quantile", "le", "on", "ignoring", "group_left", "group_right", "offset", "and",
-                 "or", "unless", "bool", "abs", "clamp_min", "clamp_max", "delta", "deriv", "topk", "bottomk"}
+_PROMQL_WORDS = {
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "count",
+    "by",
+    "without",
+    "rate",
+    "increase",
+    "irate",
+    "time",
+    "histogram_quantile",
+    "le",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "abs",
+    "clamp_min",
+    "clamp_max",
+    "delta",
+    "deriv",
+    "topk",
+    "bottomk",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -32,10 +60,12 @@ def metric_names(expr: str) -> set[str]:
 
 
 def test_metric_name_extraction() -> None:
-    assert metric_names('sum by (route, status) (rate(sendtime_http_requests_total{status=~"5.."}[5m]))') == \
-        {"sendtime_http_requests_total"}
-    assert metric_names("time() - max(sendtime_last_success_timestamp_seconds)") == \
-        {"sendtime_last_success_timestamp_seconds"}
+    assert metric_names('sum by (route, status) (rate(sendtime_http_requests_total{status=~"5.."}[5m]))') == {
+        "sendtime_http_requests_total"
+    }
+    assert metric_names("time() - max(sendtime_last_success_timestamp_seconds)") == {
+        "sendtime_last_success_timestamp_seconds"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +100,11 @@ def test_every_dashboard_metric_exists_on_live_metrics(live_names: set[str]) -> 
     missing = used - live_names
     assert not missing, f"dashboard queries metrics that /metrics does not expose: {sorted(missing)}"
     # the dashboard covers the operator's questions: freshness, cycles, validation, rows, API
-    for name in ("sendtime_freshness_lag_seconds", "sendtime_cycles_total", "sendtime_validation_suite_failed",
-                 "sendtime_rows_quarantined_total", "sendtime_http_request_duration_seconds_bucket"):
+    for name in (
+        "sendtime_freshness_lag_seconds",
+        "sendtime_cycles_total",
+        "sendtime_validation_suite_failed",
+        "sendtime_rows_quarantined_total",
+        "sendtime_http_request_duration_seconds_bucket",
+    ):
         assert name in used

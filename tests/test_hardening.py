@@ -2,6 +2,7 @@
 a batch costs one rate-limit token per id, failed authentication is limited per client address,
 no query parameter causes a 500, every answer says nosniff, a 404 does not echo the id, /metrics
 can require an admin key, the status page redacts names as well as emails in linear time."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,28 @@ from pipeline.config import load_settings
 from pipeline.redact import redact
 from tests.apiserver import ApiServer, seed_store
 
-NASTY = ["²", "٣", "１", "Ⅻ", "3.0", "-1", "0", "1e2", " 5", "5 ", "99999999999999999999", "", "%00", "\u0000",
-         "\u202e10", "𝟗", "१०", "ß", "\ud800".encode("utf-8", "surrogatepass").decode("latin-1"), "a" * 5000]
+NASTY = [
+    "²",
+    "٣",
+    "１",
+    "Ⅻ",
+    "3.0",
+    "-1",
+    "0",
+    "1e2",
+    " 5",
+    "5 ",
+    "99999999999999999999",
+    "",
+    "%00",
+    "\u0000",
+    "\u202e10",
+    "𝟗",
+    "१०",
+    "ß",
+    "\ud800".encode("utf-8", "surrogatepass").decode("latin-1"),
+    "a" * 5000,
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +50,12 @@ def strict(tmp_path_factory: pytest.TempPathFactory):
     """Small limits: 30 tokens of burst per key at 0.5 per second; 3 failed authentications per address."""
     home = tmp_path_factory.mktemp("strict-home")
     keys = seed_store(load_settings(home, environ={}))
-    env = {"SENDTIME_RATE_LIMIT_PER_SECOND": "0.5", "SENDTIME_RATE_LIMIT_BURST": "30",
-           "SENDTIME_AUTH_FAILURES_PER_SECOND": "0.01", "SENDTIME_AUTH_FAILURES_BURST": "3"}
+    env = {
+        "SENDTIME_RATE_LIMIT_PER_SECOND": "0.5",
+        "SENDTIME_RATE_LIMIT_BURST": "30",
+        "SENDTIME_AUTH_FAILURES_PER_SECOND": "0.01",
+        "SENDTIME_AUTH_FAILURES_BURST": "3",
+    }
     with ApiServer(home, workers=1, env=env) as server:
         yield server, keys
 
@@ -39,11 +64,18 @@ def test_no_query_parameter_causes_a_500(api):
     server, keys = api
     key = keys["admin"]
     for value in NASTY:
-        for path in ("/api/v1/customers/c1", "/api/v1/customers/c1/recommendations",
-                     "/api/v1/customers/c1/merge-fields", "/status", "/ready", "/openapi.json"):
+        for path in (
+            "/api/v1/customers/c1",
+            "/api/v1/customers/c1/recommendations",
+            "/api/v1/customers/c1/merge-fields",
+            "/status",
+            "/ready",
+            "/openapi.json",
+        ):
             for name in ("limit", "fields", "after", "x"):
-                response = requests.get(server.url + path, params={name: value},
-                                        headers={"Authorization": f"Bearer {key}"}, timeout=10)
+                response = requests.get(
+                    server.url + path, params={name: value}, headers={"Authorization": f"Bearer {key}"}, timeout=10
+                )
                 assert response.status_code < 500, (path, name, value, response.text)
                 if "X-Request-Id" in response.headers:  # the app's answer (gunicorn refuses a 5 KB request line itself)
                     assert response.headers.get("X-Content-Type-Options") == "nosniff", (path, name)
@@ -55,14 +87,22 @@ def test_no_query_parameter_causes_a_500(api):
 def test_every_answer_says_nosniff_and_404s_do_not_echo_the_id(api):
     server, keys = api
     key = keys["profiles:read"]
-    responses = [server.get("/api/v1/customers/c1", key),  # the fast path
-                 server.get("/health"), server.get("/openapi.json"), server.get("/nowhere"),
-                 server.get("/api/v1/customers/c1"), server.post("/api/v1/customers/batch", key, data="{")]
+    responses = [
+        server.get("/api/v1/customers/c1", key),  # the fast path
+        server.get("/health"),
+        server.get("/openapi.json"),
+        server.get("/nowhere"),
+        server.get("/api/v1/customers/c1"),
+        server.post("/api/v1/customers/batch", key, data="{"),
+    ]
     for response in responses:
         assert response.headers.get("X-Content-Type-Options") == "nosniff", response.url
     secret_id = "someone-private-4242"
-    for path in (f"/api/v1/customers/{secret_id}", f"/api/v1/customers/{secret_id}/recommendations",
-                 f"/api/v1/customers/{secret_id}/merge-fields"):
+    for path in (
+        f"/api/v1/customers/{secret_id}",
+        f"/api/v1/customers/{secret_id}/recommendations",
+        f"/api/v1/customers/{secret_id}/merge-fields",
+    ):
         response = server.get(path, key)
         assert response.status_code == 404 and secret_id not in response.text
 
@@ -101,8 +141,10 @@ def test_metrics_can_require_an_admin_key(api):
 def test_status_page_redaction_takes_names_and_emails_in_linear_time():
     from serving.status import redact as page_redact
 
-    message = ("Conversion Error: Could not convert string 'Ada Lovelace' to INT32 for "
-               "ada.lovelace@example.com in {'first_name': 'Grace', \"last_name\": \"Hopper\"} of column \"email\"")
+    message = (
+        "Conversion Error: Could not convert string 'Ada Lovelace' to INT32 for "
+        "ada.lovelace@example.com in {'first_name': 'Grace', \"last_name\": \"Hopper\"} of column \"email\""
+    )
     shown = page_redact(message, 1000)
     for secret in ("Ada", "Lovelace", "ada.lovelace@example.com", "Grace", "Hopper"):
         assert secret not in shown

@@ -1,10 +1,11 @@
 """Ingest through the real CLI (a subprocess): each bad input of the issue, the lake's columns and
 metadata, quarantine lines, and file-level errors that leave nothing behind."""
+
 from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,8 +16,16 @@ from pipeline.contracts import CONTRACTS, METADATA_SCHEMA
 from pipeline.ingest import ingest_files
 
 GOOD = {"event_id": "e1", "event_type": "page_view", "occurred_at": "2026-11-28T10:00:00Z", "customer_id": "c1"}
-EVENT_COLUMNS = ["event_id", "event_type", "occurred_at", "customer_id", "anonymous_id", "product_id", "properties",
-                 "email_hash"]
+EVENT_COLUMNS = [
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "customer_id",
+    "anonymous_id",
+    "product_id",
+    "properties",
+    "email_hash",
+]
 METADATA = [name for name, _ in METADATA_SCHEMA]
 
 
@@ -60,13 +69,19 @@ BAD_RECORDS = [
     ("float timestamp", _event(occurred_at=1732780800000.5), "occurred_at: unparseable timestamp"),
     ("neither customer_id nor anonymous_id", _event(customer_id=None), "needs customer_id, anonymous_id or email_hash"),
     ("product_view without product_id", _event(event_type="product_view"), "product_view requires product_id"),
-    ("add_to_cart blank product_id", _event(event_type="Add_To_Cart", product_id=" "), "add_to_cart requires product_id"),
+    (
+        "add_to_cart blank product_id",
+        _event(event_type="Add_To_Cart", product_id=" "),
+        "add_to_cart requires product_id",
+    ),
     ("not an object", "[1, 2, 3]", "not a JSON object"),
 ]
 
 
 @pytest.mark.parametrize("label,line,reason", BAD_RECORDS, ids=[b[0] for b in BAD_RECORDS])
-def test_bad_record_is_quarantined_and_neighbours_kept(settings, tmp_path: Path, label: str, line: str, reason: str) -> None:
+def test_bad_record_is_quarantined_and_neighbours_kept(
+    settings, tmp_path: Path, label: str, line: str, reason: str
+) -> None:
     # record validation, not CLI behaviour: in-process (the CLI path is covered by the mixed-file test)
     path = _write(tmp_path / "events.jsonl", [_event(event_id="a"), line, _event(event_id="b")])
     report = ingest_files(settings, "events", [path]).to_dict()
@@ -111,15 +126,20 @@ def test_received_equals_accepted_plus_rejected_on_a_mixed_file(cli, tmp_path: P
     report = json.loads(cli("ingest", "events", str(_write(tmp_path / "mixed.jsonl", lines)), "--json").stdout)
     assert report["received"] == report["accepted"] + report["rejected"] == len(BAD_RECORDS) + 20
     assert report["rejected"] == len(BAD_RECORDS)
-    assert report["files"] == [{"file": "mixed.jsonl", "path": str(tmp_path / "mixed.jsonl"),
-                                "received": 32, "accepted": 20, "rejected": 12}]
-    assert {"received", "accepted", "rejected", "quarantine_path", "batch_id", "lake_file", "source", "files"} <= set(report)
+    assert report["files"] == [
+        {"file": "mixed.jsonl", "path": str(tmp_path / "mixed.jsonl"), "received": 32, "accepted": 20, "rejected": 12}
+    ]
+    assert {"received", "accepted", "rejected", "quarantine_path", "batch_id", "lake_file", "source", "files"} <= set(
+        report
+    )
     assert len(_quarantine(report)) == report["rejected"]
 
 
 def test_lake_file_has_exact_columns_and_metadata(cli, tmp_path: Path) -> None:
-    line = ('{"event_id": " e1 ", "event_type": " Product_View", "occurred_at": 1732780800000, '
-            '"anonymous_id": "a1\\t", "product_id": " p00042 ", "properties": {"price": 12.5, "url": "u"}, "extra": [1]}')
+    line = (
+        '{"event_id": " e1 ", "event_type": " Product_View", "occurred_at": 1732780800000, '
+        '"anonymous_id": "a1\\t", "product_id": " p00042 ", "properties": {"price": 12.5, "url": "u"}, "extra": [1]}'
+    )
     path = _write(tmp_path / "e.jsonl", [line])
     report = json.loads(cli("ingest", "events", str(path), "--json").stdout)
     lake_file = Path(report["lake_file"])
@@ -150,12 +170,17 @@ def test_cdc_lake_columns_row_json_and_delete_row(cli, tmp_path: Path) -> None:
     ]
     report = json.loads(cli("ingest", "orders", str(_write(tmp_path / "o.jsonl", lines)), "--json").stdout)
     table = pq.read_table(report["lake_file"])
-    assert table.column_names == ["op", "ts_ms", "source_lsn", "row_json", *[f.name for f in CONTRACTS["orders"].fields]] + METADATA
+    assert (
+        table.column_names
+        == ["op", "ts_ms", "source_lsn", "row_json", *[f.name for f in CONTRACTS["orders"].fields]] + METADATA
+    )
     assert table.schema.field("ts_ms").type == pa.int64() and table.schema.field("source_lsn").type == pa.int64()
     first, delete = table.to_pylist()
     assert (first["op"], first["ts_ms"], first["source_lsn"], first["order_id"]) == ("r", 1700000000000, 17, "7")
-    assert first["row_json"] == ('{"created_at":"2026-01-01T00:00:00+01:00","currency":"usd","customer_id":"c1",'
-                                 '"order_id":7,"status":"paid","total_amount":12.5}')
+    assert first["row_json"] == (
+        '{"created_at":"2026-01-01T00:00:00+01:00","currency":"usd","customer_id":"c1",'
+        '"order_id":7,"status":"paid","total_amount":12.5}'
+    )
     assert first["total_amount"] == "12.5" and first["currency"] == "usd"
     assert (delete["op"], delete["order_id"], delete["source_lsn"]) == ("d", "o8", None)
     assert delete["row_json"] == '{"order_id":"o8","status":"paid"}'
@@ -163,16 +188,20 @@ def test_cdc_lake_columns_row_json_and_delete_row(cli, tmp_path: Path) -> None:
 
 def test_products_csv_typed_columns(cli, tmp_path: Path) -> None:
     path = tmp_path / "products.csv"
-    path.write_text("product_id,name,category,price,currency,url,image_url,in_stock,color\n"
-                    "P1,Shoe,running,12.50,USD,u,i,yes,red\n"
-                    " p2 ,Sock,running,,EUR,u,i,0,\n"
-                    "P3,Cap,accessories,ten,USD,u,i,true,\n"
-                    "P4,Hat,accessories,3,USD,u,i,sometimes,\n"
-                    ",Nameless,tops,1,USD,u,i,true,\n")
+    path.write_text(
+        "product_id,name,category,price,currency,url,image_url,in_stock,color\n"
+        "P1,Shoe,running,12.50,USD,u,i,yes,red\n"
+        " p2 ,Sock,running,,EUR,u,i,0,\n"
+        "P3,Cap,accessories,ten,USD,u,i,true,\n"
+        "P4,Hat,accessories,3,USD,u,i,sometimes,\n"
+        ",Nameless,tops,1,USD,u,i,true,\n"
+    )
     report = json.loads(cli("ingest", "products", str(path), "--json").stdout)
     rows = pq.read_table(report["lake_file"]).to_pylist()
     assert [(r["product_id"], r["price"], r["in_stock"], r["_source_line"]) for r in rows] == [
-        ("P1", "12.50", "true", 2), ("p2", None, "false", 3)]
+        ("P1", "12.50", "true", 2),
+        ("p2", None, "false", 3),
+    ]
     assert json.loads(rows[0]["_raw"])["color"] == "red"
     assert {q["line"]: q["reason"] for q in _quarantine(report)} == {
         4: "price: expected number, got 'ten'",
@@ -188,8 +217,14 @@ def test_csv_missing_required_column_rejects_every_row(cli, tmp_path: Path) -> N
     report = json.loads(proc.stdout)
     assert (report["received"], report["accepted"], report["rejected"], report["lake_file"]) == (2, 0, 2, None)
     assert [(q["line"], q["reason"]) for q in _quarantine(report)] == [
-        (2, "missing column event_type"), (3, "missing column event_type")]
-    assert json.loads(_quarantine(report)[0]["raw"]) == {"event_id": "e1", "occurred_at": "2026-01-01", "customer_id": "c1"}
+        (2, "missing column event_type"),
+        (3, "missing column event_type"),
+    ]
+    assert json.loads(_quarantine(report)[0]["raw"]) == {
+        "event_id": "e1",
+        "occurred_at": "2026-01-01",
+        "customer_id": "c1",
+    }
 
 
 def test_csv_events_rows_and_malformed_row(cli, tmp_path: Path) -> None:
@@ -201,7 +236,8 @@ def test_csv_events_rows_and_malformed_row(cli, tmp_path: Path) -> None:
         "e2,page_view,2026-11-28 10:00,,a2,,\n"
         "e3,page_view\n"
         'e4,page_view,2026-11-28,c4,,,"[1]"\n'
-        "e5,search,2026-11-28T10:00:00-05:00,c5,,,\n")
+        "e5,search,2026-11-28T10:00:00-05:00,c5,,,\n"
+    )
     report = json.loads(cli("ingest", "events", str(path), "--json").stdout)
     assert (report["received"], report["accepted"], report["rejected"]) == (5, 3, 2)
     rows = pq.read_table(report["lake_file"]).to_pylist()
@@ -220,26 +256,48 @@ def test_json_array_and_parquet_inputs(cli, tmp_path: Path) -> None:
     report = json.loads(cli("ingest", "events", str(array), "--json").stdout)
     assert (report["accepted"], report["rejected"]) == (1, 2)
     assert [(q["line"], q["reason"]) for q in _quarantine(report)] == [
-        (2, "occurred_at: unparseable timestamp"), (3, "not a JSON object")]
+        (2, "occurred_at: unparseable timestamp"),
+        (3, "not a JSON object"),
+    ]
 
     lines_json = tmp_path / "lines.json"  # a .json file may also hold one object per line
     _write(lines_json, [_event(event_id="l1"), _event(event_id="l2")])
     assert json.loads(cli("ingest", "events", str(lines_json), "--json").stdout)["accepted"] == 2
 
     parquet = tmp_path / "events.parquet"
-    pq.write_table(pa.table({"event_id": ["p1", "p2", None], "event_type": ["login"] * 3,
-                             "occurred_at": pa.array([1732780800000, 1732780800001, 1], pa.int64()),
-                             "customer_id": ["c1", "c2", "c3"], "anonymous_id": ["a1", None, None]}), parquet)
+    pq.write_table(
+        pa.table(
+            {
+                "event_id": ["p1", "p2", None],
+                "event_type": ["login"] * 3,
+                "occurred_at": pa.array([1732780800000, 1732780800001, 1], pa.int64()),
+                "customer_id": ["c1", "c2", "c3"],
+                "anonymous_id": ["a1", None, None],
+            }
+        ),
+        parquet,
+    )
     report = json.loads(cli("ingest", "events", str(parquet), "--json").stdout)
     rows = pq.read_table(report["lake_file"]).to_pylist()
     assert [(r["event_id"], r["occurred_at"], r["_source_line"]) for r in rows] == [
-        ("p1", "1732780800000", 1), ("p2", "1732780800001", 2)]
+        ("p1", "1732780800000", 1),
+        ("p2", "1732780800001", 2),
+    ]
     assert [(q["line"], q["reason"]) for q in _quarantine(report)] == [(3, "missing required field: event_id")]
 
 
 def test_each_timestamp_form_is_accepted_and_stored_as_received(cli, tmp_path: Path) -> None:
-    forms = ["2026-11-28T10:00:00Z", "2026-11-28T10:00:00.123456789+02:00", "2026-11-28T10:00:00-0530",
-             "2026-11-28T10:00+01", "2026-11-28 10:00:00", "2026-11-28", 1732780800000, "1732780800000", " 2026-11-28Z "]
+    forms = [
+        "2026-11-28T10:00:00Z",
+        "2026-11-28T10:00:00.123456789+02:00",
+        "2026-11-28T10:00:00-0530",
+        "2026-11-28T10:00+01",
+        "2026-11-28 10:00:00",
+        "2026-11-28",
+        1732780800000,
+        "1732780800000",
+        " 2026-11-28Z ",
+    ]
     lines = [json.dumps({**GOOD, "event_id": f"t{i}", "occurred_at": v}) for i, v in enumerate(forms)]
     report = json.loads(cli("ingest", "events", str(_write(tmp_path / "t.jsonl", lines)), "--json").stdout)
     assert (report["accepted"], report["rejected"]) == (len(forms), 0)
@@ -249,7 +307,7 @@ def test_each_timestamp_form_is_accepted_and_stored_as_received(cli, tmp_path: P
 
 def test_events_more_than_two_days_ahead_are_rejected(cli, tmp_path: Path) -> None:
     # a device with a wrong clock: kept out of the lake, or it would fail every cycle's validation
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ahead = now + timedelta(days=10)
     forms = {
         "far-iso": (ahead.astimezone(timezone(timedelta(hours=-5))).isoformat(timespec="seconds"), False),
@@ -263,11 +321,14 @@ def test_events_more_than_two_days_ahead_are_rejected(cli, tmp_path: Path) -> No
     assert report["received"] == report["accepted"] + report["rejected"]
     quarantined = _quarantine(report)
     assert [(q["line"], q["reason"]) for q in quarantined] == [
-        (1, "occurred_at: more than 2 days in the future"), (2, "occurred_at: more than 2 days in the future")]
+        (1, "occurred_at: more than 2 days in the future"),
+        (2, "occurred_at: more than 2 days in the future"),
+    ]
     assert [json.loads(q["raw"])["occurred_at"] for q in quarantined] == [forms["far-iso"][0], forms["far-ms"][0]]
     lake = pq.read_table(report["lake_file"]).to_pylist()
     assert [(r["event_id"], r["occurred_at"]) for r in lake] == [
-        (k, str(v)) for k, (v, accepted) in forms.items() if accepted]
+        (k, str(v)) for k, (v, accepted) in forms.items() if accepted
+    ]
 
 
 def test_reingesting_the_same_file_writes_a_second_batch(cli, tmp_path: Path) -> None:
@@ -284,7 +345,10 @@ def test_several_files_make_one_batch(cli, tmp_path: Path) -> None:
     a = _write(tmp_path / "a.jsonl", [_event(event_id="a1"), "nope"])
     b = _write(tmp_path / "b.jsonl", [_event(event_id="b1")])
     report = json.loads(cli("ingest", "events", str(a), str(b), "--json").stdout)
-    assert [(f["file"], f["accepted"], f["rejected"]) for f in report["files"]] == [("a.jsonl", 1, 1), ("b.jsonl", 1, 0)]
+    assert [(f["file"], f["accepted"], f["rejected"]) for f in report["files"]] == [
+        ("a.jsonl", 1, 1),
+        ("b.jsonl", 1, 0),
+    ]
     rows = pq.read_table(report["lake_file"]).to_pylist()
     assert [(r["_source_file"], r["_source_line"]) for r in rows] == [("a.jsonl", 1), ("b.jsonl", 1)]
     assert len(list((cli.home / "lake" / "events").rglob("*.parquet"))) == 1
@@ -298,8 +362,17 @@ def test_human_summary(cli, tmp_path: Path) -> None:
 
 # --- empty inputs: a batch of 0 -------------------------------------------------------------
 
-@pytest.mark.parametrize("name,content", [("empty.jsonl", ""), ("empty.csv", ""), ("header.csv", "event_id,event_type\n"),
-                                          ("blank.jsonl", "\n  \n"), ("empty.json", "")])
+
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("empty.jsonl", ""),
+        ("empty.csv", ""),
+        ("header.csv", "event_id,event_type\n"),
+        ("blank.jsonl", "\n  \n"),
+        ("empty.json", ""),
+    ],
+)
 def test_empty_file_is_a_batch_of_zero(cli, tmp_path: Path, name: str, content: str) -> None:
     path = tmp_path / name
     path.write_text(content)
@@ -310,6 +383,7 @@ def test_empty_file_is_a_batch_of_zero(cli, tmp_path: Path, name: str, content: 
 
 # --- file-level errors: exit 2, one line, nothing left behind ------------------------------
 
+
 def test_binary_garbage_is_an_error(cli, tmp_path: Path) -> None:
     path = tmp_path / "garbage.jsonl"
     path.write_bytes(bytes(range(256)) * 64)
@@ -319,7 +393,9 @@ def test_binary_garbage_is_an_error(cli, tmp_path: Path) -> None:
 
 def test_invalid_utf8_line_is_rejected_not_the_file(cli, tmp_path: Path) -> None:
     path = tmp_path / "e.jsonl"
-    path.write_bytes((_event(event_id="a") + "\n").encode() + b'{"event_id": "\xff\xfe"}\n' + (_event(event_id="b") + "\n").encode())
+    path.write_bytes(
+        (_event(event_id="a") + "\n").encode() + b'{"event_id": "\xff\xfe"}\n' + (_event(event_id="b") + "\n").encode()
+    )
     report = json.loads(cli("ingest", "events", str(path), "--json").stdout)
     assert (report["accepted"], report["rejected"]) == (2, 1)
     assert [(q["line"], q["reason"]) for q in _quarantine(report)] == [(2, "invalid UTF-8")]

@@ -1,11 +1,12 @@
 """The collector's path (`ingest_records`) and streaming across chunk boundaries, in-process."""
+
 from __future__ import annotations
 
 import json
 import random
 import shutil
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,8 +21,13 @@ EPOCH = datetime(1970, 1, 1)
 
 
 def _ev(event_id, **extra) -> dict:
-    return {"event_id": event_id, "event_type": "page_view", "occurred_at": "2026-11-28T10:00:00Z",
-            "customer_id": "c1", **extra}
+    return {
+        "event_id": event_id,
+        "event_type": "page_view",
+        "occurred_at": "2026-11-28T10:00:00Z",
+        "customer_id": "c1",
+        **extra,
+    }
 
 
 class SqliteIndex:
@@ -60,9 +66,16 @@ def test_per_record_results_in_input_order(settings) -> None:
     ]
     assert (report.received, report.accepted, report.duplicates, report.rejected) == (6, 2, 1, 3)
     lake = pq.read_table(report.lake_file).to_pylist()
-    assert [(r["event_id"], r["_source_file"], r["_source_line"]) for r in lake] == [("a", "collector", 1), ("d", "collector", 6)]
+    assert [(r["event_id"], r["_source_file"], r["_source_line"]) for r in lake] == [
+        ("a", "collector", 1),
+        ("d", "collector", 6),
+    ]
     quarantined = [json.loads(line) for line in Path(report.quarantine_path).read_text().splitlines()]
-    assert [(q["line"], q["source_file"]) for q in quarantined] == [(2, "collector"), (3, "collector"), (5, "collector")]
+    assert [(q["line"], q["source_file"]) for q in quarantined] == [
+        (2, "collector"),
+        (3, "collector"),
+        (5, "collector"),
+    ]
     assert quarantined[1]["raw"] == '"text"'
 
 
@@ -121,10 +134,15 @@ def test_an_event_id_longer_than_the_index_allows_is_rejected_alone(settings) ->
 
 
 def test_cdc_records_from_the_collector_path(settings) -> None:
-    report = ingest_records(settings, "customers", [
-        {"op": "c", "ts_ms": 1, "after": {"customer_id": 12, "marketing_consent": True}},
-        {"op": "q", "ts_ms": 1, "after": {"customer_id": 13}},
-    ], source_file="crm-webhook")
+    report = ingest_records(
+        settings,
+        "customers",
+        [
+            {"op": "c", "ts_ms": 1, "after": {"customer_id": 12, "marketing_consent": True}},
+            {"op": "q", "ts_ms": 1, "after": {"customer_id": 13}},
+        ],
+        source_file="crm-webhook",
+    )
     assert [r["status"] for r in report.results] == ["accepted", "rejected"]
     [row] = pq.read_table(report.lake_file).to_pylist()
     assert (row["customer_id"], row["marketing_consent"], row["_source_file"]) == ("12", "true", "crm-webhook")
@@ -134,7 +152,7 @@ FUTURE = "occurred_at: more than 2 days in the future"
 
 
 def test_collector_rejects_events_more_than_two_days_ahead(settings) -> None:
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     records = [
         _ev("far-iso", occurred_at=(now + timedelta(days=10)).isoformat() + "Z"),
         _ev("far-ms", occurred_at=int((now + timedelta(days=10) - EPOCH) / timedelta(milliseconds=1))),
@@ -145,8 +163,13 @@ def test_collector_rejects_events_more_than_two_days_ahead(settings) -> None:
     ]
     report = ingest_records(settings, "events", records)
     assert [(r["event_id"], r["status"], r.get("reason")) for r in report.results] == [
-        ("far-iso", "rejected", FUTURE), ("far-ms", "rejected", FUTURE), ("year-2099", "rejected", FUTURE),
-        ("47h", "accepted", None), ("49h", "rejected", FUTURE), ("past", "accepted", None)]
+        ("far-iso", "rejected", FUTURE),
+        ("far-ms", "rejected", FUTURE),
+        ("year-2099", "rejected", FUTURE),
+        ("47h", "accepted", None),
+        ("49h", "rejected", FUTURE),
+        ("past", "accepted", None),
+    ]
     assert (report.received, report.accepted, report.rejected) == (6, 2, 4)
     assert pq.read_table(report.lake_file).column("event_id").to_pylist() == ["47h", "past"]
     quarantined = [json.loads(line) for line in Path(report.quarantine_path).read_text().splitlines()]
@@ -156,15 +179,25 @@ def test_collector_rejects_events_more_than_two_days_ahead(settings) -> None:
 def _future_values(limit: datetime, rng: random.Random) -> list:
     """Timestamps around `limit` in every accepted form: exact boundaries, then random ones."""
     ms = (limit - EPOCH) // timedelta(milliseconds=1)
+
     def iso(shift: timedelta, suffix: str) -> str:
         return (limit + shift).isoformat(timespec="microseconds") + suffix
 
     day = timedelta(hours=23, minutes=59)  # the largest offset
-    values: list = [ms, ms + 1, str(ms + 1), ms - 1,
-                    iso(timedelta(0), "Z"), iso(timedelta(microseconds=1), "Z"),
-                    iso(day, "+23:59"), iso(day + timedelta(microseconds=1), "+2359"),
-                    iso(-day, "-23:59"), iso(-day + timedelta(minutes=1), "-23:59"),
-                    limit.date().isoformat(), (limit.date() + timedelta(days=1)).isoformat() + "-23"]
+    values: list = [
+        ms,
+        ms + 1,
+        str(ms + 1),
+        ms - 1,
+        iso(timedelta(0), "Z"),
+        iso(timedelta(microseconds=1), "Z"),
+        iso(day, "+23:59"),
+        iso(day + timedelta(microseconds=1), "+2359"),
+        iso(-day, "-23:59"),
+        iso(-day + timedelta(minutes=1), "-23:59"),
+        limit.date().isoformat(),
+        (limit.date() + timedelta(days=1)).isoformat() + "-23",
+    ]
     for _ in range(1500):
         instant = limit + timedelta(microseconds=rng.randint(-4 * 86_400_000_000, 4 * 86_400_000_000))
         if rng.random() < 0.2:
@@ -177,8 +210,9 @@ def _future_values(limit: datetime, rng: random.Random) -> list:
     return values
 
 
-@pytest.mark.parametrize("ingested_at", [datetime(2026, 11, 28, 15, 40, 12, 345000),
-                                         datetime(2026, 12, 31, 23, 59, 59, 999999)])
+@pytest.mark.parametrize(
+    "ingested_at", [datetime(2026, 11, 28, 15, 40, 12, 345000), datetime(2026, 12, 31, 23, 59, 59, 999999)]
+)
 def test_future_bound_is_exact_and_counts_from_the_batch_time(ingested_at: datetime, settings) -> None:
     # the cheap SQL test must agree with the Python rule (parse_timestamp(v) > ingested_at + 2 days)
     # to the microsecond, whatever the DuckDB session's time zone
@@ -196,8 +230,20 @@ def test_future_bound_is_exact_and_counts_from_the_batch_time(ingested_at: datet
     assert all(parse_timestamp(v) is not None for v in values)
     assert got == expected
     assert 0 < len(expected) < len(values)
-    assert [i in expected for i in range(12)] == [False, True, True, False, False, True, False, True, False, True,
-                                                  False, True]
+    assert [i in expected for i in range(12)] == [
+        False,
+        True,
+        True,
+        False,
+        False,
+        True,
+        False,
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
 
 
 def test_cdc_timestamps_have_no_future_bound(settings) -> None:
@@ -217,7 +263,7 @@ def test_streaming_keeps_exact_line_numbers_across_chunks(settings, tmp_path: Pa
     lines = []
     for i in range(1, 401):
         if i % 37 == 0:
-            lines.append('{"event_id": "broken-%d", ' % i)
+            lines.append(f'{{"event_id": "broken-{i}", ')
         elif i % 53 == 0:
             lines.append("")
         else:

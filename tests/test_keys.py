@@ -1,4 +1,5 @@
 """API keys through the real CLI: shown once, stored hashed, scopes checked, revocable."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,15 @@ def test_create_list_revoke_through_the_cli(cli, home):
     assert stored == (hashlib.sha256(key.encode()).hexdigest(), "profiles:read,events:write", None)
     assert key not in dump  # only the hash is stored
     listed = cli.json("keys", "list")
-    assert listed == [{"name": "braze", "key_prefix": key[:10], "scopes": ["profiles:read", "events:write"],
-                       "created_at": created["created_at"], "revoked_at": None}]
+    assert listed == [
+        {
+            "name": "braze",
+            "key_prefix": key[:10],
+            "scopes": ["profiles:read", "events:write"],
+            "created_at": created["created_at"],
+            "revoked_at": None,
+        }
+    ]
     assert key not in cli("keys", "list").stdout
     assert "revoked" in cli("keys", "revoke", "braze").stdout
     assert cli.json("keys", "list")[0]["revoked_at"] is not None
@@ -30,11 +38,14 @@ def test_create_list_revoke_through_the_cli(cli, home):
     assert again.returncode != 0 and "no active key" in again.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--name", "x", "--scopes", "profiles:write"], "unknown scope 'profiles:write'"),
-    (["--name", "bad name", "--scopes", "admin"], "invalid key name"),
-    (["--name", "x", "--scopes", ""], "at least one scope"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--name", "x", "--scopes", "profiles:write"], "unknown scope 'profiles:write'"),
+        (["--name", "bad name", "--scopes", "admin"], "invalid key name"),
+        (["--name", "x", "--scopes", ""], "at least one scope"),
+    ],
+)
 def test_bad_keys_are_clear_errors(cli, args, message):
     proc = cli("keys", "create", *args, check=False)
     assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -1,5 +1,6 @@
 """A full server session, including lookup by email and the collector, leaves no email, name or
 key in the logs: one JSON line per request with the route template, never the raw path."""
+
 from __future__ import annotations
 
 import json
@@ -29,15 +30,30 @@ def test_no_pii_or_keys_in_a_full_sessions_logs(tmp_path):
         assert server.get(f"/api/v1/customers/{emails[0]}", read).status_code == 404
         assert server.get(f"/api/v1/customers/c1?fields={emails[1]}", read).status_code == 400
         assert server.get(f"/no/such/{emails[0]}", read).status_code == 404
-        events = [{"event_id": "pii-1", "event_type": "signup", "occurred_at": "2026-11-01T00:00:00Z",
-                   "customer_id": "c1", "properties": {"email": emails[0], "name": "Ada Lovelace"}},
-                  {"event_id": "pii-2", "event_type": "signup", "occurred_at": "bad", "customer_id": emails[1]}]
+        events = [
+            {
+                "event_id": "pii-1",
+                "event_type": "signup",
+                "occurred_at": "2026-11-01T00:00:00Z",
+                "customer_id": "c1",
+                "properties": {"email": emails[0], "name": "Ada Lovelace"},
+            },
+            {"event_id": "pii-2", "event_type": "signup", "occurred_at": "bad", "customer_id": emails[1]},
+        ]
         assert server.post("/api/v1/events", write, json=events).status_code == 200
-        assert server.post("/api/v1/events", write, data=json.dumps(events)[:-3],
-                           headers={"Content-Type": "application/json"}).status_code == 400
+        assert (
+            server.post(
+                "/api/v1/events", write, data=json.dumps(events)[:-3], headers={"Content-Type": "application/json"}
+            ).status_code
+            == 400
+        )
         assert server.get("/api/v1/customers/c1", "st_" + "wrong" * 8).status_code == 401
-        assert requests.get(server.url + "/api/v1/customers/c1", timeout=5,
-                            headers={"Authorization": f"Bearer {emails[0]}"}).status_code == 401
+        assert (
+            requests.get(
+                server.url + "/api/v1/customers/c1", timeout=5, headers={"Authorization": f"Bearer {emails[0]}"}
+            ).status_code
+            == 401
+        )
         assert server.get("/status", admin).status_code in (200, 503)
         assert server.get("/metrics").status_code == 200
         logs = server.logs()

@@ -44,13 +44,33 @@ def _project_with_a_new_field(tmp_path: Path) -> Path:
 def test_a_field_added_in_sql_and_yaml_is_served_everywhere(tmp_path, home):
     project = _project_with_a_new_field(tmp_path)
     cli = Cli(home, env={"SENDTIME_PROJECT_DIR": str(project)})
-    cdc = [{"op": "c", "ts_ms": 1000, "before": None,
-            "after": {"order_id": f"O{i}", "customer_id": "C1", "status": "paid", "currency": "USD",
-                      "total_amount": amount, "created_at": "2026-11-01T00:00:00Z"}}
-           for i, amount in enumerate(("10.00", "15.01"))]
+    cdc = [
+        {
+            "op": "c",
+            "ts_ms": 1000,
+            "before": None,
+            "after": {
+                "order_id": f"O{i}",
+                "customer_id": "C1",
+                "status": "paid",
+                "currency": "USD",
+                "total_amount": amount,
+                "created_at": "2026-11-01T00:00:00Z",
+            },
+        }
+        for i, amount in enumerate(("10.00", "15.01"))
+    ]
     cli("ingest", "orders", str(write_jsonl(tmp_path / "orders.jsonl", cdc)))
-    cli("ingest", "customers", str(write_jsonl(tmp_path / "customers.jsonl", [
-        {"op": "c", "ts_ms": 1000, "before": None, "after": {"customer_id": "C2", "first_name": "Ann"}}])))
+    cli(
+        "ingest",
+        "customers",
+        str(
+            write_jsonl(
+                tmp_path / "customers.jsonl",
+                [{"op": "c", "ts_ms": 1000, "before": None, "after": {"customer_id": "C2", "first_name": "Ann"}}],
+            )
+        ),
+    )
     assert cli.json("run", "--as-of", "2026-11-26T00:00:00Z")["status"] == "success"
     key = cli.json("keys", "create", "--name", "reader", "--scopes", "profiles:read")["key"]
 
@@ -61,10 +81,13 @@ def test_a_field_added_in_sql_and_yaml_is_served_everywhere(tmp_path, home):
         assert api.get("/api/v1/customers/C2", key).json()["average_order_value"] is None
         projected = api.get("/api/v1/customers/C1?fields=average_order_value", key).json()
         assert projected == {"customer_id": "C1", "average_order_value": 12.51}
-        batch = api.post("/api/v1/customers/batch", key, json={"customer_ids": ["C1", "C2"],
-                                                                "fields": ["average_order_value"]}).json()
-        assert batch["found"] == [{"customer_id": "C1", "average_order_value": 12.51},
-                                  {"customer_id": "C2", "average_order_value": None}]
+        batch = api.post(
+            "/api/v1/customers/batch", key, json={"customer_ids": ["C1", "C2"], "fields": ["average_order_value"]}
+        ).json()
+        assert batch["found"] == [
+            {"customer_id": "C1", "average_order_value": 12.51},
+            {"customer_id": "C2", "average_order_value": None},
+        ]
         merge = api.get("/api/v1/customers/C1/merge-fields", key).json()
         assert merge["average_order_value"] == "12.51"
         schema = api.get("/openapi.json").json()["components"]["schemas"]
@@ -98,8 +121,9 @@ SOURCE_SIDE = {"pipeline/contracts.py", "pipeline/generate.py"}
 def test_no_python_module_lists_profile_fields():
     # the fields live in models/marts/_marts.yml only: no module of the pipeline or the API names them
     # (customer_id and email are keys; "recommendations" is also a resource and a table)
-    fields = [n for n in project_contracts()[PROFILES].served_names
-              if n not in ("customer_id", "email", "recommendations")]
+    fields = [
+        n for n in project_contracts()[PROFILES].served_names if n not in ("customer_id", "email", "recommendations")
+    ]
     for folder in ("pipeline", "serving"):
         for path in (ROOT / folder).rglob("*.py"):
             if str(path.relative_to(ROOT)) in SOURCE_SIDE:

@@ -1,5 +1,6 @@
 """/metrics on a real `sendtime serve` (gunicorn, 2 workers): request counts are merged over the
 workers (multiprocess mode), labels carry route templates, and pipeline metrics come from the store."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -7,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from test_metrics_store import SendtimeServer, seeded_home
 
 

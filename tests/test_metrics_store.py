@@ -2,6 +2,7 @@
 online store (SQLite, and PostgreSQL). Also the seeding helper the other observability tests use:
 it writes the run log, ingest batches and published versions through pipeline.store's own writers,
 the way cycles and ingest write them."""
+
 from __future__ import annotations
 
 import os
@@ -15,10 +16,9 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import ROOT, free_port
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
-
-from conftest import ROOT, free_port
 
 from pipeline import store
 from pipeline.clock import iso_z, utcnow
@@ -30,8 +30,15 @@ from serving.metrics import MULTIPROC_ENV
 from serving.pipeline_metrics import PipelineCollector
 
 
-def seed_store(settings: Settings, *, cycles: int = 12, lag_seconds: float = 90.0, fail_every: int = 5,
-               validation_fail_every: int = 4, now: datetime | None = None) -> dict[str, Any]:
+def seed_store(
+    settings: Settings,
+    *,
+    cycles: int = 12,
+    lag_seconds: float = 90.0,
+    fail_every: int = 5,
+    validation_fail_every: int = 4,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """A plausible history: `cycles` cycles a minute apart (some failed, some failing validation),
     a published version per successful cycle, and ingest batches with quarantined records.
     The current version's newest data is `lag_seconds` old. Returns what was written."""
@@ -53,28 +60,68 @@ def seed_store(settings: Settings, *, cycles: int = 12, lag_seconds: float = 90.
             validation = None
             phases = {"transform": 0.8}
         elif status == "validation_failed":
-            validation = {"customer_profiles": {"success": False, "failed": [
-                {"expectation": "expect_column_values_to_not_be_null", "column": "customer_id", "unexpected_count": 3}]},
-                "products": {"success": True, "failed": []}}
+            validation = {
+                "customer_profiles": {
+                    "success": False,
+                    "failed": [
+                        {
+                            "expectation": "expect_column_values_to_not_be_null",
+                            "column": "customer_id",
+                            "unexpected_count": 3,
+                        }
+                    ],
+                },
+                "products": {"success": True, "failed": []},
+            }
         else:
-            validation = {"customer_profiles": {"success": True, "failed": []}, "products": {"success": True, "failed": []}}
+            validation = {
+                "customer_profiles": {"success": True, "failed": []},
+                "products": {"success": True, "failed": []},
+            }
         ended = started + timedelta(seconds=sum(phases.values()) + 0.05)
-        store.finish_run(engine, cycle_id, status=status, ended_at=ended, phases=phases, rows_read=100 + i,
-                         rows_changed=50 + i, rows_published=(40 + i) if status == "success" else 0, rows_deleted=1,
-                         validation=validation,
-                         error="dbt failed on row of jane.doe@example.com" if status == "failed" else None)
+        store.finish_run(
+            engine,
+            cycle_id,
+            status=status,
+            ended_at=ended,
+            phases=phases,
+            rows_read=100 + i,
+            rows_changed=50 + i,
+            rows_published=(40 + i) if status == "success" else 0,
+            rows_deleted=1,
+            validation=validation,
+            error="dbt failed on row of jane.doe@example.com" if status == "failed" else None,
+        )
         statuses.append(status)
         if status == "success":
             version += 1
             newest = (now - timedelta(seconds=lag_seconds)) if i == last_success else ended - timedelta(seconds=20 + i)
             with engine.begin() as conn:
-                conn.execute(insert(store.published_versions).values(
-                    version=version, cycle_id=cycle_id, as_of=iso_z(started), published_at=iso_z(ended),
-                    newest_ingested_at=iso_z(newest), profiles_upserted=40 + i, profiles_deleted=1))
+                conn.execute(
+                    insert(store.published_versions).values(
+                        version=version,
+                        cycle_id=cycle_id,
+                        as_of=iso_z(started),
+                        published_at=iso_z(ended),
+                        newest_ingested_at=iso_z(newest),
+                        profiles_upserted=40 + i,
+                        profiles_deleted=1,
+                    )
+                )
     for source, received, rejected in (("events", 1000, 7), ("customers", 200, 0), ("events", 500, 3)):
-        store.record_ingest_batch(engine, {"batch_id": new_batch_id(), "source": source, "source_file": f"{source}.jsonl",
-                                           "received": received, "accepted": received - rejected, "rejected": rejected,
-                                           "quarantine_path": None, "ingested_at": iso_z(now)})
+        store.record_ingest_batch(
+            engine,
+            {
+                "batch_id": new_batch_id(),
+                "source": source,
+                "source_file": f"{source}.jsonl",
+                "received": received,
+                "accepted": received - rejected,
+                "rejected": rejected,
+                "quarantine_path": None,
+                "ingested_at": iso_z(now),
+            },
+        )
     engine.dispose()
     return {"statuses": statuses, "versions": version}
 
@@ -82,8 +129,14 @@ def seed_store(settings: Settings, *, cycles: int = 12, lag_seconds: float = 90.
 KAFKA_TOPIC = "shop.public.customers"
 
 
-def seed_kafka(settings: Settings, *, now: datetime | None = None, lag: tuple[int, int] = (7, 0),
-               status: str = "running", error: str | None = None) -> ConsumerState:
+def seed_kafka(
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    lag: tuple[int, int] = (7, 0),
+    status: str = "running",
+    error: str | None = None,
+) -> ConsumerState:
     """What `sendtime consume` writes, through its own writers: three `kafka_batches` rows (one two
     hours old, so the read model folds it) and the consumer's report (lag per partition, errors)."""
     from pipeline.consume_log import BatchRecord, ensure_table, record_batch
@@ -94,21 +147,46 @@ def seed_kafka(settings: Settings, *, now: datetime | None = None, lag: tuple[in
     store.migrate(engine)
     ensure_table(engine)
     state.ensure_table(engine)
-    for age, received, rejected, skipped in ((timedelta(hours=2), 100, 2, 3), (timedelta(seconds=30), 50, 0, 5),
-                                             (timedelta(seconds=5), 20, 1, 0)):
+    for age, received, rejected, skipped in (
+        (timedelta(hours=2), 100, 2, 3),
+        (timedelta(seconds=30), 50, 0, 5),
+        (timedelta(seconds=5), 20, 1, 0),
+    ):
         at = now - age
-        record_batch(engine, BatchRecord(
-            batch_id=new_batch_id(at), source="customers", topic=KAFKA_TOPIC, ranges={0: (0, received - 1)},
-            received=received, accepted=received - rejected - skipped, rejected=rejected, skipped=skipped,
-            lake_file="/lake/customers/x.parquet", quarantine_path=None, ingested_at=iso_z(at) or ""))
+        record_batch(
+            engine,
+            BatchRecord(
+                batch_id=new_batch_id(at),
+                source="customers",
+                topic=KAFKA_TOPIC,
+                ranges={0: (0, received - 1)},
+                received=received,
+                accepted=received - rejected - skipped,
+                rejected=rejected,
+                skipped=skipped,
+                lake_file="/lake/customers/x.parquet",
+                quarantine_path=None,
+                ingested_at=iso_z(at) or "",
+            ),
+        )
     report = state.ConsumerState(
-        consumer_id="sendtime-host-0123456789ab", group_id="sendtime", status=status, updated_at=now, host="host",
-        pid=4321, started_at=now - timedelta(hours=3), last_flush_at=now - timedelta(seconds=5),
+        consumer_id="sendtime-host-0123456789ab",
+        group_id="sendtime",
+        status=status,
+        updated_at=now,
+        host="host",
+        pid=4321,
+        started_at=now - timedelta(hours=3),
+        last_flush_at=now - timedelta(seconds=5),
         sources={KAFKA_TOPIC: "customers", "sendtime.events": "events"},
         records_per_second={KAFKA_TOPIC: 4.0, "sendtime.events": 0.0},
         partitions=[state.PartitionLag(KAFKA_TOPIC, 0, 170, lag[0]), state.PartitionLag(KAFKA_TOPIC, 1, 40, lag[1])],
-        brokers_up=3, brokers_known=3, client_errors={"_TRANSPORT": 4, "_ALL_BROKERS_DOWN": 1}, commit_failures=2,
-        error=error)
+        brokers_up=3,
+        brokers_known=3,
+        client_errors={"_TRANSPORT": 4, "_ALL_BROKERS_DOWN": 1},
+        commit_failures=2,
+        error=error,
+    )
     state.write_state(engine, report)
     engine.dispose()
     return report
@@ -184,7 +262,8 @@ def test_collector_exposes_pipeline_metrics(settings: Settings) -> None:
     assert m["sendtime_cycle_phase_duration_seconds_count"][(("phase", "transform"),)] == 10
     assert m["sendtime_cycle_phase_duration_seconds_count"][(("phase", "publish"),)] == 10 - statuses.count("failed")
     assert m["sendtime_cycle_phase_duration_seconds_sum"][(("phase", "read"),)] == pytest.approx(
-        0.1 * (10 - statuses.count("failed")))
+        0.1 * (10 - statuses.count("failed"))
+    )
     assert m["sendtime_last_success_timestamp_seconds"][()] > 0
 
 
@@ -234,8 +313,14 @@ def test_history_folds_final_runs_once_and_counts_the_rest_each_time(settings: S
     for minutes in (20, 1):
         cid = new_cycle_id(now - timedelta(minutes=minutes))
         store.start_run(engine, cid, now - timedelta(minutes=minutes), now)
-        store.finish_run(engine, cid, status="success", ended_at=now - timedelta(minutes=minutes) + timedelta(seconds=2),
-                         phases={"transform": 2.0}, rows_changed=5)
+        store.finish_run(
+            engine,
+            cid,
+            status="success",
+            ended_at=now - timedelta(minutes=minutes) + timedelta(seconds=2),
+            phases={"transform": 2.0},
+            rows_changed=5,
+        )
     second = read_snapshot(engine, history=history, now=now)
     # the old final one (20 min) is folded past the stuck running row, which is remembered by id
     assert history.by_status["success"].cycles == 7 and history.open_ids == {stuck}
@@ -258,9 +343,18 @@ def test_ingest_totals_fold_old_batches_once(settings: Settings) -> None:
     store.migrate(engine)
 
     def batch(at: datetime, received: int, rejected: int, source: str = "events") -> None:
-        store.record_ingest_batch(engine, {"batch_id": new_batch_id(at), "source": source, "source_file": "f.jsonl",
-                                           "received": received, "accepted": received - rejected,
-                                           "rejected": rejected, "ingested_at": iso_z(at)})
+        store.record_ingest_batch(
+            engine,
+            {
+                "batch_id": new_batch_id(at),
+                "source": source,
+                "source_file": "f.jsonl",
+                "received": received,
+                "accepted": received - rejected,
+                "rejected": rejected,
+                "ingested_at": iso_z(at),
+            },
+        )
 
     batch(now - timedelta(hours=3), 100, 1)
     batch(now - timedelta(hours=2), 50, 0, "customers")
@@ -293,16 +387,22 @@ def test_kafka_metrics_from_the_store(settings: Settings) -> None:
     assert m["sendtime_kafka_records_accepted_total"][topic] == 170 - 3 - 8
     assert m["sendtime_kafka_records_quarantined_total"][topic] == 3
     assert m["sendtime_kafka_records_skipped_total"][topic] == 8
-    assert m["sendtime_kafka_consumer_lag"] == {(("partition", "0"), ("topic", KAFKA_TOPIC)): 7,
-                                                (("partition", "1"), ("topic", KAFKA_TOPIC)): 0}
+    assert m["sendtime_kafka_consumer_lag"] == {
+        (("partition", "0"), ("topic", KAFKA_TOPIC)): 7,
+        (("partition", "1"), ("topic", KAFKA_TOPIC)): 0,
+    }
     assert m["sendtime_kafka_partition_end_offset"][(("partition", "0"), ("topic", KAFKA_TOPIC))] == 170
-    assert m["sendtime_kafka_records_per_second"] == {(("topic", KAFKA_TOPIC),): 4.0,
-                                                      (("topic", "sendtime.events"),): 0.0}
+    assert m["sendtime_kafka_records_per_second"] == {
+        (("topic", KAFKA_TOPIC),): 4.0,
+        (("topic", "sendtime.events"),): 0.0,
+    }
     consumer = (("consumer", report.consumer_id), ("group", "sendtime"))
     assert m["sendtime_kafka_consumer_up"] == {consumer: 1}
     assert m["sendtime_kafka_brokers_up"] == {consumer: 3}
-    assert m["sendtime_kafka_client_errors_total"] == {(("code", "_ALL_BROKERS_DOWN"), *consumer): 1,
-                                                       (("code", "_TRANSPORT"), *consumer): 4}
+    assert m["sendtime_kafka_client_errors_total"] == {
+        (("code", "_ALL_BROKERS_DOWN"), *consumer): 1,
+        (("code", "_TRANSPORT"), *consumer): 4,
+    }
     assert m["sendtime_kafka_commit_failures_total"] == {consumer: 2}
     assert abs(m["sendtime_kafka_consumer_last_report_timestamp_seconds"][consumer] - time.time()) < 60
 
@@ -326,9 +426,16 @@ def test_a_partition_counts_once_from_the_newest_running_report(settings: Settin
     now = utcnow()
     seed_kafka(settings, now=now - timedelta(seconds=3), lag=(900, 1))
     engine = store.engine_for(settings)
-    state.write_state(engine, state.ConsumerState(  # another home's consumer took partition 0 over since
-        consumer_id="sendtime-other-ffffffffffff", group_id="sendtime", status="running", updated_at=now,
-        partitions=[state.PartitionLag(KAFKA_TOPIC, 0, 180, 12)]))
+    state.write_state(
+        engine,
+        state.ConsumerState(  # another home's consumer took partition 0 over since
+            consumer_id="sendtime-other-ffffffffffff",
+            group_id="sendtime",
+            status="running",
+            updated_at=now,
+            partitions=[state.PartitionLag(KAFKA_TOPIC, 0, 180, 12)],
+        ),
+    )
     engine.dispose()
     lags = {(p.topic, p.partition): p.lag for p in snapshot_for(settings).kafka_lag()}
     assert lags == {(KAFKA_TOPIC, 0): 12, (KAFKA_TOPIC, 1): 1}
@@ -370,6 +477,7 @@ def test_snapshot_on_postgresql(home, pg_url: str) -> None:
 
 # --------------------------------------------------------------------------- a real server
 
+
 def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
     """SIGTERM, then SIGKILL after `timeout`; always reaped."""
     if proc.poll() is None:
@@ -393,9 +501,23 @@ class SendtimeServer:
         full_env.pop(MULTIPROC_ENV, None)
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(workers)],
-            cwd=ROOT, env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -426,7 +548,7 @@ class SendtimeServer:
         stop_process(self.proc)
         self._log_file.close()
 
-    def __enter__(self) -> "SendtimeServer":
+    def __enter__(self) -> SendtimeServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:

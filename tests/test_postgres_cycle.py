@@ -1,14 +1,15 @@
 """The whole cycle with SENDTIME_ONLINE_STORE_URL=postgresql+psycopg://... on a real PostgreSQL 15."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from conftest import Cli, free_port
-from pipeline.config import load_settings
 from test_crash import kill_cycle_at
 from test_cycle import AS_OF_ARG, LATER_TS_MS, customer_change, ingest_lines, load_sample, run, store_state
+
+from pipeline.config import load_settings
 
 pytestmark = pytest.mark.postgres
 
@@ -24,8 +25,13 @@ def test_cycle_publishes_to_postgres_and_survives_a_kill_inside_the_transaction(
     assert published[0]["version"] == 1 and len(published[1]) >= 50
     assert not (home / "online.sqlite").exists()  # everything went to PostgreSQL
 
-    ingest_lines(settings, "customers", tmp_path / "more", "c.jsonl",
-                 [customer_change(tmp_path / "gen", "C0000001", LATER_TS_MS, first_name="Pg")])
+    ingest_lines(
+        settings,
+        "customers",
+        tmp_path / "more",
+        "c.jsonl",
+        [customer_change(tmp_path / "gen", "C0000001", LATER_TS_MS, first_name="Pg")],
+    )
     # kill -9 while the publish transaction is open: PostgreSQL rolls it back
     kill_cycle_at(home, tmp_path / "hooks", "publish_commit", env=env)
     assert store_state(settings) == published

@@ -3,6 +3,7 @@ then a real Prometheus server scrapes a real `sendtime serve`, loads the alert r
 (health ok) and raises the freshness alerts for a stale published state, and the Kafka lag alert for
 a consumer whose reported lag keeps growing. The Grafana dashboard's queries are run through that
 Prometheus too (they must parse and evaluate)."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ from typing import Any
 import pytest
 import requests
 import yaml
-
 from conftest import ROOT, free_port
 from test_metrics_store import KAFKA_TOPIC, SendtimeServer, seed_kafka, seeded_home, stop_process
 
@@ -34,16 +34,23 @@ def _promtool(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_promtool_checks_config_rules_and_rule_tests() -> None:
-    for args in (("check", "config", "prometheus.yml"), ("check", "rules", "alerts.yml"),
-                 ("test", "rules", "alerts_test.yml")):
+    for args in (
+        ("check", "config", "prometheus.yml"),
+        ("check", "rules", "alerts.yml"),
+        ("test", "rules", "alerts_test.yml"),
+    ):
         result = _promtool(*args)
         assert result.returncode == 0, f"promtool {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
 
 
 def test_rules_cover_the_required_alerts() -> None:
     rules = {r["alert"]: r for g in yaml.safe_load((DEPLOY / "alerts.yml").read_text())["groups"] for r in g["rules"]}
-    assert {"SendtimeFreshnessLagHigh", "SendtimeCyclesFailing", "SendtimeValidationFailing",
-            "SendtimeNoSuccessfulCycle"} <= set(rules)
+    assert {
+        "SendtimeFreshnessLagHigh",
+        "SendtimeCyclesFailing",
+        "SendtimeValidationFailing",
+        "SendtimeNoSuccessfulCycle",
+    } <= set(rules)
     assert "sendtime_freshness_lag_seconds" in rules["SendtimeFreshnessLagHigh"]["expr"]
     assert "sendtime_last_success_timestamp_seconds" in rules["SendtimeNoSuccessfulCycle"]["expr"]
 
@@ -55,15 +62,23 @@ class Prometheus:
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(DEPLOY / "alerts.yml")],
-            "scrape_configs": [{"job_name": "sendtime", "metrics_path": "/metrics",
-                                "static_configs": [{"targets": [target]}]}],
+            "scrape_configs": [
+                {"job_name": "sendtime", "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}
+            ],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.log = open(workdir / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                PROMETHEUS,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def api(self, path: str, **params: Any) -> Any:
         response = requests.get(self.url + "/api/v1/" + path, params=params, timeout=10)
@@ -71,7 +86,7 @@ class Prometheus:
         assert body["status"] == "success", body
         return body["data"]
 
-    def wait(self, what: str, check, timeout: float = 60) -> Any:  # noqa: ANN001 - a predicate
+    def wait(self, what: str, check, timeout: float = 60) -> Any:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
@@ -104,7 +119,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 def test_prometheus_scrapes_and_evaluates_every_rule(stack) -> None:
     srv, prom = stack
     prom.wait("the target to be up", lambda: [t for t in prom.api("targets")["activeTargets"] if t["health"] == "up"])
-    value = prom.wait("the freshness lag series", lambda: prom.api("query", query="sendtime_freshness_lag_seconds")["result"])
+    value = prom.wait(
+        "the freshness lag series", lambda: prom.api("query", query="sendtime_freshness_lag_seconds")["result"]
+    )
     assert 7000 < float(value[0]["value"][1]) < 7500
 
     expected = {r["alert"] for g in yaml.safe_load((DEPLOY / "alerts.yml").read_text())["groups"] for r in g["rules"]}
@@ -162,6 +179,7 @@ def test_kafka_lag_growing_alert(stack) -> None:
     writer = threading.Thread(target=grow, daemon=True)
     writer.start()
     try:
+
         def active() -> dict[str, dict]:
             alerts = {a["labels"]["alertname"]: a for a in prom.api("alerts")["alerts"]}
             return alerts if "SendtimeKafkaLagGrowing" in alerts else {}

@@ -1,4 +1,5 @@
 """Publish on both online stores: exact bodies, deltas, erasures, one transaction."""
+
 from __future__ import annotations
 
 import hashlib
@@ -42,6 +43,7 @@ def _bodies(engine, table=store.profiles, key="customer_id"):
 
 def oracle_body(row: dict, mart: str) -> str:
     """An independent serializer of DESIGN.md's rules, to check the bodies DuckDB builds."""
+
     def value(column, v):
         if v is None:
             return "[]" if column.kind == "list" else "null"
@@ -50,6 +52,7 @@ def oracle_body(row: dict, mart: str) -> str:
         if column.kind == "timestamp":
             return json.dumps(iso_z(v))
         return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+
     columns = project_contracts()[mart].served
     return "{" + ",".join(f"{json.dumps(c.name)}:{value(c, row[c.name])}" for c in columns) + "}"
 
@@ -61,14 +64,27 @@ def _read(path, since=None, **kw):
 def test_bodies_are_exact_json_in_design_order(tmp_path):
     path = tmp_path / "warehouse.duckdb"
     odd = [
-        profile(1, lifetime_value=Decimal("12.5"), first_seen_at=datetime(2026, 1, 2, 3, 4, 5),
-                last_seen_at=datetime(2026, 1, 2, 3, 4, 5, 120000), last_order_at=datetime(2026, 1, 1, 0, 0, 0, 1),
-                cart=[], marketing_consent=None, first_name='Zoë "Z"\n\\ \u2028', last_name=None, email=None),
+        profile(
+            1,
+            lifetime_value=Decimal("12.5"),
+            first_seen_at=datetime(2026, 1, 2, 3, 4, 5),
+            last_seen_at=datetime(2026, 1, 2, 3, 4, 5, 120000),
+            last_order_at=datetime(2026, 1, 1, 0, 0, 0, 1),
+            cart=[],
+            marketing_consent=None,
+            first_name='Zoë "Z"\n\\ \u2028',
+            last_name=None,
+            email=None,
+        ),
         profile(3),  # a prospect: 0.00, no orders
         profile(4, lifetime_value=Decimal("123456789.05"), top_categories=None, recently_viewed=[]),
     ]
-    write_marts(path, C1, customer_profiles=odd,
-                products=[product(7, price=Decimal("5"), in_stock=False), product(8, name=None, price=None)])
+    write_marts(
+        path,
+        C1,
+        customer_profiles=odd,
+        products=[product(7, price=Decimal("5"), in_stock=False), product(8, name=None, price=None)],
+    )
     changes = _read(path)
     bodies = {cid: body for cid, _email, body, _etag in changes.profile_bodies}
     for row in odd:
@@ -96,7 +112,12 @@ def test_first_publish_then_only_the_delta(engine, tmp_path):
     path = tmp_path / "warehouse.duckdb"
     seed_warehouse(path, C1, customers=30)
     first = _publish(engine, path, C1)
-    assert (first.version, first.profiles_upserted, first.products_upserted, first.recommendations_upserted) == (1, 30, 50, 30)
+    assert (first.version, first.profiles_upserted, first.products_upserted, first.recommendations_upserted) == (
+        1,
+        30,
+        50,
+        30,
+    )
     bodies = _bodies(engine)
     assert len(bodies) == 30
     body = json.loads(bodies["c1"])
@@ -106,14 +127,20 @@ def test_first_publish_then_only_the_delta(engine, tmp_path):
     assert row["email_hash"] == hashlib.sha256(b"user1@example.com").hexdigest()
     assert row["etag"] == etag(row["body"]) and row["version"] == 1 and row["cycle_id"] == C1
     recs = json.loads(_bodies(engine, store.recommendations)["c1"])
-    assert recs == [{"product_id": "P10", "score": 1.0, "reason": "association"},
-                    {"product_id": "P11", "score": 0.5, "reason": "association"}]
+    assert recs == [
+        {"product_id": "P10", "score": 1.0, "reason": "association"},
+        {"product_id": "P11", "score": 0.5, "reason": "association"},
+    ]
     assert json.loads(_bodies(engine, store.products, "product_id")["P3"])["price"] == 19.9
 
     # cycle 2 changes two customers (one loses all recommendations) and one product
-    write_marts(path, C2, customer_profiles=[profile(1, first_name="Renamed"), profile(2, cart=[])],
-                customer_recommendations=recommendations_for("c1", ["P20"]),
-                products=[product(3, in_stock=False)])
+    write_marts(
+        path,
+        C2,
+        customer_profiles=[profile(1, first_name="Renamed"), profile(2, cart=[])],
+        customer_recommendations=recommendations_for("c1", ["P20"]),
+        products=[product(3, in_stock=False)],
+    )
     with duckdb_con(path) as con:
         con.execute("delete from customer_recommendations where customer_id = 'c2'")
     second = _publish(engine, path, C2)
@@ -160,8 +187,13 @@ def test_a_failed_publish_leaves_the_last_state_and_readers_never_see_a_mix(engi
     seed_warehouse(path, C1, customers=10)
     _publish(engine, path, C1)
     before = _bodies(engine)
-    write_marts(path, C2, customer_profiles=[profile(i, first_name="New") for i in range(10)],
-                delete_customers=[], customer_erasures=[])
+    write_marts(
+        path,
+        C2,
+        customer_profiles=[profile(i, first_name="New") for i in range(10)],
+        delete_customers=[],
+        customer_erasures=[],
+    )
     reader = store.make_engine(str(engine.url.render_as_string(hide_password=False)))
     seen = {}
 
@@ -173,7 +205,9 @@ def test_a_failed_publish_leaves_the_last_state_and_readers_never_see_a_mix(engi
 
     changes = _read(path, C1)
     with pytest.raises(RuntimeError):
-        publish.publish(engine, changes, cycle_id=C2, as_of=AS_OF, newest_ingested_at=None, before_commit=check_then_fail)
+        publish.publish(
+            engine, changes, cycle_id=C2, as_of=AS_OF, newest_ingested_at=None, before_commit=check_then_fail
+        )
     reader.dispose()
     assert seen == {"bodies": before, "version": 1}
     assert _bodies(engine) == before and store.current_version(engine)["version"] == 1
@@ -209,7 +243,7 @@ def test_lake_newest_ingested_at_reads_batch_ids(tmp_path):
     assert publish.lake_newest_ingested_at(lake) == datetime(2026, 11, 28, 10, 0, 0, 123456)
 
 
-class duckdb_con:  # noqa: N801 - a tiny context manager for a read-write DuckDB connection
+class duckdb_con:
     def __init__(self, path):
         import duckdb
 

@@ -4,6 +4,7 @@
 and validation can be tested, and benchmarked at 100,000 profiles, on the contract itself. The
 end-to-end tests (test_cycle*.py, test_crash*.py) run the real dbt transform instead.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -24,8 +25,12 @@ def _ddl(name: str) -> str:
     return ", ".join(f"{c.name} {c.data_type}" for c in project_contracts()[name].columns)
 
 
-KEYS = {"customer_profiles": ["customer_id"], "customer_recommendations": ["customer_id"],
-        "products": ["product_id"], "customer_erasures": ["customer_id"]}
+KEYS = {
+    "customer_profiles": ["customer_id"],
+    "customer_recommendations": ["customer_id"],
+    "products": ["product_id"],
+    "customer_erasures": ["customer_id"],
+}
 AS_OF = datetime(2026, 11, 1, 12, 0, 0)
 
 
@@ -60,40 +65,63 @@ def profile(i: int, **overrides: Any) -> dict[str, Any]:
     """A valid profile of DESIGN.md for customer `c{i}` (active buyer or prospect)."""
     buyer = i % 3 != 0
     row = {
-        "customer_id": f"c{i}", "email": f"user{i}@example.com", "first_name": f"First{i}",
-        "last_name": f"Last{i}", "country": "US", "locale": "en-US", "timezone": "America/New_York",
-        "marketing_consent": i % 2 == 0, "first_seen_at": AS_OF - timedelta(days=60, seconds=i % 1000),
-        "last_seen_at": AS_OF - timedelta(days=1, microseconds=i % 7), "orders_count": 2 if buyer else 0,
+        "customer_id": f"c{i}",
+        "email": f"user{i}@example.com",
+        "first_name": f"First{i}",
+        "last_name": f"Last{i}",
+        "country": "US",
+        "locale": "en-US",
+        "timezone": "America/New_York",
+        "marketing_consent": i % 2 == 0,
+        "first_seen_at": AS_OF - timedelta(days=60, seconds=i % 1000),
+        "last_seen_at": AS_OF - timedelta(days=1, microseconds=i % 7),
+        "orders_count": 2 if buyer else 0,
         "lifetime_value": Decimal("12.50") if buyer else Decimal("0.00"),
         "last_order_at": AS_OF - timedelta(days=10) if buyer else None,
         "lifecycle_stage": "active" if buyer else "prospect",
-        "recently_viewed": [f"P{i % 50}", f"P{(i + 1) % 50}"], "cart": [f"P{(i + 2) % 50}"] if buyer else [],
-        "top_categories": ["shoes", "bags"], "recommendations": ["P10", "P11"],
+        "recently_viewed": [f"P{i % 50}", f"P{(i + 1) % 50}"],
+        "cart": [f"P{(i + 2) % 50}"] if buyer else [],
+        "top_categories": ["shoes", "bags"],
+        "recommendations": ["P10", "P11"],
         # engagement and send time (DESIGN.md "Engagement and send time")
         "email_status": "subscribed" if i % 2 == 0 else "unsubscribed",
-        "last_email_open_at": AS_OF - timedelta(days=2, seconds=i % 100), "last_email_click_at": None,
-        "email_opens_30d": 3, "email_clicks_30d": 0, "best_send_hour": i % 24, "best_send_hour_confidence": 0.5,
+        "last_email_open_at": AS_OF - timedelta(days=2, seconds=i % 100),
+        "last_email_click_at": None,
+        "email_opens_30d": 3,
+        "email_clicks_30d": 0,
+        "best_send_hour": i % 24,
+        "best_send_hour_confidence": 0.5,
     }
     row.update(overrides)
     return row
 
 
 def recommendations_for(customer_id: str, product_ids: list[str]) -> list[dict[str, Any]]:
-    return [{"customer_id": customer_id, "rank": rank, "product_id": pid, "score": 1.0 / rank,
-             "reason": "association"} for rank, pid in enumerate(product_ids, start=1)]
+    return [
+        {"customer_id": customer_id, "rank": rank, "product_id": pid, "score": 1.0 / rank, "reason": "association"}
+        for rank, pid in enumerate(product_ids, start=1)
+    ]
 
 
 def product(n: int, **overrides: Any) -> dict[str, Any]:
-    row = {"product_id": f"P{n}", "name": f"Product {n}", "category": "shoes" if n % 2 else "bags",
-           "price": Decimal("19.90"), "currency": "USD", "url": f"https://shop.example/p/{n}",
-           "image_url": f"https://shop.example/i/{n}.jpg", "in_stock": True}
+    row = {
+        "product_id": f"P{n}",
+        "name": f"Product {n}",
+        "category": "shoes" if n % 2 else "bags",
+        "price": Decimal("19.90"),
+        "currency": "USD",
+        "url": f"https://shop.example/p/{n}",
+        "image_url": f"https://shop.example/i/{n}.jpg",
+        "in_stock": True,
+    }
     row.update(overrides)
     return row
 
 
 def seed_warehouse(path: Path, cycle_id: str, customers: int = 30) -> None:
     write_marts(
-        path, cycle_id,
+        path,
+        cycle_id,
         customer_profiles=[profile(i) for i in range(customers)],
         customer_recommendations=[r for i in range(customers) for r in recommendations_for(f"c{i}", ["P10", "P11"])],
         products=[product(n) for n in range(50)],

@@ -1,4 +1,5 @@
 """Per-key token buckets: 429 with Retry-After over HTTP, and the bucket arithmetic."""
+
 from __future__ import annotations
 
 import time

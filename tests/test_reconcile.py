@@ -6,6 +6,7 @@ store, a profile left behind after an erasure, a warehouse row lost or doubled, 
 gone), found with its check, ids and fields, repaired with `--repair`, and found clean again. The
 metrics of /metrics and the scheduler's job are checked on the same home.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,11 @@ def test_a_row_changed_by_hand_is_found_field_by_field_and_repaired(world):
     # the body edited, the etag kept: a client's cache would never see it
     store(home, "update profiles set body = ? where customer_id = ?", (json.dumps(body), cid))
     product = store(home, "select product_id from products order by product_id limit 1")[0][0]
-    store(home, "update products set body = replace(body, '\"in_stock\":true', '\"in_stock\":false') "
-                "where product_id = ?", (product,))
+    store(
+        home,
+        "update products set body = replace(body, '\"in_stock\":true', '\"in_stock\":false') where product_id = ?",
+        (product,),
+    )
     code, report = reconcile(cli)
     assert code == 1 and report["status"] == "drift"
     found = drift(report)
@@ -118,13 +122,25 @@ def test_the_scheduler_erases_and_reconciles_and_a_profile_left_behind_is_found(
     left = store(home, "select * from profiles where customer_id = ?", (cid,))
     left_recs = store(home, "select * from recommendations where customer_id = ?", (cid,))
     assert left, "the sample has this customer"
-    ingest_lines(load_settings(home, environ={}), "customers", tmp_path, "delete.jsonl",
-                 [customer_change(gen, cid, LATER_TS_MS, op="d")])
+    ingest_lines(
+        load_settings(home, environ={}),
+        "customers",
+        tmp_path,
+        "delete.jsonl",
+        [customer_change(gen, cid, LATER_TS_MS, op="d")],
+    )
     runs_before = store(home, "select count(*) from reconciliations")[0][0]
     # the scheduler's first cycle erases the customer; its reconcile job (every 1 s here) follows
     env = {**os.environ, "SENDTIME_HOME": str(home), "SENDTIME_RECONCILE_EVERY": "1s"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "schedule", "--every", "1h"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "schedule", "--every", "1h"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while store(home, "select count(*) from reconciliations")[0][0] < runs_before + 2:
@@ -168,12 +184,14 @@ def test_the_warehouse_against_the_lake(world):
         con.executemany(f"insert into int_events_deduplicated values ({marks})", row)
 
     customer = warehouse(home, "select min(customer_id) from int_customers_cdc_applied")[0][0]
-    warehouse(home, f"update int_customers_cdc_applied set change_ts_ms = change_ts_ms - 1 "
-                    f"where customer_id = '{customer}'")
+    warehouse(
+        home, f"update int_customers_cdc_applied set change_ts_ms = change_ts_ms - 1 where customer_id = '{customer}'"
+    )
     code, report = reconcile(cli)
     assert code == 1 and drift(report)["lake.customers.stale"]["ids"] == [customer]
-    warehouse(home, f"update int_customers_cdc_applied set change_ts_ms = change_ts_ms + 1 "
-                    f"where customer_id = '{customer}'")
+    warehouse(
+        home, f"update int_customers_cdc_applied set change_ts_ms = change_ts_ms + 1 where customer_id = '{customer}'"
+    )
     assert reconcile(cli)[1]["status"] == "clean"
 
 

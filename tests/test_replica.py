@@ -7,6 +7,7 @@ made from it with pg_basebackup. Real cycles (`sendtime run`) publish to the pri
 publish once the primary is back. Without a replica, a locked or stopped store is a 503 on every
 route within 2 s (the route walker of tests/test_store_unavailable.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -59,11 +60,17 @@ def test_the_api_reads_the_replica_and_keeps_serving_with_the_primary_down(pair,
     cid, body = _customer(pair.replica_url)
     assert cid == "c1"
     auth = {"Authorization": f"Bearer {key}"}
-    reads = [("GET", f"/api/v1/customers/{cid}", None), ("GET", f"/api/v1/customers/{cid}?fields=email", None),
-             ("POST", "/api/v1/customers/batch", {"customer_ids": [cid, "nobody"]}),
-             ("GET", f"/api/v1/customers/{cid}/recommendations", None),
-             ("GET", f"/api/v1/customers/{cid}/merge-fields", None), ("GET", "/ready", None),
-             ("GET", "/openapi.json", None), ("GET", "/metrics", None), ("GET", "/status", None)]
+    reads = [
+        ("GET", f"/api/v1/customers/{cid}", None),
+        ("GET", f"/api/v1/customers/{cid}?fields=email", None),
+        ("POST", "/api/v1/customers/batch", {"customer_ids": [cid, "nobody"]}),
+        ("GET", f"/api/v1/customers/{cid}/recommendations", None),
+        ("GET", f"/api/v1/customers/{cid}/merge-fields", None),
+        ("GET", "/ready", None),
+        ("GET", "/openapi.json", None),
+        ("GET", "/metrics", None),
+        ("GET", "/status", None),
+    ]
     with ApiServer(home, workers=2, env=env) as server:
         ready = server.get("/ready").json()
         assert ready["version"] == 1 and ready["replica_lag_seconds"] is not None and ready["replica_lag_seconds"] < 5
@@ -85,8 +92,9 @@ def test_the_api_reads_the_replica_and_keeps_serving_with_the_primary_down(pair,
         # writes need the primary: a cycle fails clearly, the collector says retry
         down = Cli(home, env)("run", "--as-of", AS_OF_ARG, "--json", check=False)
         assert down.returncode == 1 and json.loads(down.stdout)["status"] == "failed"
-        event = [{"event_id": "while-down", "event_type": "login", "occurred_at": "2026-11-20T10:00:00Z",
-                  "customer_id": cid}]
+        event = [
+            {"event_id": "while-down", "event_type": "login", "occurred_at": "2026-11-20T10:00:00Z", "customer_id": cid}
+        ]
         collected = server.post("/api/v1/events", key, json=event)
         assert collected.status_code == 503 and collected.headers["Retry-After"]
 
@@ -111,16 +119,38 @@ def test_every_route_answers_503_quickly_while_postgresql_is_locked_or_stopped(p
     with ApiServer(home, workers=2, env=primary_only) as server:
         assert_available(server, key, routes)
         # every table locked by a transaction that sleeps (statements wait for lock_timeout)
-        tables = "profiles, products, recommendations, published_versions, api_keys, mart_contracts, runs, " \
-                 "ingest_batches, collector_event_ids"
+        tables = (
+            "profiles, products, recommendations, published_versions, api_keys, mart_contracts, runs, "
+            "ingest_batches, collector_event_ids"
+        )
         locker = subprocess.Popen(
-            ["runuser", "-u", "postgres", "--", str(BIN / "psql"), "-h", str(pair.root), "-p", str(pair.primary.port),
-             "-d", "sendtime", "-c", f"BEGIN; LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(BIN / "psql"),
+                "-h",
+                str(pair.root),
+                "-p",
+                str(pair.primary.port),
+                "-d",
+                "sendtime",
+                "-c",
+                f"BEGIN; LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 10
-            while pair.primary.psql("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' "
-                                    "AND relation IS NOT NULL", "sendtime") == "0":
+            while (
+                pair.primary.psql(
+                    "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation IS NOT NULL",
+                    "sendtime",
+                )
+                == "0"
+            ):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             assert_unavailable(server, key, routes)
@@ -136,4 +166,3 @@ def test_every_route_answers_503_quickly_while_postgresql_is_locked_or_stopped(p
         time.sleep(1.2)
         assert_available(server, key, routes)
         assert '"level":"error"' not in server.logs()
-

@@ -1,4 +1,5 @@
 """`sendtime runs`: the run log as a table and as JSON, through the real CLI."""
+
 from __future__ import annotations
 
 import json
@@ -19,17 +20,40 @@ def test_runs_lists_latest_first_with_phases_counts_and_failures(cli, settings):
     store.migrate(engine)
     t0 = datetime(2026, 11, 28, 12, 0, 0)
     store.start_run(engine, "20261128T120000000000Z-00000001", t0, t0)
-    store.finish_run(engine, "20261128T120000000000Z-00000001", status="success", ended_at=t0 + timedelta(seconds=2.5),
-                     phases={"transform": 1.25, "read": 0.1, "validate": 0.5, "publish": 0.2},
-                     rows_read=40, rows_changed=12, rows_published=12, rows_deleted=1)
+    store.finish_run(
+        engine,
+        "20261128T120000000000Z-00000001",
+        status="success",
+        ended_at=t0 + timedelta(seconds=2.5),
+        phases={"transform": 1.25, "read": 0.1, "validate": 0.5, "publish": 0.2},
+        rows_read=40,
+        rows_changed=12,
+        rows_published=12,
+        rows_deleted=1,
+    )
     t1 = t0 + timedelta(minutes=5)
     store.start_run(engine, "20261128T120500000000Z-00000002", t1, t1)
-    store.finish_run(engine, "20261128T120500000000Z-00000002", status="validation_failed", ended_at=t1 + timedelta(seconds=1),
-                     phases={"transform": 0.5, "read": 0.1, "validate": 0.3}, rows_read=3, rows_changed=3,
-                     rows_published=0, rows_deleted=0,
-                     validation={"customer_profiles": {"success": False, "rows": 3, "failed": [
-                         {"expectation": "expect_column_values_to_match_regex", "column": "country", "unexpected_count": 2}]}},
-                     error="validation failed")
+    store.finish_run(
+        engine,
+        "20261128T120500000000Z-00000002",
+        status="validation_failed",
+        ended_at=t1 + timedelta(seconds=1),
+        phases={"transform": 0.5, "read": 0.1, "validate": 0.3},
+        rows_read=3,
+        rows_changed=3,
+        rows_published=0,
+        rows_deleted=0,
+        validation={
+            "customer_profiles": {
+                "success": False,
+                "rows": 3,
+                "failed": [
+                    {"expectation": "expect_column_values_to_match_regex", "column": "country", "unexpected_count": 2}
+                ],
+            }
+        },
+        error="validation failed",
+    )
     engine.dispose()
 
     rows = list_runs(settings, limit=10)

@@ -1,4 +1,5 @@
 """`sendtime schedule` as a real subprocess: one per home, clean stops, failures retried with backoff."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from test_cycle import load_sample
 
 from pipeline import store
 from pipeline.config import load_settings
 from pipeline.scheduler import BACKOFF_CAP_SECONDS, backoff_seconds
-from test_cycle import load_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,8 +27,11 @@ class Scheduler:
         self.log = home / f"scheduler-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "schedule", "--every", every],
-            cwd=ROOT, env={**os.environ, "SENDTIME_HOME": str(home), **(env or {})},
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"), start_new_session=True,
+            cwd=ROOT,
+            env={**os.environ, "SENDTIME_HOME": str(home), **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "wb"),
+            start_new_session=True,
         )
 
     def lines(self) -> list[dict]:
@@ -147,9 +151,21 @@ def test_continuous_mode_runs_a_cycle_when_a_batch_lands_and_waits_otherwise(hom
         time.sleep(4)
         assert len(_runs(home)) == before
         # a batch lands: a cycle picks it up at once and publishes it, no interval in between
-        ingest_lines(settings, "events", tmp_path / "new", "new.jsonl", [
-            {"event_id": "continuous-1", "event_type": "product_view", "occurred_at": "2026-11-20T00:00:00Z",
-             "customer_id": "CONTINUOUS-1", "product_id": "P00001"}])
+        ingest_lines(
+            settings,
+            "events",
+            tmp_path / "new",
+            "new.jsonl",
+            [
+                {
+                    "event_id": "continuous-1",
+                    "event_type": "product_view",
+                    "occurred_at": "2026-11-20T00:00:00Z",
+                    "customer_id": "CONTINUOUS-1",
+                    "product_id": "P00001",
+                }
+            ],
+        )
         sched.wait_for(lambda: "CONTINUOUS-1" in store_state(settings)[1], timeout=180)
         assert sched.stop() == 0
     finally:

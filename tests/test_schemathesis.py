@@ -6,6 +6,7 @@ content type, headers, body) conforms to the document, invalid input is rejected
 accepted. A second run pins customer_id to a published customer so the handlers' 200 paths
 (projections, recommendations, merge fields) are fuzzed too, not only 404s.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,11 +38,29 @@ def _run(server, key: str, workdir: Path, config: str = "") -> subprocess.Comple
         path = workdir / "schemathesis.toml"
         path.write_text(config)
         args += ["--config-file", str(path)]
-    args += ["run", server.url + "/openapi.json", "-H", f"Authorization: Bearer {key}", "--checks", "all",
-             "--max-examples", "25", "--seed", "7", "--workers", "1", "--no-color", "--request-timeout", "10"]
+    args += [
+        "run",
+        server.url + "/openapi.json",
+        "-H",
+        f"Authorization: Bearer {key}",
+        "--checks",
+        "all",
+        "--max-examples",
+        "25",
+        "--seed",
+        "7",
+        "--workers",
+        "1",
+        "--no-color",
+        "--request-timeout",
+        "10",
+    ]
     # the document's own string formats (a timestamp, a JSON array in a form field) need generators
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     return subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -58,6 +77,5 @@ def test_schemathesis_on_a_published_customer(api, tmp_path):
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     logs = server.logs()
     assert '"status":5' not in logs  # no 5xx in the server's request log either
-    for route in ("<customer_id>", "<customer_id>/merge-fields",
-                  "<customer_id>/recommendations"):
+    for route in ("<customer_id>", "<customer_id>/merge-fields", "<customer_id>/recommendations"):
         assert f'"route":"/api/v1/customers/{route}","status":200' in logs, route

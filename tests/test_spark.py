@@ -5,6 +5,7 @@ SENDTIME_HOME that both engines share: the same lake, DuckDB's warehouse.duckdb 
 warehouse and metastore under spark/. Spark missing (pyspark, Java, the Delta jars) fails the tests
 with the reason: CI installs all of it (`./run test`), so a skip would hide a broken install.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,13 +30,28 @@ ROOT = Path(__file__).resolve().parents[1]
 CYCLE = "20261128T000000000000Z-5a5a5a5a"
 ENGINES = ["duckdb", "spark"]
 # the models of this part: staging, CDC and deduplication, and the lake bookkeeping they read
-MODELS = ["int_customers_cdc_applied", "int_orders_cdc_applied", "int_order_items_cdc_applied",
-          "int_events_deduplicated", "int_products_deduplicated"]
+MODELS = [
+    "int_customers_cdc_applied",
+    "int_orders_cdc_applied",
+    "int_order_items_cdc_applied",
+    "int_events_deduplicated",
+    "int_products_deduplicated",
+]
 COMPARED = [
-    "stg_tracking__events", "stg_crm__customers", "stg_shop__orders", "stg_shop__order_items", "stg_catalog__products",
-    "int_lake_batches_registered", "int_events_deduplicated", "int_products_deduplicated",
-    "int_customer_changes_deduplicated", "int_order_changes_deduplicated", "int_order_item_changes_deduplicated",
-    "int_customers_cdc_applied", "int_orders_cdc_applied", "int_order_items_cdc_applied",
+    "stg_tracking__events",
+    "stg_crm__customers",
+    "stg_shop__orders",
+    "stg_shop__order_items",
+    "stg_catalog__products",
+    "int_lake_batches_registered",
+    "int_events_deduplicated",
+    "int_products_deduplicated",
+    "int_customer_changes_deduplicated",
+    "int_order_changes_deduplicated",
+    "int_order_item_changes_deduplicated",
+    "int_customers_cdc_applied",
+    "int_orders_cdc_applied",
+    "int_order_items_cdc_applied",
 ]
 
 
@@ -51,12 +67,28 @@ class Dbt:
         os.environ.update(env)
         folder = self.home / "dbt" / f"{self.project.name}-{engine}"
         try:
-            result = dbtRunner().invoke([
-                *args, "--project-dir", str(self.project), "--profiles-dir", str(ROOT), "--target", engine,
-                "--target-path", str(folder / "target"), "--log-path", str(folder / "logs"),
-                "--log-level", "none", "--log-level-file", "info", "--no-use-colors",
-                "--no-send-anonymous-usage-stats", "--no-version-check",
-            ])
+            result = dbtRunner().invoke(
+                [
+                    *args,
+                    "--project-dir",
+                    str(self.project),
+                    "--profiles-dir",
+                    str(ROOT),
+                    "--target",
+                    engine,
+                    "--target-path",
+                    str(folder / "target"),
+                    "--log-path",
+                    str(folder / "logs"),
+                    "--log-level",
+                    "none",
+                    "--log-level-file",
+                    "info",
+                    "--no-use-colors",
+                    "--no-send-anonymous-usage-stats",
+                    "--no-version-check",
+                ]
+            )
         finally:
             for key, value in saved.items():
                 if value is None:
@@ -64,8 +96,11 @@ class Dbt:
                 else:
                     os.environ[key] = value
         if check:
-            failed = [(r.node.name, r.message) for r in getattr(result.result, "results", None) or []
-                      if str(getattr(r.status, "value", r.status)) not in ("success", "pass")]
+            failed = [
+                (r.node.name, r.message)
+                for r in getattr(result.result, "results", None) or []
+                if str(getattr(r.status, "value", r.status)) not in ("success", "pass")
+            ]
             assert result.success and not failed, (result.exception, failed)
         return result
 
@@ -112,8 +147,10 @@ def _lake_text(value: Any) -> str | None:
 
 def _parsed(dbt: Dbt, engine: str, inputs: list[Any]) -> list[str | None]:
     """parse_timestamp over the inputs as the lake holds them, through dbt on one engine."""
-    sql = (f"select i, cast({{{{ parse_timestamp('raw') }}}} as string) as parsed "
-           f"from {_values(engine, inputs)} order by i")
+    sql = (
+        f"select i, cast({{{{ parse_timestamp('raw') }}}} as string) as parsed "
+        f"from {_values(engine, inputs)} order by i"
+    )
     found = dict(dbt.show(engine, sql))
     out: list[str | None] = []
     for i in range(len(inputs)):
@@ -133,8 +170,15 @@ def _sql_text(engine: str, text: str | None) -> str:
     if text is None:
         return "cast(null as string)"
     if engine == "spark":
-        return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r") \
-            .replace("\t", "\\t") + "'"
+        return (
+            "'"
+            + text.replace("\\", "\\\\")
+            .replace("'", "\\'")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+            .replace("\t", "\\t")
+            + "'"
+        )
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -159,7 +203,8 @@ def test_spark_parse_timestamp_holds_in_ansi_mode(spark_home: Path, spark: Any) 
     """dbt-spark turns ANSI mode off; a cluster may not: the expression must not raise, only answer null."""
     inputs = [case["input"] for case in BATTERY] + ["2026-13-45T99:99:99+99:99", "9" * 16, "-", "2026-02-29"]
     compiled = Dbt(spark_home).compile(
-        "spark", f"select i, {{{{ parse_timestamp('raw') }}}} as parsed from {_values('spark', inputs)} order by i")
+        "spark", f"select i, {{{{ parse_timestamp('raw') }}}} as parsed from {_values('spark', inputs)} order by i"
+    )
     spark.conf.set("spark.sql.ansi.enabled", "true")
     try:
         parsed = [row[1] for row in spark.sql(compiled).collect()]
@@ -173,54 +218,121 @@ def _write_lake(home: Path) -> None:
     """Small and messy: duplicates, CDC ties (lsn, ingestion order), deletes, aliases, impossible timestamps,
     padded text, numbers in every form ingest accepts (a number ingest rejects never reaches the lake)."""
     lake = LakeWriter(home)
-    customer = {"customer_id": " K1 ", "email": " Ann@Example.COM ", "first_name": " Ann ", "country": "de",
-                "marketing_consent": " TRUE ", "created_at": "2026-01-01T10:00:00.123456789+01:00",
-                "updated_at": "1767225600123"}
-    lake.write("customers", [
-        cdc("c", 1000, customer, lsn=5),
-        cdc("u", 2000, {**customer, "first_name": "B"}, lsn=7),
-        cdc("u", 2000, {**customer, "first_name": "C"}, lsn=6),
-        cdc("c", 1000, {"customer_id": "K2", "email": "k2@example.com", "created_at": "2026-02-30"}),
-        cdc("u", 2000, {"customer_id": "K2", "email": "x", "marketing_consent": "maybe"}),
-        cdc("d", 3000, {"customer_id": "K3"}),
-    ])
-    lake.write("customers", [
-        cdc("u", 2000, {"customer_id": "K2", "email": "later@example.com"}),
-        cdc("c", 1000, customer, lsn=5),  # re-ingested: keeps its first position
-        cdc("u", 2500, {"customer_id": "K3", "first_name": "old"}),  # older than the delete
-    ])
-    order = {"order_id": "O1", "customer_id": "K1", "status": " Paid ", "currency": " eur ",
-             "total_amount": "12.3456789", "created_at": "2026-03-01 10:15", "updated_at": "2026-03-01Z"}
-    lake.write("orders", [
-        cdc("c", 1000, order),
-        cdc("u", 2000, {**order, "customer_id": "K2", "total_amount": "1e2"}),
-        cdc("c", 1000, {**order, "order_id": "O2", "total_amount": "7"}),
-        cdc("d", 2000, {**order, "order_id": "O2"}),
-    ])
-    lake.write("order_items", [
-        cdc("c", 1000, {"order_item_id": "I1", "order_id": "O1", "product_id": " sku-5 ", "quantity": "2",
-                        "unit_price": "3.5"}),
-        cdc("u", 1000, {"order_item_id": "I1", "order_id": "O1", "product_id": "p9", "quantity": "2.5",
-                        "unit_price": "1e2"}),
-    ])
+    customer = {
+        "customer_id": " K1 ",
+        "email": " Ann@Example.COM ",
+        "first_name": " Ann ",
+        "country": "de",
+        "marketing_consent": " TRUE ",
+        "created_at": "2026-01-01T10:00:00.123456789+01:00",
+        "updated_at": "1767225600123",
+    }
+    lake.write(
+        "customers",
+        [
+            cdc("c", 1000, customer, lsn=5),
+            cdc("u", 2000, {**customer, "first_name": "B"}, lsn=7),
+            cdc("u", 2000, {**customer, "first_name": "C"}, lsn=6),
+            cdc("c", 1000, {"customer_id": "K2", "email": "k2@example.com", "created_at": "2026-02-30"}),
+            cdc("u", 2000, {"customer_id": "K2", "email": "x", "marketing_consent": "maybe"}),
+            cdc("d", 3000, {"customer_id": "K3"}),
+        ],
+    )
+    lake.write(
+        "customers",
+        [
+            cdc("u", 2000, {"customer_id": "K2", "email": "later@example.com"}),
+            cdc("c", 1000, customer, lsn=5),  # re-ingested: keeps its first position
+            cdc("u", 2500, {"customer_id": "K3", "first_name": "old"}),  # older than the delete
+        ],
+    )
+    order = {
+        "order_id": "O1",
+        "customer_id": "K1",
+        "status": " Paid ",
+        "currency": " eur ",
+        "total_amount": "12.3456789",
+        "created_at": "2026-03-01 10:15",
+        "updated_at": "2026-03-01Z",
+    }
+    lake.write(
+        "orders",
+        [
+            cdc("c", 1000, order),
+            cdc("u", 2000, {**order, "customer_id": "K2", "total_amount": "1e2"}),
+            cdc("c", 1000, {**order, "order_id": "O2", "total_amount": "7"}),
+            cdc("d", 2000, {**order, "order_id": "O2"}),
+        ],
+    )
+    lake.write(
+        "order_items",
+        [
+            cdc(
+                "c",
+                1000,
+                {
+                    "order_item_id": "I1",
+                    "order_id": "O1",
+                    "product_id": " sku-5 ",
+                    "quantity": "2",
+                    "unit_price": "3.5",
+                },
+            ),
+            cdc(
+                "u",
+                1000,
+                {"order_item_id": "I1", "order_id": "O1", "product_id": "p9", "quantity": "2.5", "unit_price": "1e2"},
+            ),
+        ],
+    )
     events = [
-        {"event_id": " e1 ", "event_type": " Product_View ", "occurred_at": "2026-11-28T10:15:30.5-03:00",
-         "customer_id": "K1", "product_id": " sku-10 ", "properties": '{"price": 9.5}'},
-        {"event_id": "e2", "event_type": "login", "occurred_at": "1764288000000", "anonymous_id": "a1",
-         "customer_id": "K2"},
-        {"event_id": "e3", "event_type": "add_to_cart", "occurred_at": "2026-11-28", "anonymous_id": "a1",
-         "product_id": "P1"},
+        {
+            "event_id": " e1 ",
+            "event_type": " Product_View ",
+            "occurred_at": "2026-11-28T10:15:30.5-03:00",
+            "customer_id": "K1",
+            "product_id": " sku-10 ",
+            "properties": '{"price": 9.5}',
+        },
+        {
+            "event_id": "e2",
+            "event_type": "login",
+            "occurred_at": "1764288000000",
+            "anonymous_id": "a1",
+            "customer_id": "K2",
+        },
+        {
+            "event_id": "e3",
+            "event_type": "add_to_cart",
+            "occurred_at": "2026-11-28",
+            "anonymous_id": "a1",
+            "product_id": "P1",
+        },
     ]
     lake.write("events", events)
-    lake.write("events", [{**events[0], "event_type": "purchase"}, {**events[2], "occurred_at": "2026-11-29Z"}],
-               ingested_at=datetime(2026, 11, 2, 9))
-    lake.write("products", [
-        {"product_id": " sku-5 ", "name": " Shoe ", "category": "shoes", "price": "19.999", "currency": "usd",
-         "in_stock": "true"},
-        {"product_id": "P1", "name": "Hat", "category": "hats", "price": "7.125", "in_stock": None},
-    ])
-    lake.write("products", [{"product_id": "P00005", "name": "Shoe 2", "category": "shoes", "price": "21",
-                             "in_stock": "false"}])
+    lake.write(
+        "events",
+        [{**events[0], "event_type": "purchase"}, {**events[2], "occurred_at": "2026-11-29Z"}],
+        ingested_at=datetime(2026, 11, 2, 9),
+    )
+    lake.write(
+        "products",
+        [
+            {
+                "product_id": " sku-5 ",
+                "name": " Shoe ",
+                "category": "shoes",
+                "price": "19.999",
+                "currency": "usd",
+                "in_stock": "true",
+            },
+            {"product_id": "P1", "name": "Hat", "category": "hats", "price": "7.125", "in_stock": None},
+        ],
+    )
+    lake.write(
+        "products",
+        [{"product_id": "P00005", "name": "Shoe 2", "category": "shoes", "price": "21", "in_stock": "false"}],
+    )
     # a batch still being written: the writer's temporary name is never read
     folder = next((home / "lake" / "events").glob("ingest_date=*"))
     (folder / ".20261101T120000000000Z-deadbeef.parquet.tmp").write_bytes(b"PAR1 half a file")
@@ -250,9 +362,19 @@ def built(spark_home: Path) -> dict[str, float]:
     seconds: dict[str, float] = {}
     for engine in ENGINES:
         started = time.perf_counter()
-        dbt(engine, "build", "--vars", json.dumps({"cycle_id": CYCLE, "as_of": "2026-11-30 00:00:00"}),
-            "--select", *[f"+{m}" for m in MODELS], "--exclude", "int_cycles_registered", "test_type:unit",
-            "--indirect-selection", "cautious")
+        dbt(
+            engine,
+            "build",
+            "--vars",
+            json.dumps({"cycle_id": CYCLE, "as_of": "2026-11-30 00:00:00"}),
+            "--select",
+            *[f"+{m}" for m in MODELS],
+            "--exclude",
+            "int_cycles_registered",
+            "test_type:unit",
+            "--indirect-selection",
+            "cautious",
+        )
         seconds[engine] = round(time.perf_counter() - started, 1)
     print(f"\nbuild seconds: {seconds}")
     return seconds
@@ -268,12 +390,17 @@ def test_models_are_equal_on_both_engines(table: str, built: dict[str, float], s
 
 
 def test_spark_staging_reads_what_the_lake_holds(built: dict[str, float], spark_home: Path, spark: Any) -> None:
-    events = spark.sql("select event_id, event_type, product_id, occurred_at from sendtime.stg_tracking__events"
-                       " order by event_id, event_type").collect()
-    assert [tuple(e) for e in events][:2] == [("e1", "product_view", "SKU-10", datetime(2026, 11, 28, 13, 15, 30, 500000)),
-                                             ("e1", "purchase", "SKU-10", datetime(2026, 11, 28, 13, 15, 30, 500000))]
-    assert spark.sql("select first_name, email from sendtime.int_customers_cdc_applied"
-                     " where customer_id = 'K1'").collect()[0] == ("B", "ann@example.com")
+    events = spark.sql(
+        "select event_id, event_type, product_id, occurred_at from sendtime.stg_tracking__events"
+        " order by event_id, event_type"
+    ).collect()
+    assert [tuple(e) for e in events][:2] == [
+        ("e1", "product_view", "SKU-10", datetime(2026, 11, 28, 13, 15, 30, 500000)),
+        ("e1", "purchase", "SKU-10", datetime(2026, 11, 28, 13, 15, 30, 500000)),
+    ]
+    assert spark.sql(
+        "select first_name, email from sendtime.int_customers_cdc_applied where customer_id = 'K1'"
+    ).collect()[0] == ("B", "ann@example.com")
     # the lake tables are Parquet external tables, the models Delta tables
     detail = spark.sql("describe detail sendtime.int_events_deduplicated").collect()[0].asDict()
     assert detail["format"] == "delta" and str(spark_home / "spark" / "warehouse") in detail["location"]
@@ -382,8 +509,13 @@ def test_incremental_patterns_on_delta_match_duckdb(spark_home: Path, spark: Any
     (project / "dbt_project.yml").write_text(TOY_PROJECT)
     (project / "models" / "toy_orders.sql").write_text(TOY_MODEL)
     dbt = Dbt(spark_home, project=project, spark_schema="toy")
-    first = [["C1", "O1", 10, "ok"], ["C1", "O2", 20, "ok"], ["C2", "O3", 30, "ok"], ["C3", "O4", 40, "ok"],
-             ["C4", "O5", 50, "ok"]]
+    first = [
+        ["C1", "O1", 10, "ok"],
+        ["C1", "O2", 20, "ok"],
+        ["C2", "O3", 30, "ok"],
+        ["C3", "O4", 40, "ok"],
+        ["C4", "O5", 50, "ok"],
+    ]
     second = [["C1", "O6", 60, "ok"], ["C2", "O7", 70, "gone"], ["C5", "O8", 80, "ok"]]
     found: dict[str, list[tuple]] = {}
     for engine in ENGINES:
@@ -396,11 +528,15 @@ def test_incremental_patterns_on_delta_match_duckdb(spark_home: Path, spark: Any
             found[engine] = [tuple(r) for r in spark.sql("select * from toy.toy_orders order by order_id").collect()]
     # C1's two old rows replaced by its one new row; C2's new row removed by the post-hook (its old one by the
     # delete+insert); C3 erased by the pre-hook; C4 untouched; each new row saw the stored state before the run
-    assert found["spark"] == found["duckdb"] == [
-        ("C4", "O5", 50, "ok", 1, 0),
-        ("C1", "O6", 60, "ok", 2, 2),
-        ("C5", "O8", 80, "ok", 2, 0),
-    ]
+    assert (
+        found["spark"]
+        == found["duckdb"]
+        == [
+            ("C4", "O5", 50, "ok", 1, 0),
+            ("C1", "O6", 60, "ok", 2, 2),
+            ("C5", "O8", 80, "ok", 2, 0),
+        ]
+    )
     assert spark.sql("describe detail toy.toy_orders").collect()[0]["format"] == "delta"
 
 
@@ -472,16 +608,34 @@ select
 """
 
 PORTABLE_EXPECTED = {
-    "ordered": "[c, b, a]", "first_two": "[b, c]", "first_one": "[c]", "listed": "a|c|b",
-    "deduplicated": "C1:b,C2:d", "empty": "[]", "ms": 1767225601501,
-    "from_ms": datetime(2026, 1, 1, 0, 0, 1, 501000), "plus_seconds": datetime(2026, 1, 1, 0, 0, 3, 1500),
-    "minus_hours": datetime(2026, 3, 3, 0, 0, 0, 1), "iso_matches": True, "iso_rejects": False,
-    "group_two": "12", "replaced": "abc", "tuple_less": True, "tuple_not_less": False, "log_two": 3.0,
-    "power": 1024.0, "md5": "900150983cd24fb0d6963f7d28e17f72", "bound": 42, "rounded": 3,
-    "money": Decimal("12.35"), "has_now": True,
+    "ordered": "[c, b, a]",
+    "first_two": "[b, c]",
+    "first_one": "[c]",
+    "listed": "a|c|b",
+    "deduplicated": "C1:b,C2:d",
+    "empty": "[]",
+    "ms": 1767225601501,
+    "from_ms": datetime(2026, 1, 1, 0, 0, 1, 501000),
+    "plus_seconds": datetime(2026, 1, 1, 0, 0, 3, 1500),
+    "minus_hours": datetime(2026, 3, 3, 0, 0, 0, 1),
+    "iso_matches": True,
+    "iso_rejects": False,
+    "group_two": "12",
+    "replaced": "abc",
+    "tuple_less": True,
+    "tuple_not_less": False,
+    "log_two": 3.0,
+    "power": 1024.0,
+    "md5": "900150983cd24fb0d6963f7d28e17f72",
+    "bound": 42,
+    "rounded": 3,
+    "money": Decimal("12.35"),
+    "has_now": True,
     # engagement (macros/portable/timezones.sql, hashing.sql): DST by the zone, both ways
-    "ny_before_jump": datetime(2026, 3, 8, 1, 30), "ny_after_jump": datetime(2026, 3, 8, 3, 30),
-    "paris_first": datetime(2026, 10, 25, 2, 30, 0, 1), "paris_again": datetime(2026, 10, 25, 2, 30),
+    "ny_before_jump": datetime(2026, 3, 8, 1, 30),
+    "ny_after_jump": datetime(2026, 3, 8, 3, 30),
+    "paris_first": datetime(2026, 10, 25, 2, 30, 0, 1),
+    "paris_again": datetime(2026, 10, 25, 2, 30),
     "sha256": "106ab2de3ae32f0e429961a20307e3a5e05d7b4dd6f25e8c2e5282de58208f00",
 }
 
@@ -490,8 +644,15 @@ PORTABLE_EXPECTED = {
 def test_portable_macros_give_the_same_answers(engine: str, spark_home: Path) -> None:
     row = Dbt(spark_home).show(engine, PORTABLE_SQL)[0]
     got = dict(zip(PORTABLE_EXPECTED, row))
-    for name in ("from_ms", "plus_seconds", "minus_hours", "ny_before_jump", "ny_after_jump", "paris_first",
-                 "paris_again"):
+    for name in (
+        "from_ms",
+        "plus_seconds",
+        "minus_hours",
+        "ny_before_jump",
+        "ny_after_jump",
+        "paris_first",
+        "paris_again",
+    ):
         got[name] = datetime.fromisoformat(got[name])
     for name in ("ms", "bound", "rounded"):
         got[name] = int(got[name])

@@ -1,5 +1,6 @@
 """/status in headless Chromium: the page loads without console errors and its charts render
 (the chart regions of a real screenshot are not blank)."""
+
 from __future__ import annotations
 
 import io
@@ -12,9 +13,9 @@ from PIL import Image, ImageChops
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from test_metrics_store import SendtimeServer, seed_kafka, seed_store
 
 from pipeline.config import load_settings
-from test_metrics_store import SendtimeServer, seed_kafka, seed_store
 
 pytestmark = pytest.mark.browser
 
@@ -27,10 +28,18 @@ DATA_COLOUR = (0x4E, 0x79, 0xA7)  # transform bars and the freshness line (servi
 def browser(tmp_path: Path):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--no-first-run", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1500,1300",
-                 f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1500,1300",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -39,13 +48,14 @@ def browser(tmp_path: Path):
     driver.quit()
 
 
-def _chart_pixels(shot: Image.Image, element) -> tuple[float, int]:  # noqa: ANN001 - a WebElement
+def _chart_pixels(shot: Image.Image, element) -> tuple[float, int]:
     """(share of the chart's pixels that are not white, pixels in the data colour #4e79a7)."""
     driver = element.parent
     ratio = shot.width / driver.execute_script("return window.innerWidth")
     # viewport coordinates: the screenshot shows the viewport, not the whole page
-    r = driver.execute_script("const b = arguments[0].getBoundingClientRect();"
-                              "return [b.left, b.top, b.right, b.bottom];", element)
+    r = driver.execute_script(
+        "const b = arguments[0].getBoundingClientRect();return [b.left, b.top, b.right, b.bottom];", element
+    )
     assert r[1] >= 0 and r[3] <= driver.execute_script("return window.innerHeight") + 1, "chart not in view"
     region = shot.crop(tuple(int(v * ratio) for v in r)).convert("RGB")
     area = max(region.width * region.height, 1)
@@ -90,4 +100,3 @@ def test_status_page_renders_charts_without_console_errors(browser, tmp_path: Pa
         assert browser.find_element(By.CSS_SELECTOR, "#kafka-consumers .pill").text == "running"
         assert len(browser.find_elements(By.CSS_SELECTOR, "#kafka-topics tbody tr")) == 2
         assert len(browser.find_elements(By.CSS_SELECTOR, "#kafka-partitions tbody tr")) == 2
-

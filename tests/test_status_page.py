@@ -1,14 +1,15 @@
 """GET /status on a real `sendtime serve`: access modes, what the page shows, and what it never shows."""
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
 import pytest
+from test_metrics_store import KAFKA_TOPIC, SendtimeServer, seed_kafka, seed_store
 
 from pipeline.config import load_settings
 from serving.keys import create_key
-from test_metrics_store import KAFKA_TOPIC, SendtimeServer, seed_kafka, seed_store
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,14 @@ def test_page_content(keyed) -> None:
     srv, keys = keyed
     html = srv.get("/status", headers={"Authorization": f"Bearer {keys['admin']}"}).text
     assert re.search(r'id="card-version".*?>v\d+<', html, re.S)
-    for section in ('id="card-freshness"', 'id="chart-duration"', 'id="chart-freshness"', 'id="cycles"',
-                    'id="validation"', 'id="quarantine"'):
+    for section in (
+        'id="card-freshness"',
+        'id="chart-duration"',
+        'id="chart-freshness"',
+        'id="cycles"',
+        'id="validation"',
+        'id="quarantine"',
+    ):
         assert section in html
     # ten cycles in the table, with their phases, row counts and validation results
     assert html.count('<tr>\n    <td><code>') == 10
@@ -113,16 +120,29 @@ def test_open_mode_and_an_empty_home(tmp_path: Path) -> None:
 def test_failed_expectations_show_names_and_counts_never_values() -> None:
     from serving.status import _failed_expectations
 
-    result = {"success": False, "failed": [
-        {"expectation": "expect_column_values_to_match_regex", "column": "email", "unexpected_count": 2,
-         "partial_unexpected_list": ["bob@example.com", "x"]},
-        {"expectation": "expect_column_pair_values_a_to_be_greater_than_b", "column_A": "last_seen_at",
-         "column_B": "first_seen_at", "unexpected_count": 1},
-        "expect_table_row_count_to_be_between"]}
+    result = {
+        "success": False,
+        "failed": [
+            {
+                "expectation": "expect_column_values_to_match_regex",
+                "column": "email",
+                "unexpected_count": 2,
+                "partial_unexpected_list": ["bob@example.com", "x"],
+            },
+            {
+                "expectation": "expect_column_pair_values_a_to_be_greater_than_b",
+                "column_A": "last_seen_at",
+                "column_B": "first_seen_at",
+                "unexpected_count": 1,
+            },
+            "expect_table_row_count_to_be_between",
+        ],
+    }
     assert _failed_expectations(result) == [
         "expect_column_values_to_match_regex (email): 2 unexpected",
         "expect_column_pair_values_a_to_be_greater_than_b (last_seen_at, first_seen_at): 1 unexpected",
-        "expect_table_row_count_to_be_between"]
+        "expect_table_row_count_to_be_between",
+    ]
     assert _failed_expectations(None) == [] and _failed_expectations({"success": True}) == []
 
 

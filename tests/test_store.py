@@ -1,4 +1,5 @@
 """The online store's helpers on both stores: SQLite (default) and a real PostgreSQL."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,21 +31,42 @@ def test_email_hash_normalizes_like_the_lookup():
 
 
 def test_record_ingest_batch_single_and_nested(engine):
-    one = {"batch_id": "20261128T100000000000Z-aaaaaaaa", "source": "events", "source_file": "e.jsonl",
-           "received": 10, "accepted": 8, "rejected": 2, "quarantine_path": "/q/x.jsonl",
-           "ingested_at": datetime(2026, 11, 28, 10, 0, 0)}
+    one = {
+        "batch_id": "20261128T100000000000Z-aaaaaaaa",
+        "source": "events",
+        "source_file": "e.jsonl",
+        "received": 10,
+        "accepted": 8,
+        "rejected": 2,
+        "quarantine_path": "/q/x.jsonl",
+        "ingested_at": datetime(2026, 11, 28, 10, 0, 0),
+    }
     assert store.record_ingest_batch(engine, one) == 1
     assert store.record_ingest_batch(engine, one) == 1  # idempotent by batch_id
     # IngestReport.to_dict(): one batch of several files
-    several = {"source": "customers", "batch_id": "b0", "received": 4, "accepted": 4, "rejected": 0,
-               "quarantine_path": "/q/b0.jsonl", "lake_file": "/l/b0.parquet", "ingested_at": "2026-11-28T10:00:00Z",
-               "files": [{"file": "a.jsonl", "path": "/x/a.jsonl", "received": 1, "accepted": 1, "rejected": 0},
-                         {"file": "b.jsonl", "path": "/x/b.jsonl", "received": 3, "accepted": 3, "rejected": 0}]}
+    several = {
+        "source": "customers",
+        "batch_id": "b0",
+        "received": 4,
+        "accepted": 4,
+        "rejected": 0,
+        "quarantine_path": "/q/b0.jsonl",
+        "lake_file": "/l/b0.parquet",
+        "ingested_at": "2026-11-28T10:00:00Z",
+        "files": [
+            {"file": "a.jsonl", "path": "/x/a.jsonl", "received": 1, "accepted": 1, "rejected": 0},
+            {"file": "b.jsonl", "path": "/x/b.jsonl", "received": 3, "accepted": 3, "rejected": 0},
+        ],
+    }
     assert store.record_ingest_batch(engine, several) == 1
-    nested = {"source": "orders", "received": 5, "batches": [
-        {"batch_id": "b1", "source_file": "a.csv", "received": 3, "accepted": 3, "rejected": 0},
-        {"batch_id": "b2", "source_file": "b.csv", "received": 2, "accepted": 1, "rejected": 1},
-    ]}
+    nested = {
+        "source": "orders",
+        "received": 5,
+        "batches": [
+            {"batch_id": "b1", "source_file": "a.csv", "received": 3, "accepted": 3, "rejected": 0},
+            {"batch_id": "b2", "source_file": "b.csv", "received": 2, "accepted": 1, "rejected": 1},
+        ],
+    }
     assert store.record_ingest_batch(engine, nested) == 2
     with engine.connect() as conn:
         rows = {r.batch_id: r for r in conn.execute(store.ingest_batches.select())}
@@ -60,16 +82,33 @@ def test_versions_and_run_log(engine):
     assert store.last_published_cycle_id(engine) is None
     with engine.begin() as conn:
         for cycle in ("c1", "c2"):
-            conn.execute(store.published_versions.insert().values(
-                version=store.next_version(conn), cycle_id=cycle, as_of="2026-01-01T00:00:00Z",
-                published_at="2026-01-01T00:00:01Z", profiles_upserted=1, profiles_deleted=0))
+            conn.execute(
+                store.published_versions.insert().values(
+                    version=store.next_version(conn),
+                    cycle_id=cycle,
+                    as_of="2026-01-01T00:00:00Z",
+                    published_at="2026-01-01T00:00:01Z",
+                    profiles_upserted=1,
+                    profiles_deleted=0,
+                )
+            )
     assert store.current_version(engine)["version"] == 2
     assert store.last_published_cycle_id(engine) == "c2"
 
     t = datetime(2026, 11, 28, 12, 0, 0)
     store.start_run(engine, "r1", t, t)
-    store.finish_run(engine, "r1", status="success", ended_at=t, phases={"transform": 1.5},
-                     rows_read=3, rows_changed=2, rows_published=2, rows_deleted=0, validation={"s": {"success": True}})
+    store.finish_run(
+        engine,
+        "r1",
+        status="success",
+        ended_at=t,
+        phases={"transform": 1.5},
+        rows_read=3,
+        rows_changed=2,
+        rows_published=2,
+        rows_deleted=0,
+        validation={"s": {"success": True}},
+    )
     store.start_run(engine, "r2", t, t)
     # r2's process "died": a new cycle holding the lock closes it as failed
     assert store.close_interrupted_runs(engine, t) == 1

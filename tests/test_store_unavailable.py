@@ -7,6 +7,7 @@ profile) and the collector included. A write lock alone (a long transaction, a b
 WAL readers alone: reads answer, and the collector, which must record what it landed, answers
 "retry". The stopped-PostgreSQL case is in tests/test_replica.py, with the same walker.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,8 +51,9 @@ def every_route(settings: Settings) -> list[tuple[str, str, object]]:
 
 def call(server: ApiServer, key: str, method: str, path: str, body: object) -> tuple[requests.Response, float]:
     started = time.monotonic()
-    response = requests.request(method, server.url + path, json=body, timeout=10,
-                                headers={"Authorization": f"Bearer {key}"})
+    response = requests.request(
+        method, server.url + path, json=body, timeout=10, headers={"Authorization": f"Bearer {key}"}
+    )
     return response, time.monotonic() - started
 
 
@@ -67,8 +69,11 @@ def assert_unavailable(server: ApiServer, key: str, routes: list, rounds: int = 
             if path in NO_STORE or (path in CACHED and response.status_code == 200):
                 ok = response.status_code == 200
             else:
-                ok = (response.status_code == 503 and "Retry-After" in response.headers
-                      and response.headers["Content-Type"].startswith("application/problem+json"))
+                ok = (
+                    response.status_code == 503
+                    and "Retry-After" in response.headers
+                    and response.headers["Content-Type"].startswith("application/problem+json")
+                )
             if not ok:
                 wrong.append((method, path, response.status_code, response.text[:200]))
     assert not wrong, wrong
@@ -87,14 +92,24 @@ class StoreLock:
 
     def __init__(self, path: Path, exclusive: bool = True) -> None:
         mode = "c.execute('PRAGMA locking_mode=EXCLUSIVE')\n" if exclusive else ""
-        self.proc = subprocess.Popen([sys.executable, "-c", (
-            "import sqlite3, sys\n"
-            f"c = sqlite3.connect({str(path)!r}, isolation_level=None, timeout=30)\n"
-            f"{mode}"
-            f"c.execute('BEGIN {'EXCLUSIVE' if exclusive else 'IMMEDIATE'}')\n"
-            "c.execute(\"UPDATE schema_version SET version = version\")\n"
-            "print('locked', flush=True)\n"
-            "sys.stdin.read()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                (
+                    "import sqlite3, sys\n"
+                    f"c = sqlite3.connect({str(path)!r}, isolation_level=None, timeout=30)\n"
+                    f"{mode}"
+                    f"c.execute('BEGIN {'EXCLUSIVE' if exclusive else 'IMMEDIATE'}')\n"
+                    "c.execute(\"UPDATE schema_version SET version = version\")\n"
+                    "print('locked', flush=True)\n"
+                    "sys.stdin.read()\n"
+                ),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout.readline().strip() == "locked"
 
     def release(self) -> None:
@@ -118,8 +133,11 @@ def test_every_route_answers_503_quickly_while_the_sqlite_store_is_locked(tmp_pa
             lock.release()
             time.sleep(1.2)  # the readers' fail-fast window (serving/reader.py RECHECK_SECONDS)
             assert_available(server, admin, routes)
-            profile = requests.get(server.url + "/api/v1/customers/c1", timeout=10,
-                                   headers={"Authorization": f"Bearer {keys['profiles:read']}"})
+            profile = requests.get(
+                server.url + "/api/v1/customers/c1",
+                timeout=10,
+                headers={"Authorization": f"Bearer {keys['profiles:read']}"},
+            )
             assert profile.status_code == 200 and profile.json()["first_name"] == "Ada"
             assert '"level":"error"' not in server.logs()
     finally:
@@ -142,8 +160,11 @@ def test_a_write_lock_leaves_reads_alone_and_the_collector_answers_retry(tmp_pat
             response, seconds = call(server, write, "POST", "/api/v1/events", [EVENT])
             assert response.status_code == 503 and seconds < 2.0 and response.headers["Retry-After"]
             assert "retry the same request" in response.json()["detail"]
-            landed = [p for p in (tmp_path / "lake" / "events").rglob("*.parquet")
-                      if "locked-1" in pq.read_table(p, columns=["event_id"]).column(0).to_pylist()]
+            landed = [
+                p
+                for p in (tmp_path / "lake" / "events").rglob("*.parquet")
+                if "locked-1" in pq.read_table(p, columns=["event_id"]).column(0).to_pylist()
+            ]
             assert len(landed) == 1  # the event is in the lake already: nothing is lost
         finally:
             lock.release()

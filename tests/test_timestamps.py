@@ -1,5 +1,6 @@
 """The one timestamp rule: the Python parser and the DuckDB expression agree with the battery and
 with each other (the dbt macro's test runs the same battery: tests/fixtures/ingest/timestamps.json)."""
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,15 @@ def test_csv_text_path_treats_numbers_as_strings() -> None:
 
 
 def _mutations(rng: random.Random, n: int) -> list:
-    seeds = ["2026-11-28T10:15:30.123+02:00", "2026-02-28 23:59:59", "1732780800000", "2024-02-29Z",
-             "2026-11-28T10:15-0130", "9999-12-31T23:59:59.999999Z", "0001-01-01T00:00:00+00:00"]
+    seeds = [
+        "2026-11-28T10:15:30.123+02:00",
+        "2026-02-28 23:59:59",
+        "1732780800000",
+        "2024-02-29Z",
+        "2026-11-28T10:15-0130",
+        "9999-12-31T23:59:59.999999Z",
+        "0001-01-01T00:00:00+00:00",
+    ]
     alphabet = "0123456789-+:.TZz tx"
     out: list = []
     for _ in range(n):
@@ -78,7 +86,7 @@ def _mutations(rng: random.Random, n: int) -> list:
             elif text:
                 del text[min(pos, len(text) - 1)]
         out.append("".join(text))
-    out += [rng.randint(-10**16, 10**16) for _ in range(200)]
+    out += [rng.randint(-(10**16), 10**16) for _ in range(200)]
     return out
 
 

@@ -1,6 +1,7 @@
 """TLS in transit (DESIGN.md "Privacy and access"): `sendtime serve --certfile --keyfile` serves HTTPS
 only, TLS 1.2 or newer, verified with curl against a CA the test makes; a plain bind beyond
 loopback refuses to start unless allow_plain_http = true."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,8 +22,9 @@ from tests.conftest import ROOT, Cli, free_port
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def make_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
@@ -30,24 +32,47 @@ def make_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sendtime test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                       key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     folder.mkdir(parents=True, exist_ok=True)
     paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
@@ -58,10 +83,15 @@ def make_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
 
 
 def _serve(home: Path, host: str, port: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--host", host, "--port", str(port),
-                             "--workers", "1", *extra], cwd=ROOT,
-                            env={**os.environ, "SENDTIME_HOME": str(home), **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve", "--host", host, "--port", str(port), "--workers", "1", *extra],
+        cwd=ROOT,
+        env={**os.environ, "SENDTIME_HOME": str(home), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -114,12 +144,22 @@ def test_plain_bind_beyond_loopback_is_refused(tmp_path):
     cli = Cli(home)
     refused = cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), check=False, timeout=60)
     assert refused.returncode == 2 and "refusing to serve plain HTTP" in refused.stderr
-    half = cli("serve", "--host", "127.0.0.1", "--port", str(free_port()), "--certfile", str(tmp_path / "x.pem"),
-               check=False, timeout=60)
+    half = cli(
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+        "--certfile",
+        str(tmp_path / "x.pem"),
+        check=False,
+        timeout=60,
+    )
     assert half.returncode == 2 and "both a certificate and its key" in half.stderr
     ca, cert, _key = make_ca_and_server_cert(tmp_path / "pki")
-    wrong = cli("serve", "--port", str(free_port()), "--certfile", str(cert), "--keyfile", str(ca),
-                check=False, timeout=60)
+    wrong = cli(
+        "serve", "--port", str(free_port()), "--certfile", str(cert), "--keyfile", str(ca), check=False, timeout=60
+    )
     assert wrong.returncode == 2 and "cannot load" in wrong.stderr
     # behind a TLS-terminating proxy: allowed when said so
     port = free_port()

@@ -1,5 +1,6 @@
 """pipeline.transform: dbt in-process, its result summary, the schedule of association refreshes,
 quiet terminal, an unlocked warehouse after every build, errors without PII, dbt docs."""
+
 from __future__ import annotations
 
 import subprocess
@@ -14,9 +15,22 @@ AS_OF = datetime(2026, 11, 26)
 
 
 def test_build_summarizes_quietly_and_leaves_the_warehouse_unlocked(settings, tmp_path, capfd):
-    ingest(settings, "events", write_jsonl(tmp_path / "e.jsonl", [
-        {"event_id": "e1", "event_type": "product_view", "occurred_at": "2026-11-01T00:00:00Z",
-         "customer_id": "C1", "product_id": "P1"}]))
+    ingest(
+        settings,
+        "events",
+        write_jsonl(
+            tmp_path / "e.jsonl",
+            [
+                {
+                    "event_id": "e1",
+                    "event_type": "product_view",
+                    "occurred_at": "2026-11-01T00:00:00Z",
+                    "customer_id": "C1",
+                    "product_id": "P1",
+                }
+            ],
+        ),
+    )
     first = build(settings, as_of=AS_OF, cycle_id=new_cycle_id())
     assert first.ok and first.error is None
     assert first.refreshed_associations  # the first build of a warehouse refreshes everything
@@ -37,8 +51,12 @@ def test_build_summarizes_quietly_and_leaves_the_warehouse_unlocked(settings, tm
     assert "Running with dbt" not in out + err and "START sql" not in out + err
 
     # another process can open the file read-write: nothing kept it locked
-    probe = subprocess.run([sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()",
-                            str(settings.warehouse_path)], capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(settings.warehouse_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.returncode == 0, probe.stderr
 
 
@@ -46,9 +64,22 @@ def test_refresh_follows_the_configured_schedule(settings, tmp_path):
     often = settings.replace(recommendations_refresh_every="1ms")
 
     def arrive(n: int) -> None:
-        ingest(settings, "events", write_jsonl(tmp_path / f"e{n}.jsonl", [
-            {"event_id": f"e{n}", "event_type": "product_view", "occurred_at": "2026-11-01T00:00:00Z",
-             "customer_id": "C1", "product_id": "P1"}]))
+        ingest(
+            settings,
+            "events",
+            write_jsonl(
+                tmp_path / f"e{n}.jsonl",
+                [
+                    {
+                        "event_id": f"e{n}",
+                        "event_type": "product_view",
+                        "occurred_at": "2026-11-01T00:00:00Z",
+                        "customer_id": "C1",
+                        "product_id": "P1",
+                    }
+                ],
+            ),
+        )
 
     arrive(1)
     assert build(often, as_of=AS_OF, cycle_id=new_cycle_id()).refreshed_associations
@@ -84,27 +115,72 @@ def test_a_cycle_builds_what_its_arrivals_reach_and_skips_until_a_stage_moves(se
     from tests.test_dbt_support import profile, query
 
     order_at = datetime(2026, 6, 1)
-    ingest(settings, "orders", write_jsonl(tmp_path / "o.jsonl", [
-        {"op": "c", "ts_ms": 1000, "before": None, "after": {
-            "order_id": "O1", "customer_id": "C1", "status": "paid", "currency": "USD", "total_amount": "10",
-            "created_at": "2026-06-01T00:00:00Z", "updated_at": "2026-06-01T00:00:00Z"}}]))
-    ingest(settings, "events", write_jsonl(tmp_path / "e0.jsonl", [
-        {"event_id": "e0", "event_type": "page_view", "occurred_at": "2026-06-01T00:00:00Z", "customer_id": "C1"}]))
+    ingest(
+        settings,
+        "orders",
+        write_jsonl(
+            tmp_path / "o.jsonl",
+            [
+                {
+                    "op": "c",
+                    "ts_ms": 1000,
+                    "before": None,
+                    "after": {
+                        "order_id": "O1",
+                        "customer_id": "C1",
+                        "status": "paid",
+                        "currency": "USD",
+                        "total_amount": "10",
+                        "created_at": "2026-06-01T00:00:00Z",
+                        "updated_at": "2026-06-01T00:00:00Z",
+                    },
+                }
+            ],
+        ),
+    )
+    ingest(
+        settings,
+        "events",
+        write_jsonl(
+            tmp_path / "e0.jsonl",
+            [{"event_id": "e0", "event_type": "page_view", "occurred_at": "2026-06-01T00:00:00Z", "customer_id": "C1"}],
+        ),
+    )
     boundary = order_at + timedelta(days=90)  # active up to and including it, at_risk after
     first = build(settings, as_of=boundary - timedelta(days=1), cycle_id=new_cycle_id())
     assert first.ok and profile(settings, "C1")["lifecycle_stage"] == "active"
-    assert query(settings, "select next_stage_change_at from int_cycles_registered where is_committed"
-                           " order by cycle_id desc limit 1") == [(boundary,)]
+    assert query(
+        settings,
+        "select next_stage_change_at from int_cycles_registered where is_committed order by cycle_id desc limit 1",
+    ) == [(boundary,)]
 
     # only events arrive: nothing of the CRM, orders or catalog is built
-    ingest(settings, "events", write_jsonl(tmp_path / "e.jsonl", [
-        {"event_id": "e1", "event_type": "product_view", "occurred_at": "2026-06-02T00:00:00Z",
-         "customer_id": "C1", "product_id": "P1"}]))
+    ingest(
+        settings,
+        "events",
+        write_jsonl(
+            tmp_path / "e.jsonl",
+            [
+                {
+                    "event_id": "e1",
+                    "event_type": "product_view",
+                    "occurred_at": "2026-06-02T00:00:00Z",
+                    "customer_id": "C1",
+                    "product_id": "P1",
+                }
+            ],
+        ),
+    )
     events = build(settings, as_of=boundary - timedelta(days=1), cycle_id=new_cycle_id())
     assert events.ok and events.plan.kind == "cycle" and events.plan.arrived == {"events": 1}
     assert "int_events_deduplicated" in events.nodes and "customer_profiles" in events.nodes
-    assert not {"int_orders_cdc_applied", "int_customers_cdc_applied", "products", "customer_erasures",
-                "int_product_associations_scored"} & set(events.nodes)
+    assert not {
+        "int_orders_cdc_applied",
+        "int_customers_cdc_applied",
+        "products",
+        "customer_erasures",
+        "int_product_associations_scored",
+    } & set(events.nodes)
 
     # nothing new, as_of up to the boundary: no stage moves, dbt does not start
     held = build(settings, as_of=boundary, cycle_id=new_cycle_id())
@@ -113,7 +189,10 @@ def test_a_cycle_builds_what_its_arrivals_reach_and_skips_until_a_stage_moves(se
     moved = build(settings, as_of=boundary + timedelta(microseconds=1), cycle_id=new_cycle_id())
     assert moved.ok and moved.plan.kind == "restage"
     assert set(n for n in moved.nodes if not n.startswith("sendtime-")) == {
-        "int_cycles_registered", "int_customers_touched", "customer_profiles"}
+        "int_cycles_registered",
+        "int_customers_touched",
+        "customer_profiles",
+    }
     assert profile(settings, "C1")["lifecycle_stage"] == "at_risk"
     # as_of going backwards (a replay) re-stages too
     back = build(settings, as_of=boundary - timedelta(days=1), cycle_id=new_cycle_id())

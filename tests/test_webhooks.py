@@ -6,6 +6,7 @@ then a real cycle (`sendtime run`) and the profile fields and GET /send-time fro
 One module fixture: a home with a CRM, the API under gunicorn with both signing keys, every webhook
 request, one cycle. The tests read what it recorded.
 """
+
 from __future__ import annotations
 
 import base64
@@ -58,16 +59,19 @@ class SendGrid:
 
     def __init__(self) -> None:
         self.private = ec.generate_private_key(ec.SECP256R1())
-        der = self.private.public_key().public_bytes(serialization.Encoding.DER,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
+        der = self.private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         self.public_key = base64.b64encode(der).decode()  # as SendGrid's settings page shows it
 
     def headers(self, body: bytes, timestamp: str | None = None, private: Any = None) -> dict[str, str]:
         timestamp = timestamp or str(int(NOW.timestamp()))
         signature = (private or self.private).sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-        return {"Content-Type": "application/json",
-                "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
-                "X-Twilio-Email-Event-Webhook-Timestamp": timestamp}
+        return {
+            "Content-Type": "application/json",
+            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
+        }
 
 
 def _mailchimp(events: str, key: str = MAILCHIMP_KEY, url: str = REGISTERED_URL) -> tuple[dict, dict]:
@@ -81,8 +85,13 @@ YESTERDAY_NOON = datetime.combine(NOW.date() - timedelta(days=1), datetime.min.t
 
 def _recent(event: str, minutes: int, **fields: Any) -> dict[str, Any]:
     ts = int((YESTERDAY_NOON + timedelta(minutes=minutes)).timestamp())
-    return {"event": event, "timestamp": ts, "sg_event_id": f"{event}-{minutes}",
-            "sg_message_id": "recent.filter0001", **fields}
+    return {
+        "event": event,
+        "timestamp": ts,
+        "sg_event_id": f"{event}-{minutes}",
+        "sg_message_id": "recent.filter0001",
+        **fields,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +99,31 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     home = tmp_path_factory.mktemp("webhooks") / "home"
     home.mkdir()
     settings = load_settings(home, environ={})
-    crm = [{"op": "c", "ts_ms": 1_700_000_000_000, "before": None,
-            "after": {"customer_id": cid, "email": email, "timezone": tz, "country": country,
-                      "marketing_consent": True}} for cid, email, tz, country in CUSTOMERS]
+    crm = [
+        {
+            "op": "c",
+            "ts_ms": 1_700_000_000_000,
+            "before": None,
+            "after": {
+                "customer_id": cid,
+                "email": email,
+                "timezone": tz,
+                "country": country,
+                "marketing_consent": True,
+            },
+        }
+        for cid, email, tz, country in CUSTOMERS
+    ]
     ingest_files(settings, "customers", [write_jsonl(home.parent / "crm.jsonl", crm)])
     sendgrid = SendGrid()
-    keys = {scope: create_key(settings, scope.replace(":", "-"), [scope])[0] for scope in ("profiles:read", "events:write")}
-    env = {"SENDTIME_SENDGRID_WEBHOOK_PUBLIC_KEY": sendgrid.public_key,
-           "SENDTIME_MAILCHIMP_WEBHOOK_KEY": MAILCHIMP_KEY, "SENDTIME_MAILCHIMP_WEBHOOK_URL": REGISTERED_URL}
+    keys = {
+        scope: create_key(settings, scope.replace(":", "-"), [scope])[0] for scope in ("profiles:read", "events:write")
+    }
+    env = {
+        "SENDTIME_SENDGRID_WEBHOOK_PUBLIC_KEY": sendgrid.public_key,
+        "SENDTIME_MAILCHIMP_WEBHOOK_KEY": MAILCHIMP_KEY,
+        "SENDTIME_MAILCHIMP_WEBHOOK_URL": REGISTERED_URL,
+    }
     out: dict[str, Any] = {"home": home, "keys": keys}
     with ApiServer(home, env=env) as api:
         sg, mc = api.url + "/api/v1/webhooks/sendgrid", api.url + "/api/v1/webhooks/mailchimp"
@@ -105,29 +131,58 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         out["sendgrid"] = post(sg, data=SENDGRID_EXAMPLE, headers=sendgrid.headers(SENDGRID_EXAMPLE), timeout=30)
         out["sendgrid_replay"] = post(sg, data=SENDGRID_EXAMPLE, headers=sendgrid.headers(SENDGRID_EXAMPLE), timeout=30)
         # a batch with one record of an unknown kind, and recent engagement (custom args name the customer)
-        mixed = json.dumps([
-            _recent("open", 10, customer_id="C-mars", email="mars@example.com"),
-            {"event": "teleported", "email": "someone.secret@example.com", "timestamp": 1764000000,
-             "sg_event_id": "t-1", "ip": "203.0.113.9"},
-            _recent("click", 20, customer_id="C-mars", url="https://shop.example/p/P1?email=mars@example.com"),
-            _recent("open", 30, email="new@example.com", sg_machine_open=True),
-        ]).encode()
+        mixed = json.dumps(
+            [
+                _recent("open", 10, customer_id="C-mars", email="mars@example.com"),
+                {
+                    "event": "teleported",
+                    "email": "someone.secret@example.com",
+                    "timestamp": 1764000000,
+                    "sg_event_id": "t-1",
+                    "ip": "203.0.113.9",
+                },
+                _recent("click", 20, customer_id="C-mars", url="https://shop.example/p/P1?email=mars@example.com"),
+                _recent("open", 30, email="new@example.com", sg_machine_open=True),
+            ]
+        ).encode()
         out["mixed"] = post(sg, data=mixed, headers=sendgrid.headers(mixed), timeout=30)
         tampered = SENDGRID_EXAMPLE.replace(b'"open"', b'"click"', 1)
         bad = {
             "tampered": post(sg, data=tampered, headers=sendgrid.headers(SENDGRID_EXAMPLE), timeout=10),
             "unsigned": post(sg, data=SENDGRID_EXAMPLE, headers={"Content-Type": "application/json"}, timeout=10),
-            "other_key": post(sg, data=SENDGRID_EXAMPLE, timeout=10, headers=sendgrid.headers(
-                SENDGRID_EXAMPLE, private=ec.generate_private_key(ec.SECP256R1()))),
-            "old_timestamp": post(sg, data=SENDGRID_EXAMPLE, timeout=10, headers={
-                **sendgrid.headers(SENDGRID_EXAMPLE, timestamp="1600000000"),
-                "X-Twilio-Email-Event-Webhook-Timestamp": "1600000001"}),
-            "bearer_key_only": post(sg, data=SENDGRID_EXAMPLE, timeout=10, headers={
-                "Content-Type": "application/json", "Authorization": f"Bearer {keys['events:write']}"}),
-            "mailchimp_wrong_key": post(mc, timeout=10, data=_mailchimp(MANDRILL_EXAMPLE, key="test-webhook")[0],
-                                        headers=_mailchimp(MANDRILL_EXAMPLE, key="test-webhook")[1]),
-            "mailchimp_other_url": post(mc, timeout=10, data=_mailchimp(MANDRILL_EXAMPLE, url=mc)[0],
-                                        headers=_mailchimp(MANDRILL_EXAMPLE, url=mc)[1]),
+            "other_key": post(
+                sg,
+                data=SENDGRID_EXAMPLE,
+                timeout=10,
+                headers=sendgrid.headers(SENDGRID_EXAMPLE, private=ec.generate_private_key(ec.SECP256R1())),
+            ),
+            "old_timestamp": post(
+                sg,
+                data=SENDGRID_EXAMPLE,
+                timeout=10,
+                headers={
+                    **sendgrid.headers(SENDGRID_EXAMPLE, timestamp="1600000000"),
+                    "X-Twilio-Email-Event-Webhook-Timestamp": "1600000001",
+                },
+            ),
+            "bearer_key_only": post(
+                sg,
+                data=SENDGRID_EXAMPLE,
+                timeout=10,
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {keys['events:write']}"},
+            ),
+            "mailchimp_wrong_key": post(
+                mc,
+                timeout=10,
+                data=_mailchimp(MANDRILL_EXAMPLE, key="test-webhook")[0],
+                headers=_mailchimp(MANDRILL_EXAMPLE, key="test-webhook")[1],
+            ),
+            "mailchimp_other_url": post(
+                mc,
+                timeout=10,
+                data=_mailchimp(MANDRILL_EXAMPLE, url=mc)[0],
+                headers=_mailchimp(MANDRILL_EXAMPLE, url=mc)[1],
+            ),
         }
         out["bad_signature"] = bad
         malformed = {}
@@ -137,8 +192,12 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             form, headers = _mailchimp(events)
             malformed[name] = post(mc, data=form, headers=headers, timeout=10)
         form = {"other": "x"}
-        malformed["mandrill_no_field"] = post(mc, data=form, timeout=10, headers={
-            "X-Mandrill-Signature": mandrill_signature(MAILCHIMP_KEY, REGISTERED_URL, form.items())})
+        malformed["mandrill_no_field"] = post(
+            mc,
+            data=form,
+            timeout=10,
+            headers={"X-Mandrill-Signature": mandrill_signature(MAILCHIMP_KEY, REGISTERED_URL, form.items())},
+        )
         out["malformed"] = malformed
         out["mailchimp_check"] = requests.head(mc, timeout=10)
         form, headers = _mailchimp(MANDRILL_EXAMPLE)
@@ -153,8 +212,9 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         out["send_time"] = {}
 
         def send_time(cid: str, after: str | None = None, key: str | None = read, **kwargs: Any) -> requests.Response:
-            return api.get(f"/api/v1/customers/{cid}/send-time", key, params={"after": after} if after else None,
-                           **kwargs)
+            return api.get(
+                f"/api/v1/customers/{cid}/send-time", key, params={"after": after} if after else None, **kwargs
+            )
 
         out["get_send_time"] = send_time
         yield out
@@ -168,9 +228,12 @@ def test_sendgrid_example_lands_once_signed_and_retried(landed) -> None:
     # processed, deferred, dropped and the two group events are kinds sendtime does not use
     assert (body["received"], body["accepted"], body["rejected"], body["skipped"]) == (11, 6, 0, 5)
     assert set(body["skipped_by_reason"]) == {
-        "sendgrid processed: accepted for sending, not delivered yet", "sendgrid deferred: a temporary delivery failure",
-        "sendgrid dropped: not sent", "sendgrid group_unsubscribe: an unsubscribe from one group only",
-        "sendgrid group_resubscribe: a resubscribe to one group only"}
+        "sendgrid processed: accepted for sending, not delivered yet",
+        "sendgrid deferred: a temporary delivery failure",
+        "sendgrid dropped: not sent",
+        "sendgrid group_unsubscribe: an unsubscribe from one group only",
+        "sendgrid group_resubscribe: a resubscribe to one group only",
+    }
     assert replay.status_code == 200
     assert (replay.json()["accepted"], replay.json()["duplicates"]) == (0, 6)
 
@@ -179,8 +242,14 @@ def test_the_lake_holds_the_email_hash_never_the_email(landed) -> None:
     lake = landed["home"] / "lake" / "events"
     rows = [row for path in sorted(lake.rglob("*.parquet")) for row in pq.read_table(path).to_pylist()]
     sendgrid = [r for r in rows if r["_source_file"] == "webhook:sendgrid" and r["email_hash"]]
-    assert {r["event_type"] for r in sendgrid} >= {"email_delivered", "email_open", "email_click", "email_bounce",
-                                                   "email_spam_report", "email_unsubscribe"}
+    assert {r["event_type"] for r in sendgrid} >= {
+        "email_delivered",
+        "email_open",
+        "email_click",
+        "email_bounce",
+        "email_spam_report",
+        "email_unsubscribe",
+    }
     assert {r["email_hash"] for r in sendgrid} == {_sha("example@test.com")}
     assert all(r["customer_id"] is None for r in sendgrid)
     by_custom_args = [r for r in rows if r["customer_id"] == "C-mars"]
@@ -195,8 +264,15 @@ def test_the_lake_holds_the_email_hash_never_the_email(landed) -> None:
         for path in (landed["home"] / folder).rglob("*"):
             if path.is_file() and "events" in path.parts:
                 data = path.read_bytes()
-                for secret in (b"example@test.com", b"mandrillapp.com", b"someone.secret", b"mars@example.com",
-                               b"203.0.113.9", b"255.255.255.255", b"Postbox"):
+                for secret in (
+                    b"example@test.com",
+                    b"mandrillapp.com",
+                    b"someone.secret",
+                    b"mars@example.com",
+                    b"203.0.113.9",
+                    b"255.255.255.255",
+                    b"Postbox",
+                ):
                     assert secret not in data, (path, secret)
 
 
@@ -266,8 +342,12 @@ def test_send_time_is_the_next_start_of_the_local_hour_across_dst(landed) -> Non
     # New York, 19:00: EST the evening before the spring-forward night, EDT the evening after
     before = get("C-sg", "2026-03-07T12:00:00Z")
     assert before.status_code == 200, before.text
-    assert before.json() == {"send_at": "2026-03-08T00:00:00Z", "local_hour": 19, "timezone": "America/New_York",
-                             "confidence": landed["profiles"]["C-sg"]["best_send_hour_confidence"]}
+    assert before.json() == {
+        "send_at": "2026-03-08T00:00:00Z",
+        "local_hour": 19,
+        "timezone": "America/New_York",
+        "confidence": landed["profiles"]["C-sg"]["best_send_hour_confidence"],
+    }
     assert get("C-sg", "2026-03-08T12:00:00Z").json()["send_at"] == "2026-03-08T23:00:00Z"
     # strictly after: at 19:00 local itself, the next day's
     assert get("C-sg", "2026-03-09T23:00:00Z").json()["send_at"] == "2026-03-10T23:00:00Z"
@@ -308,17 +388,28 @@ def test_nothing_personal_in_the_api_logs(landed) -> None:
 
 # ------------------------------------------------------------------------------ in-process (no server)
 
+
 def test_without_a_signing_key_the_webhooks_need_an_events_write_key(tmp_path: Path) -> None:
     settings = load_settings(tmp_path, environ={})
-    keys = {scope: create_key(settings, scope.replace(":", "-"), [scope])[0] for scope in ("profiles:read", "events:write")}
+    keys = {
+        scope: create_key(settings, scope.replace(":", "-"), [scope])[0] for scope in ("profiles:read", "events:write")
+    }
     client = create_app(settings).test_client()
     body = SENDGRID_EXAMPLE
     assert client.post("/api/v1/webhooks/sendgrid", data=body, content_type="application/json").status_code == 401
-    refused = client.post("/api/v1/webhooks/sendgrid", data=body, content_type="application/json",
-                          headers={"Authorization": f"Bearer {keys['profiles:read']}"})
+    refused = client.post(
+        "/api/v1/webhooks/sendgrid",
+        data=body,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {keys['profiles:read']}"},
+    )
     assert refused.status_code == 403
-    accepted = client.post("/api/v1/webhooks/sendgrid", data=body, content_type="application/json",
-                           headers={"Authorization": f"Bearer {keys['events:write']}"})
+    accepted = client.post(
+        "/api/v1/webhooks/sendgrid",
+        data=body,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {keys['events:write']}"},
+    )
     assert accepted.status_code == 200 and accepted.get_json()["accepted"] == 6
     assert client.head("/api/v1/webhooks/mailchimp").status_code == 200
 
@@ -329,14 +420,21 @@ def test_a_request_sendgrid_signed_verifies_with_its_key(tmp_path: Path) -> None
     settings = load_settings(tmp_path, environ={"SENDTIME_SENDGRID_WEBHOOK_PUBLIC_KEY": signed["public_key"]})
     create_key(settings, "unused", ["profiles:read"])  # creates the online store (its event index)
     client = create_app(settings).test_client()
-    headers = {"X-Twilio-Email-Event-Webhook-Signature": signed["signature"],
-               "X-Twilio-Email-Event-Webhook-Timestamp": signed["timestamp"]}
-    ok = client.post("/api/v1/webhooks/sendgrid", data=signed["body"].encode(), content_type="application/json",
-                     headers=headers)
+    headers = {
+        "X-Twilio-Email-Event-Webhook-Signature": signed["signature"],
+        "X-Twilio-Email-Event-Webhook-Timestamp": signed["timestamp"],
+    }
+    ok = client.post(
+        "/api/v1/webhooks/sendgrid", data=signed["body"].encode(), content_type="application/json", headers=headers
+    )
     assert ok.status_code == 200, ok.get_data(as_text=True)
     assert ok.get_json()["skipped_by_reason"] == {"sendgrid dropped: not sent": 1}
-    altered = client.post("/api/v1/webhooks/sendgrid", data=signed["body"].rstrip().encode(),
-                          content_type="application/json", headers=headers)
+    altered = client.post(
+        "/api/v1/webhooks/sendgrid",
+        data=signed["body"].rstrip().encode(),
+        content_type="application/json",
+        headers=headers,
+    )
     assert altered.status_code == 401
 
 
@@ -351,9 +449,22 @@ def test_a_key_that_is_not_a_public_key_stops_the_api_at_start(tmp_path: Path) -
 def test_the_sendgrid_example_schedules_each_recipient_by_send_at(landed) -> None:
     """docs/examples/sendgrid_send_at.py (the README's SendGrid example) against the live API, dry run."""
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, str(root / "docs/examples/sendgrid_send_at.py"), "--url", landed["api"].url,
-                          "--key", landed["keys"]["profiles:read"], "C-sg", "C-mc"],
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(root / "docs/examples/sendgrid_send_at.py"),
+            "--url",
+            landed["api"].url,
+            "--key",
+            landed["keys"]["profiles:read"],
+            "C-sg",
+            "C-mc",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     request = json.loads(out.stdout)
     sg, mc = request["personalizations"]
     assert sg["custom_args"] == {"customer_id": "C-sg"} and sg["to"] == [{"email": "example@test.com"}]

@@ -6,6 +6,7 @@ A deliberately small renderer (variables, {{#if x}}...{{/if}}, *|TAG|* and *|IF:
 to show that the merge-fields object is all a template needs: flat strings, fallbacks already
 applied. Real sends use SendGrid's / Mailchimp's own renderers with the same data.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,9 @@ MAILCHIMP = "Hi *|FIRST_NAME|*,*|IF:CART_1|* still thinking about *|CART_1|*?*|E
 
 
 def fetch(url: str, key: str, customer_id: str) -> dict[str, str]:
-    request = urllib.request.Request(f"{url}/api/v1/customers/{customer_id}/merge-fields",
-                                     headers={"Authorization": f"Bearer {key}"})
+    request = urllib.request.Request(
+        f"{url}/api/v1/customers/{customer_id}/merge-fields", headers={"Authorization": f"Bearer {key}"}
+    )
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.load(response)
 
@@ -34,8 +36,12 @@ def render_handlebars(template: str, data: dict[str, str]) -> str:
 
 def render_mailchimp(template: str, data: dict[str, str]) -> str:
     upper = {k.upper(): v for k, v in data.items()}
-    text = re.sub(r"\*\|IF:(\w+)\|\*(.*?)\*\|END:IF\|\*", lambda m: m.group(2) if upper.get(m.group(1)) else "",
-                  template, flags=re.S)
+    text = re.sub(
+        r"\*\|IF:(\w+)\|\*(.*?)\*\|END:IF\|\*",
+        lambda m: m.group(2) if upper.get(m.group(1)) else "",
+        template,
+        flags=re.S,
+    )
     return re.sub(r"\*\|(\w+)\|\*", lambda m: upper.get(m.group(1), ""), text)
 
 

@@ -10,6 +10,7 @@ with `send_at` (unix seconds; SendGrid accepts up to 72 hours ahead: sendtime an
 `custom_args.customer_id`, so the Event Webhook's opens and clicks name the customer
 (POST /api/v1/webhooks/sendgrid). Up to 1,000 personalizations per request.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,14 +47,19 @@ def main() -> None:
     parser.add_argument("--send", action="store_true")
     parser.add_argument("customers", nargs="+")
     args = parser.parse_args()
-    body = {"from": {"email": args.sender}, "template_id": args.template,
-            "personalizations": [personalization(args.url, args.key, c) for c in args.customers]}
+    body = {
+        "from": {"email": args.sender},
+        "template_id": args.template,
+        "personalizations": [personalization(args.url, args.key, c) for c in args.customers],
+    }
     if not args.send:
         print(json.dumps(body, indent=2))
         return
-    request = urllib.request.Request("https://api.sendgrid.com/v3/mail/send", data=json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {os.environ['SENDGRID_API_KEY']}",
-                                              "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        "https://api.sendgrid.com/v3/mail/send",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {os.environ['SENDGRID_API_KEY']}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         print(response.status)  # 202: queued, sent at each send_at
 

@@ -3,6 +3,7 @@
 Validation is file ingest's (`pipeline.ingest.Validator`, one DuckDB connection per source); the
 write order makes the lake file's rename the batch's commit point (pipeline/kafka/__init__.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -85,16 +86,18 @@ class BatchWriter:
         validator.ingested_at = ingested_at  # the future-timestamp bound counts from this batch
         return validator
 
-    def write(self, buf: TopicBuffer, batch_id: str, ingested_at: datetime,
-              already: Mapping[int, int]) -> BatchResult | None:
+    def write(
+        self, buf: TopicBuffer, batch_id: str, ingested_at: datetime, already: Mapping[int, int]
+    ) -> BatchResult | None:
         """`already`: partition -> next offset the lake holds; older messages (a redelivery) are dropped."""
         parts = np.asarray(buf.partitions, dtype=np.int64)
         offs = np.asarray(buf.offsets, dtype=np.int64)
         values = buf.values
         fresh = _fresh(parts, offs, already)
         if not fresh.all():
-            log.warning("dropped messages the lake already holds", extra={"topic": buf.topic,
-                                                                          "messages": int((~fresh).sum())})
+            log.warning(
+                "dropped messages the lake already holds", extra={"topic": buf.topic, "messages": int((~fresh).sum())}
+            )
             keep = np.flatnonzero(fresh)
             parts, offs, values = parts[keep], offs[keep], [values[i] for i in keep]
         if len(values) == 0:
@@ -107,8 +110,12 @@ class BatchWriter:
         table = _lake_table(accepted, source, batch_id, ingested_at, f"kafka:{topic}")
         if rows:
             at = accepted.column("line").to_numpy() - 1  # the `_source_file` of a row names its message
-            names = pc.binary_join_element_wise(pa.scalar(f"kafka:{topic}"), pa.array(parts[at]).cast(pa.string()),
-                                                pa.array(offs[at]).cast(pa.string()), ":")
+            names = pc.binary_join_element_wise(
+                pa.scalar(f"kafka:{topic}"),
+                pa.array(parts[at]).cast(pa.string()),
+                pa.array(offs[at]).cast(pa.string()),
+                ":",
+            )
             table = table.set_column(table.schema.get_field_index("_source_file"), "_source_file", names)
         ranges: Ranges = {}
         for p in np.unique(parts):
@@ -145,8 +152,19 @@ class BatchWriter:
         if pending is not None and quarantine_final is not None:
             os.replace(pending, quarantine_final)
             _fsync_dir(quarantine_dir)
-        return BatchResult(batch_id, source, topic, ranges, counts["received"], rows, len(rejected),
-                           prepared.skipped, final, quarantine_final, ingested_at)
+        return BatchResult(
+            batch_id,
+            source,
+            topic,
+            ranges,
+            counts["received"],
+            rows,
+            len(rejected),
+            prepared.skipped,
+            final,
+            quarantine_final,
+            ingested_at,
+        )
 
 
 def _fresh(parts: np.ndarray, offs: np.ndarray, already: Mapping[int, int]) -> np.ndarray:
@@ -161,4 +179,3 @@ def _fresh(parts: np.ndarray, offs: np.ndarray, already: Mapping[int, int]) -> n
         once[first] = True
         keep &= once
     return keep
-

@@ -1,5 +1,6 @@
 """The consumer's configuration: the topic map (source -> topic), the group, the flush bounds, and
 the librdkafka options passed through, minus the ones the exactly-once design owns."""
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,10 @@ def check_topic_map(topics: Mapping[str, str]) -> dict[str, str]:
     default in sendtime.toml); an unknown source or a topic named twice is an error."""
     unknown = sorted(s for s in topics if s not in CONTRACTS)
     if unknown:
-        raise ConsumeError(f"kafka topic map names unknown source{'s' if len(unknown) > 1 else ''} "
-                           f"{', '.join(repr(s) for s in unknown)} (sources: {', '.join(CONTRACTS)})")
+        raise ConsumeError(
+            f"kafka topic map names unknown source{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(s) for s in unknown)} (sources: {', '.join(CONTRACTS)})"
+        )
     enabled = {s: t.strip() for s, t in topics.items() if t and t.strip()}
     seen: dict[str, str] = {}
     for source, topic in enabled.items():
@@ -74,8 +77,9 @@ class ConsumeConfig:
     instance_id: str = ""  # static group membership (KIP-345); "" = dynamic
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, bootstrap_servers: str | None = None,
-                      topics: str | None = None) -> ConsumeConfig:
+    def from_settings(
+        cls, settings: Settings, *, bootstrap_servers: str | None = None, topics: str | None = None
+    ) -> ConsumeConfig:
         """Settings, then the command line (`--topics` replaces the whole map)."""
         topic_map = parse_topic_map(topics) if topics else dict(settings.kafka_topics)
         client = {str(k): str(v) for k, v in settings.kafka_client.items()}
@@ -88,10 +92,15 @@ class ConsumeConfig:
         instance_id = client.pop("group.instance.id", None)
         if instance_id is None:
             instance_id = default_instance_id(settings)
-        return cls(bootstrap_servers=bootstrap_servers or settings.kafka_bootstrap_servers,
-                   topics=check_topic_map(topic_map), group_id=settings.kafka_group_id,
-                   flush_seconds=settings.kafka_flush_seconds, flush_records=settings.kafka_flush_records,
-                   client=client, instance_id=instance_id)
+        return cls(
+            bootstrap_servers=bootstrap_servers or settings.kafka_bootstrap_servers,
+            topics=check_topic_map(topic_map),
+            group_id=settings.kafka_group_id,
+            flush_seconds=settings.kafka_flush_seconds,
+            flush_records=settings.kafka_flush_records,
+            client=client,
+            instance_id=instance_id,
+        )
 
     def client_config(self) -> dict[str, Any]:
         conf: dict[str, Any] = {

@@ -3,6 +3,7 @@
 Offsets are committed to Kafka only after their lake file is durable; on every assignment each
 partition is sought from the lake's record (pipeline/kafka/offsets.py), never from Kafka's.
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,8 +54,10 @@ class ConsumeSummary:
     def text(self) -> str:
         lines = [f"consumed for {self.seconds:.1f}s"]
         for topic, t in sorted(self.topics.items()):
-            lines.append(f"  {topic}: received {t.received}, accepted {t.accepted}, rejected {t.rejected}, "
-                         f"skipped {t.skipped} in {t.batches} batches")
+            lines.append(
+                f"  {topic}: received {t.received}, accepted {t.accepted}, rejected {t.rejected}, "
+                f"skipped {t.skipped} in {t.batches} batches"
+            )
         return "\n".join(lines)
 
 
@@ -84,8 +87,11 @@ class StreamConsumer:
         self.last_flush_at: datetime | None = None  # wall time of the last flush that wrote a batch
         self.commit_retry_at = 0.0  # monotonic: no commit retry before this (backoff after failures)
         self.commit_backoff = COMMIT_RETRY_SECONDS[0]
-        self.reporter = StateReporter(config.instance_id or default_instance_id(settings), config.group_id,
-                                      {topic: source for source, topic in config.topics.items()})
+        self.reporter = StateReporter(
+            config.instance_id or default_instance_id(settings),
+            config.group_id,
+            {topic: source for source, topic in config.topics.items()},
+        )
 
     # -- setup --
     def open(self) -> None:
@@ -96,8 +102,13 @@ class StreamConsumer:
             log.info("recovered after an interrupted consumer", extra=stats)
         self.ledger.load()
         self.last_batch_at = self.ledger.last_batch_time()
-        log.info("lake offsets read", extra={"lake_files_read": self.ledger.scanned,
-                                             "partitions": sum(len(p) for p in self.ledger.next.values())})
+        log.info(
+            "lake offsets read",
+            extra={
+                "lake_files_read": self.ledger.scanned,
+                "partitions": sum(len(p) for p in self.ledger.next.values()),
+            },
+        )
         conf = self.config.client_config()
         conf["error_cb"] = self._on_client_error
         conf["on_commit"] = self._on_commit
@@ -111,8 +122,9 @@ class StreamConsumer:
             meta = self.consumer.list_topics(timeout=CONNECT_TIMEOUT_SECONDS)
         except Exception as exc:  # noqa: BLE001 - KafkaException: transport, resolve, timeout
             self.consumer.close()
-            raise ConsumeError(f"cannot reach the Kafka brokers at {self.config.bootstrap_servers}: "
-                               f"{_reason(exc)}") from None
+            raise ConsumeError(
+                f"cannot reach the Kafka brokers at {self.config.bootstrap_servers}: {_reason(exc)}"
+            ) from None
         missing = sorted(t for t in self.buffers if t not in meta.topics or meta.topics[t].error is not None)
         if missing:
             log.warning("topics not found yet; they are consumed once they exist", extra={"topics": missing})
@@ -122,11 +134,14 @@ class StreamConsumer:
         self.report()  # "running" on the status page before the group join completes
         if self.stopping:  # stopped while starting: joining the group now would only delay the exit
             return
-        self.consumer.subscribe(list(self.buffers), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_lost)
+        self.consumer.subscribe(
+            list(self.buffers), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         self.subscribed = True
-        log.info("consumer started", extra={"topics": self.config.topics, "group_id": self.config.group_id,
-                                            "pid": os.getpid()})
+        log.info(
+            "consumer started",
+            extra={"topics": self.config.topics, "group_id": self.config.group_id, "pid": os.getpid()},
+        )
 
     def _open_store(self) -> None:
         from sqlalchemy.exc import SQLAlchemyError
@@ -141,8 +156,9 @@ class StreamConsumer:
             ensure_table(self.engine)
             state.ensure_table(self.engine)
         except SQLAlchemyError as exc:
-            log.warning("ingest log unavailable; batches are still written to the lake",
-                        extra={"error": type(exc).__name__})
+            log.warning(
+                "ingest log unavailable; batches are still written to the lake", extra={"error": type(exc).__name__}
+            )
 
     def _log_found_batches(self) -> None:
         """Batches committed to the lake after the last checkpoint go (again) into the ingest log:
@@ -151,9 +167,22 @@ class StreamConsumer:
             ranges = {int(p): (r[0], r[1]) for p, r in record["partitions"].items()}
             quarantine = self.settings.quarantine_dir / record["source"] / path.parent.name / f"{path.stem}.jsonl"
             at = datetime.strptime(path.stem[:22], "%Y%m%dT%H%M%S%fZ")
-            self._record(BatchResult(path.stem, record["source"], record["topic"], ranges, record["received"],
-                                     record["accepted"], record["rejected"], record["skipped"], path,
-                                     quarantine if record["rejected"] else None, at), recovered=True)
+            self._record(
+                BatchResult(
+                    path.stem,
+                    record["source"],
+                    record["topic"],
+                    ranges,
+                    record["received"],
+                    record["accepted"],
+                    record["rejected"],
+                    record["skipped"],
+                    path,
+                    quarantine if record["rejected"] else None,
+                    at,
+                ),
+                recovered=True,
+            )
 
     # -- rebalance callbacks (run inside consume()) --
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -165,8 +194,10 @@ class StreamConsumer:
                 tp.offset = nxt  # the lake decides where a partition resumes
                 resumed[f"{tp.topic}:{tp.partition}"] = nxt
         consumer.assign(partitions)
-        log.info("partitions assigned", extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in partitions],
-                                               "resume_from_lake": resumed})
+        log.info(
+            "partitions assigned",
+            extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in partitions], "resume_from_lake": resumed},
+        )
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         # flush what was read, so the next owner (or this consumer again) resumes right after it
@@ -177,8 +208,10 @@ class StreamConsumer:
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         # one consumer per home writes this lake: what was read is still right to land here
         self.flush()
-        log.warning("partitions lost (session timed out)",
-                    extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in partitions]})
+        log.warning(
+            "partitions lost (session timed out)",
+            extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in partitions]},
+        )
 
     def _on_client_error(self, err: Any) -> None:
         """librdkafka retries by itself with backoff; one log line per kind of error a minute."""
@@ -208,8 +241,11 @@ class StreamConsumer:
                     self.oldest = time.monotonic()
                 self._buffer(messages, buffers)
             flushed = False
-            if self.buffered and (self.buffered >= limit or self.buffered_bytes >= FLUSH_BYTES
-                                  or time.monotonic() - (self.oldest or 0) >= self.config.flush_seconds):
+            if self.buffered and (
+                self.buffered >= limit
+                or self.buffered_bytes >= FLUSH_BYTES
+                or time.monotonic() - (self.oldest or 0) >= self.config.flush_seconds
+            ):
                 self.flush()
                 self.commit(asynchronous=True)
                 flushed = True
@@ -311,19 +347,41 @@ class StreamConsumer:
 
         from pipeline.consume_log import BatchRecord, record_batch
 
-        log.info("kafka batch (found in the lake at start)" if recovered else "kafka batch", extra={"batch_id": r.batch_id, "source": r.source, "topic": r.topic,
-                                       "received": r.received, "accepted": r.accepted, "rejected": r.rejected,
-                                       "skipped": r.skipped,
-                                       "offsets": {str(p): list(x) for p, x in sorted(r.ranges.items())}})
+        log.info(
+            "kafka batch (found in the lake at start)" if recovered else "kafka batch",
+            extra={
+                "batch_id": r.batch_id,
+                "source": r.source,
+                "topic": r.topic,
+                "received": r.received,
+                "accepted": r.accepted,
+                "rejected": r.rejected,
+                "skipped": r.skipped,
+                "offsets": {str(p): list(x) for p, x in sorted(r.ranges.items())},
+            },
+        )
         try:
-            record_batch(self.engine, BatchRecord(
-                batch_id=r.batch_id, source=r.source, topic=r.topic, ranges=r.ranges, received=r.received,
-                accepted=r.accepted, rejected=r.rejected, skipped=r.skipped, lake_file=str(r.lake_file),
-                quarantine_path=str(r.quarantine_path) if r.quarantine_path else None,
-                ingested_at=iso_z(r.ingested_at) or ""))
+            record_batch(
+                self.engine,
+                BatchRecord(
+                    batch_id=r.batch_id,
+                    source=r.source,
+                    topic=r.topic,
+                    ranges=r.ranges,
+                    received=r.received,
+                    accepted=r.accepted,
+                    rejected=r.rejected,
+                    skipped=r.skipped,
+                    lake_file=str(r.lake_file),
+                    quarantine_path=str(r.quarantine_path) if r.quarantine_path else None,
+                    ingested_at=iso_z(r.ingested_at) or "",
+                ),
+            )
         except SQLAlchemyError as exc:
-            log.warning("batch not recorded in the ingest log (it is in the lake)",
-                        extra={"batch_id": r.batch_id, "error": type(exc).__name__})
+            log.warning(
+                "batch not recorded in the ingest log (it is in the lake)",
+                extra={"batch_id": r.batch_id, "error": type(exc).__name__},
+            )
 
     def commit(self, *, asynchronous: bool) -> None:
         """Offsets of batches already durable in the lake; a failure is retried with backoff."""
@@ -361,8 +419,10 @@ class StreamConsumer:
         self.commit_retry_at = now + self.commit_backoff
         if now - self._warned.get("commit", -1e9) >= 60:
             self._warned["commit"] = now
-            log.warning("offset commit failed; retried with backoff (the lake holds the offsets)",
-                        extra={"reason": reason, "retry_seconds": self.commit_backoff})
+            log.warning(
+                "offset commit failed; retried with backoff (the lake holds the offsets)",
+                extra={"reason": reason, "retry_seconds": self.commit_backoff},
+            )
         self.commit_backoff = min(self.commit_backoff * 2, COMMIT_RETRY_SECONDS[1])
 
     def report(self, status: str = "running") -> None:
@@ -378,9 +438,14 @@ class StreamConsumer:
                 partitions = partition_lags(self.consumer, buffered, self.ledger.next)
             except Exception as exc:  # noqa: BLE001 - KafkaException (closing client): no lag this time
                 log.debug("lag not measured", extra={"error": type(exc).__name__})
-        self.reporter.write(self.engine, received={t: x.received for t, x in self.totals.items()},
-                            partitions=partitions, last_flush_at=self.last_flush_at, status=status,
-                            error=self.failure)
+        self.reporter.write(
+            self.engine,
+            received={t: x.received for t, x in self.totals.items()},
+            partitions=partitions,
+            last_flush_at=self.last_flush_at,
+            status=status,
+            error=self.failure,
+        )
 
     def close(self) -> None:
         """Close the client with a time limit: everything read is in the lake by now, so a close
@@ -391,8 +456,10 @@ class StreamConsumer:
                 closer.start()
                 closer.join(CLOSE_TIMEOUT_SECONDS)
                 if closer.is_alive():
-                    log.warning("the Kafka client did not close in time; exiting anyway (the lake holds the offsets)",
-                                extra={"seconds": CLOSE_TIMEOUT_SECONDS})
+                    log.warning(
+                        "the Kafka client did not close in time; exiting anyway (the lake holds the offsets)",
+                        extra={"seconds": CLOSE_TIMEOUT_SECONDS},
+                    )
         finally:
             self.writer.close()
             if self.engine is not None:
@@ -404,4 +471,3 @@ def _reason(exc: BaseException) -> str:
     arg = exc.args[0] if exc.args else exc
     text = arg.str() if hasattr(arg, "str") else str(arg)
     return text.splitlines()[0] if text else type(exc).__name__
-

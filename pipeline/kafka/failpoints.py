@@ -1,4 +1,5 @@
 """Kill points for the crash tests (tests/test_consume.py): never set in production."""
+
 from __future__ import annotations
 
 import os

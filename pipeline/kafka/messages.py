@@ -4,6 +4,7 @@ rejected, the JSON converter's schema wrapper (`{"schema": ..., "payload": ...}`
 Debezium's change event itself needs nothing here: it is the CDC contract's envelope already,
 and `pipeline.ingest.Validator` reads it from a topic as from a file (docs/kafka.md).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,13 @@ def prepare(values: list[bytes | None]) -> Prepared:
     rejected: list[dict[str, Any]] = []
     for i in np.flatnonzero(oversize.to_numpy(zero_copy_only=False)):
         value = values[i] or b""
-        rejected.append({"line": int(i) + 1, "reason": f"message over 1 MiB ({len(value)} bytes)",
-                         "raw": value.decode("utf-8", "replace")})
+        rejected.append(
+            {
+                "line": int(i) + 1,
+                "reason": f"message over 1 MiB ({len(value)} bytes)",
+                "raw": value.decode("utf-8", "replace"),
+            }
+        )
     idx = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
     candidates = arr.filter(keep)
     try:
@@ -53,8 +59,9 @@ def prepare(values: list[bytes | None]) -> Prepared:
                 good.append(values[i].decode("utf-8"))  # type: ignore[union-attr]
             except UnicodeDecodeError:
                 ok[j] = False
-                rejected.append({"line": int(i) + 1, "reason": "invalid UTF-8",
-                                 "raw": values[i].decode("utf-8", "replace")})  # type: ignore[union-attr]
+                rejected.append(
+                    {"line": int(i) + 1, "reason": "invalid UTF-8", "raw": values[i].decode("utf-8", "replace")}
+                )  # type: ignore[union-attr]
         idx, text = idx[ok], pa.array(good, pa.string())
     if len(text) and pc.any(pc.match_substring_regex(text, _WRAPPED)).as_py():
         idx, text, more, wrapped_tombstones = _unwrap(idx, text)
@@ -86,8 +93,8 @@ def _unwrap(idx: np.ndarray, text: pa.Array) -> tuple[np.ndarray, pa.Array, list
             values[j] = orjson.dumps(payload).decode()
         else:
             keep[j] = False
-            rejected.append({"line": int(idx[j]) + 1, "raw": values[j],
-                             "reason": "schema-wrapped payload is not a JSON object"})
+            rejected.append(
+                {"line": int(idx[j]) + 1, "raw": values[j], "reason": "schema-wrapped payload is not a JSON object"}
+            )
     kept = [v for v, k in zip(values, keep) if k]
     return idx[keep], pa.array(kept, pa.string()), rejected, tombstones
-

@@ -6,6 +6,7 @@ offset per (topic, partition), with a checkpoint (`kafka/offsets.json` under the
 start reads only the footers of files newer than it. `recover` finishes or undoes what a killed
 consumer left behind (hidden temporary lake files, pending quarantine files).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,16 @@ Ranges = dict[int, tuple[int, int]]  # partition -> (first offset, last offset) 
 
 
 def batch_metadata(batch_id: str, source: str, topic: str, ranges: Ranges, counts: Mapping[str, int]) -> bytes:
-    return orjson.dumps({"v": 1, "batch_id": batch_id, "source": source, "topic": topic,
-                         "partitions": {str(p): [a, b] for p, (a, b) in sorted(ranges.items())}, **counts})
+    return orjson.dumps(
+        {
+            "v": 1,
+            "batch_id": batch_id,
+            "source": source,
+            "topic": topic,
+            "partitions": {str(p): [a, b] for p, (a, b) in sorted(ranges.items())},
+            **counts,
+        }
+    )
 
 
 def read_batch_metadata(path: Path) -> dict[str, Any] | None:
@@ -68,8 +77,9 @@ class OffsetLedger:
         except FileNotFoundError:
             pass
         except (OSError, ValueError, KeyError, TypeError):
-            log.warning("Kafka offsets checkpoint unreadable; reading every lake file's record",
-                        extra={"file": str(self.path)})
+            log.warning(
+                "Kafka offsets checkpoint unreadable; reading every lake file's record", extra={"file": str(self.path)}
+            )
             self.next, self.through = {}, ""
         newest = self.through
         since_day = self.through[:8]  # batch ids start with YYYYMMDD
@@ -107,9 +117,17 @@ class OffsetLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(".offsets.json.tmp")
         with open(tmp, "wb") as fh:
-            fh.write(orjson.dumps({"v": 1, "through": self.through,
-                                   "next": {t: {str(p): o for p, o in sorted(parts.items())}
-                                            for t, parts in sorted(self.next.items())}}))
+            fh.write(
+                orjson.dumps(
+                    {
+                        "v": 1,
+                        "through": self.through,
+                        "next": {
+                            t: {str(p): o for p, o in sorted(parts.items())} for t, parts in sorted(self.next.items())
+                        },
+                    }
+                )
+            )
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
@@ -130,7 +148,7 @@ def recover(settings: Settings) -> dict[str, int]:
             path.unlink(missing_ok=True)
             removed += 1
         for path in (settings.quarantine_dir / source).glob(f"ingest_date=*/.*.jsonl{QUARANTINE_PENDING_SUFFIX}"):
-            batch_id = path.name[1:-len(".jsonl" + QUARANTINE_PENDING_SUFFIX)]
+            batch_id = path.name[1 : -len(".jsonl" + QUARANTINE_PENDING_SUFFIX)]
             lake_file = settings.lake_dir / source / path.parent.name / f"{batch_id}.parquet"
             if lake_file.exists():
                 os.replace(path, path.with_name(f"{batch_id}.jsonl"))
@@ -142,7 +160,6 @@ def recover(settings: Settings) -> dict[str, int]:
     return {"lake_tmp_removed": removed, "quarantine_finished": finished, "quarantine_dropped": dropped}
 
 
-
 def lake_offsets(settings: Settings, sources: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Every Kafka batch of the lake with its ranges (for tests and operators)."""
     out = []
@@ -152,4 +169,3 @@ def lake_offsets(settings: Settings, sources: Iterable[str] | None = None) -> li
             if record:
                 out.append({**record, "file": str(path)})
     return out
-

@@ -20,6 +20,7 @@ the stop (`stopped`, or `failed` with the reason):
 Per-topic totals (received = accepted + rejected + skipped) are not here: they are the sums of
 `kafka_batches` (pipeline/consume_log.py), which survive any consumer.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,8 @@ STATUSES = ("running", "stopped", "failed")
 metadata = MetaData()
 
 kafka_consumers = Table(
-    "kafka_consumers", metadata,
+    "kafka_consumers",
+    metadata,
     Column("consumer_id", String(255), primary_key=True),  # the static member id: host + hash of the home
     Column("group_id", String(255), nullable=False),
     Column("host", String(255)),
@@ -122,15 +124,28 @@ class ConsumerState:
 
     def to_row(self) -> dict[str, Any]:
         detail = {
-            "v": 1, "sources": self.sources, "records_per_second": self.records_per_second,
+            "v": 1,
+            "sources": self.sources,
+            "records_per_second": self.records_per_second,
             "partitions": [[p.topic, p.partition, p.end, p.lag] for p in self.partitions],
-            "brokers_up": self.brokers_up, "brokers_known": self.brokers_known,
-            "client_errors": self.client_errors, "commit_failures": self.commit_failures, "error": self.error,
+            "brokers_up": self.brokers_up,
+            "brokers_known": self.brokers_known,
+            "client_errors": self.client_errors,
+            "commit_failures": self.commit_failures,
+            "error": self.error,
         }
-        return {"consumer_id": self.consumer_id, "group_id": self.group_id, "host": self.host, "pid": self.pid,
-                "status": self.status, "started_at": iso_z(self.started_at), "updated_at": iso_z(self.updated_at),
-                "last_flush_at": iso_z(self.last_flush_at), "report_seconds": self.report_seconds,
-                "detail": orjson.dumps(detail).decode()}
+        return {
+            "consumer_id": self.consumer_id,
+            "group_id": self.group_id,
+            "host": self.host,
+            "pid": self.pid,
+            "status": self.status,
+            "started_at": iso_z(self.started_at),
+            "updated_at": iso_z(self.updated_at),
+            "last_flush_at": iso_z(self.last_flush_at),
+            "report_seconds": self.report_seconds,
+            "detail": orjson.dumps(detail).decode(),
+        }
 
     @classmethod
     def from_row(cls, row: Any) -> ConsumerState | None:
@@ -143,14 +158,24 @@ class ConsumerState:
             d = orjson.loads(m["detail"] or "{}")
             partitions = [PartitionLag(str(t), int(p), int(e), int(lag)) for t, p, e, lag in d.get("partitions", [])]
             return cls(
-                consumer_id=m["consumer_id"], group_id=m["group_id"], status=m["status"], updated_at=updated,
-                report_seconds=float(m["report_seconds"] or REPORT_SECONDS), host=m["host"], pid=m["pid"],
-                started_at=_time(m["started_at"]), last_flush_at=_time(m["last_flush_at"]),
+                consumer_id=m["consumer_id"],
+                group_id=m["group_id"],
+                status=m["status"],
+                updated_at=updated,
+                report_seconds=float(m["report_seconds"] or REPORT_SECONDS),
+                host=m["host"],
+                pid=m["pid"],
+                started_at=_time(m["started_at"]),
+                last_flush_at=_time(m["last_flush_at"]),
                 sources={str(k): str(v) for k, v in (d.get("sources") or {}).items()},
                 records_per_second={str(k): float(v) for k, v in (d.get("records_per_second") or {}).items()},
-                partitions=partitions, brokers_up=d.get("brokers_up"), brokers_known=d.get("brokers_known"),
+                partitions=partitions,
+                brokers_up=d.get("brokers_up"),
+                brokers_known=d.get("brokers_known"),
                 client_errors={str(k): int(v) for k, v in (d.get("client_errors") or {}).items()},
-                commit_failures=int(d.get("commit_failures") or 0), error=d.get("error"))
+                commit_failures=int(d.get("commit_failures") or 0),
+                error=d.get("error"),
+            )
         except (ValueError, TypeError, AttributeError):
             return None
 
@@ -178,8 +203,9 @@ def read_states(conn: Any) -> list[ConsumerState]:
     return sorted(states, key=lambda s: s.updated_at, reverse=True)  # parsed: ISO text sorts `.5Z` before `Z`
 
 
-def partition_lags(client: Any, buffered: Mapping[tuple[str, int], int],
-                   lake_next: Mapping[str, Mapping[int, int]]) -> list[PartitionLag]:
+def partition_lags(
+    client: Any, buffered: Mapping[tuple[str, int], int], lake_next: Mapping[str, Mapping[int, int]]
+) -> list[PartitionLag]:
     """Lag of every assigned partition, from what the client knows locally (no broker request).
 
     `buffered`: messages read but not flushed, per (topic, partition); `lake_next`: the lake's
@@ -215,9 +241,16 @@ class StateReporter:
     one a minute, and never stops the consumer: the lake is what matters."""
 
     def __init__(self, consumer_id: str, group_id: str, sources: Mapping[str, str]) -> None:
-        self.state = ConsumerState(consumer_id=consumer_id, group_id=group_id, status="running",
-                                   updated_at=utcnow(), host=socket.gethostname(), pid=os.getpid(),
-                                   started_at=utcnow(), sources=dict(sources))
+        self.state = ConsumerState(
+            consumer_id=consumer_id,
+            group_id=group_id,
+            status="running",
+            updated_at=utcnow(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=utcnow(),
+            sources=dict(sources),
+        )
         self.client_errors: Counter[str] = Counter()
         self.commit_failures = 0
         self.next_at = 0.0  # monotonic time of the next heartbeat
@@ -231,8 +264,9 @@ class StateReporter:
             return
         try:
             with engine.connect() as conn:
-                row = conn.execute(select(kafka_consumers).where(
-                    kafka_consumers.c.consumer_id == self.state.consumer_id)).first()
+                row = conn.execute(
+                    select(kafka_consumers).where(kafka_consumers.c.consumer_id == self.state.consumer_id)
+                ).first()
         except Exception:  # noqa: BLE001 - a store that cannot be read: start from zero
             return
         previous = ConsumerState.from_row(row) if row is not None else None
@@ -256,8 +290,16 @@ class StateReporter:
     def due(self, now: float, flushed: bool) -> bool:
         return now >= self.next_at or (flushed and now - self.last_at >= MIN_REPORT_SECONDS)
 
-    def write(self, engine: Engine | None, *, received: Mapping[str, int], partitions: list[PartitionLag],
-              last_flush_at: datetime | None, status: str = "running", error: str | None = None) -> None:
+    def write(
+        self,
+        engine: Engine | None,
+        *,
+        received: Mapping[str, int],
+        partitions: list[PartitionLag],
+        last_flush_at: datetime | None,
+        status: str = "running",
+        error: str | None = None,
+    ) -> None:
         now = time.monotonic()
         s = self.state
         if self._mark is not None and now > self._mark[0]:

@@ -17,6 +17,7 @@ landed and recorded batch. No claim is ever pending, so nothing answers "duplica
 the lake lacks. When the store cannot record the ids, the answer is a 503 "retry the same
 request": the events are already in the lake, so the retry loses and doubles nothing.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -60,8 +61,10 @@ def _records(body: Any) -> list[Any]:
 def post_events() -> Response:
     settings = state().settings
     if request.content_length is not None and request.content_length > settings.collector_max_body_bytes:
-        raise Problem("payload-too-large", f"the body is {request.content_length} bytes: "
-                                           f"at most {settings.collector_max_body_bytes} per request")
+        raise Problem(
+            "payload-too-large",
+            f"the body is {request.content_length} bytes: at most {settings.collector_max_body_bytes} per request",
+        )
     records = _records(json_body())
     if not records:
         raise Problem("bad-request", "no events in the request")
@@ -69,17 +72,39 @@ def post_events() -> Response:
         raise Problem("too-many-items", f"{len(records)} events: at most {settings.collector_max_events} per request")
     set_version(state().reader.version())
     report = collect(settings, writer(), records, state().reader)
-    results = [{"index": r["index"], "event_id": r.get("event_id"), "status": r["status"],
-                **({"reason": r["reason"]} if r.get("reason") else {})} for r in report.get("results", [])]
-    return json_response(orjson.dumps({
-        "batch_id": report["batch_id"], "received": report["received"], "accepted": report["accepted"],
-        "duplicates": report.get("duplicates", 0), "rejected": report["rejected"], "results": results,
-    }))
+    results = [
+        {
+            "index": r["index"],
+            "event_id": r.get("event_id"),
+            "status": r["status"],
+            **({"reason": r["reason"]} if r.get("reason") else {}),
+        }
+        for r in report.get("results", [])
+    ]
+    return json_response(
+        orjson.dumps(
+            {
+                "batch_id": report["batch_id"],
+                "received": report["received"],
+                "accepted": report["accepted"],
+                "duplicates": report.get("duplicates", 0),
+                "rejected": report["rejected"],
+                "results": results,
+            }
+        )
+    )
 
 
-def collect(settings: Settings, engine: Engine, records: list[Any], reader: StoreReader, *,
-            source_file: str = "collector", lines: list[int] | None = None,
-            pre_rejected: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def collect(
+    settings: Settings,
+    engine: Engine,
+    records: list[Any],
+    reader: StoreReader,
+    *,
+    source_file: str = "collector",
+    lines: list[int] | None = None,
+    pre_rejected: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Land one request's events, then record their ids and the batch (see the module's docstring).
     The webhooks (serving/api/webhooks.py) land their events here too, under their own
     `source_file`, with the records they rejected before the contract (`pre_rejected`)."""
@@ -88,9 +113,16 @@ def collect(settings: Settings, engine: Engine, records: list[Any], reader: Stor
     )
 
     test_hook("collector_landing")
-    report = ingest_records(settings, "events", records, source_file=source_file,
-                            known=reader.known_event_ids, id_max_length=MAX_EVENT_ID_CHARS,
-                            lines=lines, pre_rejected=pre_rejected)
+    report = ingest_records(
+        settings,
+        "events",
+        records,
+        source_file=source_file,
+        known=reader.known_event_ids,
+        id_max_length=MAX_EVENT_ID_CHARS,
+        lines=lines,
+        pre_rejected=pre_rejected,
+    )
     data = report.to_dict()
     test_hook("collector_landed")
     landed = [r["event_id"] for r in data["results"] if r["status"] == "accepted"]
@@ -104,9 +136,15 @@ def collect(settings: Settings, engine: Engine, records: list[Any], reader: Stor
             data["duplicates"] = sum(1 for r in data["results"] if r["status"] == "duplicate")
             write_ingest_batches(conn, {"source": "events", "source_file": source_file, **data})
     except SQLAlchemyError as exc:
-        log.warning("collector: landed events not recorded; the client retries",
-                    extra={"batch_id": data["batch_id"], "landed": len(landed), "error_type": type(exc).__name__})
-        raise Problem("unavailable", "the events are stored but the online store cannot record them; retry the "
-                                     "same request (nothing is lost or doubled)", {"Retry-After": "1"}) from None
+        log.warning(
+            "collector: landed events not recorded; the client retries",
+            extra={"batch_id": data["batch_id"], "landed": len(landed), "error_type": type(exc).__name__},
+        )
+        raise Problem(
+            "unavailable",
+            "the events are stored but the online store cannot record them; retry the "
+            "same request (nothing is lost or doubled)",
+            {"Retry-After": "1"},
+        ) from None
     test_hook("collector_recorded")
     return data

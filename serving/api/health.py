@@ -3,9 +3,10 @@
 Registered twice: at the root (load balancers, probes) and under /api/v1 (clients configured
 with the API's base URL). Neither needs a key.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 from flask import Blueprint, Response, current_app
@@ -38,14 +39,23 @@ def ready() -> Response:
     set_version(int(version))
     published = datetime.fromisoformat(published_at.replace("Z", "+00:00"))
     if published.tzinfo is None:
-        published = published.replace(tzinfo=timezone.utc)
-    age = (datetime.now(timezone.utc) - published).total_seconds()
+        published = published.replace(tzinfo=UTC)
+    age = (datetime.now(UTC) - published).total_seconds()
     limit = state().settings.ready_max_age_seconds
     if age > limit:
-        raise Problem("not-ready", f"the last publish is {age:.0f} s old (ready_max_age_seconds is {limit:g})",
-                      {"Retry-After": "60"})
-    body = {"status": "ready", "version": int(version), "cycle_id": cycle_id, "as_of": as_of,
-            "published_at": published_at, "age_seconds": round(age, 3)}
+        raise Problem(
+            "not-ready",
+            f"the last publish is {age:.0f} s old (ready_max_age_seconds is {limit:g})",
+            {"Retry-After": "60"},
+        )
+    body = {
+        "status": "ready",
+        "version": int(version),
+        "cycle_id": cycle_id,
+        "as_of": as_of,
+        "published_at": published_at,
+        "age_seconds": round(age, 3),
+    }
     if reader.is_replica:
         # reads come from a streaming replica: how far behind the primary it is (None: it is not
         # replaying, e.g. promoted)

@@ -1,4 +1,5 @@
 """Profile endpoints under /api/v1 (DESIGN.md "API contract")."""
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,8 @@ from pipeline.store import email_hash
 from serving.access import requires
 from serving.http import cacheable, etag_of, json_body, json_response, set_version
 from serving.problems import Problem
-from serving.ratelimit import retry_after_header
 from serving.profiles import UnknownField, check_fields, dumps, merge_fields, parse_body, project
+from serving.ratelimit import retry_after_header
 from serving.state import state
 
 bp = Blueprint("profiles", __name__)
@@ -102,8 +103,11 @@ def batch() -> Response:
     # N ids cost N tokens of the caller's rate limit (the hook took one for the request)
     wait = state().limiter.acquire(g.key, len(ids) - 1) if len(ids) > 1 and g.get("key") else 0.0
     if wait:
-        raise Problem("rate-limited", f"over the rate limit of {g.key!r}: a batch of {len(ids)} ids costs {len(ids)}",
-                      {"Retry-After": retry_after_header(wait)})
+        raise Problem(
+            "rate-limited",
+            f"over the rate limit of {g.key!r}: a batch of {len(ids)} ids costs {len(ids)}",
+            {"Retry-After": retry_after_header(wait)},
+        )
     fields = _body_fields(body)
     unique = list(dict.fromkeys(ids))
     version, found = state().reader.profiles(unique)
@@ -169,8 +173,15 @@ def _recommended(customer_id: str, limit: int | None) -> tuple[int, str | None, 
         if product_body is None:
             continue
         product = parse_body(product_body)
-        out.append({"rank": len(out) + 1, "product_id": rec["product_id"], "score": rec.get("score"),
-                    "reason": rec.get("reason"), **{k: product.get(k) for k in details}})
+        out.append(
+            {
+                "rank": len(out) + 1,
+                "product_id": rec["product_id"],
+                "score": rec.get("score"),
+                "reason": rec.get("reason"),
+                **{k: product.get(k) for k in details},
+            }
+        )
     return version, body, out
 
 
@@ -194,6 +205,13 @@ def merge(customer_id: str) -> Response:
     if body is None:
         raise _not_found(customer_id)
     contracts = state().reader.contracts(version)
-    payload = orjson.dumps(merge_fields(parse_body(body), items, state().settings.merge_field_fallbacks,
-                                        contracts.get(PROFILES), contracts.get(PRODUCTS)))
+    payload = orjson.dumps(
+        merge_fields(
+            parse_body(body),
+            items,
+            state().settings.merge_field_fallbacks,
+            contracts.get(PROFILES),
+            contracts.get(PRODUCTS),
+        )
+    )
     return cacheable(payload, etag_of(payload))

@@ -8,6 +8,7 @@ contract (`meta.send_time` in models/marts/_marts.yml), never from a list here. 
 caching headers (ETag, Cache-Control, 304) and problems as the other profile endpoints; the answer
 for a given customer changes once a day (or with a publish), so caching it is safe.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -52,8 +53,10 @@ def _after() -> datetime:
     parsed = parse_timestamp(raw)
     if parsed is None:
         hint = " (a '+' in a query string reads as a space: write %2B)" if " " in raw.strip() else ""
-        raise Problem("invalid-parameter", "after must be an ISO-8601 timestamp (with an offset or Z; naive "
-                                           f"means UTC) or epoch milliseconds{hint}")
+        raise Problem(
+            "invalid-parameter",
+            f"after must be an ISO-8601 timestamp (with an offset or Z; naive means UTC) or epoch milliseconds{hint}",
+        )
     if not EARLIEST <= parsed <= LATEST:
         raise Problem("invalid-parameter", "after must be between 0001-01-03 and 9999-12-29")
     return parsed
@@ -81,14 +84,19 @@ def send_time(customer_id: str) -> Response:
     hour = _hour(profile.get(fields["local_hour"])) if "local_hour" in fields else None
     if hour is None:
         # a state published before the send-time fields existed: the next cycle republishes everyone
-        raise Problem("not-ready", "the published profiles carry no send hour yet; retry after the next cycle",
-                      {"Retry-After": "60"})
+        raise Problem(
+            "not-ready",
+            "the published profiles carry no send hour yet; retry after the next cycle",
+            {"Retry-After": "60"},
+        )
     zone_name, zone = zone_of(profile.get(fields["zone"]) if "zone" in fields else None)
     send_at = next_send_at(after.replace(tzinfo=UTC), hour, zone)
-    payload = dumps({
-        "send_at": iso_z(send_at.astimezone(UTC).replace(tzinfo=None)),
-        "local_hour": hour,
-        "timezone": zone_name,
-        "confidence": profile.get(fields["confidence"]) if "confidence" in fields else None,
-    })
+    payload = dumps(
+        {
+            "send_at": iso_z(send_at.astimezone(UTC).replace(tzinfo=None)),
+            "local_hour": hour,
+            "timezone": zone_name,
+            "confidence": profile.get(fields["confidence"]) if "confidence" in fields else None,
+        }
+    )
     return cacheable(payload, etag_of(payload))

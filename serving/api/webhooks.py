@@ -18,6 +18,7 @@ Answers: 200 with the counts (received = accepted + duplicates + rejected + skip
 batch is landed; 400 for a payload that is not the platform's format (nothing lands); 413 over
 collector_max_body_bytes; 503 when the lake cannot be written (retry: nothing was claimed).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -63,13 +64,18 @@ def sendgrid() -> Response:
     settings = state().settings
     body = raw_body()
     key = settings.sendgrid_webhook_public_key
-    if key and not sendgrid_signature_valid(key, request.headers.get(SENDGRID_SIGNATURE),
-                                            request.headers.get(SENDGRID_TIMESTAMP), body):
-        raise Problem("invalid-signature", f"no valid SendGrid signature ({SENDGRID_SIGNATURE} over "
-                                           f"{SENDGRID_TIMESTAMP} and the body)")
+    if key and not sendgrid_signature_valid(
+        key, request.headers.get(SENDGRID_SIGNATURE), request.headers.get(SENDGRID_TIMESTAMP), body
+    ):
+        raise Problem(
+            "invalid-signature",
+            f"no valid SendGrid signature ({SENDGRID_SIGNATURE} over {SENDGRID_TIMESTAMP} and the body)",
+        )
     if request.mimetype != JSON:
-        raise Problem("unsupported-media-type",
-                      f"send the SendGrid events as {JSON} (got {request.mimetype or 'no content type'})")
+        raise Problem(
+            "unsupported-media-type",
+            f"send the SendGrid events as {JSON} (got {request.mimetype or 'no content type'})",
+        )
     return _land("sendgrid", from_sendgrid(_records(body, "the body")))
 
 
@@ -78,17 +84,22 @@ def sendgrid() -> Response:
 def mailchimp() -> Response:
     settings = state().settings
     if request.mimetype != FORM:
-        raise Problem("unsupported-media-type",
-                      f"send the Mailchimp Transactional form as {FORM} (got {request.mimetype or 'no content type'})")
+        raise Problem(
+            "unsupported-media-type",
+            f"send the Mailchimp Transactional form as {FORM} (got {request.mimetype or 'no content type'})",
+        )
     form = request.form  # Werkzeug enforces MAX_CONTENT_LENGTH while parsing (413)
     key = settings.mailchimp_webhook_key
     if key:
         url = settings.mailchimp_webhook_url or request.url
         signature = next((request.headers[h] for h in MANDRILL_SIGNATURES if h in request.headers), None)
         if not mandrill_signature_valid(key, url, form.items(multi=True), signature):
-            raise Problem("invalid-signature", "no valid Mailchimp Transactional signature "
-                                               f"({MANDRILL_SIGNATURES[0]}: the webhook URL as registered and the "
-                                               "POST parameters, HMAC-SHA1 with the webhook's key)")
+            raise Problem(
+                "invalid-signature",
+                "no valid Mailchimp Transactional signature "
+                f"({MANDRILL_SIGNATURES[0]}: the webhook URL as registered and the "
+                "POST parameters, HMAC-SHA1 with the webhook's key)",
+            )
     field = form.get(MANDRILL_FIELD)
     if field is None:
         raise Problem("bad-request", f"the form has no {MANDRILL_FIELD} field")
@@ -105,10 +116,22 @@ def _land(platform: str, batch: Translation) -> Response:
     set_version(state().reader.version())
     report: dict[str, Any] = {"batch_id": None, "accepted": 0, "duplicates": 0, "rejected": 0}
     if batch.events or batch.rejected:
-        report = collect(state().settings, writer(), batch.events, state().reader,
-                         source_file=f"webhook:{platform}", lines=batch.lines, pre_rejected=batch.rejected)
-    counts = {"received": batch.received, "accepted": report["accepted"], "duplicates": report.get("duplicates", 0),
-              "rejected": report["rejected"], "skipped": batch.skipped_count}
+        report = collect(
+            state().settings,
+            writer(),
+            batch.events,
+            state().reader,
+            source_file=f"webhook:{platform}",
+            lines=batch.lines,
+            pre_rejected=batch.rejected,
+        )
+    counts = {
+        "received": batch.received,
+        "accepted": report["accepted"],
+        "duplicates": report.get("duplicates", 0),
+        "rejected": report["rejected"],
+        "skipped": batch.skipped_count,
+    }
     # counts and reasons only: never an email, a customer id or a payload
     write_line("info", "sendtime.webhooks", "webhook batch", platform=platform, batch_id=report["batch_id"], **counts)
     return json_response(orjson.dumps({"batch_id": report["batch_id"], **counts, "skipped_by_reason": batch.skipped}))

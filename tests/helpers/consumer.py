@@ -1,5 +1,6 @@
 """`sendtime consume` as a real subprocess, and readers of what it wrote (lake rows, quarantine,
 offset ranges), for the Kafka tests and the benchmark."""
+
 from __future__ import annotations
 
 import hashlib
@@ -54,12 +55,19 @@ class ConsumerProcess:
         # a group per home: a consumer of another test, killed and gone, must not hold up this one's
         # rebalance until its session times out
         group = "test-" + hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
-        full = {**os.environ, "SENDTIME_HOME": str(self.home), "SENDTIME_KAFKA_FLUSH_SECONDS": "0.5",
-                "SENDTIME_KAFKA_GROUP_ID": group, **self.env, **env}
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - open while the consumer runs
+        full = {
+            **os.environ,
+            "SENDTIME_HOME": str(self.home),
+            "SENDTIME_KAFKA_FLUSH_SECONDS": "0.5",
+            "SENDTIME_KAFKA_GROUP_ID": group,
+            **self.env,
+            **env,
+        }
+        self._log = open(self.log_path, "ab")
         self._log_start = self._log.tell()  # the home's log file may hold earlier runs
-        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=full, stdout=self._log, stderr=self._log,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(), cwd=ROOT, env=full, stdout=self._log, stderr=self._log, start_new_session=True
+        )
         self.starts += 1
         ConsumerProcess.running.add(self)
         return self
@@ -70,7 +78,7 @@ class ConsumerProcess:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"consume exited {self.proc.returncode}:\n{self.logs()[-3000:]}")
-            if mark in self.logs()[self._log_start:]:
+            if mark in self.logs()[self._log_start :]:
                 return
             time.sleep(0.05)
         self.kill()
@@ -158,7 +166,8 @@ def lake_message_counts(home: Path, source: str, topic: str) -> Counter:
     try:
         rows = con.execute(
             "select _source_file from read_parquet($files, union_by_name = true) where _source_file like $prefix",
-            {"files": [str(f) for f in files], "prefix": f"kafka:{topic}:%"}).fetchall()
+            {"files": [str(f) for f in files], "prefix": f"kafka:{topic}:%"},
+        ).fetchall()
     finally:
         con.close()
     out: Counter = Counter()
@@ -187,8 +196,14 @@ def covered_offsets(home: Path, source: str, topic: str) -> Counter:
     return out
 
 
-def wait_for_offsets(home: Path, source: str, topic: str, ends: dict[int, int], timeout: float = 120,
-                     consumer: ConsumerProcess | None = None) -> None:
+def wait_for_offsets(
+    home: Path,
+    source: str,
+    topic: str,
+    ends: dict[int, int],
+    timeout: float = 120,
+    consumer: ConsumerProcess | None = None,
+) -> None:
     """Until the lake's ranges cover every offset below `ends` (partition -> high watermark)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

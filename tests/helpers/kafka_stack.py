@@ -8,6 +8,7 @@ its state in a temporary folder, and the whole group is killed at teardown, so s
 suites can share the machine. The jars come from `scripts/fetch-jars.sh` (deploy/kafka/pom.xml);
 the fixtures run it when the cache is missing: a missing part fails the tests, it never skips them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,8 +34,7 @@ KAFKA_VERSION = "4.4.0"
 DEBEZIUM_VERSION = "3.6.1.Final"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # Small heaps, serial GC and C1 only: these JVMs move little data, and start-up is the CI cost.
-JVM_OPTS = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            "-Djava.awt.headless=true"]
+JVM_OPTS = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true"]
 
 # How long each part took to start in this session (seconds): the tests report it.
 STARTUP_SECONDS: dict[str, float] = {}
@@ -119,6 +119,7 @@ def _log4j2(path: Path, log_file: Path) -> Path:
 
 # --- the broker ---------------------------------------------------------------------------------
 
+
 @dataclass
 class KafkaBroker:
     """One KRaft node (broker and controller). `restart()` keeps its data folder and ports."""
@@ -139,34 +140,38 @@ class KafkaBroker:
 
     def _properties(self) -> Path:
         path = self.workdir / "server.properties"
-        path.write_text("\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            f"log.dirs={self.workdir / 'data'}",
-            "num.partitions=1",
-            "auto.create.topics.enable=true",
-            # one node: every internal topic has one replica, and few partitions (fast group start)
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "transaction.state.log.num.partitions=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "log.segment.bytes=67108864",
-            # after a kill -9 the controller waits for the dead broker's session to expire before
-            # the restarted one may register: 2 s instead of 9 s
-            "broker.session.timeout.ms=2000",
-            "broker.heartbeat.interval.ms=500",
-            "",
-        ]))
+        path.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={self.workdir / 'data'}",
+                    "num.partitions=1",
+                    "auto.create.topics.enable=true",
+                    # one node: every internal topic has one replica, and few partitions (fast group start)
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=1",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "log.segment.bytes=67108864",
+                    # after a kill -9 the controller waits for the dead broker's session to expire before
+                    # the restarted one may register: 2 s instead of 9 s
+                    "broker.session.timeout.ms=2000",
+                    "broker.heartbeat.interval.ms=500",
+                    "",
+                ]
+            )
+        )
         return path
 
     def _java(self, main: str, *args: str, log: Path) -> list[str]:
@@ -178,9 +183,20 @@ class KafkaBroker:
         props = self._properties()
         # "=" form: a base64 id may start with "-", which argparse would take for an option
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        proc = subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props),
-                                         log=self.workdir / "storage.log"),
-                              capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run(
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(props),
+                log=self.workdir / "storage.log",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"kafka-storage format failed:\n{proc.stdout}\n{proc.stderr}")
 
@@ -190,9 +206,13 @@ class KafkaBroker:
         if not (self.workdir / "data" / "meta.properties").exists():
             self.format()
         props = self._properties()
-        self._out = open(self.workdir / "broker.stdout", "ab")  # noqa: SIM115 - open while the broker runs
-        self.proc = subprocess.Popen(self._java("kafka.Kafka", str(props), log=self.log_path),
-                                     stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+        self._out = open(self.workdir / "broker.stdout", "ab")
+        self.proc = subprocess.Popen(
+            self._java("kafka.Kafka", str(props), log=self.log_path),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         _wait_port(self.port, self.proc, self.log_path, timeout, "the Kafka broker")
         self.wait_ready(timeout - (time.monotonic() - started))
         STARTUP_SECONDS.setdefault("kafka_broker", round(time.monotonic() - started, 2))
@@ -209,7 +229,7 @@ class KafkaBroker:
                 meta = admin.list_topics(timeout=2)
                 if meta.brokers:
                     return
-            except Exception:  # noqa: BLE001, S110 - not up yet: try again
+            except Exception:  # noqa: BLE001 - not up yet: try again
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the Kafka broker did not become ready:\n{_tail(self.log_path)}")
@@ -232,13 +252,15 @@ class KafkaBroker:
         return time.monotonic() - started
 
     # -- helpers for tests --
-    def create_topic(self, name: str, partitions: int = 1, timeout: float = 30,
-                     config: dict[str, str] | None = None) -> None:
+    def create_topic(
+        self, name: str, partitions: int = 1, timeout: float = 30, config: dict[str, str] | None = None
+    ) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
-                                                config=config or {})])
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})]
+        )
         futures[name].result(timeout=timeout)
         self._wait_partitions(admin, name, partitions, timeout)
 
@@ -254,8 +276,12 @@ class KafkaBroker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             topic = admin.list_topics(topic=name, timeout=5).topics.get(name)  # type: ignore[attr-defined]
-            if topic is not None and topic.error is None and len(topic.partitions) == count and all(
-                    p.leader >= 0 for p in topic.partitions.values()):
+            if (
+                topic is not None
+                and topic.error is None
+                and len(topic.partitions) == count
+                and all(p.leader >= 0 for p in topic.partitions.values())
+            ):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"topic {name} did not reach {count} partitions")
@@ -264,12 +290,15 @@ class KafkaBroker:
         """{partition: high watermark} of a topic."""
         from confluent_kafka import Consumer, TopicPartition
 
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "sendtime-tests-probe",
-                             "enable.auto.commit": False})
+        consumer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": "sendtime-tests-probe", "enable.auto.commit": False}
+        )
         try:
             meta = consumer.list_topics(topic, timeout=10).topics[topic]
-            return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                    for p in sorted(meta.partitions)}
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in sorted(meta.partitions)
+            }
         finally:
             consumer.close()
 
@@ -323,8 +352,16 @@ class Postgres:
         return self.workdir / "data"
 
     def _run(self, args: list[str], timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess:
-        return subprocess.run(args, user=self.user, capture_output=True, text=True, timeout=timeout, check=False,
-                              cwd=self.workdir, **kwargs)  # type: ignore[call-overload]
+        return subprocess.run(
+            args,
+            user=self.user,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=self.workdir,
+            **kwargs,
+        )  # type: ignore[call-overload]
 
     def start(self) -> Postgres:
         started = time.monotonic()
@@ -336,24 +373,62 @@ class Postgres:
             pytest.fail(f"no {self.user} user (scripts/system-deps.sh installs postgresql-15)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chown(self.workdir, pw.pw_uid, pw.pw_gid)
-        proc = self._run([str(PG_BIN / "initdb"), "-D", str(self.datadir), "-U", "postgres", "-A", "trust",
-                          "-E", "UTF8", "--locale=C", "--no-sync"])
+        proc = self._run(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{proc.stdout}\n{proc.stderr}")
         with open(self.datadir / "postgresql.conf", "a") as fh:
-            fh.write("\n".join([
-                "", f"port = {self.port}", "listen_addresses = '127.0.0.1'",
-                f"unix_socket_directories = '{self.workdir}'",
-                "wal_level = logical", "max_wal_senders = 4", "max_replication_slots = 4",
-                # a test cluster: speed over durability (the data is thrown away)
-                "fsync = off", "synchronous_commit = off", "full_page_writes = off",
-                "shared_buffers = 32MB", "",
-            ]))
+            fh.write(
+                "\n".join(
+                    [
+                        "",
+                        f"port = {self.port}",
+                        "listen_addresses = '127.0.0.1'",
+                        f"unix_socket_directories = '{self.workdir}'",
+                        "wal_level = logical",
+                        "max_wal_senders = 4",
+                        "max_replication_slots = 4",
+                        # a test cluster: speed over durability (the data is thrown away)
+                        "fsync = off",
+                        "synchronous_commit = off",
+                        "full_page_writes = off",
+                        "shared_buffers = 32MB",
+                        "",
+                    ]
+                )
+            )
         # pg_ctl's -w waits until the server accepts connections; the server gets its own session
-        proc = self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.workdir / "server.log"),
-                          "-w", "-t", "60", "start"], start_new_session=True)
+        proc = self._run(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.workdir / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            start_new_session=True,
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"pg_ctl start failed:\n{proc.stdout}\n{proc.stderr}\n{_tail(self.workdir / 'server.log')}")
+            raise RuntimeError(
+                f"pg_ctl start failed:\n{proc.stdout}\n{proc.stderr}\n{_tail(self.workdir / 'server.log')}"
+            )
         self.psql("CREATE DATABASE shop")
         self.psql(SHOP_SCHEMA, database="shop")
         STARTUP_SECONDS.setdefault("postgres", round(time.monotonic() - started, 2))
@@ -364,14 +439,32 @@ class Postgres:
             self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"])
 
     def psql(self, sql: str, database: str = "postgres") -> str:
-        proc = self._run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1", "-p", str(self.port),
-                          "-U", "postgres", "-d", database], input=sql)
+        proc = self._run(
+            [
+                str(PG_BIN / "psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+            ],
+            input=sql,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"psql failed: {proc.stderr}")
         return proc.stdout
 
 
 # --- Kafka Connect standalone ---------------------------------------------------------------------
+
 
 @dataclass
 class KafkaConnect:
@@ -397,28 +490,41 @@ class KafkaConnect:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         worker = self.workdir / "worker.properties"
-        worker.write_text("\n".join([
-            f"bootstrap.servers={self.bootstrap}",
-            f"listeners=http://127.0.0.1:{self.port}",
-            f"offset.storage.file.filename={self.workdir / 'connect.offsets'}",
-            "offset.flush.interval.ms=1000",
-            f"plugin.path={self.plugin_path}",
-            # plugins declare themselves in META-INF/services: no classpath scan (seconds saved)
-            "plugin.discovery=service_load",
-            "key.converter=org.apache.kafka.connect.json.JsonConverter",
-            "value.converter=org.apache.kafka.connect.json.JsonConverter",
-            "",
-        ]))
+        worker.write_text(
+            "\n".join(
+                [
+                    f"bootstrap.servers={self.bootstrap}",
+                    f"listeners=http://127.0.0.1:{self.port}",
+                    f"offset.storage.file.filename={self.workdir / 'connect.offsets'}",
+                    "offset.flush.interval.ms=1000",
+                    f"plugin.path={self.plugin_path}",
+                    # plugins declare themselves in META-INF/services: no classpath scan (seconds saved)
+                    "plugin.discovery=service_load",
+                    "key.converter=org.apache.kafka.connect.json.JsonConverter",
+                    "value.converter=org.apache.kafka.connect.json.JsonConverter",
+                    "",
+                ]
+            )
+        )
         log4j = _log4j2(self.workdir / "log4j2.properties", self.log_path)
-        cmd = [_java(), *JVM_OPTS, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{self.classpath}/*",
-               "org.apache.kafka.connect.cli.ConnectStandalone", str(worker)]
-        self._out = open(self.workdir / "connect.stdout", "ab")  # noqa: SIM115 - open while Connect runs
+        cmd = [
+            _java(),
+            *JVM_OPTS,
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            f"{self.classpath}/*",
+            "org.apache.kafka.connect.cli.ConnectStandalone",
+            str(worker),
+        ]
+        self._out = open(self.workdir / "connect.stdout", "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"Kafka Connect exited {self.proc.returncode}:\n{_tail(self.log_path)}"
-                                   f"\n{_tail(self.workdir / 'connect.stdout')}")
+                raise RuntimeError(
+                    f"Kafka Connect exited {self.proc.returncode}:\n{_tail(self.log_path)}"
+                    f"\n{_tail(self.workdir / 'connect.stdout')}"
+                )
             try:
                 plugins = requests.get(f"{self.url}/connector-plugins", timeout=2)
                 if plugins.status_code == 200:
@@ -464,6 +570,7 @@ class KafkaConnect:
 
 
 # --- session fixtures -----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def kafka_jars() -> tuple[Path, Path]:
@@ -521,5 +628,6 @@ def kafka_connect(kafka_jars: tuple[Path, Path], kafka_broker: KafkaBroker, stac
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Start-up time of each part this session started (the CI budget watches it)."""
     if STARTUP_SECONDS:
-        terminalreporter.write_line("kafka test stack start-up (s): "
-                                    + ", ".join(f"{k} {v}" for k, v in STARTUP_SECONDS.items()))
+        terminalreporter.write_line(
+            "kafka test stack start-up (s): " + ", ".join(f"{k} {v}" for k, v in STARTUP_SECONDS.items())
+        )
