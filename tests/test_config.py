@@ -102,7 +102,10 @@ def test_errors_are_one_line_and_name_the_setting_and_the_variable(tmp_path: Pat
     message = str(caught.value)
     assert "\n" not in message
     assert "setting port (SENDTIME_PORT): cannot use 'eighty'" in message
-    assert "setting recommendations_refresh_every (SENDTIME_RECOMMENDATIONS_REFRESH_EVERY): a duration must be positive" in message
+    assert (
+        "setting recommendations_refresh_every (SENDTIME_RECOMMENDATIONS_REFRESH_EVERY): a duration must be positive"
+        in message
+    )
     (tmp_path / "sendtime.toml").write_text("workers = [1, 2]\n")
     with pytest.raises(ConfigError, match=r"^setting workers: cannot use \[1, 2\]"):
         load_settings(tmp_path, environ={})
