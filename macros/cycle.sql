@@ -70,7 +70,7 @@
         {%- if registered and not failed -%}
             {%- set cycles = adapter.get_relation(target.database, target.schema, 'int_cycles_registered') -%}
             update {{ cycles }}
-            set is_committed = true, committed_at = current_timestamp at time zone 'UTC',
+            set is_committed = true, committed_at = {{ current_timestamp_utc() }},
                 next_stage_change_at = {{ next_stage_change_literal() }}
             where cycle_id = '{{ cycle_id() }}'
         {%- endif -%}

@@ -17,8 +17,14 @@
     {#- post-hook: after delete+insert replaced the recomputed customers that still have rows, drop
         the old rows of those that have none left (erased, nothing to recommend, ...) -#}
     {%- if is_incremental() -%}
-        delete from {{ this }}
-        where _cycle_id != '{{ cycle_id() }}' and customer_id in ({{ customers_sql }})
+        {{ delete_matching(
+            target=this,
+            target_alias='stored',
+            source_sql=customers_sql,
+            source_alias='recomputed',
+            condition='recomputed.customer_id = stored.customer_id',
+            target_filter="stored._cycle_id != '" ~ cycle_id() ~ "'",
+        ) }}
     {%- endif -%}
 {%- endmacro %}
 

@@ -23,38 +23,26 @@
     end
 {%- endmacro %}
 
+{#- The profile's list and time helpers, engine-neutral through macros/portable/. -#}
+
 {% macro empty_list() -%}
-    {{ return(adapter.dispatch('empty_list', 'sendtime')()) }}
-{%- endmacro %}
-
-{% macro duckdb__empty_list() -%}
-    cast([] as {{ dbt.type_string() }}[])
-{%- endmacro %}
-
-{% macro default__empty_list() -%}
-    cast(array[] as {{ dbt.type_string() }}[])
+    {#- an empty list of strings -#}
+    {{ empty_array() }}
 {%- endmacro %}
 
 {% macro ordered_list(column, order_by, where=none) -%}
     {#- a list aggregate in a given order (of the rows matching `where`), never null -#}
-    coalesce(array_agg({{ column }} order by {{ order_by }}){% if where %} filter (where {{ where }}){% endif %}, {{ empty_list() }})
+    {{ array_agg_ordered(column, order_by, where=where) }}
 {%- endmacro %}
 
 {% macro first_items(column, count) -%}
     {#- the first `count` elements of a list -#}
-    {{ return(adapter.dispatch('first_items', 'sendtime')(column, count)) }}
-{%- endmacro %}
-
-{% macro duckdb__first_items(column, count) -%}
-    {{ column }}[1:{{ count }}]
-{%- endmacro %}
-
-{% macro default__first_items(column, count) -%}
-    slice({{ column }}, 1, {{ count }})
+    {{ array_first_n(column, count) }}
 {%- endmacro %}
 
 {% macro epoch_days(column) -%}
-    ({{ dbt.datediff("cast('1970-01-01' as " ~ dbt.type_timestamp() ~ ")", column, 'millisecond') }} / 86400000.0)
+    {#- days since 1970-01-01 as a double, from whole milliseconds (a decimal division would round on Spark) -#}
+    (cast({{ epoch_ms(column) }} as double) / 86400000)
 {%- endmacro %}
 
 {% macro product_interactions(customers_sql=none, events_relation=none) -%}

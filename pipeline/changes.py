@@ -207,7 +207,8 @@ def read_changes(
     products, erasures = contracts[PRODUCTS], contracts[ERASURES]
     params = {"since": since or "", "as_of": as_of}
     changes = Changes(since=since, contracts=dict(contracts))
-    with warehouse.marts() as con:
+    # all rows on a full refresh (every profile key is read); else the rows written after `since`
+    with warehouse.marts(None if all_keys else since) as con:
         for contract in (profiles, recommendations, products, erasures):
             _require(con, contract)
 

@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     lake_overlap_seconds: float = 300.0
     # the dbt project a cycle builds: the repository's by default (an analyst's copy, a branch)
     project_dir: str = ""
+    # the warehouse engine (DESIGN.md "Warehouses"; docs/models.md "Spark"): embedded DuckDB, or the
+    # same models on Spark with Delta Lake tables
+    warehouse: Literal["duckdb", "spark"] = "duckdb"
+    spark_master: str = "local[2]"  # local[N], spark://, yarn, k8s:// (docs/spark.md)
+    spark_conf: KeyValues = Field(default_factory=dict)  # Spark settings over the spark target's own
+    spark_warehouse_dir: str = ""  # the Delta tables' folder (a path or URI); empty: <home>/spark/warehouse
     # consistency (docs/recovery.md): the scheduler reconciles lake, warehouse and store this often
     reconcile_every: Duration = "1h"
     reconcile_repair: bool = False  # the scheduler's reconcile republishes what drifted
@@ -227,6 +233,11 @@ class Settings(BaseSettings):
         return self.home / "warehouse.duckdb"
 
     @property
+    def spark_warehouse_location(self) -> str:
+        """Where the Spark warehouse's Delta tables live (`spark_warehouse_dir`, or in the home)."""
+        return self.spark_warehouse_dir or str((self.home / "spark" / "warehouse").absolute())
+
+    @property
     def dbt_target_dir(self) -> Path:
         return self.home / "dbt" / "target"
 
@@ -284,6 +295,8 @@ class Settings(BaseSettings):
     def env(self) -> dict[str, str]:
         """Environment that hands these settings to a child process (gunicorn, dbt)."""
         out = {"SENDTIME_HOME": str(self.home)}
+        if self.warehouse != "duckdb":
+            out["SENDTIME_WAREHOUSE"] = self.warehouse
         if self.online_store_url:
             out["SENDTIME_ONLINE_STORE_URL"] = self.online_store_url
         if self.encryption_key_file is not None:

@@ -36,20 +36,48 @@ class SparkSetupError(RuntimeError):
     """Spark cannot start: pyspark, Java or the Delta jars are missing, or another home owns the session."""
 
 
-def session_conf(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The spark target's server_side_parameters for this home, then `extra` (the spark_conf settings)."""
+def spark_target(
+    home: Path, extra: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, object]:
+    """The spark target of profiles.yml rendered for this home (`env`: the variables it reads,
+    over the process's), with `extra` (the spark_conf settings) among its server_side_parameters."""
     from dbt.config.profile import read_profile
     from dbt.config.renderer import ProfileRenderer
     from dbt_common.context import set_invocation_context
 
-    set_invocation_context({**os.environ, "SENDTIME_HOME": str(home.absolute())})
+    set_invocation_context({**os.environ, **(env or {}), "SENDTIME_HOME": str(home.absolute())})
     raw = read_profile(str(PROJECT_DIR))
-    target = ProfileRenderer({}).render_data(raw["sendtime"]["outputs"][TARGET])
+    target = dict(ProfileRenderer({}).render_data(raw["sendtime"]["outputs"][TARGET]))
     conf = {str(key): str(value) for key, value in target["server_side_parameters"].items()}
     conf.update({str(key): str(value) for key, value in (extra or {}).items()})
+    target["server_side_parameters"] = conf
+    return target
+
+
+def session_conf(
+    home: Path, extra: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The spark target's server_side_parameters for this home, then `extra` (the spark_conf settings)."""
+    conf = dict(spark_target(home, extra, env)["server_side_parameters"])  # type: ignore[call-overload]
     # what dbt-spark sets on every statement anyway (its credentials force it)
     conf["spark.sql.ansi.enabled"] = "false"
     return conf
+
+
+def write_profile(folder: Path, target: Mapping[str, object]) -> Path:
+    """A profiles.yml holding only this rendered spark target, for dbt's --profiles-dir: dbt-spark
+    sets server_side_parameters again on every statement, so the spark_conf settings must be among
+    them or the project's values would come back."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump({"sendtime": {"target": TARGET, "outputs": {TARGET: dict(target)}}}, sort_keys=True)
+    path = folder / "profiles.yml"
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_name(".profiles.yml.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return folder
 
 
 def _check_install(conf: Mapping[str, str]) -> None:
@@ -64,7 +92,9 @@ def _check_install(conf: Mapping[str, str]) -> None:
             raise SparkSetupError(f"the Delta Lake jars are missing ({pattern}): run {FETCH_JARS}")
 
 
-def get_session(home: Path, extra: Mapping[str, str] | None = None) -> SparkSession:
+def get_session(
+    home: Path, extra: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None
+) -> SparkSession:
     """This process's SparkSession for `home`, started on first use."""
     global _HOME
     home = home.absolute()
@@ -83,7 +113,7 @@ def get_session(home: Path, extra: Mapping[str, str] | None = None) -> SparkSess
                 "encryption at rest (encryption_key_file) is not supported with the Spark "
                 "warehouse: use warehouse storage encryption on the cluster (docs/privacy.md)"
             )
-        conf = session_conf(home, extra)
+        conf = session_conf(home, extra, env)
         _check_install(conf)
         (home / "spark").mkdir(parents=True, exist_ok=True)
         builder = SparkSession.builder.enableHiveSupport()

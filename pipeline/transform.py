@@ -186,11 +186,14 @@ def _scrub(message: str) -> str:
 def _flags(settings: Settings) -> list[str]:
     settings.dbt_log_dir.mkdir(parents=True, exist_ok=True)
     settings.dbt_target_dir.mkdir(parents=True, exist_ok=True)
+    # the warehouse's target (pipeline/warehouse.py): DuckDB's in_process (in_process_encrypted for
+    # an encrypted home: the encrypted warehouse and lake, pipeline/dbt_encryption.py), or spark
+    target = warehouse_for(settings).dbt_target(settings.dbt_project_dir)
     return [
         "--project-dir",
         str(settings.dbt_project_dir),
         "--profiles-dir",
-        str(settings.dbt_project_dir),
+        str(target.profiles_dir),
         "--target-path",
         str(settings.dbt_target_dir),
         "--log-path",
@@ -205,9 +208,8 @@ def _flags(settings: Settings) -> list[str]:
         "--no-use-colors",
         "--no-send-anonymous-usage-stats",
         "--no-version-check",
-        # an encrypted home: the encrypted warehouse and lake (profiles.yml, pipeline/dbt_encryption.py)
         "--target",
-        "in_process_encrypted" if at_rest(settings) is not None else "in_process",
+        target.name,
     ]
 
 
@@ -231,6 +233,8 @@ class _Environment:
         # the key reaches dbt only for the invocation, as a DBT_ENV_SECRET_ (kept out of dbt's logs)
         self.values["DBT_ENV_SECRET_SENDTIME_KEY"] = key.text if key is not None else ""
         self.values["SENDTIME_LAKE_ENCRYPTED"] = "1" if key is not None else ""
+        # what the warehouse's profile reads (the Spark master and warehouse folder)
+        self.values.update(warehouse_for(settings).env)
         self.saved: dict[str, str | None] = {}
 
     def __enter__(self) -> None:
@@ -252,7 +256,7 @@ def _manifest(settings: Settings, project: str | None = None) -> Any:
 
     encrypted = "|encrypted" if at_rest(settings) is not None else ""  # the sources read the lake with the key
     signature = project if project is not None else _project_signature(settings)
-    key = (str(settings.home.absolute()), signature + encrypted)
+    key = (str(settings.home.absolute()), f"{settings.warehouse}|{signature}{encrypted}")
     manifest = _MANIFESTS.get(key)
     if manifest is None:
         result = dbtRunner().invoke(["parse", *_flags(settings)])
@@ -286,7 +290,12 @@ def _fresh_compilation(manifest: Any) -> None:
 
 
 def _release_warehouse() -> None:
-    """Close the DuckDB file the in_process target kept open, so nothing stays locked."""
+    """Close the DuckDB file the in_process target kept open, so nothing stays locked (the Spark
+    session stays: the next cycle of this process reuses it)."""
+    import sys
+
+    if "dbt.adapters.duckdb.connections" not in sys.modules:
+        return  # not a DuckDB build
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
     env = DuckDBConnectionManager._ENV  # dbt-duckdb keeps one environment per process

@@ -4,13 +4,17 @@ dbt writes the warehouse; the cycle reads it back for three things: the changed 
 served marts (validation and publish, pipeline/changes.py), the lake batches committed cycles
 have read (to tell a quiet cycle), and what a cycle wrote (the run log's counts). Those reads go
 through a `Warehouse`; nothing else in the pipeline opens the warehouse (ingest writes the lake,
-not the warehouse). The DuckDB warehouse is a file opened read-only, and closed at once, since
-DuckDB allows one writer or many readers and dbt writes it again at the next cycle.
+not the warehouse). A warehouse also says which dbt target builds it (`dbt_target`).
+
+Two engines (setting `warehouse`, DESIGN.md "Warehouses"): `DuckDBWarehouse` here, the embedded
+default, a file opened read-only and closed at once, since DuckDB allows one writer or many readers
+and dbt writes it again at the next cycle; and `SparkWarehouse` (pipeline/spark_warehouse.py),
+Delta tables read through this process's Spark session.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,15 +28,20 @@ from pipeline.logs import get_logger
 
 log = get_logger(__name__)
 
-# what a cycle wrote, read back for the run log ($c is the cycle id)
+# what a cycle wrote, read back for the run log: the table, and whether only the cycle's own rows count
+COUNTED: dict[str, tuple[str, bool]] = {
+    "lake_batches_read": ("int_lake_batches_registered", True),
+    "events_changed": ("int_events_deduplicated", True),
+    "customers_touched": ("int_customers_touched", False),
+    "profiles_written": ("customer_profiles", True),
+    "recommendations_written": ("customer_recommendations", True),
+    "products_written": ("products", True),
+    "erasures_written": ("customer_erasures", True),
+}
+# DuckDB's statements ($c is the cycle id)
 _COUNTS = {
-    "lake_batches_read": "select count(*) from int_lake_batches_registered where _cycle_id = $c",
-    "events_changed": "select count(*) from int_events_deduplicated where _cycle_id = $c",
-    "customers_touched": "select count(*) from int_customers_touched",
-    "profiles_written": "select count(*) from customer_profiles where _cycle_id = $c",
-    "recommendations_written": "select count(*) from customer_recommendations where _cycle_id = $c",
-    "products_written": "select count(*) from products where _cycle_id = $c",
-    "erasures_written": "select count(*) from customer_erasures where _cycle_id = $c",
+    name: f"select count(*) from {table}" + (" where _cycle_id = $c" if by_cycle else "")
+    for name, (table, by_cycle) in COUNTED.items()
 }
 
 
@@ -48,10 +57,11 @@ class WarehouseErasure:
     emails: frozenset[str] = frozenset()
     email_hashes: frozenset[str] = frozenset()
 
-    def conditions(self, columns: set[str]) -> list[str]:
-        """SQL conditions (over the temporary tables `erase_<kind>`) for a table with `columns`."""
+    def conditions(self, columns: set[str], values: Callable[[frozenset[str]], str] | None = None) -> list[str]:
+        """SQL conditions for a table with `columns`: over the temporary tables `erase_<kind>`, or
+        with `values`, over the SQL list it makes of a set of values (`in ('a', 'b')`)."""
         out = []
-        for column, kind, values in (
+        for column, kind, values_of in (
             ("customer_id", "customer_ids", self.customer_ids),
             ("anonymous_id", "anonymous_ids", self.anonymous_ids),
             ("order_id", "order_ids", self.order_ids),
@@ -60,9 +70,10 @@ class WarehouseErasure:
             ("email", "emails", self.emails),
             ("email_hash", "email_hashes", self.email_hashes),
         ):
-            if column in columns and values:
+            if column in columns and values_of:
                 expr = f"lower({column})" if column == "email" else column
-                out.append(f"{expr} in (select v from erase_{kind})")
+                listed = values(values_of) if values is not None else f"(select v from erase_{kind})"
+                out.append(f"{expr} in {listed}")
         return out
 
 
@@ -87,7 +98,24 @@ class CycleState:
     recent_batches: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True)
+class DbtTarget:
+    """How pipeline/transform.py runs dbt for a warehouse: the profiles.yml target and its folder."""
+
+    name: str
+    profiles_dir: Path
+
+
 class Warehouse(Protocol):
+    def dbt_target(self, project: Path) -> DbtTarget:
+        """The dbt target that builds this warehouse, ready to run (`project`: the dbt project)."""
+        ...
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment variables the target's profile reads, set for each dbt invocation."""
+        ...
+
     def exists(self) -> bool: ...
 
     def fingerprint(self) -> object | None:
@@ -95,10 +123,12 @@ class Warehouse(Protocol):
         tell): state read for one fingerprint stays valid while it is unchanged."""
         ...
 
-    def marts(self) -> Any:
-        """A context manager yielding a DuckDB connection where the served marts (and the other
-        tables) are readable by name: the changes reader builds bodies and checks with DuckDB SQL
-        whatever the engine that built them."""
+    def marts(self, since: str | None = None, tables: Mapping[str, Sequence[str]] | None = None) -> Any:
+        """A context manager yielding a DuckDB connection where the served marts and `tables`
+        (name -> columns; all columns when empty) are readable by name: the change reader and
+        reconcile build bodies and checks with DuckDB SQL whatever the engine that built them.
+        `since` (the last published cycle) lets an engine copy only the rows a cycle's reader can
+        need: those written after it and the rows they refer to."""
         ...
 
     def reading(self) -> Any:
@@ -124,6 +154,15 @@ class DuckDBWarehouse:
         self.path = Path(path)
         self._con: Any = None
         self.key = key
+
+    def dbt_target(self, project: Path) -> DbtTarget:
+        # profiles.yml's in_process target (the same file kept open for the whole build), or its
+        # encrypted twin when the home has a key
+        return DbtTarget("in_process" if self.key is None else "in_process_encrypted", project)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {}
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -159,7 +198,8 @@ class DuckDBWarehouse:
         return con
 
     @contextmanager
-    def marts(self) -> Iterator[Any]:
+    def marts(self, since: str | None = None, tables: Mapping[str, Sequence[str]] | None = None) -> Iterator[Any]:
+        # every table is readable in the file itself: nothing to copy, whatever `since` and `tables`
         if not self.exists():
             raise StoreError(f"no warehouse at {self.path}: run a cycle (dbt build) first")
         con = self.connect(read_only=True)
@@ -343,4 +383,9 @@ class DuckDBWarehouse:
 
 
 def warehouse_for(settings: Settings) -> Warehouse:
+    """The warehouse of the `warehouse` setting (DESIGN.md "Warehouses")."""
+    if settings.warehouse == "spark":
+        from pipeline.spark_warehouse import SparkWarehouse  # pyspark only where Spark is the warehouse
+
+        return SparkWarehouse(settings)
     return DuckDBWarehouse(settings.warehouse_path, at_rest(settings))

@@ -26,10 +26,11 @@
     {{ return(terms) }}
 {%- endmacro %}
 
-{% macro spark_sorted_values(value, order_by) -%}
+{% macro spark_sorted_values(value, order_by, where=none) -%}
     {#-
-        Spark has no ORDER BY inside an aggregate: collect (key_1, ..., key_n, value) structs, sort
-        them with a comparator that follows order_by (directions and nulls), keep the values.
+        Spark has no ORDER BY inside an aggregate: collect (key_1, ..., key_n, value) structs of the
+        rows matching `where`, sort them with a comparator that follows order_by (directions and
+        nulls), keep the values.
     -#}
     {%- set terms = order_terms(order_by) -%}
     {%- set fields = [] -%}
@@ -38,7 +39,7 @@
     {%- endfor -%}
     transform(
         array_sort(
-            collect_list(named_struct({{ fields | join(', ') }}, 'v', {{ value }})),
+            collect_list(named_struct({{ fields | join(', ') }}, 'v', {{ value }})){% if where %} filter (where {{ where }}){% endif %},
             (l, r) -> {{ spark_comparator(terms) }}
         ),
         x -> x.v
@@ -61,18 +62,20 @@
     {%- endif -%}
 {%- endmacro %}
 
-{% macro array_agg_ordered(value, order_by, limit=none) -%}
-    {#- the values of a group as a list in order_by's order, at most `limit` of them; [] for none, never null -#}
-    {{ return(adapter.dispatch('array_agg_ordered', 'sendtime')(value, order_by, limit)) }}
+{% macro array_agg_ordered(value, order_by, limit=none, where=none) -%}
+    {#- the values of a group (of its rows matching `where`) as a list in order_by's order, at most
+        `limit` of them; [] for none, never null -#}
+    {{ return(adapter.dispatch('array_agg_ordered', 'sendtime')(value, order_by, limit, where)) }}
 {%- endmacro %}
 
-{% macro default__array_agg_ordered(value, order_by, limit) -%}
-    {%- set ordered = 'array_agg(' ~ value ~ ' order by ' ~ (order_by if order_by is string else order_by | join(', ')) ~ ')' -%}
+{% macro default__array_agg_ordered(value, order_by, limit, where) -%}
+    {%- set ordered = 'array_agg(' ~ value ~ ' order by ' ~ (order_by if order_by is string else order_by | join(', ')) ~ ')'
+        ~ (' filter (where ' ~ where ~ ')' if where else '') -%}
     coalesce({{ array_first_n(ordered, limit) if limit else ordered }}, {{ empty_array() }})
 {%- endmacro %}
 
-{% macro spark__array_agg_ordered(value, order_by, limit) -%}
-    {%- set ordered = spark_sorted_values(value, order_by) -%}
+{% macro spark__array_agg_ordered(value, order_by, limit, where) -%}
+    {%- set ordered = spark_sorted_values(value, order_by, where) -%}
     {{ array_first_n(ordered, limit) if limit else ordered }}
 {%- endmacro %}
 
@@ -121,4 +124,21 @@
 
 {% macro spark__bind(value, name, body) -%}
     element_at(transform(array({{ value }}), {{ name }} -> {{ body }}), 1)
+{%- endmacro %}
+
+{% macro array_size(list) -%}
+    {#- the number of elements of a list -#}
+    {{ return(adapter.dispatch('array_size', 'sendtime')(list)) }}
+{%- endmacro %}
+
+{% macro default__array_size(list) -%}
+    cardinality({{ list }})
+{%- endmacro %}
+
+{% macro duckdb__array_size(list) -%}
+    len({{ list }})
+{%- endmacro %}
+
+{% macro spark__array_size(list) -%}
+    size({{ list }})
 {%- endmacro %}

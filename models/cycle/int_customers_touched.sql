@@ -205,6 +205,19 @@ all_reasons as (
 
 ),
 
+distinct_reasons as (
+
+    select distinct
+        customer_id,
+        reason
+    from all_reasons
+    where
+        customer_id is not null
+        {#- the pipeline saw no uncommitted lake file: nothing can be touched, skip every scan #}
+        and {{ 'false' if var('nothing_arrived', false) else 'true' }}
+
+),
+
 final as (
 
     select
@@ -212,13 +225,9 @@ final as (
         customer_id,
 
         ---------- strings
-        {{ dbt.listagg('distinct reason', "','", 'order by reason') }} as reasons
+        {{ dbt.listagg('reason', "','", 'order by reason') }} as reasons
 
-    from all_reasons
-    where
-        customer_id is not null
-        {#- the pipeline saw no uncommitted lake file: nothing can be touched, skip every scan #}
-        and {{ 'false' if var('nothing_arrived', false) else 'true' }}
+    from distinct_reasons
     group by customer_id
 
 )

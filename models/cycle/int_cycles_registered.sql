@@ -9,9 +9,10 @@
 {%- elif forced is not none and forced | string | lower not in ['', 'none', 'null'] %}
     {%- set refresh_decision = 'true' if forced | string | lower in ['true', '1', 'yes'] else 'false' %}
 {%- else %}
+    {#- elapsed time in whole milliseconds, as pipeline/cycle_plan.py measures it (refresh_due) -#}
     {%- set refresh_decision = '(last_refresh.refreshed_at is null or '
-        ~ dbt.datediff('last_refresh.refreshed_at', 'this_cycle.started_at', 'second')
-        ~ ' >= ' ~ var('recommendations_refresh_seconds') ~ ')' %}
+        ~ epoch_ms('this_cycle.started_at') ~ ' - ' ~ epoch_ms('last_refresh.refreshed_at')
+        ~ ' >= ' ~ (var('recommendations_refresh_seconds') | float * 1000) | round | int ~ ')' %}
 {%- endif %}
 
 with

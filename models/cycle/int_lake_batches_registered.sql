@@ -27,7 +27,7 @@
 {%- set listed = cycle_fact('lake_batches') if is_incremental() else none %}
 {%- if execute and is_incremental() and listed is none %}
     {%- set found = run_query(
-        "select b.lake_table, max(b._ingested_at) - to_seconds(" ~ var('lake_overlap_seconds') ~ ")"
+        "select b.lake_table, " ~ add_seconds('max(b._ingested_at)', -1 * var('lake_overlap_seconds') | float)
         ~ " from " ~ this ~ " as b inner join " ~ cycles ~ " as c on b._cycle_id = c.cycle_id"
         ~ " where c.is_committed group by b.lake_table"
     ) %}

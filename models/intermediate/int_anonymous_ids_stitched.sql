@@ -55,11 +55,7 @@ candidate_links as (
 earliest_links as (
 
     {#- of several links the earliest wins, whenever it arrived -#}
-    select * from candidate_links
-    qualify row_number() over (
-        partition by anonymous_id
-        order by linked_at, link_event_id
-    ) = 1
+    {{ deduplicate('candidate_links', partition_by='anonymous_id', order_by='linked_at, link_event_id') }}
 
 ),
 

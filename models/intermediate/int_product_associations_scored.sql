@@ -27,11 +27,12 @@ interactions as (
 strongest_interactions as (
 
     {#- a customer's 20 strongest products bound the pairs one heavy customer can add -#}
-    select * from interactions
-    qualify row_number() over (
-        partition by customer_id
-        order by strength desc, last_interacted_at desc, product_id
-    ) <= {{ max_products_per_customer }}
+    {{ top_n_per_group(
+        'interactions',
+        partition_by='customer_id',
+        order_by='strength desc, last_interacted_at desc, product_id',
+        n=max_products_per_customer,
+    ) }}
 
 ),
 
@@ -78,11 +79,12 @@ scored as (
 
 strongest_associations as (
 
-    select * from scored
-    qualify row_number() over (
-        partition by product_id
-        order by association_score desc, associated_product_id
-    ) <= {{ max_associations_per_product }}
+    {{ top_n_per_group(
+        'scored',
+        partition_by='product_id',
+        order_by='association_score desc, associated_product_id',
+        n=max_associations_per_product,
+    ) }}
 
 ),
 {% else %}

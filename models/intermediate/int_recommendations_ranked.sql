@@ -139,11 +139,12 @@ customer_interactions as (
 strongest_interactions as (
 
     {#- a customer's strongest products carry the evidence, as in int_product_associations_scored -#}
-    select * from customer_interactions
-    qualify row_number() over (
-        partition by customer_id
-        order by strength desc, last_interacted_at desc, product_id
-    ) <= {{ strongest_products }}
+    {{ top_n_per_group(
+        'customer_interactions',
+        partition_by='customer_id',
+        order_by='strength desc, last_interacted_at desc, product_id',
+        n=strongest_products,
+    ) }}
 
 ),
 
@@ -188,12 +189,12 @@ association_evidence as (
 
 ),
 
-association_candidates as (
+summed_evidence as (
 
     select
         customer_id,
         product_id,
-        cast(sum(evidence) as double) as score
+        sum(evidence) as evidence
     from association_evidence
     where
         product_id in (select in_stock_products.product_id from in_stock_products)
@@ -204,9 +205,28 @@ association_candidates as (
                 and ordered_products.product_id = association_evidence.product_id
         )
     group by customer_id, product_id
-    qualify row_number() over (
-        partition by customer_id order by sum(evidence) desc, product_id
-    ) <= {{ max_recommendations }}
+
+),
+
+strongest_evidence as (
+
+    {#- ranked on the exact decimal sum, so ties break the same way on every engine -#}
+    {{ top_n_per_group(
+        'summed_evidence',
+        partition_by='customer_id',
+        order_by='evidence desc, product_id',
+        n=max_recommendations,
+    ) }}
+
+),
+
+association_candidates as (
+
+    select
+        customer_id,
+        product_id,
+        cast(evidence as double) as score
+    from strongest_evidence
 
 ),
 
