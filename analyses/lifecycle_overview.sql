@@ -15,7 +15,7 @@ final as (
         count(*) as customers,
         sum(lifetime_value) as lifetime_value,
         avg(orders_count) as avg_orders,
-        sum(case when len(cart) > 0 then 1 else 0 end) as customers_with_a_cart
+        sum(case when {{ array_size('cart') }} > 0 then 1 else 0 end) as customers_with_a_cart
     from profiles
     group by lifecycle_stage
 

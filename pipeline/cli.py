@@ -512,12 +512,22 @@ def generate(
 @click.option("--every", default="10s", show_default=True)
 @click.option("--port", type=int, default=None)
 @click.option("--fresh", is_flag=True, help="Wipe the home's data first (keeps sendtime.toml).")
+@click.option(
+    "--warehouse",
+    type=click.Choice(["duckdb", "spark"]),
+    default=None,
+    help="The warehouse engine (setting `warehouse`; docs/spark.md).",
+)
 @click.pass_context
-def demo(ctx: click.Context, customers: int, events: int, every: str, port: int | None, fresh: bool) -> None:
+def demo(
+    ctx: click.Context, customers: int, events: int, every: str, port: int | None, fresh: bool, warehouse: str | None
+) -> None:
     """The quick start: generate, ingest, build, validate, publish, then serve with the scheduler."""
     from pipeline.demo import run_demo
 
     settings = _settings(ctx)
+    if warehouse is not None:
+        settings = settings.replace(warehouse=warehouse)
     _ensure_home(settings)
     run_demo(settings, customers=customers, events=events, every=every, port=port or settings.port, fresh=fresh)
 

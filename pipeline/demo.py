@@ -62,6 +62,7 @@ _STATE_PARTS = (
     "dbt",
     "warehouse.duckdb",
     "warehouse.duckdb.wal",
+    "spark",  # warehouse = "spark": the Delta tables and the Derby metastore (docs/spark.md)
     "online.sqlite",
     "online.sqlite-wal",
     "online.sqlite-shm",
@@ -530,6 +531,10 @@ def run_demo(
         console.print(f"[bold]sendtime demo[/bold] in {settings.home}")
         console.print(prepare_data(settings, customers=customers, events=events, console=console))
         index = build_docs_with_progress(settings, console)
+        # the scheduler builds the warehouse from now on: a Spark home's metastore admits one process
+        from pipeline.warehouse import warehouse_for
+
+        warehouse_for(settings).release()
         docs_port = port + 1 if port_free(HOST, port + 1) else _free_port(HOST)
         docs = DocsServer(index.parent, docs_port)
         docs.start()

@@ -24,7 +24,7 @@ from pipeline.config import Settings
 from pipeline.errors import StoreError
 from pipeline.logs import get_logger
 from pipeline.mart_contract import ERASURES, PRODUCTS, PROFILES, RECOMMENDATIONS
-from pipeline.warehouse import COUNTED, CycleState, DbtTarget, WarehouseErasure
+from pipeline.warehouse_protocol import COUNTED, CycleState, DbtTarget, WarehouseErasure
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -80,6 +80,12 @@ class SparkWarehouse:
         folder = spark_session.write_profile(self.settings.dbt_target_dir.parent / "profiles", self.target)
         self.session()
         return DbtTarget(TARGET, folder)
+
+    def release(self) -> None:
+        """Stops this process's Spark session (its JVM and the metastore it holds)."""
+        from pipeline import spark_session
+
+        spark_session.stop()
 
     @property
     def schema(self) -> str:

@@ -14,136 +14,26 @@ Delta tables read through this process's Spark session.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pipeline.config import Settings
 from pipeline.encryption import AtRest, at_rest, attach_sql, load_writable_crypto
 from pipeline.errors import StoreError
 from pipeline.logs import get_logger
+from pipeline.warehouse_protocol import COUNTED, CycleState, DbtTarget, Warehouse, WarehouseErasure
+
+__all__ = ["COUNTED", "CycleState", "DbtTarget", "DuckDBWarehouse", "Warehouse", "WarehouseErasure", "warehouse_for"]
 
 log = get_logger(__name__)
 
-# what a cycle wrote, read back for the run log: the table, and whether only the cycle's own rows count
-COUNTED: dict[str, tuple[str, bool]] = {
-    "lake_batches_read": ("int_lake_batches_registered", True),
-    "events_changed": ("int_events_deduplicated", True),
-    "customers_touched": ("int_customers_touched", False),
-    "profiles_written": ("customer_profiles", True),
-    "recommendations_written": ("customer_recommendations", True),
-    "products_written": ("products", True),
-    "erasures_written": ("customer_erasures", True),
-}
 # DuckDB's statements ($c is the cycle id)
 _COUNTS = {
     name: f"select count(*) from {table}" + (" where _cycle_id = $c" if by_cycle else "")
     for name, (table, by_cycle) in COUNTED.items()
 }
-
-
-@dataclass(frozen=True)
-class WarehouseErasure:
-    """The rows an erasure removes from every warehouse table, by the identifier columns a table
-    has (pipeline/erasure.py): whatever the model, a column of one of these names is enough."""
-
-    customer_ids: frozenset[str]
-    anonymous_ids: frozenset[str] = frozenset()
-    order_ids: frozenset[str] = frozenset()
-    event_ids: frozenset[str] = frozenset()
-    emails: frozenset[str] = frozenset()
-    email_hashes: frozenset[str] = frozenset()
-
-    def conditions(self, columns: set[str], values: Callable[[frozenset[str]], str] | None = None) -> list[str]:
-        """SQL conditions for a table with `columns`: over the temporary tables `erase_<kind>`, or
-        with `values`, over the SQL list it makes of a set of values (`in ('a', 'b')`)."""
-        out = []
-        for column, kind, values_of in (
-            ("customer_id", "customer_ids", self.customer_ids),
-            ("anonymous_id", "anonymous_ids", self.anonymous_ids),
-            ("order_id", "order_ids", self.order_ids),
-            ("event_id", "event_ids", self.event_ids),
-            ("link_event_id", "event_ids", self.event_ids),
-            ("email", "emails", self.emails),
-            ("email_hash", "email_hashes", self.email_hashes),
-        ):
-            if column in columns and values_of:
-                expr = f"lower({column})" if column == "email" else column
-                listed = values(values_of) if values is not None else f"(select v from erase_{kind})"
-                out.append(f"{expr} in {listed}")
-        return out
-
-
-@dataclass(frozen=True)
-class CycleState:
-    """What the committed cycles have done, to tell whether a cycle has anything to do
-    (pipeline/cycle_plan.py): read once per warehouse write, bounded whatever the lake's age."""
-
-    last_cycle_id: str | None
-    last_cycle_committed: bool
-    last_committed_cycle_id: str | None
-    # the last committed cycle's as_of and the next instant after it at which a stored profile
-    # changes lifecycle stage (recorded by the commit_cycle hook; None when that cycle recorded
-    # nothing, e.g. a warehouse built before the value existed)
-    last_as_of: datetime | None
-    next_stage_change_at: datetime | None
-    last_refresh_at: datetime | None
-    # per lake table: the newest committed _ingested_at (the ingestion watermark), and the
-    # committed batches no older than the watermark less the overlap (older files are never read
-    # incrementally: docs/models.md "Lake watermark")
-    watermarks: dict[str, datetime] = field(default_factory=dict)
-    recent_batches: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class DbtTarget:
-    """How pipeline/transform.py runs dbt for a warehouse: the profiles.yml target and its folder."""
-
-    name: str
-    profiles_dir: Path
-
-
-class Warehouse(Protocol):
-    def dbt_target(self, project: Path) -> DbtTarget:
-        """The dbt target that builds this warehouse, ready to run (`project`: the dbt project)."""
-        ...
-
-    @property
-    def env(self) -> dict[str, str]:
-        """Environment variables the target's profile reads, set for each dbt invocation."""
-        ...
-
-    def exists(self) -> bool: ...
-
-    def fingerprint(self) -> object | None:
-        """A value that changes whenever the warehouse is written (None when the engine cannot
-        tell): state read for one fingerprint stays valid while it is unchanged."""
-        ...
-
-    def marts(self, since: str | None = None, tables: Mapping[str, Sequence[str]] | None = None) -> Any:
-        """A context manager yielding a DuckDB connection where the served marts and `tables`
-        (name -> columns; all columns when empty) are readable by name: the change reader and
-        reconcile build bodies and checks with DuckDB SQL whatever the engine that built them.
-        `since` (the last published cycle) lets an engine copy only the rows a cycle's reader can
-        need: those written after it and the rows they refer to."""
-        ...
-
-    def reading(self) -> Any:
-        """A context manager inside which the calls below share one read session."""
-        ...
-
-    def cycle_state(self, overlap_seconds: float) -> CycleState | None: ...
-
-    def columns(self, table: str) -> list[str] | None: ...
-
-    def cycle_counts(self, cycle_id: str) -> tuple[bool, dict[str, int]]: ...
-
-    def erase(self, erasure: WarehouseErasure) -> dict[str, int]:
-        """Delete the rows of `erasure` from every table in one transaction; rows deleted per table."""
-        ...
 
 
 class DuckDBWarehouse:
@@ -163,6 +53,9 @@ class DuckDBWarehouse:
     @property
     def env(self) -> dict[str, str]:
         return {}
+
+    def release(self) -> None:
+        pass  # every read closes the file; pipeline/transform.py closes dbt's handle after a build
 
     def exists(self) -> bool:
         return self.path.exists()

@@ -21,6 +21,23 @@
 {%- endmacro %}
 
 {% macro spark__delete_matching(target, target_alias, source_sql, source_alias, condition, target_filter) -%}
+    {#- a Delta MERGE costs seconds even when nothing matches (a commit, file listings): look first
+        (one read) and merge only when some row matches; a hook with nothing to delete runs a no-op -#}
+    {%- if execute -%}
+        {%- set matching -%}
+            select 1 from {{ target }} as {{ target_alias }}
+            where
+                {{ target_filter }}
+                and exists (
+                    select 1 from ({{ source_sql }}) as {{ source_alias }}
+                    where {{ condition }}
+                )
+            limit 1
+        {%- endset -%}
+        {%- if run_query(matching).rows | length == 0 -%}
+            {{ return('select 1 as nothing_to_delete') }}
+        {%- endif -%}
+    {%- endif -%}
     merge into {{ target }} as {{ target_alias }}
     using ({{ source_sql }}) as {{ source_alias }}
         on ({{ condition }}) and ({{ target_filter }})

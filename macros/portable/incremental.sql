@@ -11,6 +11,8 @@
          __dbt_key_<n> null so it never matches, is inserted;
       3. the drop of <model>__dbt_new, which is the materialization's `main` statement (steps 1 and
          2 run while it renders).
+    When no stored row has a key of the new rows (a read looks first), a single INSERT replaces
+    all three (a Delta table created and dropped plus a MERGE cost seconds each).
     Without a unique key, delete+insert appends.
 -#}
 
@@ -40,6 +42,26 @@
         select {{ columns | join(', ') }} from {{ source }}
     {%- else -%}
         {%- set keys = [unique_key] if unique_key is string else unique_key -%}
+        {#- most cycles only append new keys (events, changes, batches, cycles): when no stored row has
+            a key of the new rows, one INSERT is the whole delete+insert (its query reads the table's
+            snapshot as it was, like a model reading {{ this }}) -#}
+        {%- set stored_keys -%}
+            select 1 from {{ target }} as DBT_INTERNAL_DEST
+            where exists (
+                select 1 from {{ source }} as DBT_INTERNAL_SOURCE
+                where
+                {%- for key in keys %}
+                    DBT_INTERNAL_DEST.{{ key }} = DBT_INTERNAL_SOURCE.{{ key }}{{ ' and' if not loop.last }}
+                {%- endfor %}
+                {%- for predicate in incremental_predicates or [] %}
+                    and {{ predicate }}
+                {%- endfor %}
+            )
+            limit 1
+        {%- endset -%}
+        {%- if execute and run_query(stored_keys).rows | length == 0 -%}
+            {{ return('insert into table ' ~ target ~ ' (' ~ columns | join(', ') ~ ') select ' ~ columns | join(', ') ~ ' from ' ~ source) }}
+        {%- endif -%}
         {%- set staged = target.incorporate(path={'identifier': target.identifier ~ '__dbt_new'}) -%}
         {%- do run_query('create or replace table ' ~ staged ~ ' using delta as select * from ' ~ source) -%}
         {%- set merge -%}
