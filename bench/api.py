@@ -32,8 +32,8 @@ from pathlib import Path
 
 from pipeline.config import load_settings
 from serving.keys import create_key
-from tests.apiserver import ApiServer, product_row, profile_row, publish_rows
-from tests.conftest import free_port
+from tests.helpers.api_server import ApiServer, product_row, profile_row, publish_rows
+from tests.helpers.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text
 
 from pipeline import publish, store
 from pipeline.mart_contract import SERVED_MARTS
-from tests.apiserver import project_contracts
+from tests.helpers.api_server import project_contracts
 
 AS_OF = datetime(2026, 11, 1, 12, 0, 0)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.apiserver import ApiServer
+from tests.helpers.api_server import ApiServer
 
 AS_OF = "2026-06-30T00:00:00Z"
 
@@ -42,7 +42,7 @@ def ev(event_id: str, event_type: str, occurred_at, **fields) -> dict:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from tests.conftest import Cli
+    from tests.helpers.cli import Cli
 
     tmp = tmp_path_factory.mktemp("acceptance")
     home = tmp / "home"

@@ -8,7 +8,7 @@ import requests
 from pipeline.config import load_settings
 from serving.app import create_app
 from serving.keys import create_key
-from tests.apiserver import ApiServer, seed_store
+from tests.helpers.api_server import ApiServer, seed_store
 
 # the endpoints that answer without a key; every other route of the app is a data endpoint
 OPEN = {

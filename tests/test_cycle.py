@@ -170,7 +170,7 @@ def store_env(request) -> dict[str, str]:
 
 
 def test_failed_validation_keeps_the_last_state_until_a_good_cycle(home, tmp_path, store_env):
-    from conftest import Cli
+    from tests.helpers.cli import Cli
 
     cli = Cli(home, store_env)
     load_sample(home, tmp_path / "gen")

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.generate import generate
 from pipeline.ingest import ingest_files
-from tests.test_dbt_support import cycle, query, snapshot
+from tests.helpers.dbt import cycle, query, snapshot
 
 AS_OF = datetime(2026, 11, 26, 0, 0, 0)
 

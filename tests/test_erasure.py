@@ -20,9 +20,9 @@ import pytest
 
 from pipeline.config import load_settings
 from serving.keys import create_key
-from tests.apiserver import ApiServer
-from tests.conftest import ROOT, Cli
-from tests.privacy_support import (
+from tests.helpers.api_server import ApiServer
+from tests.helpers.cli import ROOT, Cli
+from tests.helpers.privacy import (
     AS_OF,
     DEVICE,
     EMAIL,
@@ -268,7 +268,7 @@ def test_a_crm_delete_stays_in_force_after_its_erasure(tmp_path):
 
     from pipeline.cycle import run_cycle
     from pipeline.ingest import ingest_files
-    from tests.privacy_support import _customer, ms
+    from tests.helpers.privacy import _customer, ms
 
     settings = load_settings(tmp_path / "home", environ={})
     folder = tmp_path / "in"

@@ -14,7 +14,7 @@ from pipeline import publish, store
 from pipeline.changes import etag
 from pipeline.ids import iso_z
 from pipeline.mart_contract import PRODUCTS, PROFILES
-from tests.apiserver import project_contracts
+from tests.helpers.api_server import project_contracts
 from tests.test_publish_marts import AS_OF, product, profile, read, recommendations_for, seed_warehouse, write_marts
 
 C1 = "20261101T000000000000Z-00000001"
