@@ -78,3 +78,15 @@ def published_sample(tmp_path_factory) -> tuple[Path, Path]:
     from tests.helpers.homes import build_published_sample
 
     return build_published_sample(tmp_path_factory.mktemp("published-sample"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request, tmp_path: Path):
+    """An online store migrated to the current schema, on SQLite and on PostgreSQL (one test each)."""
+    from pipeline import store
+
+    url = f"sqlite:///{tmp_path / 'online.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    eng = store.make_engine(url)
+    store.migrate(eng)
+    yield eng
+    eng.dispose()

@@ -22,15 +22,6 @@ C2 = "20261102T000000000000Z-00000002"
 C3 = "20261103T000000000000Z-00000003"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'online.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    eng = store.make_engine(url)
-    store.migrate(eng)
-    yield eng
-    eng.dispose()
-
-
 def _publish(engine, path, cycle_id, **kw):
     changes = read(path, store.last_published_cycle_id(engine), **kw)
     return publish.publish(engine, changes, cycle_id=cycle_id, as_of=AS_OF, newest_ingested_at=None)
