@@ -289,6 +289,14 @@ def test_profile_of_a_crm_customer_follows_every_rule(world) -> None:
         "cart",
         "top_categories",
         "recommendations",
+        # engagement and send time (DESIGN.md "Engagement and send time")
+        "email_status",
+        "last_email_open_at",
+        "last_email_click_at",
+        "email_opens_30d",
+        "email_clicks_30d",
+        "best_send_hour",
+        "best_send_hour_confidence",
     ]
     assert p["email"] == "alice@example.com"
     assert (p["first_name"], p["last_name"], p["country"]) == ("Alice", "Liddell", "US")  # late older change ignored
