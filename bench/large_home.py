@@ -32,7 +32,7 @@ def published_home(workdir: Path = WORKDIR, events: int = EVENTS) -> Settings:
     finally:
         engine.dispose()
     workdir.mkdir(parents=True, exist_ok=True)
-    settings = prepare(workdir, events, label)
+    settings = prepare(workdir, events, label, reuse=True)  # an earlier run's lake is kept: building it takes minutes
     from pipeline.cycle import run_cycle
 
     started = time.perf_counter()
