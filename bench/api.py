@@ -30,13 +30,12 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pipeline.config import load_settings
+from serving.keys import create_key
+from tests.helpers.api_server import ApiServer, product_row, profile_row, publish_rows
+from tests.helpers.net import free_port
 
-from pipeline.config import load_settings  # noqa: E402
-from serving.keys import create_key  # noqa: E402
-from tests.apiserver import ApiServer, product_row, profile_row, publish_rows  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 LUA_COMMON = r"""
 local counter = 0

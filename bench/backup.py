@@ -26,8 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.pipeline import AS_OF, _customers_for, _products_for, fresh_events
-
+from bench.cycles import AS_OF, _customers_for, _products_for, fresh_events
 from bench.large_home import WORKDIR, published_home
 from pipeline.cycle import run_cycle
 from pipeline.ingest import ingest_files
@@ -99,7 +98,7 @@ def main() -> None:
     settings = published_home()
     tag = f"bk{int(time.time())}-"
     files = [
-        fresh_events(WORKDIR, args.new, _customers_for(100_000), _products_for(100_000), f"{tag}{i}")
+        fresh_events(WORKDIR, args.new, f"{tag}{i}", customers=_customers_for(100_000), products=_products_for(100_000))
         for i in range(4 * args.cycles + 1)
     ]
     cycle(settings, files.pop())  # warm-up: dbt parses the project once per process

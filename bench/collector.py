@@ -33,8 +33,8 @@ import requests
 
 from pipeline.config import load_settings
 from serving.keys import create_key
-from tests.apiserver import ApiServer
-from tests.conftest import Cli
+from tests.helpers.api_server import ApiServer
+from tests.helpers.cli import Cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

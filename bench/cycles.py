@@ -45,6 +45,8 @@ from pipeline.ingest import ingest_files
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("products", "customers", "orders", "order_items", "events")
 FLOOR_MODEL = "int_cycles_registered"
+# the generator's data ends here: cycles of the other benches run at this as_of
+AS_OF = GENERATOR_END
 
 
 def _customers_for(events: int) -> int:
@@ -64,7 +66,7 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def prepare(workdir: Path, events: int, label: str, reuse: bool) -> Settings:
+def prepare(workdir: Path, events: int, label: str, reuse: bool = False) -> Settings:
     home = workdir / f"home-{label}"
     settings = load_settings(home, environ={})
     if reuse and (home / "lake").is_dir():
@@ -94,12 +96,12 @@ def prepare(workdir: Path, events: int, label: str, reuse: bool) -> Settings:
     return settings
 
 
-def fresh_events(workdir: Path, events: int, tag: str) -> Path:
+def fresh_events(workdir: Path, events: int, tag: str, customers: int = 2000, products: int = 300) -> Path:
     """--new events of the small lake's customers and products (the large lake has them too), with
     new event ids (a copy of an id would be a duplicate)."""
     out = workdir / f"new-{tag}"
     shutil.rmtree(out, ignore_errors=True)
-    files = generate(out, customers=2000, events=events, products=300, seed=zlib.crc32(tag.encode()) % 10_000)
+    files = generate(out, customers=customers, events=events, products=products, seed=zlib.crc32(tag.encode()) % 10_000)
     target = workdir / f"new-{tag}.jsonl"
     lines: list[str] = []
     for path in files["events"]:

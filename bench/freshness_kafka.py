@@ -51,8 +51,6 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 EVENTS_TOPIC = "bench.fresh.events"
 CDC_CUSTOMERS = 50  # CRM customers whose first_name the CDC probes update, round robin
@@ -388,9 +386,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, home)")
     args = parser.parse_args()
 
-    from test_cycle import load_sample
-
     from tests.helpers.kafka_stack import KafkaBroker, KafkaConnect, Postgres, ensure_jars, free_port
+    from tests.test_cycle import load_sample
 
     load_before = uptime()
     print(f"load before: {load_before}", flush=True)

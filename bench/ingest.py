@@ -27,9 +27,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# `python bench/ingest.py` puts bench/ first on sys.path, where bench/pipeline.py would shadow the
-# `pipeline` package: import from the project root instead
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def child(kind: str, source_format: str, paths: list[str], home: str) -> None:

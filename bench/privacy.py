@@ -28,8 +28,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.pipeline import AS_OF, _customers_for, _products_for, fresh_events, prepare
-
+from bench.cycles import AS_OF, _customers_for, _products_for, fresh_events, prepare
 from pipeline import erasure
 from pipeline.config import load_settings
 from pipeline.cycle import run_cycle
@@ -85,7 +84,7 @@ def light_file(workdir: Path, tag: str) -> tuple[Path, str]:
 
 
 def erasure_bench(args) -> list[str]:
-    settings, _ = prepare(args.workdir, args.events, "large", args.reuse)
+    settings = prepare(args.workdir, args.events, "large", args.reuse)
     started = time.perf_counter()
     first = cycle(settings)
     print(
@@ -98,18 +97,24 @@ def erasure_bench(args) -> list[str]:
     rows = []
     base, heavy, light = [], [], []
     for i in range(3):
-        new = fresh_events(args.workdir, args.new, _customers_for(100_000), _products_for(100_000), f"p{stamp}-{i}")
+        new = fresh_events(
+            args.workdir, args.new, f"p{stamp}-{i}", customers=_customers_for(100_000), products=_products_for(100_000)
+        )
         ingest_files(settings, "events", [new])
         base.append(cycle(settings))
         # a light customer: present in one small batch only
         path, customer = light_file(args.workdir, f"{stamp}{i}")
         ingest_files(settings, "events", [path])
         cycle(settings)
-        new = fresh_events(args.workdir, args.new, _customers_for(100_000), _products_for(100_000), f"q{stamp}-{i}")
+        new = fresh_events(
+            args.workdir, args.new, f"q{stamp}-{i}", customers=_customers_for(100_000), products=_products_for(100_000)
+        )
         ingest_files(settings, "events", [new])
         erasure.request_forget(settings, [customer])
         light.append(cycle(settings))
-    new = fresh_events(args.workdir, args.new, _customers_for(100_000), _products_for(100_000), f"h{stamp}")
+    new = fresh_events(
+        args.workdir, args.new, f"h{stamp}", customers=_customers_for(100_000), products=_products_for(100_000)
+    )
     ingest_files(settings, "events", [new])
     erasure.request_forget(settings, [heavy_customer(settings)])
     heavy.append(cycle(settings))
@@ -177,7 +182,11 @@ def encryption_bench(args) -> list[str]:
     stamp = str(int(time.time()))
     for i in range(3):
         new = fresh_events(
-            root, args.new, _customers_for(args.enc_events), _products_for(args.enc_events), f"e{stamp}-{i}"
+            root,
+            args.new,
+            f"e{stamp}-{i}",
+            customers=_customers_for(args.enc_events),
+            products=_products_for(args.enc_events),
         )
         for label, settings in homes.items():
             ingest_files(settings, "events", [new])

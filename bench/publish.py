@@ -16,7 +16,6 @@ import argparse
 import json
 import secrets
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
@@ -25,23 +24,27 @@ from pathlib import Path
 import duckdb
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from test_publish_marts import DDL  # noqa: E402
-
-from pipeline import publish, store  # noqa: E402
+from pipeline import publish, store
+from pipeline.mart_contract import SERVED_MARTS
+from tests.helpers.api_server import project_contracts
 
 AS_OF = datetime(2026, 11, 1, 12, 0, 0)
 
 
 def build_warehouse(path: Path, n: int, cycle_id: str) -> None:
+    """The served marts as their contract declares them (dbt creates the same tables), filled."""
     con = duckdb.connect(str(path))
-    for name, ddl in DDL.items():
-        con.execute(f"create or replace table {name} ({ddl})")
+    contracts = project_contracts()
+    for name in SERVED_MARTS:
+        columns = ", ".join(f"{c.name} {c.data_type}" for c in contracts[name].columns)
+        con.execute(f"create or replace table {name} ({columns})")
     con.execute(f"""
-        insert into customer_profiles
+        insert into customer_profiles (
+            customer_id, email, first_name, last_name, country, locale, timezone, marketing_consent,
+            first_seen_at, last_seen_at, orders_count, lifetime_value, last_order_at, lifecycle_stage,
+            recently_viewed, cart, top_categories, recommendations, _cycle_id,
+            email_status, email_opens_30d, email_clicks_30d, best_send_hour, best_send_hour_confidence
+        )
         select 'c' || i, 'user' || i || '@example.com', 'First' || i, 'Last' || i, 'US', 'en-US', 'America/New_York',
                i % 2 = 0, timestamp '2026-09-01 00:00:00' + to_seconds(i % 86400),
                timestamp '2026-10-30 00:00:00' + to_microseconds(i % 999999),
@@ -53,7 +56,7 @@ def build_warehouse(path: Path, n: int, cycle_id: str) -> None:
                case when i % 3 = 0 then [] else ['P' || ((i + 3) % 300)] end,
                ['shoes', 'bags'],
                ['P' || ((i + 10) % 300), 'P' || ((i + 11) % 300), 'P' || ((i + 12) % 300), 'P' || ((i + 13) % 300)],
-               '{cycle_id}'
+               '{cycle_id}', 'subscribed', i % 4, i % 2, 6 + i % 12, 0.5
         from range({n}) t(i)
     """)
     con.execute(f"""

@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import duckdb
 
-import duckdb  # noqa: E402
-
-from pipeline.config import load_settings  # noqa: E402
-from pipeline.generate import GENERATOR_END, generate  # noqa: E402
-from pipeline.ids import new_cycle_id  # noqa: E402
-from pipeline.ingest import ingest_files  # noqa: E402
-from pipeline.transform import build  # noqa: E402
+from pipeline.config import load_settings
+from pipeline.generate import GENERATOR_END, generate
+from pipeline.ids import new_cycle_id
+from pipeline.ingest import ingest_files
+from pipeline.transform import build
 
 CLEAN = "nullif(regexp_replace({}, '^\\s+|\\s+$', '', 'g'), '')"
 

@@ -21,15 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline import store
+from pipeline.config import load_settings
+from pipeline.ingest import ingest_files
+from tests.test_cycle import load_sample
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from test_cycle import load_sample  # noqa: E402
-
-from pipeline import store  # noqa: E402
-from pipeline.config import load_settings  # noqa: E402
-from pipeline.ingest import ingest_files  # noqa: E402
 
 
 def status_kb(pid: int, field: str) -> int:

@@ -29,8 +29,7 @@ import tarfile
 from datetime import timedelta
 from pathlib import Path
 
-from bench.pipeline import fresh_events
-
+from bench.cycles import fresh_events
 from pipeline.config import load_settings
 from pipeline.generate import GENERATOR_END, generate
 from pipeline.ingest import ingest_files
@@ -108,7 +107,9 @@ def main() -> None:
 
     customers = max(1000, args.events // 50)
     files = generate(args.workdir / "data", customers=customers, events=args.events, products=300, seed=3)
-    new_files = [fresh_events(args.workdir, args.new, customers, 300, f"new{i}") for i in range(args.cycles)]
+    new_files = [
+        fresh_events(args.workdir, args.new, f"new{i}", customers=customers, products=300) for i in range(args.cycles)
+    ]
     staging = load_settings(args.workdir / "staging", environ={})
     for source in ("products", "customers", "orders", "order_items", "events"):
         ingest_files(staging, source, files[source])

@@ -71,6 +71,7 @@ from pipeline.lake_index import DataFile, LakeIndex
 from pipeline.lake_writer import (
     QUARANTINE_SCHEMA,
     LakeFileWriter,
+    conform,
     iter_parquet,
     read_parquet_table,
     read_quarantine,
@@ -464,7 +465,7 @@ def write_moved(
     written = []
     for source in sorted(set(moved) | ({"customers"} if tombstones else set())):
         schema = lake_schema(source)
-        parts = [p.select(schema.names).cast(schema) for p in moved.get(source, [])]
+        parts = [conform(p, schema) for p in moved.get(source, [])]
         table = pa.concat_tables(parts).sort_by(_ORDER) if parts else schema.empty_table()
         if source == "customers" and tombstones:
             table = pa.concat_tables([table, _tombstone_rows(tombstones)])

@@ -299,6 +299,17 @@ def quarantine_table(rows: list[dict[str, Any]]) -> pa.Table:
 # --------------------------------------------------------------------------- rewriting
 
 
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` as `schema`: its columns in the schema's order and types, a column the table lacks as
+    nulls. A file written by an earlier version lacks the columns added since (the events'
+    `email_hash`): rewriting it (erasure, rekey) must not fail on it."""
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def write_parquet_file(
     final: Path, batches: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema, at_rest: AtRest | None
 ) -> Path | None:
@@ -316,7 +327,7 @@ def write_parquet_file(
             if writer is None:
                 writer = _writer(tmp, schema, at_rest)
             table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-            _write(writer, table.cast(schema))
+            _write(writer, conform(table, schema))
         if writer is None and schema.metadata and at_rest is None:
             writer = _writer(tmp, schema, at_rest)  # an empty file that keeps its metadata
         if writer is None:

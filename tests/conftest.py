@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import Settings, load_settings
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.cli import Cli
 
 # session fixtures of the Kafka stack (broker, Connect + Debezium, PostgreSQL shop): started on first use
 pytest_plugins = ["tests.helpers.kafka_stack"]
@@ -34,39 +29,9 @@ def settings(home: Path) -> Settings:
     return load_settings(home, environ={})
 
 
-class Cli:
-    """Runs `sendtime` exactly as a user would: a separate process, its own environment."""
-
-    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
-        self.home = home
-        self.env = {**os.environ, "SENDTIME_HOME": str(home), **(env or {})}
-
-    def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"sendtime {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def json(self, *args: str) -> dict:
-        return json.loads(self(*args, "--json").stdout)
-
-
 @pytest.fixture
 def cli(home: Path) -> Cli:
     return Cli(home)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pg_ready() -> bool:
@@ -109,7 +74,19 @@ def pg_url(pg_server: str) -> str:
 @pytest.fixture(scope="session")
 def published_sample(tmp_path_factory) -> tuple[Path, Path]:
     """(home, generated files) of a sample home after one successful cycle, built once per session;
-    tests copy it (tests/homes.py `copy_home`) instead of paying for a first cycle each."""
-    from tests.homes import build_published_sample
+    tests copy it (tests/helpers/homes.py `copy_home`) instead of paying for a first cycle each."""
+    from tests.helpers.homes import build_published_sample
 
     return build_published_sample(tmp_path_factory.mktemp("published-sample"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request, tmp_path: Path):
+    """An online store migrated to the current schema, on SQLite and on PostgreSQL (one test each)."""
+    from pipeline import store
+
+    url = f"sqlite:///{tmp_path / 'online.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    eng = store.make_engine(url)
+    store.migrate(eng)
+    yield eng
+    eng.dispose()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.apiserver import ApiServer
+from tests.helpers.api_server import ApiServer
 
 AS_OF = "2026-06-30T00:00:00Z"
 
@@ -42,7 +42,7 @@ def ev(event_id: str, event_type: str, occurred_at, **fields) -> dict:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from tests.conftest import Cli
+    from tests.helpers.cli import Cli
 
     tmp = tmp_path_factory.mktemp("acceptance")
     home = tmp / "home"
@@ -289,6 +289,14 @@ def test_profile_of_a_crm_customer_follows_every_rule(world) -> None:
         "cart",
         "top_categories",
         "recommendations",
+        # engagement and send time (DESIGN.md "Engagement and send time")
+        "email_status",
+        "last_email_open_at",
+        "last_email_click_at",
+        "email_opens_30d",
+        "email_clicks_30d",
+        "best_send_hour",
+        "best_send_hour_confidence",
     ]
     assert p["email"] == "alice@example.com"
     assert (p["first_name"], p["last_name"], p["country"]) == ("Alice", "Liddell", "US")  # late older change ignored

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.apiserver import ApiServer
+from tests.helpers.api_server import ApiServer
 from tests.test_acceptance import cdc, ev, write_jsonl
 
 AS_OF = "2026-06-30T00:00:00Z"
@@ -29,7 +29,7 @@ def order(order_id: str, customer_id: str, total: str = "10.00", status: str = "
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from tests.conftest import Cli
+    from tests.helpers.cli import Cli
 
     tmp = tmp_path_factory.mktemp("acceptance-cdc")
     home = tmp / "home"

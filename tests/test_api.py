@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.config import load_settings
 from pipeline.store import current_version, engine_for
-from tests.apiserver import ApiServer, profile_row, publish_rows, seed_store
+from tests.helpers.api_server import ApiServer, profile_row, publish_rows, seed_store
 
 PROBLEM = "application/problem+json"
 P = "https://sendtime.dev/problems/"
@@ -327,7 +327,7 @@ def test_docs_example_renders_templates_from_merge_fields(api):
     import subprocess
     import sys
 
-    from tests.apiserver import ROOT
+    from tests.helpers.api_server import ROOT
 
     server, key, _ = api
     out = subprocess.run(

@@ -6,7 +6,7 @@ import time
 
 from pipeline.config import load_settings
 from serving.keys import create_key
-from tests.apiserver import ApiServer, profile_row, publish_rows
+from tests.helpers.api_server import ApiServer, profile_row, publish_rows
 
 
 def test_ready_follows_the_published_state(tmp_path):

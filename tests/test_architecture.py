@@ -7,6 +7,7 @@ inside functions (a cycle hidden in a function is still two modules that need ea
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from collections import deque
@@ -177,3 +178,74 @@ def test_the_cli_and_the_run_log_import_no_web_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- the rooms picture
+
+DOC = ROOT / "docs" / "architecture.md"
+FOUNDATION = "foundation"  # every room uses it; the picture leaves those edges out
+
+
+def _rooms_doc() -> tuple[dict[str, list[str]], set[tuple[str, str]]]:
+    """docs/architecture.md "Rooms": room -> its module paths (a folder ends with /), and the edges
+    of the mermaid picture."""
+    text = DOC.read_text()
+    section = text[text.index("## Rooms") : text.index("## Packages and who owns what")]
+    picture = section[section.index("```mermaid") : section.index("```", section.index("```mermaid") + 3)]
+    edges = {(a, b) for a, b in re.findall(r"^\s*(\w+) --> (\w+)\s*$", picture, flags=re.M)}
+    rooms: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[1].startswith("`"):
+            rooms[cells[0]] = re.findall(r"`([^`]+)`", cells[1])
+    return rooms, edges
+
+
+def room_of() -> dict[str, str]:
+    """module -> room: an exact path wins over a folder, a longer folder over a shorter one."""
+    rooms, _ = _rooms_doc()
+    claims: list[tuple[int, str, str]] = []  # (specificity, path or folder, room)
+    for room, paths in rooms.items():
+        claims += [(10_000 if not p.endswith("/") else len(p), p, room) for p in paths]
+    out: dict[str, str] = {}
+    for module, path in _modules().items():
+        rel = str(path.relative_to(ROOT))
+        matches = [(s, room) for s, p, room in claims if rel == p or (p.endswith("/") and rel.startswith(p))]
+        if matches:
+            out[module] = max(matches)[1]
+    return out
+
+
+def test_every_module_sits_in_one_room_of_the_picture() -> None:
+    rooms, _ = _rooms_doc()
+    assert FOUNDATION in rooms and len(rooms) >= 8
+    placed = room_of()
+    assert not sorted(set(_modules()) - set(placed)), "modules in no room of docs/architecture.md"
+    listed = [p for paths in rooms.values() for p in paths if not p.endswith("/")]
+    assert len(listed) == len(set(listed)), "a module listed in two rooms"
+    assert all((ROOT / p).exists() for paths in rooms.values() for p in paths), "a room lists a missing file"
+
+
+def test_the_picture_shows_exactly_the_imports_between_rooms() -> None:
+    _, drawn = _rooms_doc()
+    placed = room_of()
+    actual = {
+        (placed[a], placed[b])
+        for a, targets in import_graph().items()
+        for b in targets
+        if placed[a] != placed[b] and placed[b] != FOUNDATION
+    }
+    assert not actual - drawn, f"imports between rooms the picture lacks: {sorted(actual - drawn)}"
+    assert not drawn - actual, f"arrows of the picture no import makes: {sorted(drawn - actual)}"
+
+
+def test_the_rooms_are_layered() -> None:
+    """No cycle between rooms either, and foundation imports no other room."""
+    placed = room_of()
+    rooms: dict[str, dict[str, int]] = {room: {} for room in set(placed.values())}
+    for a, targets in import_graph().items():
+        for b in targets:
+            if placed[a] != placed[b]:
+                rooms[placed[a]][placed[b]] = 1
+    assert strongly_connected(rooms) == []
+    assert rooms[FOUNDATION] == {}

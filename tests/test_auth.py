@@ -8,7 +8,7 @@ import requests
 from pipeline.config import load_settings
 from serving.app import create_app
 from serving.keys import create_key
-from tests.apiserver import ApiServer, seed_store
+from tests.helpers.api_server import ApiServer, seed_store
 
 # the endpoints that answer without a key; every other route of the app is a data endpoint
 OPEN = {
@@ -28,7 +28,12 @@ SAMPLE_BODY = {
     "/api/v1/events": [
         {"event_id": "auth-e1", "event_type": "login", "occurred_at": "2026-11-01T00:00:00Z", "customer_id": "c1"}
     ],
+    "/api/v1/webhooks/sendgrid": [],
 }
+# Mailchimp Transactional posts a form
+FORM_BODY = {"/api/v1/webhooks/mailchimp": {"mandrill_events": "[]"}}
+# the routes that write events; every other data route reads profiles
+WRITES = ("/api/v1/events", "/api/v1/webhooks/sendgrid", "/api/v1/webhooks/mailchimp")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +61,8 @@ def data_routes(settings) -> list[tuple[str, str]]:
 
 
 def _call(server, method: str, path: str, headers: dict[str, str]) -> requests.Response:
+    if path in FORM_BODY:
+        return requests.request(method, server.url + path, headers=headers, data=FORM_BODY[path], timeout=30)
     return requests.request(method, server.url + path, headers=headers, json=SAMPLE_BODY.get(path), timeout=30)
 
 
@@ -63,7 +70,8 @@ def test_the_url_map_has_the_data_endpoints(api):
     _, _, settings = api
     routes = data_routes(settings)
     assert ("GET", "/api/v1/customers/c1") in routes and ("POST", "/api/v1/events") in routes
-    assert len(routes) == 6
+    # profiles, batch, lookup, recommendations, merge fields, send time; the collector, two webhooks
+    assert len(routes) == 9
 
 
 def test_every_data_endpoint_needs_a_key(api):
@@ -86,7 +94,7 @@ def test_every_data_endpoint_needs_a_key(api):
 def test_scopes(api):
     server, keys, settings = api
     for method, path in data_routes(settings):
-        needs = "events:write" if path.endswith("/events") else "profiles:read"
+        needs = "events:write" if path in WRITES else "profiles:read"
         wrong = "profiles:read" if needs == "events:write" else "events:write"
         r = _call(server, method, path, {"Authorization": f"Bearer {keys[wrong]}"})
         assert r.status_code == 403 and r.json()["type"] == "https://sendtime.dev/problems/forbidden", (path, r.text)

@@ -29,9 +29,9 @@ import requests
 
 from pipeline.config import load_settings
 from serving.keys import create_key
-from tests.apiserver import ApiServer, seed_store
-from tests.conftest import ROOT, Cli
-from tests.homes import copy_home
+from tests.helpers.api_server import ApiServer, seed_store
+from tests.helpers.cli import ROOT, Cli
+from tests.helpers.homes import copy_home
 from tests.test_cycle import AS_OF_ARG
 
 SCOPES = ("profiles:read", "events:write", "admin")

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from pipeline.config import load_settings
-from tests.apiserver import ApiServer, seed_store
+from tests.helpers.api_server import ApiServer, seed_store
 
 EVENTS = [
     {

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 from confluent_kafka import Producer
 
-from tests.conftest import Cli, free_port
+from tests.helpers.cli import Cli
 from tests.helpers.consumer import (
     ConsumerProcess,
     consumer_states,
@@ -25,6 +25,7 @@ from tests.helpers.consumer import (
     wait_for_offsets,
     wait_for_state,
 )
+from tests.helpers.net import free_port
 
 
 def event(i: int, **extra: object) -> bytes:

@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Producer
 
 from pipeline.generate import generate
-from tests.conftest import Cli
+from tests.helpers.cli import Cli
 from tests.helpers.consumer import (
     ConsumerProcess,
     covered_offsets,

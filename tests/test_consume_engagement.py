@@ -11,8 +11,8 @@ from datetime import datetime
 
 from pipeline.config import load_settings
 from tests.helpers.consumer import ConsumerProcess, lake_message_counts, quarantine_entries, wait_for_offsets
+from tests.helpers.dbt import cycle, ingest, profile, write_jsonl
 from tests.test_consume import produce, topic_name
-from tests.test_dbt_support import cycle, ingest, profile, write_jsonl
 
 
 def test_engagement_events_from_kafka_land_and_find_their_customer(tmp_path, kafka_broker) -> None:

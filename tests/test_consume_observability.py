@@ -17,7 +17,7 @@ from pipeline.config import load_settings
 from pipeline.kafka.state import partition_lags
 from pipeline.runlog import PipelineSnapshot, read_snapshot
 from pipeline.store import engine_for
-from tests.conftest import Cli
+from tests.helpers.cli import Cli
 from tests.helpers.consumer import ConsumerProcess, wait_for_offsets
 from tests.test_consume import event, produce, topic_name
 

@@ -132,7 +132,7 @@ def test_kill_9_at_every_phase_loses_and_doubles_nothing(home, tmp_path, cli):
     ref_home.mkdir()
     ref_settings = load_settings(ref_home, environ={})
     load_sample(ref_home, tmp_path / "gen-ref")
-    from conftest import Cli
+    from tests.helpers.cli import Cli
 
     ref_cli = Cli(ref_home)
     assert run(ref_cli)["status"] == "success"

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from tests.lakewriter import LakeWriter
-from tests.test_dbt_support import cycle, ingest, profile, query, snapshot, write_jsonl
+from tests.helpers.dbt import cycle, ingest, profile, query, snapshot, write_jsonl
+from tests.helpers.lake_writer import LakeWriter
 
 AS_OF = datetime(2026, 11, 26)
 

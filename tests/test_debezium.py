@@ -13,8 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.apiserver import ApiServer
-from tests.conftest import ROOT, Cli
+from tests.helpers.api_server import ApiServer
+from tests.helpers.cli import ROOT, Cli
 from tests.helpers.consumer import ConsumerProcess, lake_batches, quarantine_entries
 
 CONFIG = ROOT / "deploy" / "kafka" / "debezium-postgres-shop.json"

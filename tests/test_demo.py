@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, free_port
 
 from pipeline.demo import port_free
+from tests.helpers.cli import ROOT
+from tests.helpers.net import free_port
 
 pytestmark = pytest.mark.slow
 

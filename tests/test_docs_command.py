@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+
+from tests.helpers.cli import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import Cli
-from tests.privacy_support import AS_OF, EMAIL, FIRST, FORGET, LAST, write_sources
+from tests.helpers.cli import Cli
+from tests.helpers.privacy import AS_OF, EMAIL, FIRST, FORGET, LAST, write_sources
 
 
 def _key(path: Path) -> Path:

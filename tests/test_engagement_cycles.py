@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pipeline.config import load_settings
-from tests.test_dbt_support import cycle, ingest, query, write_jsonl
+from tests.helpers.dbt import cycle, ingest, query, write_jsonl
 
 TABLES = {
     "customer_profiles": "customer_id",

@@ -20,9 +20,9 @@ import pytest
 
 from pipeline.config import load_settings
 from serving.keys import create_key
-from tests.apiserver import ApiServer
-from tests.conftest import ROOT, Cli
-from tests.privacy_support import (
+from tests.helpers.api_server import ApiServer
+from tests.helpers.cli import ROOT, Cli
+from tests.helpers.privacy import (
     AS_OF,
     DEVICE,
     EMAIL,
@@ -268,7 +268,7 @@ def test_a_crm_delete_stays_in_force_after_its_erasure(tmp_path):
 
     from pipeline.cycle import run_cycle
     from pipeline.ingest import ingest_files
-    from tests.privacy_support import _customer, ms
+    from tests.helpers.privacy import _customer, ms
 
     settings = load_settings(tmp_path / "home", environ={})
     folder = tmp_path / "in"
@@ -355,3 +355,23 @@ def test_an_erasure_requested_after_a_backup_applies_again_after_a_restore(tmp_p
     assert scan(restored) == []
     _run(again)
     assert FORGET not in _profiles(restored) and scan(restored) == []
+
+
+def test_an_erasure_rewrites_lake_files_written_before_a_column_was_added(tmp_path):
+    """A home upgraded from a version whose events had no email_hash column: the erasure conforms
+    what it rewrites and moves to today's lake schema instead of failing the cycle."""
+    import pyarrow.parquet as pq
+
+    home = tmp_path / "home"
+    cli = Cli(home)
+    _ingest_all(cli, write_sources(tmp_path / "in"))
+    old = list((home / "lake" / "events").rglob("*.parquet"))
+    for path in old:  # as the earlier version wrote them
+        pq.write_table(pq.read_table(path).drop_columns(["email_hash"]), path)
+    _run(cli)
+    cli("forget", FORGET)
+    cycle = _run(cli)
+    assert cycle["erasure"]["records_erased"] > 0 and cycle["erasure"]["files_rewritten"] > 0
+    assert scan(home) == []
+    rewritten = [p for p in (home / "lake" / "events").rglob("*.parquet") if "email_hash" in pq.read_schema(p).names]
+    assert rewritten, "the rewritten files have today's columns"

@@ -7,10 +7,10 @@ import json
 import re
 
 import pytest
-from conftest import ROOT
 from test_metrics_store import SendtimeServer, seed_kafka, seeded_home
 
 from pipeline.config import load_settings
+from tests.helpers.cli import ROOT
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "sendtime.json"
 # a PromQL identifier followed by a label matcher, a range, an operator, a paren or the end;

@@ -10,7 +10,7 @@ import requests
 
 from pipeline.config import load_settings
 from pipeline.redact import redact
-from tests.apiserver import ApiServer, seed_store
+from tests.helpers.api_server import ApiServer, seed_store
 
 NASTY = [
     "²",

@@ -9,7 +9,7 @@ import re
 import requests
 
 from pipeline.config import load_settings
-from tests.apiserver import PEOPLE, ApiServer, seed_store
+from tests.helpers.api_server import PEOPLE, ApiServer, seed_store
 
 
 def test_no_pii_or_keys_in_a_full_sessions_logs(tmp_path):

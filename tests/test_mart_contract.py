@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 from pipeline.mart_contract import PROFILES, from_json, to_json
-from tests.apiserver import ApiServer, project_contracts
-from tests.conftest import ROOT, Cli
-from tests.test_dbt_support import write_jsonl
+from tests.helpers.api_server import ApiServer, project_contracts
+from tests.helpers.cli import ROOT, Cli
+from tests.helpers.dbt import write_jsonl
 
 NEW_FIELD_SQL = """        coalesce(recommended_products.recommendations, {{ empty_list() }}) as recommendations,
         cast(

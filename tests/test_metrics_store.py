@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import ROOT, free_port
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
@@ -28,6 +27,8 @@ from pipeline.kafka.state import ConsumerState
 from pipeline.runlog import StoreMissing, read_snapshot, snapshot_for
 from serving.metrics import MULTIPROC_ENV
 from serving.pipeline_metrics import PipelineCollector
+from tests.helpers.cli import ROOT
+from tests.helpers.net import free_port
 
 
 def seed_store(

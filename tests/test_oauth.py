@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from pipeline.config import load_settings
-from tests.apiserver import ApiServer, seed_store
-from tests.conftest import Cli
+from tests.helpers.api_server import ApiServer, seed_store
+from tests.helpers.cli import Cli
 
 TOKEN = "/oauth/token"
 

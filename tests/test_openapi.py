@@ -6,7 +6,7 @@ from pipeline.config import load_settings
 from serving.app import create_app
 from serving.openapi import openapi_path
 from serving.problems import PROBLEM_BASE, PROBLEM_TYPES
-from tests.apiserver import publish_rows
+from tests.helpers.api_server import publish_rows
 
 
 def _app_and_doc(tmp_path):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Cli, free_port
 from test_crash import kill_cycle_at
 from test_cycle import AS_OF_ARG, LATER_TS_MS, customer_change, ingest_lines, load_sample, run, store_state
 
 from pipeline.config import load_settings
+from tests.helpers.cli import Cli
+from tests.helpers.net import free_port
 
 pytestmark = pytest.mark.postgres
 

@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import ROOT, free_port
 from test_metrics_store import KAFKA_TOPIC, SendtimeServer, seed_kafka, seeded_home, stop_process
 
 from pipeline.clock import utcnow
 from pipeline.config import load_settings
 from pipeline.kafka import state
 from pipeline.store import engine_for
+from tests.helpers.cli import ROOT
+from tests.helpers.net import free_port
 
 DEPLOY = ROOT / "deploy" / "prometheus"
 PROMETHEUS = "/usr/bin/prometheus"

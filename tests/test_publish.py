@@ -14,21 +14,12 @@ from pipeline import publish, store
 from pipeline.changes import etag
 from pipeline.ids import iso_z
 from pipeline.mart_contract import PRODUCTS, PROFILES
-from tests.apiserver import project_contracts
+from tests.helpers.api_server import project_contracts
 from tests.test_publish_marts import AS_OF, product, profile, read, recommendations_for, seed_warehouse, write_marts
 
 C1 = "20261101T000000000000Z-00000001"
 C2 = "20261102T000000000000Z-00000002"
 C3 = "20261103T000000000000Z-00000003"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'online.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    eng = store.make_engine(url)
-    store.migrate(eng)
-    yield eng
-    eng.dispose()
 
 
 def _publish(engine, path, cycle_id, **kw):

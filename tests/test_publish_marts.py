@@ -17,7 +17,7 @@ import duckdb
 from pipeline.changes import Changes, read_changes
 from pipeline.mart_contract import SERVED_MARTS
 from pipeline.warehouse import DuckDBWarehouse
-from tests.apiserver import project_contracts
+from tests.helpers.api_server import project_contracts
 
 
 def _ddl(name: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.helpers.cli import ROOT
 
 
 def _ruff(*args: str) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import time
 from pipeline.config import load_settings
 from serving.keys import create_key
 from serving.ratelimit import TokenBucketLimiter, per_worker, retry_after_header
-from tests.apiserver import ApiServer, seed_store
+from tests.helpers.api_server import ApiServer, seed_store
 
 
 def test_429_with_retry_after_per_key(tmp_path):

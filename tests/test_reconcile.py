@@ -22,8 +22,8 @@ import duckdb
 import pytest
 
 from pipeline.config import load_settings
-from tests.conftest import ROOT, Cli
-from tests.homes import copy_home
+from tests.helpers.cli import ROOT, Cli
+from tests.helpers.homes import copy_home
 from tests.test_cycle import LATER_TS_MS, customer_change, ingest_lines
 
 

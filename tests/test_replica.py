@@ -1,7 +1,7 @@
 """A PostgreSQL online store with a streaming read replica (`online_store_read_url`), and a
 PostgreSQL store that is locked or stopped.
 
-Two private PostgreSQL 15 clusters (tests/pgcluster.py): a primary made with initdb and a replica
+Two private PostgreSQL 15 clusters (tests/helpers/pg_cluster.py): a primary made with initdb and a replica
 made from it with pg_basebackup. Real cycles (`sendtime run`) publish to the primary; a real
 `sendtime serve` reads the replica, keeps answering with the primary stopped, and shows the next
 publish once the primary is back. Without a replica, a locked or stopped store is a 503 on every
@@ -19,9 +19,9 @@ import pytest
 import requests
 
 from pipeline.config import load_settings
-from tests.apiserver import ApiServer, seed_store
-from tests.conftest import Cli
-from tests.pgcluster import BIN, PrimaryAndReplica
+from tests.helpers.api_server import ApiServer, seed_store
+from tests.helpers.cli import Cli
+from tests.helpers.pg_cluster import BIN, PrimaryAndReplica
 from tests.test_cycle import AS_OF_ARG, load_sample
 from tests.test_store_unavailable import assert_available, assert_unavailable, every_route
 

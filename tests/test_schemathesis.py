@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_settings
-from tests.apiserver import ApiServer, seed_store
+from tests.helpers.api_server import ApiServer, seed_store
 
 ST = Path(sys.executable).with_name("st")
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ import pytest
 from dbt.cli.main import dbtRunner
 
 from pipeline.timestamps import parse_timestamp
-from tests.lakewriter import LakeWriter, cdc
+from tests.helpers.lake_writer import LakeWriter, cdc
 from tests.test_timestamps import BATTERY, _mutations
 
 ROOT = Path(__file__).resolve().parents[1]

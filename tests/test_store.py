@@ -10,18 +10,6 @@ import pytest
 from pipeline import store
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'online.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    eng = store.make_engine(url)
-    store.migrate(eng)
-    yield eng
-    eng.dispose()
-
-
 def test_email_hash_normalizes_like_the_lookup():
     expected = hashlib.sha256(b"ann@example.com").hexdigest()
     assert store.email_hash("  Ann@Example.COM\t\n") == expected

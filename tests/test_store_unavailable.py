@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import requests
 
 from pipeline.config import Settings, load_settings
-from tests.apiserver import ApiServer, seed_store
+from tests.helpers.api_server import ApiServer, seed_store
 
 EVENT = {"event_id": "locked-1", "event_type": "login", "occurred_at": "2026-11-20T10:00:00Z", "customer_id": "c1"}
 BODIES = {  # endpoint -> JSON body of its POST

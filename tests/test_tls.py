@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import ROOT, Cli, free_port
+from tests.helpers.cli import ROOT, Cli
+from tests.helpers.net import free_port
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:

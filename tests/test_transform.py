@@ -9,7 +9,7 @@ from datetime import datetime
 
 from pipeline.ids import new_cycle_id
 from pipeline.transform import build, build_docs
-from tests.test_dbt_support import ingest, write_jsonl
+from tests.helpers.dbt import ingest, write_jsonl
 
 AS_OF = datetime(2026, 11, 26)
 
@@ -112,7 +112,7 @@ def test_build_docs_writes_the_catalog_under_home(settings):
 def test_a_cycle_builds_what_its_arrivals_reach_and_skips_until_a_stage_moves(settings, tmp_path):
     from datetime import timedelta
 
-    from tests.test_dbt_support import profile, query
+    from tests.helpers.dbt import profile, query
 
     order_at = datetime(2026, 6, 1)
     ingest(

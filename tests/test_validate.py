@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from pipeline import contracts, validate
-from tests.apiserver import project_contracts
+from tests.helpers.api_server import project_contracts
 from tests.test_publish_marts import AS_OF, product, profile, read, recommendations_for, seed_warehouse, write_marts
 
 C1 = "20261101T000000000000Z-00000001"

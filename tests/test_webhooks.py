@@ -30,9 +30,9 @@ from pipeline.ingest import ingest_files
 from serving.app import create_app
 from serving.keys import create_key
 from serving.webhook_signatures import mandrill_signature
-from tests.apiserver import ApiServer
-from tests.conftest import Cli
-from tests.test_dbt_support import write_jsonl
+from tests.helpers.api_server import ApiServer
+from tests.helpers.cli import Cli
+from tests.helpers.dbt import write_jsonl
 
 SAMPLES = Path(__file__).parent / "fixtures" / "webhooks"
 SENDGRID_EXAMPLE = (SAMPLES / "sendgrid_event_webhook_example.json").read_bytes()

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import duckdb
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.cli import ROOT
 
 
 @dataclass

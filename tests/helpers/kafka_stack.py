@@ -29,7 +29,9 @@ from pathlib import Path
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.cli import ROOT
+from tests.helpers.net import free_port
+
 KAFKA_VERSION = "4.4.0"
 DEBEZIUM_VERSION = "3.6.1.Final"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -38,12 +40,6 @@ JVM_OPTS = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1
 
 # How long each part took to start in this session (seconds): the tests report it.
 STARTUP_SECONDS: dict[str, float] = {}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def jars_dir() -> Path:

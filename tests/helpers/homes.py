@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.conftest import Cli
+from tests.helpers.cli import Cli
 from tests.test_cycle import AS_OF_ARG, load_sample
 
 # what a copy leaves behind: locks and pid files, logs

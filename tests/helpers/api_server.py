@@ -24,8 +24,8 @@ from pipeline.ids import iso_z, new_cycle_id, utcnow
 from pipeline.mart_contract import PRODUCTS, PROFILES, Column, Contracts
 from pipeline.publish import publish
 from pipeline.store import engine_for, migrate
+from tests.helpers.cli import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 _CONTRACTS: Contracts = {}
 
 
@@ -145,7 +145,7 @@ class ApiServer:
         return self.home / "server-stderr.log"
 
     def start(self, timeout: float = 30) -> ApiServer:
-        from tests.conftest import free_port
+        from tests.helpers.net import free_port
 
         self.port = self.port or free_port()
         env = {**os.environ, "SENDTIME_HOME": str(self.home), **self.env}

@@ -14,27 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.contracts import CONTRACTS, lake_schema
 from pipeline.ids import new_batch_id
-
-COLUMNS: dict[str, list[str]] = {
-    "events": ["event_id", "event_type", "occurred_at", "customer_id", "anonymous_id", "product_id", "properties"],
-    "customers": [
-        "customer_id",
-        "email",
-        "first_name",
-        "last_name",
-        "country",
-        "locale",
-        "timezone",
-        "marketing_consent",
-        "created_at",
-        "updated_at",
-    ],
-    "orders": ["order_id", "customer_id", "status", "currency", "total_amount", "created_at", "updated_at"],
-    "order_items": ["order_item_id", "order_id", "product_id", "quantity", "unit_price"],
-    "products": ["product_id", "name", "category", "price", "currency", "url", "image_url", "in_stock"],
-}
-CDC = {"customers", "orders", "order_items"}
 
 
 def _text(value: Any) -> str | None:
@@ -68,37 +49,29 @@ class LakeWriter:
             self.clock += timedelta(seconds=1)
             ingested_at = self.clock
         batch_id = batch_id or new_batch_id(ingested_at)
-        rows: dict[str, list[Any]] = {
-            c: [] for c in ["_batch_id", "_ingested_at", "_source_file", "_source_line", "_raw"]
-        }
-        if table in CDC:
-            for c in ["op", "ts_ms", "source_lsn", "row_json"]:
-                rows[c] = []
-        for c in COLUMNS[table]:
-            rows[c] = []
+        schema = lake_schema(table)  # the columns and types ingest writes (pipeline/contracts.py)
+        cdc_table = CONTRACTS[table].cdc
+        rows: dict[str, list[Any]] = {name: [] for name in schema.names}
         for line, record in enumerate(records, start=1):
-            rows["_batch_id"].append(batch_id)
-            rows["_ingested_at"].append(ingested_at)
-            rows["_source_file"].append(source_file)
-            rows["_source_line"].append(line)
-            rows["_raw"].append(json.dumps(record, sort_keys=True))
-            if table in CDC:
+            meta = {
+                "_batch_id": batch_id,
+                "_ingested_at": ingested_at,
+                "_source_file": source_file,
+                "_source_line": line,
+                "_raw": json.dumps(record, sort_keys=True),
+            }
+            row = record
+            if cdc_table:
                 row = record["before"] if record["op"] == "d" else record["after"]
-                rows["op"].append(record["op"])
-                rows["ts_ms"].append(int(record["ts_ms"]))
-                rows["source_lsn"].append((record.get("source") or {}).get("lsn"))
-                rows["row_json"].append(json.dumps(row, sort_keys=True, separators=(",", ":")))
-            else:
-                row = record
-            for c in COLUMNS[table]:
-                rows[c].append(_text(row.get(c)))
-        types = {
-            "_ingested_at": pa.timestamp("us"),
-            "_source_line": pa.int64(),
-            "ts_ms": pa.int64(),
-            "source_lsn": pa.int64(),
-        }
-        table_pa = pa.table({c: pa.array(v, type=types.get(c, pa.string())) for c, v in rows.items()})
+                meta |= {
+                    "op": record["op"],
+                    "ts_ms": int(record["ts_ms"]),
+                    "source_lsn": (record.get("source") or {}).get("lsn"),
+                    "row_json": json.dumps(row, sort_keys=True, separators=(",", ":")),
+                }
+            for name in schema.names:
+                rows[name].append(meta[name] if name in meta else _text(row.get(name)))
+        table_pa = pa.table(rows, schema=schema)
         folder = self.home / "lake" / table / f"ingest_date={ingested_at:%Y-%m-%d}"
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{batch_id}.parquet.tmp"

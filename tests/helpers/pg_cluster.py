@@ -32,7 +32,7 @@ def _as_postgres(
 
 
 def _free_port() -> int:
-    from tests.conftest import free_port
+    from tests.helpers.net import free_port
 
     return free_port()
 
