@@ -4,8 +4,14 @@ The same generated data (events with stitching and late events, CDC with ties an
 catalog) lands in two homes; `sendtime run` (the real CLI, one process and one JVM per cycle) builds,
 validates and publishes it with `warehouse = "duckdb"` in one and `SENDTIME_WAREHOUSE=spark` in the
 other, a cycle after each of two batches. What the API serves (the online store's bodies) must be the
-same on both engines, row for row and field for field (floats within 1e-9), and on Spark the
-incremental cycles must equal a `--full-refresh`.
+same on both engines after each cycle, row for row and field for field (floats within 1e-9).
+
+Incremental equals a full rebuild on Spark, in two Spark cycles (each costs minutes: Spark pays
+seconds per dbt node): Spark's first cycle builds every model from the lake without
+`is_incremental()` (the SQL of `--full-refresh`) and equals DuckDB's; its second, incremental one
+equals DuckDB's second; and DuckDB's incremental state equals its own `--full-refresh` (checked here
+too, and at length in tests/test_dbt_incremental.py). An explicit Spark `--full-refresh` after the
+cycles was run by hand and gave the same bodies (docs/benchmarks.md "Spark").
 
 Spark missing (pyspark, Java, the Delta jars) fails the test with the reason: CI installs all of it
 (`./run test`). Tiny data, local[2], 2 shuffle partitions, no UI (the spark target's settings): the
@@ -134,16 +140,16 @@ def test_spark_serves_what_duckdb_serves_and_its_cycles_equal_a_full_refresh(
         for warehouse, home in homes.items():
             _ingest(home, generated, batch)
             _cycle(home, warehouse, as_of)
+        duckdb_served, spark_served = _served(homes["duckdb"]), _served(homes["spark"])
+        assert len(duckdb_served["profiles"]) >= 30
+        assert any(body for body in duckdb_served["recommendations"].values())
+        assert _differences(duckdb_served, spark_served) == [], f"after batch {batch + 1}"
 
-    duckdb_served, spark_served = _served(homes["duckdb"]), _served(homes["spark"])
-    assert len(duckdb_served["profiles"]) >= 30
-    assert any(body for body in duckdb_served["recommendations"].values())
-    assert _differences(duckdb_served, spark_served) == []
-
-    # the Spark warehouse itself: its run log and counts, as on DuckDB
+    # the Spark home's run log, as on DuckDB
     runs = _run(homes["spark"], "spark", "runs")["runs"]
     assert [r["status"] for r in runs[:2]] == ["success", "success"]
+    assert runs[0]["rows_changed"] > 0 and runs[0]["rows_published"] > 0
 
-    rebuilt = _cycle(homes["spark"], "spark", AS_OF[-1], "--full-refresh")
-    assert rebuilt["status"] == "success"
-    assert _differences(spark_served, _served(homes["spark"])) == []
+    # DuckDB's incremental state is its full rebuild's, so Spark's incremental state is one too
+    _cycle(homes["duckdb"], "duckdb", AS_OF[-1], "--full-refresh")
+    assert _differences(_served(homes["duckdb"]), spark_served) == []
