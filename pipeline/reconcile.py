@@ -237,9 +237,12 @@ _WAREHOUSE_TABLES: dict[str, tuple[str, ...]] = {
     "int_lake_batches_registered": ("lake_table", "_batch_id", "_cycle_id"),
     "int_cycles_registered": ("cycle_id", "is_committed"),
     "product_id_aliases": ("alias", "product_id"),
-    "int_customers_cdc_applied": ("customer_id", "is_deleted", "change_ts_ms"),
-    **{model: (key, version) if version else (key,) for key, model, version in LAKE_SOURCES.values()},
+    "int_customers_cdc_applied": ("customer_id", "is_deleted"),
 }
+for _key, _model, _version in LAKE_SOURCES.values():
+    _WAREHOUSE_TABLES[_model] = tuple(
+        dict.fromkeys((*_WAREHOUSE_TABLES.get(_model, ()), _key, *((_version,) if _version else ())))
+    )
 
 
 def _lake_checks(con: Any, settings: Settings, report: ReconcileReport) -> None:
