@@ -119,10 +119,25 @@ def get_session(
         builder = SparkSession.builder.enableHiveSupport()
         for key, value in conf.items():
             builder = builder.config(key, value)
-        session = builder.getOrCreate()
+        session = _start_with_stdout_on_stderr(builder)
         session.sparkContext.setLogLevel("ERROR")
         _HOME = home
         return session
+
+
+def _start_with_stdout_on_stderr(builder: SparkSession.Builder) -> SparkSession:
+    """Start the JVM with its standard output on this process's standard error: the JVM prints to
+    stdout (Delta's VACUUM says what it deleted), and a command's stdout is its answer (`--json`)."""
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)  # the JVM, a child process started now, inherits this stdout
+        return builder.getOrCreate()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def stop() -> None:

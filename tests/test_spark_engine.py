@@ -11,7 +11,7 @@ seconds per dbt node): Spark's first cycle builds every model from the lake with
 `is_incremental()` (the SQL of `--full-refresh`) and equals DuckDB's; its second, incremental one
 equals DuckDB's second; and DuckDB's incremental state equals its own `--full-refresh` (checked here
 too, and at length in tests/test_dbt_incremental.py). An explicit Spark `--full-refresh` after the
-cycles was run by hand and gave the same bodies (docs/benchmarks.md "Spark").
+cycles costs ~10 more minutes here (docs/benchmarks.md "Spark" has a run of it).
 
 Spark missing (pyspark, Java, the Delta jars) fails the test with the reason: CI installs all of it
 (`./run test`). Tiny data, local[2], 2 shuffle partitions, no UI (the spark target's settings): the
@@ -75,7 +75,14 @@ def _spark_ready() -> None:
 
 def _run(home: Path, warehouse: str, *args: str) -> dict[str, Any]:
     """`sendtime ARGS --json` on a home with a warehouse; the parsed answer."""
-    env = {**os.environ, "SENDTIME_HOME": str(home), "SENDTIME_WAREHOUSE": warehouse}
+    env = {
+        **os.environ,
+        "SENDTIME_HOME": str(home),
+        "SENDTIME_WAREHOUSE": warehouse,
+        # every cycle refreshes the item associations, so an incremental state equals a full rebuild's
+        # exactly, recommendations included (DESIGN.md: between refreshes only touched customers move)
+        "SENDTIME_RECOMMENDATIONS_REFRESH_EVERY": "1s",
+    }
     done = subprocess.run(
         [SENDTIME, *args, "--json"], env=env, capture_output=True, text=True, timeout=1800, check=False
     )
