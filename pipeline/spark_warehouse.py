@@ -268,6 +268,12 @@ class SparkWarehouse:
             # a Delta DELETE leaves the old files for time travel: the erased rows leave the disk only
             # when they are vacuumed (docs/privacy.md "Spark")
             spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+            # VACUUM lists the table's files in a job of this many tasks (default 10,000: minutes of
+            # task overhead per table on a small machine); the cluster's parallelism is enough
+            spark.conf.set(
+                "spark.sql.sources.parallelPartitionDiscovery.parallelism",
+                str(max(2, spark.sparkContext.defaultParallelism)),
+            )
             for table in deleted:
                 spark.sql(f"vacuum {self._table(table)} retain 0 hours")
         return deleted
