@@ -368,6 +368,11 @@ class Validator:
         self.ingested_at = ingested_at
         self.cdc = CONTRACTS[source].cdc
         self.con = duckdb.connect(config={"threads": 1, "memory_limit": "256MB"})
+        # DuckDB's in_clause optimizer turns each IN (...) list of the validation query (character
+        # classes of the timestamp macros, enums) into a mark join: planning those cost ~0.15 s per
+        # query, whatever the rows (a collector request of 25 events took 0.2 s, 0.07 s without),
+        # and the joins ran slower than the plain IN expressions on 100k rows too (2.1 s vs 1.3 s)
+        self.con.execute("SET disabled_optimizers = 'in_clause'")
         self.con.execute(MACROS)
         self.columns = CONTRACTS[source].columns
         self.register = register_for(settings)

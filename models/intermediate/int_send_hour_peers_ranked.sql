@@ -7,8 +7,9 @@
     hour_share). Ties: the larger share at the center hour, then the earlier hour. members is the
     number of customers with a history; int_customer_send_hours_scored uses a timezone or a country
     as peers only with send_hour_min_peers of them. Rebuilt every cycle from the hours table (one
-    aggregate over at most 24 rows per customer), so it always equals a full rebuild; customers
-    whose peers' hour moved are then recomputed by int_customer_send_hours_scored.
+    aggregate over at most 24 rows per customer, summed per timezone and country once), so it always
+    equals a full rebuild; customers whose peers' hour moved are then recomputed by
+    int_customer_send_hours_scored.
 -#}
 
 with
@@ -19,59 +20,90 @@ hours as (
 
 ),
 
-group_hours as (
+customers_with_history as (
 
-    select
-        'timezone' as peer_level,
-        timezone_used as peer_key,
+    {#- one row per customer with a history (a customer's hours share their timezone and country) -#}
+    select distinct
         customer_id,
-        local_hour,
-        hour_share
+        timezone_used,
+        country
     from hours
 
-    union all
+),
 
+cell_hours as (
+
+    {#- the hours summed per timezone and country first: every peer level rolls up from these
+        few rows instead of from every customer's hours once per level -#}
     select
-        'country' as peer_level,
-        country as peer_key,
-        customer_id,
+        timezone_used,
+        country,
         local_hour,
-        hour_share
+        sum(hour_share) as hour_share
     from hours
-    where country is not null
-
-    union all
-
-    select
-        'everyone' as peer_level,
-        '*' as peer_key,
-        customer_id,
-        local_hour,
-        hour_share
-    from hours
+    group by timezone_used, country, local_hour
 
 ),
 
 members as (
 
     select
-        peer_level,
-        peer_key,
+        'timezone' as peer_level,
+        timezone_used as peer_key,
         count(distinct customer_id) as members
-    from group_hours
-    group by peer_level, peer_key
+    from customers_with_history
+    group by timezone_used
+
+    union all
+
+    select
+        'country' as peer_level,
+        country as peer_key,
+        count(distinct customer_id) as members
+    from customers_with_history
+    where country is not null
+    group by country
+
+    union all
+
+    select
+        'everyone' as peer_level,
+        '*' as peer_key,
+        count(distinct customer_id) as members
+    from customers_with_history
 
 ),
 
 hour_totals as (
 
     select
-        peer_level,
-        peer_key,
+        'timezone' as peer_level,
+        timezone_used as peer_key,
         local_hour,
         sum(hour_share) as hour_share
-    from group_hours
-    group by peer_level, peer_key, local_hour
+    from cell_hours
+    group by timezone_used, local_hour
+
+    union all
+
+    select
+        'country' as peer_level,
+        country as peer_key,
+        local_hour,
+        sum(hour_share) as hour_share
+    from cell_hours
+    where country is not null
+    group by country, local_hour
+
+    union all
+
+    select
+        'everyone' as peer_level,
+        '*' as peer_key,
+        local_hour,
+        sum(hour_share) as hour_share
+    from cell_hours
+    group by local_hour
 
 ),
 
