@@ -36,7 +36,7 @@ stored_lists as (
         customer_id,
         {{ ordered_list(recommendation_text(), 'rank') }} as recommendations
     from {{ this }}
-    {#- only the customers recomputed now: the stored table holds everyone's lists -#}
+    {# only the customers recomputed now: the stored table holds everyone's lists #}
     where customer_id in (select new_lists.customer_id from new_lists)
     group by customer_id
 
