@@ -2,7 +2,7 @@
 the status page: emails, and the values an engine quotes when it chokes on them (a name, an email).
 
 DuckDB and Python quote values with single quotes (`Could not convert string 'Ada' to INT32`,
-`{'first_name': 'Ada'}`) and SQL identifiers with double quotes (`column "email" not found`), so:
+`{'name': 'Ada'}`) and SQL identifiers with double quotes (`column "email" not found`), so:
 every single-quoted literal goes, a double-quoted one only where it is a value (after `:` or `=`,
 as in JSON), and every word with an `@` inside. One pass over the text, no backtracking regex: the
 cost is linear in the length of the text, however it is built (a pattern like `[^@]+@[^@]+` is
