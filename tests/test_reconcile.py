@@ -226,10 +226,19 @@ def test_a_lost_warehouse_is_rebuilt_from_the_lake(world):
     assert code == 0 and repaired["repaired"]["warehouse_rebuilt"] == 1 and repaired["remaining"] == [], repaired
     after = served(home)
     assert set(after) == set(before)
-    # the rebuild runs at as_of = now and refreshes the associations: lifecycle stages and
-    # recommendations may move with them (DESIGN.md "Mart contract"), nothing else
+    # the rebuild runs at as_of = now and refreshes the associations: what depends on as_of
+    # (lifecycle stage, 30-day email counts, the recency-weighted send hour) and recommendations
+    # may move with them (DESIGN.md "Mart contract", "Engagement and send time"), nothing else
+    moving = (
+        "lifecycle_stage",
+        "recommendations",
+        "email_opens_30d",
+        "email_clicks_30d",
+        "best_send_hour",
+        "best_send_hour_confidence",
+    )
     for cid, (body, _, email_hash) in before.items():
         old, new = json.loads(body), json.loads(after[cid][0])
-        for moving in ("lifecycle_stage", "recommendations"):
-            old.pop(moving), new.pop(moving)
+        for field in moving:
+            old.pop(field), new.pop(field)
         assert (old, email_hash) == (new, after[cid][2]), cid
