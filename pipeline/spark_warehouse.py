@@ -202,17 +202,7 @@ class SparkWarehouse:
                 f" where c.is_committed and b._ingested_at >= timestampadd(MICROSECOND, -{overlap}, marks.newest)"
             ).collect()
         )
-        committed_id, as_of, next_change = tuple(committed[0]) if committed else (None, None, None)
-        return CycleState(
-            last_cycle_id=last[0][0],
-            last_cycle_committed=bool(last[0][1]),
-            last_committed_cycle_id=committed_id,
-            last_as_of=as_of,
-            next_stage_change_at=next_change,
-            last_refresh_at=refreshed[0][0] if refreshed else None,
-            watermarks=watermarks,
-            recent_batches=recent,
-        )
+        return CycleState.from_rows(last, committed, refreshed, watermarks, recent)
 
     def columns(self, table: str) -> list[str] | None:
         spark = self.session()

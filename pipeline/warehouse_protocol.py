@@ -75,6 +75,24 @@ class CycleState:
     watermarks: dict[str, datetime] = field(default_factory=dict)
     recent_batches: frozenset[str] = frozenset()
 
+    @classmethod
+    def from_rows(
+        cls, last: Any, committed: Any, refreshed: Any, watermarks: dict[str, datetime], recent: frozenset[str]
+    ) -> CycleState:
+        """From the rows both warehouses query: the last cycle (id, committed), the last committed
+        one (id, as_of, next stage change), the last refresh, the watermarks and recent batches."""
+        committed_id, as_of, next_change = tuple(committed[0]) if committed else (None, None, None)
+        return cls(
+            last_cycle_id=last[0][0],
+            last_cycle_committed=bool(last[0][1]),
+            last_committed_cycle_id=committed_id,
+            last_as_of=as_of,
+            next_stage_change_at=next_change,
+            last_refresh_at=refreshed[0][0] if refreshed else None,
+            watermarks=watermarks,
+            recent_batches=recent,
+        )
+
 
 @dataclass(frozen=True)
 class DbtTarget:
