@@ -2,7 +2,9 @@
 
 A small hand-made world whose every profile field was worked out by hand from DESIGN.md's rules
 (the arithmetic is in the comments), ingested with `sendtime ingest`, built with `sendtime run
---as-of`, and read back through `sendtime serve`.
+--as-of`, and read back through `sendtime serve`. The world is built once per warehouse engine
+(tests/helpers/warehouses.py: DuckDB, then Spark with `SENDTIME_WAREHOUSE=spark`), and every test
+expects the same answers from both.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.api_server import ApiServer
+from tests.helpers.warehouses import CLI_TIMEOUT, WAREHOUSES, warehouse_env
 
 AS_OF = "2026-06-30T00:00:00Z"
 
@@ -40,14 +43,15 @@ def ev(event_id: str, event_type: str, occurred_at, **fields) -> dict:
     return {"event_id": event_id, "event_type": event_type, "occurred_at": occurred_at, **fields}
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+@pytest.fixture(scope="module", params=WAREHOUSES)
+def world(request, tmp_path_factory):
     from tests.helpers.cli import Cli
 
-    tmp = tmp_path_factory.mktemp("acceptance")
+    warehouse = request.param
+    tmp = tmp_path_factory.mktemp(f"acceptance-{warehouse}")
     home = tmp / "home"
     home.mkdir()
-    cli = Cli(home)
+    cli = Cli(home, env=warehouse_env(warehouse), timeout=CLI_TIMEOUT[warehouse])
 
     (tmp / "products.csv").write_text(
         "product_id,name,category,price,currency,url,image_url,in_stock\n"

@@ -1,4 +1,5 @@
-"""Acceptance: DESIGN.md's CDC ordering rules and the collector, from outside (CLI and API only)."""
+"""Acceptance: DESIGN.md's CDC ordering rules and the collector, from outside (CLI and API only),
+on each warehouse engine (tests/helpers/warehouses.py) with the same expected answers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import pytest
 
 from tests.helpers.api_server import ApiServer
+from tests.helpers.warehouses import CLI_TIMEOUT, WAREHOUSES, warehouse_env
 from tests.test_acceptance import cdc, ev, write_jsonl
 
 AS_OF = "2026-06-30T00:00:00Z"
@@ -27,14 +29,15 @@ def order(order_id: str, customer_id: str, total: str = "10.00", status: str = "
     }
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+@pytest.fixture(scope="module", params=WAREHOUSES)
+def world(request, tmp_path_factory):
     from tests.helpers.cli import Cli
 
-    tmp = tmp_path_factory.mktemp("acceptance-cdc")
+    warehouse = request.param
+    tmp = tmp_path_factory.mktemp(f"acceptance-cdc-{warehouse}")
     home = tmp / "home"
     home.mkdir()
-    cli = Cli(home)
+    cli = Cli(home, env=warehouse_env(warehouse), timeout=CLI_TIMEOUT[warehouse])
     first = write_jsonl(
         tmp / "customers-1.jsonl",
         [

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_settings
+from pipeline.erasure_copies import AFTER_BACKUP
 from serving.keys import create_key
 from tests.helpers.api_server import ApiServer
 from tests.helpers.cli import ROOT, Cli
@@ -325,35 +326,36 @@ def test_a_crm_delete_stays_in_force_after_its_erasure(tmp_path):
     assert ms("2026-11-21T00:00:00Z") > ms("2026-11-10T00:00:00Z")
 
 
-@pytest.mark.parametrize("copy", ["beside the backup", "in the mirror"])
-def test_an_erasure_requested_after_a_backup_applies_again_after_a_restore(tmp_path, copy):
+def test_an_erasure_requested_after_a_backup_applies_again_after_a_restore(tmp_path):
     """DESIGN.md "Consistency and recovery": backup, forget, the home is lost, restore. The request
-    survives beside the backup (its erasure-after-backup.jsonl), or in `erasure_register_mirror`
-    when the backup was moved away before the request; the restore erases at once."""
+    survives beside the backup (its erasure-after-backup.jsonl), and in `erasure_register_mirror`
+    for a backup moved away before the request; each restore erases at once. One home, two restores:
+    the backup as it was left, and a copy without the file beside it, restored with the mirror only."""
     mirror = tmp_path / "mirror"
-    env = {"SENDTIME_ERASURE_REGISTER_MIRROR": str(mirror)} if copy == "in the mirror" else {}
+    env = {"SENDTIME_ERASURE_REGISTER_MIRROR": str(mirror)}
     home = tmp_path / "home"
     cli = Cli(home, env)
     _ingest_all(cli, write_sources(tmp_path / "in"))
     _run(cli)
     backup = tmp_path / "backup"
     cli("backup", str(backup))
-    if copy == "in the mirror":  # to other storage: nothing is written beside it any more
-        backup = Path(shutil.move(backup, tmp_path / "moved"))
+    moved = Path(shutil.copytree(backup, tmp_path / "moved"))  # to other storage, before the request
     assert cli.json("forget", FORGET)
     _run(cli)
     assert scan(home) == []
+    assert (backup / AFTER_BACKUP).exists() and not (moved / AFTER_BACKUP).exists()
     shutil.rmtree(home)  # the home is lost
 
-    restored = tmp_path / "restored"
-    again = Cli(restored, env)
-    again("restore", str(backup))
-    # before any cycle: the profile is gone and the restored files no longer hold the customer
-    profiles = _profiles(restored)
-    assert FORGET not in profiles and KEEP in profiles
-    assert again("forget", "--status", FORGET).stdout.strip() == "complete"
-    assert scan(restored) == []
-    _run(again)
+    for copy, source, restore_env in (("beside the backup", backup, {}), ("in the mirror", moved, env)):
+        restored = tmp_path / f"restored-{copy.split()[-1]}"
+        again = Cli(restored, restore_env)
+        again("restore", str(source))
+        # before any cycle: the profile is gone and the restored files no longer hold the customer
+        profiles = _profiles(restored)
+        assert FORGET not in profiles and KEEP in profiles, copy
+        assert again("forget", "--status", FORGET).stdout.strip() == "complete", copy
+        assert scan(restored) == [], copy
+    _run(again)  # and a cycle after the restore keeps it so
     assert FORGET not in _profiles(restored) and scan(restored) == []
 
 

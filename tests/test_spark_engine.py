@@ -35,6 +35,7 @@ import pytest
 from pipeline.config import load_settings
 from pipeline.generate import generate
 from pipeline.ingest import ingest_files
+from tests.helpers.warehouses import spark_ready
 
 SENDTIME = str(Path(sys.executable).with_name("sendtime"))
 AS_OF = [datetime(2026, 11, 26, 0, 0, 0), datetime(2026, 11, 26, 1, 0, 0)]
@@ -58,19 +59,6 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]
     for source, index in (item for batch in BATCHES for item in batch):
         assert len(files[source]) > index, (source, files[source])
     return files
-
-
-def _spark_ready() -> None:
-    """Fail (never skip) when Spark cannot run, with the reason."""
-    from pipeline import spark_session
-
-    try:
-        import pyspark  # noqa: F401
-    except ImportError as exc:
-        pytest.fail(f"pyspark is not installed ({exc}): pip install -e '.[spark]' (./run test does)")
-    jars = Path(os.environ.get("SENDTIME_SPARK_JARS_DIR", Path.home() / ".cache/sendtime/jars/spark"))
-    if not list(jars.glob("delta-spark_*.jar")):
-        pytest.fail(f"the Delta Lake jars are missing in {jars}: run {spark_session.FETCH_JARS}")
 
 
 def _run(home: Path, warehouse: str, *args: str) -> dict[str, Any]:
@@ -141,7 +129,7 @@ def _differences(left: Any, right: Any, path: str = "") -> list[str]:
 def test_spark_serves_what_duckdb_serves_and_its_cycles_equal_a_full_refresh(
     tmp_path: Path, generated: dict[str, list[Path]]
 ) -> None:
-    _spark_ready()
+    spark_ready()
     homes = {"duckdb": tmp_path / "duckdb", "spark": tmp_path / "spark"}
     for batch, as_of in enumerate(AS_OF):
         for warehouse, home in homes.items():
