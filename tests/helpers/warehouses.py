@@ -4,7 +4,7 @@ the same CLI and API, with the same expected answers.
 
 WAREHOUSES comes from SENDTIME_TEST_WAREHOUSES (comma-separated, default `duckdb`): the acceptance
 worlds on Spark cost 5-10 minutes a cycle on this 2-core machine (JVM start and seconds per dbt node,
-docs/benchmarks.md "Spark"), ~30 minutes for both worlds, which the suite's 45-minute budget cannot
+docs/benchmarks.md "Spark"), ~1 hour for both worlds, which the suite's 45-minute budget cannot
 hold. CI runs Spark through tests/test_spark.py and tests/test_spark_engine.py (the cross-engine and
 incremental tests); `SENDTIME_TEST_WAREHOUSES=duckdb,spark ./run test tests/test_acceptance.py
 tests/test_acceptance_cdc.py` runs the worlds on both engines (docs/spark.md "Tests")."""
