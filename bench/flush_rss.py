@@ -15,20 +15,15 @@ files are deleted as they are written (the disk stays small); the 1,500 x 2,000 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from bench.consume import rss_mb
 from pipeline.config import load_settings
 from pipeline.generate import generate
 from pipeline.kafka.batches import BatchWriter, TopicBuffer
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> None:
@@ -60,7 +55,7 @@ def main() -> None:
             if i % args.every == 0 or i == args.flushes - 1:
                 con = writer.validators["events"].con
                 duckdb_mb = con.sql("select coalesce(sum(memory_usage_bytes), 0) / 1e6 from duckdb_memory()").fetchone()
-                samples.append((i, rss_mb()))
+                samples.append((i, rss_mb(os.getpid())))
                 print(f"flush {i:>5}: RSS {samples[-1][1]:.0f} MB, DuckDB {duckdb_mb[0]:.1f} MB", flush=True)
         writer.close()
     after_first = [mb for i, mb in samples if i >= args.every]

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-ENGINES = ("duckdb", "spark")
+from pipeline.config import Settings
+
+ENGINES = get_args(Settings.model_fields["warehouse"].annotation)  # the `warehouse` setting's values
 WAREHOUSES = tuple(w.strip() for w in os.environ.get("SENDTIME_TEST_WAREHOUSES", "duckdb").split(",") if w.strip())
 if not WAREHOUSES or set(WAREHOUSES) - set(ENGINES):
     raise ValueError(f"SENDTIME_TEST_WAREHOUSES={os.environ.get('SENDTIME_TEST_WAREHOUSES')!r}: a list of {ENGINES}")
